@@ -1,0 +1,1 @@
+"""The five screens of the flow: Model -> Fit -> Convert -> Evaluate -> Chat."""

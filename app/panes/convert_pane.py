@@ -1,0 +1,365 @@
+"""Convert: pick formats, calibration and output folder, preview the plan (per-tensor types, sizes,
+disk space), then queue jobs that run one after another with progress, ETA, cancel and a log."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QSplitter,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+from quantpress.app import settings
+from quantpress.app.convert_jobs import (
+    CALIBRATION_CHOICES,
+    available_formats,
+    conversion_job,
+    describe_plan,
+    is_awq,
+    plan_job,
+)
+from quantpress.app.errors import show_error
+from quantpress.app.format_tips import tip
+from quantpress.app.icons import icon
+from quantpress.app.jobqueue import Job, JobQueue
+from quantpress.app.state import AppState, default_output_dir
+from quantpress.app.tasks import Task
+from quantpress.app.widgets.common import Pane, format_bytes, hint
+from quantpress.app.widgets.job_row import JobRow
+
+
+class ConvertPane(Pane):
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+        super().__init__(
+            "Convert",
+            "Choose one or more formats and press Add to queue. Jobs run one after another (never all at "
+            "once), keep running when you switch pages, and leave nothing behind if cancelled.",
+            parent,
+        )
+        self.state = state
+        self.queue = JobQueue(state.heavy, self)
+        self.queue.job_added.connect(self._on_job_added)
+        self.queue.job_changed.connect(self._on_job_changed)
+        self.queue.job_succeeded.connect(self._on_job_succeeded)
+        self.rows: dict[int, JobRow] = {}
+        self._plan_task: Task | None = None
+        self._build()
+        state.model_changed.connect(self._on_model)
+        self._on_model(state.model)
+
+    # -- layout ------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 6, 0)
+        formats_box = QGroupBox("Formats")
+        fl = QVBoxLayout(formats_box)
+        self.formats_list = QListWidget()
+        self.formats_list.setToolTip("Tick every format you want; each becomes one file")
+        self.formats_list.setSpacing(1)
+        fl.addWidget(self.formats_list)
+        left_layout.addWidget(formats_box, 1)
+
+        options = QGroupBox("Options")
+        form = QFormLayout(options)
+        self.calibration_combo = QComboBox()
+        for key, label, tooltip in CALIBRATION_CHOICES:
+            self.calibration_combo.addItem(label, key)
+            self.calibration_combo.setItemData(self.calibration_combo.count() - 1, tooltip, Qt.ItemDataRole.ToolTipRole)
+        self.calibration_combo.setToolTip("Importance weights from sample text make 2-4 bit formats noticeably better")
+        self.calibration_combo.currentIndexChanged.connect(self._on_calibration_changed)
+        self.calibration_path = QLineEdit()
+        self.calibration_path.setPlaceholderText("file for the chosen calibration")
+        self.calibration_browse = QPushButton("…")
+        self.calibration_browse.setFixedWidth(32)
+        self.calibration_browse.clicked.connect(self._browse_calibration)
+        cal_row = QHBoxLayout()
+        cal_row.addWidget(self.calibration_path, 1)
+        cal_row.addWidget(self.calibration_browse)
+        form.addRow("Calibration", self.calibration_combo)
+        form.addRow("", cal_row)
+        self.out_edit = QLineEdit()
+        self.out_edit.setToolTip("Folder for the converted files (created if missing)")
+        out_browse = QPushButton(icon("folder"), "")
+        out_browse.setToolTip("Choose the output folder")
+        out_browse.clicked.connect(self._browse_out)
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.out_edit, 1)
+        out_row.addWidget(out_browse)
+        form.addRow("Output folder", out_row)
+        self.output_type_combo = QComboBox()
+        self.embed_type_combo = QComboBox()
+        for combo in (self.output_type_combo, self.embed_type_combo):
+            combo.addItem("as the format decides", "")
+            for t in ("F32", "F16", "Q8_0", "Q6_K", "Q4_K"):
+                combo.addItem(t, t)
+        self.output_type_combo.setToolTip("Advanced: force the type of the output (lm_head) tensor")
+        self.embed_type_combo.setToolTip("Advanced: force the type of the token embedding tensor")
+        self.threads_spin = QSpinBox()
+        self.threads_spin.setRange(0, 256)
+        self.threads_spin.setSpecialValueText("all cores")
+        self.threads_spin.setValue(int(settings.get("threads")))
+        self.threads_spin.setToolTip("CPU threads for quantizing (also used by Chat); all cores is fastest")
+        self.threads_spin.valueChanged.connect(self._on_threads)
+        form.addRow("Threads", self.threads_spin)
+        form.addRow("Output tensor", self.output_type_combo)
+        form.addRow("Token embedding", self.embed_type_combo)
+        left_layout.addWidget(options)
+        self._on_calibration_changed()
+
+        buttons = QHBoxLayout()
+        self.preview_button = QPushButton(icon("plan"), "Preview plan")
+        self.preview_button.setToolTip("Show per-tensor types, file sizes and disk space before converting")
+        self.preview_button.clicked.connect(self.preview)
+        self.queue_button = QPushButton(icon("play"), "Add to queue")
+        self.queue_button.setToolTip("Convert the ticked formats (Ctrl+Return)")
+        self.queue_button.setShortcut("Ctrl+Return")
+        self.queue_button.clicked.connect(self.enqueue)
+        buttons.addWidget(self.preview_button)
+        buttons.addWidget(self.queue_button)
+        left_layout.addLayout(buttons)
+        splitter.addWidget(left)
+
+        right = QSplitter(Qt.Orientation.Vertical)
+        plan_box = QGroupBox("Plan preview")
+        pl = QVBoxLayout(plan_box)
+        self.plan_summary = QLabel("Press Preview plan to see what will be written.")
+        self.plan_summary.setWordWrap(True)
+        pl.addWidget(self.plan_summary)
+        self.plan_tree = QTreeWidget()
+        self.plan_tree.setHeaderLabels(["Output / tensor", "Type", "Size"])
+        self.plan_tree.setColumnWidth(0, 300)
+        self.plan_tree.setColumnWidth(1, 180)
+        self.plan_tree.setUniformRowHeights(True)
+        pl.addWidget(self.plan_tree, 1)
+        right.addWidget(plan_box)
+
+        queue_box = QGroupBox("Queue")
+        ql = QVBoxLayout(queue_box)
+        self.queue_empty = hint("No conversions yet. Jobs you add appear here with their progress and log.")
+        ql.addWidget(self.queue_empty)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        holder = QWidget()
+        self.queue_layout = QVBoxLayout(holder)
+        self.queue_layout.setContentsMargins(0, 0, 0, 0)
+        self.queue_layout.addStretch(1)
+        scroll.setWidget(holder)
+        ql.addWidget(scroll, 1)
+        clear = QPushButton(icon("clear"), "Clear finished")
+        clear.clicked.connect(self.clear_finished)
+        ql.addWidget(clear, 0, Qt.AlignmentFlag.AlignRight)
+        right.addWidget(queue_box)
+        right.setSizes([260, 340])
+        splitter.addWidget(right)
+        splitter.setSizes([340, 640])
+        self.body.addWidget(splitter, 1)
+
+    # -- model & options ---------------------------------------------------------------------------
+    @Slot(object)
+    def _on_model(self, model: Any) -> None:
+        self.formats_list.clear()
+        # Only with a model: importing the planner costs ~0.5 s, kept off the window's first paint.
+        formats, reason = available_formats(model) if model is not None else ([], "")
+        defaults = set(settings.get("default_formats"))
+        for fmt, label, description in formats:
+            item = QListWidgetItem(label)
+            item.setData(Qt.ItemDataRole.UserRole, fmt)
+            item.setToolTip(tip(fmt, description))
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if fmt in defaults else Qt.CheckState.Unchecked)
+            self.formats_list.addItem(item)
+        out = default_output_dir(model)
+        self.out_edit.setText(str(out) if out else str(settings.get("last_output_dir")))
+        self.out_edit.setToolTip(self.out_edit.text())
+        enabled = model is not None and bool(formats)
+        for w in (self.preview_button, self.queue_button):
+            w.setEnabled(enabled)
+        if model is None:
+            self.banner.show_message("Open a model first (Model page, Ctrl+1).", "info")
+        elif reason:
+            self.banner.show_message(reason, "warn")
+        elif not getattr(model, "convertible", True):
+            self.banner.show_message(f"This model cannot be converted: {model.not_convertible_reason}", "warn")
+        else:
+            self.banner.clear()
+        self.plan_tree.clear()
+        self.plan_summary.setText("Press Preview plan to see what will be written.")
+
+    def selected_formats(self) -> list[str]:
+        out = []
+        for i in range(self.formats_list.count()):
+            item = self.formats_list.item(i)
+            if item.checkState() == Qt.CheckState.Checked:
+                out.append(str(item.data(Qt.ItemDataRole.UserRole)))
+        return out
+
+    def set_selected_formats(self, formats: list[str]) -> None:
+        for i in range(self.formats_list.count()):
+            item = self.formats_list.item(i)
+            checked = item.data(Qt.ItemDataRole.UserRole) in formats
+            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+
+    def out_dir(self) -> Path:
+        return Path(self.out_edit.text().strip()).expanduser()
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "calibration": self.calibration_combo.currentData(),
+            "calibration_path": self.calibration_path.text().strip() or None,
+            "output_type": self.output_type_combo.currentData() or None,
+            "embedding_type": self.embed_type_combo.currentData() or None,
+            "threads": self.threads_spin.value(),
+        }
+
+    @Slot(int)
+    def _on_threads(self, value: int) -> None:
+        settings.put("threads", value)
+
+    @Slot()
+    def _on_calibration_changed(self) -> None:
+        needs_file = self.calibration_combo.currentData() in ("text", "imatrix")
+        self.calibration_path.setEnabled(needs_file)
+        self.calibration_browse.setEnabled(needs_file)
+
+    @Slot()
+    def _browse_calibration(self) -> None:
+        kind = self.calibration_combo.currentData()
+        pattern = "imatrix files (*.gguf *.dat)" if kind == "imatrix" else "Text (*.txt *.jsonl)"
+        path, _ = QFileDialog.getOpenFileName(self, "Calibration file", str(settings.get("last_file_dir")), pattern)
+        if path:
+            settings.put("last_file_dir", str(Path(path).parent))
+            self.calibration_path.setText(path)
+
+    @Slot()
+    def _browse_out(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Output folder", self.out_edit.text())
+        if folder:
+            settings.put("last_output_dir", folder)
+            self.out_edit.setText(folder)
+
+    # -- plan --------------------------------------------------------------------------------------
+    @Slot()
+    def preview(self) -> Task | None:
+        model, formats = self.state.model, [f for f in self.selected_formats() if not is_awq(f)]
+        if model is None or not formats:
+            self.plan_summary.setText("Tick at least one GGUF format (AWQ jobs show their plan in their log).")
+            return None
+        # Planning reads the tokenizer and tensor headers (~0.5-2 s): never on the GUI thread.
+        task = self.state.quick_runner().submit("plan", plan_job(model, formats, self.out_dir(), self.options()))
+        task.succeeded.connect(self.show_plan)
+        task.failed.connect(self._on_plan_failed)
+        task.finished.connect(self._on_plan_finished)
+        self._plan_task = task
+        self.preview_button.setEnabled(False)
+        self.plan_summary.setText("Planning…")
+        return task
+
+    @Slot(object)
+    def _on_plan_failed(self, exc: BaseException) -> None:
+        task = self.sender()
+        self.plan_summary.setText("The plan could not be made (see the message).")
+        show_error(self, exc, title="Cannot plan this conversion",
+                   details=task.error_details if isinstance(task, Task) else "")
+
+    @Slot()
+    def _on_plan_finished(self) -> None:
+        self._plan_task = None
+        self.preview_button.setEnabled(self.state.model is not None)
+
+    @Slot(object)
+    def show_plan(self, plan: Any) -> None:
+        outputs, total_bytes = describe_plan(plan)
+        self.plan_tree.clear()
+        for out in outputs:
+            top = QTreeWidgetItem([out.path.name, out.format, format_bytes(out.file_bytes)])
+            top.setToolTip(0, str(out.path))
+            counts: dict[str, int] = {}
+            for t in out.tensor_types.values():
+                counts[t] = counts.get(t, 0) + 1
+            top.setText(1, ", ".join(f"{n}×{t}" for t, n in sorted(counts.items(), key=lambda kv: -kv[1])[:3]))
+            for name, ggml_type in out.tensor_types.items():
+                QTreeWidgetItem(top, [name, ggml_type, ""])
+            self.plan_tree.addTopLevelItem(top)
+        if self.plan_tree.topLevelItemCount() == 1:
+            self.plan_tree.topLevelItem(0).setExpanded(True)  # one file: show its per-tensor types
+        folder = self.out_dir()
+        free = _free_bytes(folder)
+        disk = f"{format_bytes(free)} free in {folder}" if free is not None else f"{folder} (not created yet)"
+        enough = free is None or free > total_bytes
+        self.plan_summary.setText(
+            f"{len(outputs)} file(s), {format_bytes(total_bytes)} in total (exact). Disk: {disk}."
+            + ("" if enough else "  <b>Not enough disk space.</b>")
+        )
+
+    # -- queue -------------------------------------------------------------------------------------
+    @Slot()
+    def enqueue(self) -> list[Job]:
+        model, formats = self.state.model, self.selected_formats()
+        if model is None or not formats:
+            self.plan_summary.setText("Tick at least one format.")
+            return []
+        settings.put("default_formats", formats)
+        out_dir = self.out_dir()
+        settings.put("last_output_dir", str(out_dir))
+        jobs = []
+        for fmt in formats:  # one job per format: each can be cancelled and retried on its own
+            fn = conversion_job(model, [fmt], out_dir, self.options())
+            label = fmt.replace("AWQ:", "AWQ ").replace(":", " ") if is_awq(fmt) else fmt
+            jobs.append(self.queue.add(Job(f"{model.name or 'model'} → {label}", fn, out_dir)))
+        return jobs
+
+    @Slot(object)
+    def _on_job_added(self, job: Job) -> None:
+        row = JobRow(job)
+        row.cancel_requested.connect(self.queue.cancel)
+        self.rows[id(job)] = row
+        self.queue_layout.insertWidget(self.queue_layout.count() - 1, row)
+        self.queue_empty.hide()
+
+    @Slot(object)
+    def _on_job_changed(self, job: Job) -> None:
+        row = self.rows.get(id(job))
+        if row is not None:
+            row.refresh()
+
+    @Slot(object)
+    def _on_job_succeeded(self, job: Job) -> None:
+        self.state.add_outputs([p for p in job.outputs if p.suffix == ".gguf"])
+
+    @Slot()
+    def clear_finished(self) -> None:
+        for job in self.queue.clear_finished():
+            row = self.rows.pop(id(job), None)
+            if row is not None:
+                row.deleteLater()
+        self.queue_empty.setVisible(not self.rows)
+
+
+def _free_bytes(folder: Path) -> int | None:
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free
+    except OSError:
+        return None

@@ -1,0 +1,381 @@
+"""Evaluate: KL-divergence and perplexity of converted files against a reference file, as a table and
+a size-vs-KLD chart. Results are saved by core next to each model (its sidecar) and shown again later."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+from quantpress.app import settings
+from quantpress.app.convert_jobs import evaluation_job
+from quantpress.app.core_access import Missing, core_function, module_exists
+from quantpress.app.errors import show_error
+from quantpress.app.icons import icon
+from quantpress.app.state import AppState
+from quantpress.app.tasks import Task
+from quantpress.app.widgets.charts import Point, ScatterChart
+from quantpress.app.widgets.common import Pane, format_bytes, hint
+from quantpress.core.jobs import Progress
+
+COLUMNS = ("File", "Format", "Size", "KLD mean", "KLD p99", "Top-1 agree", "Perplexity", "Δ PPL", "Tokens")
+REFERENCE_PREFERENCE = ("F32", "BF16", "F16", "Q8_0")
+_FORMAT_RE = re.compile(r"[-.]((?:I?Q\d_[A-Z0-9_]+)|F32|F16|BF16)\.gguf$", re.IGNORECASE)
+
+
+def format_of(path: Path) -> str:
+    m = _FORMAT_RE.search(path.name)
+    return m.group(1).upper() if m else "?"
+
+
+def saved_results(path: Path) -> list[dict[str, Any]]:
+    """Evaluations stored in ``path``'s sidecar by core (empty when none or unreadable)."""
+    read = core_function("quantpress.core.evaluate.sidecar", "read_sidecar")
+    if not read:
+        return []
+    try:
+        data = read(path)
+    except Exception:  # noqa: BLE001 - a broken sidecar just means no saved results to show
+        return []
+    evaluations = data.get("evaluations") or {}
+    return [v for v in evaluations.values() if isinstance(v, dict)]
+
+
+class EvaluatePane(Pane):
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+        super().__init__(
+            "Evaluate",
+            "How much did each format lose? quantpress compares every file's next-token predictions with a "
+            "reference (the F32/F16 file) on held-out text: lower KL-divergence and higher top-1 agreement "
+            "are better.",
+            parent,
+        )
+        self.state = state
+        self.tasks: list[Task] = []
+        self.results: dict[str, dict[str, Any]] = {}  # model path -> result dict
+        self._build()
+        state.outputs_changed.connect(self.refresh_files)
+        state.model_changed.connect(self._on_model)
+        self.refresh_files()
+
+    def _build(self) -> None:
+        row = QHBoxLayout()
+        self.reference_combo = QComboBox()
+        self.reference_combo.setMinimumWidth(260)
+        self.reference_combo.setToolTip("The file every other file is compared with: the highest precision one")
+        self.reference_combo.currentIndexChanged.connect(self._mark_reference)
+        self.text_combo = QComboBox()
+        self.text_combo.addItem("Built-in held-out text", "")
+        self.text_combo.addItem("My text file…", "file")
+        self.text_combo.setToolTip("Text never used for calibration, so the numbers are honest")
+        self.text_combo.activated.connect(self._on_text_choice)
+        self.tokens_spin = QSpinBox()
+        self.tokens_spin.setRange(1024, 262_144)  # core needs two chunks of 512
+        self.tokens_spin.setSingleStep(512)
+        self.tokens_spin.setValue(2048)
+        self.tokens_spin.setSuffix(" tokens")
+        self.tokens_spin.setToolTip("More tokens: steadier numbers, longer runs")
+        for label, w in (("Reference", self.reference_combo), ("Text", self.text_combo), ("Length", self.tokens_spin)):
+            row.addWidget(QLabel(label))
+            row.addWidget(w)
+        row.addStretch(1)
+        self.body.addLayout(row)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        left = QWidget()
+        ll = QVBoxLayout(left)
+        ll.setContentsMargins(0, 0, 6, 0)
+        ll.addWidget(QLabel("Files to evaluate"))
+        self.files_list = QListWidget()
+        self.files_list.setToolTip("Converted files of this model; tick the ones to measure")
+        ll.addWidget(self.files_list, 1)
+        add = QPushButton(icon("file"), "Add a GGUF…")
+        add.clicked.connect(self._add_file)
+        ll.addWidget(add)
+        self.run_button = QPushButton(icon("play"), "Evaluate")
+        self.run_button.setToolTip("Measure the ticked files (the reference pass is computed once and cached)")
+        self.run_button.clicked.connect(self.run_selected)
+        ll.addWidget(self.run_button)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(False)
+        self.progress.setFixedHeight(8)
+        self.progress_label = QLabel("")
+        self.progress_label.setWordWrap(True)
+        self.cancel_button = QPushButton(icon("cancel"), "Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        for w in (self.progress_label, self.progress, self.cancel_button):
+            ll.addWidget(w)
+            w.hide()
+        splitter.addWidget(left)
+
+        right = QSplitter(Qt.Orientation.Vertical)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setAlternatingRowColors(True)
+        self.table.setWordWrap(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        tips = ("", "", "File size on disk", "Mean KL-divergence of next-token distributions (0 = identical)",
+                "99th percentile of per-token KL-divergence: the bad cases", "How often both pick the same top token",
+                "Perplexity on the text (lower is better)", "Perplexity minus the reference's", "Scored tokens")
+        for i, t in enumerate(tips):
+            if t:
+                self.table.horizontalHeaderItem(i).setToolTip(t)
+        right.addWidget(self.table)
+        self.chart = ScatterChart()
+        right.addWidget(self.chart)
+        right.setSizes([220, 300])
+        splitter.addWidget(right)
+        splitter.setSizes([280, 700])
+        self.body.addWidget(splitter, 1)
+        self.footer = hint("")
+        self.body.addWidget(self.footer)
+
+    # -- files -------------------------------------------------------------------------------------
+    @Slot(object)
+    def _on_model(self, _model: Any) -> None:
+        self.results.clear()
+        self.refresh_files()
+
+    @Slot()
+    def refresh_files(self) -> None:
+        checked = set(self.checked_files())
+        current_ref = self.reference()
+        files = list(self.state.outputs)
+        # Import the evaluator only once there is something to evaluate (keeps startup light).
+        # find_spec of the package only: a submodule's find_spec would import the package (numpy, ...).
+        evaluate: Any = (not files) or module_exists("quantpress.core.evaluate") or Missing(
+            "evaluate", "quantpress.core.evaluate is missing")
+        self.files_list.clear()
+        self.reference_combo.clear()
+        for path in files:
+            item = QListWidgetItem(icon("file"), path.name)
+            item.setData(Qt.ItemDataRole.UserRole, str(path))
+            item.setToolTip(str(path))
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if (path in checked or not checked) else Qt.CheckState.Unchecked)
+            self.files_list.addItem(item)
+            self.reference_combo.addItem(path.name, str(path))
+        ref = current_ref if current_ref in files else best_reference(files)
+        if ref is not None:
+            self.reference_combo.setCurrentIndex(self.reference_combo.findData(str(ref)))
+        if not evaluate:
+            self.banner.show_message(f"Evaluation is not available yet: {evaluate}", "warn")
+        elif not files:
+            self.banner.show_message("No converted files yet. Convert the model to F32 or F16 (the reference) and "
+                                     "to the formats you want to compare, then come back.", "info")
+        elif ref is None or (format_of(ref) not in REFERENCE_PREFERENCE and not _is_demo_source(ref)):
+            self.banner.show_message("Tip: convert an F32 or F16 file to use as the reference.", "info")
+        else:
+            self.banner.clear()
+        self.run_button.setEnabled(bool(evaluate) and bool(files))
+        self._mark_reference()
+        self.load_saved()
+
+    def _mark_reference(self, *_: Any) -> None:  # plain method: also connected to currentIndexChanged(int)
+        """The reference is not evaluated against itself: say so in the list."""
+        ref = self.reference()
+        for i in range(self.files_list.count()):
+            item = self.files_list.item(i)
+            path = Path(item.data(Qt.ItemDataRole.UserRole))
+            is_ref = ref is not None and path == ref
+            item.setText(f"{path.name}  (reference)" if is_ref else path.name)
+            was_ref = not (item.flags() & Qt.ItemFlag.ItemIsEnabled)
+            if is_ref:
+                item.setCheckState(Qt.CheckState.Unchecked)
+            elif was_ref:
+                item.setCheckState(Qt.CheckState.Checked)  # no longer the reference: evaluate it again
+            flags = item.flags()
+            flags = flags & ~Qt.ItemFlag.ItemIsEnabled if is_ref else flags | Qt.ItemFlag.ItemIsEnabled
+            item.setFlags(flags)
+
+    def checked_files(self) -> list[Path]:
+        out = []
+        for i in range(self.files_list.count()):
+            item = self.files_list.item(i)
+            if item.checkState() == Qt.CheckState.Checked:
+                out.append(Path(item.data(Qt.ItemDataRole.UserRole)))
+        return out
+
+    def reference(self) -> Path | None:
+        data = self.reference_combo.currentData()
+        return Path(data) if data else None
+
+    @Slot()
+    def _add_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Add a GGUF file", str(settings.get("last_file_dir")),
+                                              "GGUF files (*.gguf)")
+        if path:
+            self.state.add_outputs([Path(path)])
+
+    @Slot(int)
+    def _on_text_choice(self, index: int) -> None:
+        if self.text_combo.itemData(index) == "file":
+            path, _ = QFileDialog.getOpenFileName(self, "Evaluation text", str(settings.get("last_file_dir")),
+                                                  "Text (*.txt)")
+            if path:
+                self.text_combo.addItem(Path(path).name, path)
+                self.text_combo.setCurrentIndex(self.text_combo.count() - 1)
+            else:
+                self.text_combo.setCurrentIndex(0)
+
+    # -- running -----------------------------------------------------------------------------------
+    @Slot()
+    def run_selected(self) -> list[Task]:
+        ref = self.reference()
+        files = [p for p in self.checked_files() if p != ref]
+        if not files:
+            self.progress_label.setText("Tick at least one file other than the reference.")
+            self.progress_label.show()
+            return []
+        text = self.text_combo.currentData() or None
+        text = text if text != "file" else None
+        tasks = []
+        for path in files:
+            task = self.state.heavy.submit(f"evaluate {path.name}",
+                                           evaluation_job(path, ref, text, self.tokens_spin.value()))
+            task.progress.connect(self._on_progress)
+            task.succeeded.connect(self._on_result)
+            task.failed.connect(self._on_failed)
+            task.finished.connect(self._on_finished)
+            tasks.append(task)
+        self.tasks.extend(tasks)
+        self._set_busy(True)
+        self.progress_label.setText(f"Queued {len(tasks)} evaluation(s)…")
+        return tasks
+
+    @Slot()
+    def cancel(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+
+    def _set_busy(self, busy: bool) -> None:
+        for w in (self.progress, self.cancel_button):
+            w.setVisible(busy)
+        self.progress_label.setVisible(True)
+        self.run_button.setEnabled(not busy)
+
+    @Slot(object)
+    def _on_progress(self, p: Progress) -> None:
+        task = self.sender()
+        self.progress.setValue(int(p.fraction * 1000))
+        name = task.name if isinstance(task, Task) else ""
+        self.progress_label.setText(f"{name}: {p.message}")
+
+    @Slot(object)
+    def _on_result(self, result: Any) -> None:
+        self.results[str(result.model)] = _as_dict(result)
+        self.show_results()
+
+    @Slot(object)
+    def _on_failed(self, exc: BaseException) -> None:
+        task = self.sender()
+        show_error(self, exc, title="Evaluation failed", details=task.error_details if isinstance(task, Task) else "")
+
+    @Slot()
+    def _on_finished(self) -> None:
+        self.tasks = [t for t in self.tasks if t is not self.sender()]
+        if not self.tasks:
+            self._set_busy(False)
+            self.progress_label.setText("Done." if self.results else "")
+
+    # -- results -----------------------------------------------------------------------------------
+    def load_saved(self) -> None:
+        """Show results saved earlier (sidecars), for the current reference when there is one."""
+        ref = self.reference()
+        for path in self.state.outputs:
+            if str(path) in self.results:
+                continue
+            saved = saved_results(path)
+            match = [r for r in saved if ref is not None and r.get("reference") and Path(r["reference"]).name == ref.name]
+            chosen = (match or saved)[-1:] if saved else []
+            if chosen:
+                self.results[str(path)] = chosen[0]
+        self.show_results()
+
+    def show_results(self) -> None:
+        rows = sorted(self.results.values(), key=lambda r: r.get("model_bytes", 0))
+        self.table.setRowCount(len(rows))
+        points = []
+        for r, res in enumerate(rows):
+            path = Path(str(res.get("model")))
+            fmt = format_of(path)
+            values = (path.name, fmt, format_bytes(res.get("model_bytes", 0)), _num(res.get("kld_mean"), 5),
+                      _num(res.get("kld_p99"), 4), _pct(res.get("top1_agreement")), _num(res.get("perplexity"), 3),
+                      _signed(res.get("delta_perplexity")), str(res.get("tokens", "")))
+            for c, text in enumerate(values):
+                item = QTableWidgetItem(text)
+                if c >= 2:
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if c == 0:
+                    ref = res.get("reference")
+                    item.setToolTip(f"{path}\nreference: {ref or 'none'}")
+                self.table.setItem(r, c, item)
+            if res.get("kld_mean") is not None:
+                points.append(Point(fmt, float(res.get("model_bytes", 0)), float(res["kld_mean"])))
+        self.chart.set_points(points)
+        self.footer.setText(
+            "Results are saved next to each file (its .json sidecar) and shown again when you reopen the model."
+            if rows else "")
+
+
+def _is_demo_source(path: Path) -> bool:
+    """The demo's own GGUF holds exactly the demo folder's weights: a faithful reference."""
+    from quantpress.core.demo import GGUF_NAME
+
+    return path.name == GGUF_NAME
+
+
+def best_reference(files: list[Path]) -> Path | None:
+    demo = [p for p in files if _is_demo_source(p)]
+    for fmt in REFERENCE_PREFERENCE:
+        if fmt == "Q8_0" and demo:
+            return demo[0]
+        for path in files:
+            if format_of(path) == fmt:
+                return path
+    return max(files, key=lambda p: p.stat().st_size if p.exists() else 0) if files else None
+
+
+def _as_dict(result: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    d = asdict(result)
+    d["model"] = str(result.model)
+    d["reference"] = str(result.reference) if result.reference else None
+    return d
+
+
+def _num(v: Any, digits: int) -> str:
+    return "–" if v is None else f"{float(v):.{digits}f}"
+
+
+def _pct(v: Any) -> str:
+    return "–" if v is None else f"{float(v) * 100:.1f}%"
+
+
+def _signed(v: Any) -> str:
+    return "–" if v is None else f"{float(v):+.3f}"

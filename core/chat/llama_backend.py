@@ -1,0 +1,153 @@
+"""The llama.cpp chat backend (GGUF files, through llama-cpp-python).
+
+The ``Llama`` object must be used from one thread only (the GUI's chat runner). Its generator
+reuses the KV cache for the common prefix of consecutive prompts, so a second turn only evaluates
+the new text.
+"""
+
+from __future__ import annotations
+
+import codecs
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from quantpress.core.chat.llama_loader import kv_cache_bytes, open_llama
+from quantpress.core.chat.template import ChatTemplate
+from quantpress.core.chat.types import ChatSettings, MemoryUse, Message, Reply, ReplyStats, TokenCallback
+from quantpress.core.jobs import NEVER, CancelToken
+
+
+def _rss_bytes() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+class LlamaCppBackend:
+    """A GGUF model loaded with the settings that need a reload (context, KV types, GPU layers, threads)."""
+
+    def __init__(self, path: Path, settings: ChatSettings) -> None:
+        rss_before = _rss_bytes()
+        self._llm, self.shape = open_llama(
+            path,
+            ctx_tokens=settings.ctx_tokens,
+            kv_type_k=settings.kv_type_k,
+            kv_type_v=settings.kv_type_v,
+            gpu_layers=settings.gpu_layers,
+            threads=settings.threads,
+            seed=settings.seed,
+        )
+        self._rss_delta = _rss_bytes() - rss_before
+        self.path = Path(path)
+        self.load_settings = settings
+        self.ctx_tokens = int(self._llm.n_ctx())
+        model = self._llm._model  # llama-cpp-python's model wrapper: token texts for the template
+        bos, eos = self._llm.token_bos(), self._llm.token_eos()
+        self._template = ChatTemplate(
+            self.shape.chat_template,
+            bos_token=model.token_get_text(bos) if bos >= 0 else "",
+            eos_token=model.token_get_text(eos) if eos >= 0 else "",
+        )
+        self._add_bos = self._wants_bos()
+
+    @property
+    def uses_fallback_template(self) -> bool:
+        return self._template.uses_fallback
+
+    def _wants_bos(self) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_get_add_bos(self._llm._model.vocab))
+
+    def encode_chat(self, messages: Sequence[Message]) -> list[int]:
+        rendered = self._template.render(messages)
+        self._stop_strings = rendered.stop_strings
+        add_bos = self._add_bos and not rendered.includes_bos
+        return list(self._llm.tokenize(rendered.text.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def generate(
+        self,
+        prompt_tokens: Sequence[int],
+        settings: ChatSettings,
+        max_new_tokens: int,
+        on_token: TokenCallback | None = None,
+        cancel: CancelToken = NEVER,
+    ) -> Reply:
+        import llama_cpp
+
+        llm = self._llm
+        llm.set_seed(settings.seed if settings.seed is not None else random.randrange(2**31))
+        llama_cpp.llama_perf_context_reset(llm.ctx)
+        vocab = llm._model.vocab
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = getattr(self, "_stop_strings", ())
+        text, n_text_tokens, n_sampled, finish = "", 0, 0, "length"
+        t_start = time.perf_counter()
+        t_first = t_last = t_start
+        tokens = llm.generate(
+            list(prompt_tokens),
+            top_k=settings.top_k,
+            top_p=settings.top_p,
+            min_p=0.0,
+            temp=settings.temperature,
+            repeat_penalty=settings.repeat_penalty,
+        )
+        for token in tokens:
+            t_last = time.perf_counter()
+            if n_sampled == 0:
+                t_first = t_last
+            n_sampled += 1
+            if cancel.cancelled:
+                finish = "cancelled"
+                break
+            if llama_cpp.llama_vocab_is_eog(vocab, token):
+                finish = "stop"
+                break
+            piece = decoder.decode(llm.detokenize([token]))
+            text += piece
+            n_text_tokens += 1
+            if stops and any(s in text for s in stops):
+                text = _cut_at_stop(text, stops)
+                finish = "stop"
+                break
+            if on_token is not None:
+                on_token(piece)
+            if n_text_tokens >= max_new_tokens:
+                break
+        tokens.close()
+        text += decoder.decode(b"", final=True)
+        perf = llama_cpp.llama_perf_context(llm.ctx)
+        stats = ReplyStats(
+            prompt_tokens=int(perf.n_p_eval),
+            generated_tokens=n_sampled,
+            prompt_seconds=float(perf.t_p_eval_ms) / 1000.0,
+            generation_seconds=t_last - t_first,
+            finish_reason=finish,
+        )
+        return Reply(text=text, tokens=n_text_tokens, stats=stats)
+
+    def memory(self) -> MemoryUse:
+        s = self.load_settings
+        return MemoryUse(
+            model_bytes=self.shape.file_bytes,
+            kv_cache_bytes=kv_cache_bytes(self.shape, self.ctx_tokens, s.kv_type_k, s.kv_type_v),
+            rss_delta_bytes=self._rss_delta,
+        )
+
+    @property
+    def llama(self) -> Any:
+        """The underlying ``llama_cpp.Llama`` (for benchmarks and tests)."""
+        return self._llm
+
+    def close(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            llm.close()
+
+
+def _cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    cut = min(text.find(s) for s in stops if s in text)
+    return text[:cut]

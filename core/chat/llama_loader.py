@@ -1,0 +1,169 @@
+"""Open a GGUF with llama-cpp-python, turning every failure into a message for the user.
+
+Shared by the chat backend and the evaluator. llama_cpp is imported inside functions only (the GUI
+starts without it). ``verbose=False`` always: llama.cpp otherwise floods stderr.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quantpress.core.chat.architectures import LLAMA_CPP_ARCHITECTURES
+from quantpress.core.chat.types import KV_CACHE_TYPES, KVCacheType
+from quantpress.core.errors import InvalidInput, InvalidModel, ModelLoadError
+
+KV_PAD_CELLS = 256  # llama.cpp pads the KV cache to a multiple of 256 cells (llama-kv-cache.cpp)
+
+
+@dataclass(frozen=True)
+class GgufShape:
+    """What we need to know about a GGUF before (and besides) loading it."""
+
+    path: Path
+    architecture: str
+    n_layers: int
+    n_embd_k_gqa: int  # key width per layer summed over KV heads
+    n_embd_v_gqa: int
+    n_vocab: int
+    file_bytes: int
+    chat_template: str | None
+
+
+def llama_cpp_version() -> str:
+    import llama_cpp
+
+    return str(getattr(llama_cpp, "__version__", "unknown"))
+
+
+def _first(value: Any) -> int:
+    # head_count_kv may be a per-layer array (e.g. hybrid models); we size with its maximum.
+    if isinstance(value, (list, tuple)):
+        return int(max(value)) if value else 0
+    return int(value)
+
+
+def read_gguf_shape(path: str | Path) -> GgufShape:
+    """Read architecture and attention shape with gguf.GGUFReader (no llama.cpp involved)."""
+    from quantpress.core.gguf.reader import open_gguf
+
+    path = Path(path)
+    with open_gguf(path) as g:
+        arch = g.architecture
+        n_head = _first(g.arch_value("attention.head_count", 0) or 0)
+        n_head_kv = _first(g.arch_value("attention.head_count_kv", n_head) or n_head)
+        n_embd = int(g.arch_value("embedding_length", 0) or 0)
+        head_dim = n_embd // n_head if n_head else 0
+        key_len = int(g.arch_value("attention.key_length", head_dim) or head_dim)
+        value_len = int(g.arch_value("attention.value_length", head_dim) or head_dim)
+        tokens = g.get("tokenizer.ggml.tokens")
+        n_vocab = len(tokens) if tokens else int(g.arch_value("vocab_size", 0) or 0)
+        template = g.get("tokenizer.chat_template")
+        return GgufShape(
+            path=path,
+            architecture=arch,
+            n_layers=int(g.arch_value("block_count", 0) or 0),
+            n_embd_k_gqa=key_len * n_head_kv,
+            n_embd_v_gqa=value_len * n_head_kv,
+            n_vocab=n_vocab,
+            file_bytes=path.stat().st_size,
+            chat_template=str(template) if template else None,
+        )
+
+
+def kv_cache_bytes(shape: GgufShape, ctx_tokens: int, kv_type_k: KVCacheType, kv_type_v: KVCacheType) -> int:
+    """Bytes of llama.cpp's KV buffer: per layer, kv_size cells of one K row and one V row
+    (shared/reference/gguf-kquants.md §6; kv_size = n_ctx padded to 256)."""
+    kv_size = -(-ctx_tokens // KV_PAD_CELLS) * KV_PAD_CELLS
+    k_row = shape.n_embd_k_gqa * KV_CACHE_TYPES[kv_type_k][1]
+    v_row = shape.n_embd_v_gqa * KV_CACHE_TYPES[kv_type_v][1]
+    return int(shape.n_layers * kv_size * (k_row + v_row))
+
+
+def default_gpu_layers(path: Path, ctx_tokens: int, kv_type: KVCacheType) -> int:
+    """0 on a llama.cpp build without GPU offload (the estimator is not even asked); otherwise the
+    estimator's verdict for this file and context (all layers, some, or none). Any estimator failure
+    means 0: the CPU always works."""
+    import llama_cpp
+
+    if not llama_cpp.llama_supports_gpu_offload():
+        return 0
+    try:
+        from quantpress.core.estimate import estimate
+        from quantpress.core.hardware import detect_hardware
+        from quantpress.core.inspect import open_model
+        from quantpress.core.memory import RuntimeConfig
+
+        est = estimate(open_model(path), detect_hardware(), RuntimeConfig(n_ctx=ctx_tokens, kv_type=kv_type.value),
+                       formats=[])
+        row = est.formats[0]  # formats=[]: only the row for this file as it is
+        # the fit verdict -> llama.cpp's n_gpu_layers: all (-1), the estimated number, or none
+        return int({"gpu": -1, "partial": row.gpu_layers}.get(row.fit, 0))
+    except Exception:  # noqa: BLE001  (an estimate is advice; never block loading on it)
+        return 0
+
+
+def needs_flash_attention(kv_type_v: KVCacheType) -> bool:
+    return kv_type_v != KVCacheType.F16
+
+
+def check_architecture(shape: GgufShape) -> None:
+    if shape.architecture not in LLAMA_CPP_ARCHITECTURES:
+        raise ModelLoadError(
+            f"{shape.path.name}: architecture '{shape.architecture or '(none)'}' is not known to the "
+            f"llama.cpp bundled with llama-cpp-python {llama_cpp_version()}, so it cannot be run here. "
+            "A newer llama-cpp-python may support it."
+        )
+
+
+def open_llama(
+    path: str | Path,
+    *,
+    ctx_tokens: int,
+    kv_type_k: KVCacheType = KVCacheType.F16,
+    kv_type_v: KVCacheType = KVCacheType.F16,
+    gpu_layers: int | None = None,
+    threads: int | None = None,
+    seed: int | None = None,
+    n_batch: int = 512,
+    logits_all: bool = False,
+    flash_attn: bool | None = None,
+) -> tuple[Any, GgufShape]:
+    """Load ``path`` into a ``llama_cpp.Llama``; raises ModelLoadError with a message for the user.
+    ``flash_attn=None``: on exactly when the V cache is quantized (which requires it)."""
+    import llama_cpp
+
+    if flash_attn is False and needs_flash_attention(kv_type_v):
+        raise InvalidInput(f"A {kv_type_v.value} V cache needs flash attention; it cannot be switched off.")
+
+    try:
+        shape = read_gguf_shape(path)
+    except InvalidModel as exc:
+        raise ModelLoadError(str(exc)) from None
+    check_architecture(shape)
+    kwargs: dict[str, Any] = dict(
+        n_ctx=ctx_tokens,
+        n_batch=n_batch,
+        n_ubatch=min(n_batch, 512),
+        n_gpu_layers=default_gpu_layers(shape.path, ctx_tokens, kv_type_k) if gpu_layers is None else gpu_layers,
+        type_k=KV_CACHE_TYPES[kv_type_k][0],
+        type_v=KV_CACHE_TYPES[kv_type_v][0],
+        # llama.cpp needs flash attention for a quantized V cache; by default it is off otherwise.
+        flash_attn=needs_flash_attention(kv_type_v) if flash_attn is None else flash_attn,
+        logits_all=logits_all,
+        verbose=False,
+    )
+    if threads:
+        kwargs.update(n_threads=threads, n_threads_batch=threads)
+    if seed is not None:
+        kwargs["seed"] = seed
+    try:
+        llm = llama_cpp.Llama(str(shape.path), **kwargs)
+    except (ValueError, RuntimeError, OSError) as exc:
+        raise ModelLoadError(
+            f"{shape.path.name}: llama.cpp (llama-cpp-python {llama_cpp_version()}) could not load this "
+            f"'{shape.architecture}' model ({exc}). The file may be damaged or truncated, or use a tensor "
+            "type or layout this llama.cpp version does not support."
+        ) from None
+    return llm, shape

@@ -1,0 +1,5 @@
+import sys
+
+from quantpress.core.cli import main
+
+sys.exit(main())

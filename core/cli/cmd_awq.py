@@ -1,0 +1,76 @@
+"""``quantpress awq MODEL --out DIR``: AWQ int4 (compressed-tensors, AutoAWQ GEMM, or AWQ for GGUF)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from quantpress.core.cli.output import format_bytes, print_json
+
+ORDER = 35
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("awq", help="AWQ 4-bit quantization (activation-aware, calibrated layer by layer)",
+                       description="Quantize a Hugging Face model folder with AWQ (int4, zero points, groups).")
+    p.add_argument("model", help="Hugging Face model folder (safetensors)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--format", default="compressed-tensors",
+                   help="compressed-tensors (default), autoawq, fp (scaled weights), or gguf:<TYPE> e.g. gguf:Q4_K_M")
+    p.add_argument("--group-size", type=int, default=128, choices=(128, 64, 32))
+    p.add_argument("--calibration", default="default", help="calibration text: a .txt/.jsonl file or 'default'")
+    p.add_argument("--samples", type=int, default=None, help="calibration rows of --seqlen tokens")
+    p.add_argument("--seqlen", type=int, default=None, help="tokens per calibration row (default 512)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--no-scale-search", action="store_true", help="ablation: skip the scale search")
+    p.add_argument("--no-clip-search", action="store_true", help="ablation: skip the clip search")
+    p.add_argument("--plan", action="store_true", help="only show the plan (group sizes per layer), write nothing")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=run)
+
+
+def _progress(p: object) -> None:
+    from quantpress.core.jobs import Progress
+
+    assert isinstance(p, Progress)
+    eta = f" ETA {p.eta_seconds:.0f}s" if p.eta_seconds else ""
+    sys.stderr.write(f"\r{p.fraction * 100:5.1f}% {p.message[:40]:40s}{eta}   ")
+    sys.stderr.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from quantpress.core.awq.pipeline import awq_convert
+    from quantpress.core.awq.run import AwqSettings, plan_awq
+    from quantpress.core.calibration.text import load_calibration_text
+    from quantpress.core.jobs import ignore
+
+    defaults = AwqSettings()
+    settings = AwqSettings(group_size=args.group_size, samples=args.samples or defaults.samples,
+                           seqlen=args.seqlen or defaults.seqlen, device=args.device,
+                           scale_search=not args.no_scale_search, clip_search=not args.no_clip_search)
+    plan = plan_awq(Path(args.model), settings, uniform=args.format == "autoawq")
+    if args.plan:
+        if args.json:
+            print_json(plan)
+        else:
+            print(f"{plan.hf_class}, {plan.n_layers} layers, {len(plan.linears)} linears, "
+                  f"group size {settings.group_size}")
+            for note in plan.notes:
+                print(f"note: {note}")
+        return 0
+    for note in plan.notes:
+        print(f"note: {note}", file=sys.stderr)
+    text = None if args.calibration == "default" else load_calibration_text(args.calibration)
+    result = awq_convert(args.model, args.out, format=args.format, settings=settings, text=text,
+                         calibration_label=str(args.calibration), report=ignore if args.json else _progress)
+    if not args.json:
+        sys.stderr.write("\n")
+    if args.json:
+        print_json(result)
+    else:
+        print(f"wrote {result.output} ({result.format}) in {result.seconds:.0f} s, "
+              f"peak RSS {format_bytes(result.peak_rss_bytes)}, {result.n_tokens} calibration tokens")
+        for g in result.gguf_files:
+            print(f"  {g}")
+    return 0

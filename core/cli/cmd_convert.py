@@ -1,0 +1,117 @@
+"""``quantpress convert MODEL --format Q4_K_M [--format Q8_0 ...]``: HF folder or GGUF -> GGUF files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from quantpress.core.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from quantpress.core.gguf.plan import Overrides
+
+ORDER = 30
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from quantpress.core.gguf.mixes import MIXES, POLICIES
+
+    p = sub.add_parser("convert", help="convert a model to GGUF (one or more formats, one pass)",
+                       description="Convert a Hugging Face folder (safetensors) or a GGUF file to GGUF formats. "
+                       "Each source tensor is read once for all formats; nothing intermediate is written.")
+    p.add_argument("model", help="HF folder, .gguf file, or 'demo'")
+    p.add_argument("--format", "-f", dest="formats", action="append", required=True, metavar="FORMAT",
+                   type=str.upper, help=f"output format, repeatable: {', '.join(MIXES)}")
+    p.add_argument("--out", "-o", type=Path, help="output folder or .gguf file (default: beside the model)")
+    cal = p.add_mutually_exclusive_group()
+    cal.add_argument("--calibration", metavar="FILE|default",
+                     help="compute importance weights from a .txt/.jsonl text, or 'default' (built-in text)")
+    cal.add_argument("--imatrix", type=Path, metavar="FILE", help="use a llama.cpp imatrix file (.gguf or .dat)")
+    p.add_argument("--threads", type=int, default=0, help="quantization threads (0 = all cores)")
+    p.add_argument("--policy", choices=POLICIES, default="quantpress",
+                   help="row-length fallbacks: quantpress (default, monotonic quality) or llama.cpp (identical types)")
+    p.add_argument("--output-type", help="type for output.weight (and tied embeddings), e.g. Q8_0")
+    p.add_argument("--token-embedding-type", help="type for token_embd.weight, e.g. Q6_K")
+    p.add_argument("--tensor-type", action="append", default=[], metavar="REGEX=TYPE",
+                   help="per-tensor override, repeatable; first match wins, e.g. 'ffn_down=Q6_K'")
+    p.add_argument("--dry-run", action="store_true", help="show the plan (types, exact sizes) and stop")
+    p.add_argument("--save-plan", type=Path, metavar="FILE", help="also write the plan as JSON")
+    p.add_argument("--json", action="store_true", help="print one JSON object per output")
+    p.set_defaults(func=run)
+
+
+def _resolve(model: str) -> Path | str:
+    if model != "demo":
+        return model
+    try:
+        from quantpress.core.inspect import resolve_source
+
+        source = resolve_source("demo")
+        if isinstance(source, (str, Path)):
+            return source
+    except ImportError:
+        pass
+    from quantpress.core.demo import ensure_demo_model
+
+    return Path(ensure_demo_model())
+
+
+def _overrides(args: argparse.Namespace) -> Overrides:
+    from quantpress.core.gguf.plan import Overrides
+
+    rules = []
+    for item in args.tensor_type:
+        pattern, sep, qtype = item.rpartition("=")
+        if not sep or not pattern:
+            raise InvalidInput(f"--tensor-type '{item}': expected REGEX=TYPE")
+        rules.append((pattern, qtype.upper()))
+    return Overrides(args.output_type and args.output_type.upper(),
+                     args.token_embedding_type and args.token_embedding_type.upper(), tuple(rules))
+
+
+def _progress(p: object) -> None:
+    from quantpress.core.jobs import Progress
+
+    assert isinstance(p, Progress)
+    eta = f" ETA {p.eta_seconds:.0f}s" if p.eta_seconds is not None else ""
+    sys.stderr.write(f"\r{p.fraction * 100:5.1f}% {p.message[:40]:40s}{eta}   ")
+    sys.stderr.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    from quantpress.core.cli.output import format_bytes, print_json
+    from quantpress.core.gguf.convert import convert
+    from quantpress.core.gguf.plan import plan_conversion
+    from quantpress.core.gguf.source import open_source
+    from quantpress.core.jobs import Throttle
+
+    model = open_source(_resolve(args.model))
+    if args.out is not None and args.out.suffix.lower() != ".gguf":
+        args.out.mkdir(parents=True, exist_ok=True)
+    plan = plan_conversion(model, args.formats, args.out, imatrix=args.imatrix, calibration=args.calibration,
+                           overrides=_overrides(args), policy=args.policy, threads=args.threads)
+    if args.save_plan:
+        plan.save(args.save_plan)
+    for w in plan.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if args.dry_run:
+        if args.json:
+            print_json([{"output": o.path, "format": o.format, "file_bytes": o.file_bytes,
+                         "tensor_types": o.tensor_types} for o in plan.outputs])
+        else:
+            print(plan.describe())
+        return 0
+    results = convert(plan, report=Throttle(_progress, 0.5) if not args.json else (lambda p: None))
+    if not args.json:
+        sys.stderr.write("\n")
+        for r in results:
+            print(f"{r.format:7s} {format_bytes(r.file_bytes):>11s}  {r.seconds:6.1f} s  "
+                  f"peak RSS {format_bytes(r.peak_rss_bytes)}  {r.output}")
+    else:
+        for r in results:  # JSON lines: one object per output
+            print(json.dumps({"output": r.output, "format": r.format, "file_bytes": r.file_bytes,
+                              "seconds": r.seconds, "peak_rss_bytes": r.peak_rss_bytes}), flush=True)
+    return 0

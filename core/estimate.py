@@ -1,0 +1,438 @@
+"""Which format of a model fits this machine, and how: per format weights, KV cache, compute,
+overhead, the fit verdict (gpu / partial N layers / cpu / no), the largest context that fits on the
+GPU, and recommendations.
+
+    est = estimate(open_model("demo"), detect_hardware(), RuntimeConfig(n_ctx=8192))
+    est.formats[0].fit, est.recommendations
+
+GGUF sizes are exact: per-tensor types and file sizes come from the converter's
+``plan_conversion`` (one source of truth for llama.cpp's mixing rules). Runtime terms come from
+``quantpress.core.memory`` (each formula cites its source). Non-GGUF formats (AWQ, GPTQ, NF4, FP8,
+INT8) are approximate: 2-D layer weights at the format's rate, embeddings/head/norms in 16 bits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from quantpress.core import memory as mem
+from quantpress.core.errors import QuantpressError
+from quantpress.core.formats import FORMATS, Format, FormatKind, all_formats
+from quantpress.core.hardware import Hardware
+from quantpress.core.model import ModelInfo, SourceKind
+
+_LAYER = re.compile(r"(?:^|\.)(?:blk|layers|h|block)\.(\d+)\.")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Weight bytes of one format split the way llama.cpp places them."""
+
+    layers: tuple[int, ...]  # per repeating block
+    input_bytes: int  # token_embd (always on the CPU in llama.cpp)
+    output_bytes: int  # output.weight (or the tied token_embd duplicate) + output_norm etc.
+    file_bytes: int | None
+    metadata_bytes: int
+    exact: bool  # from the converter's plan (True) or approximated here (False)
+    # (name, numpy-order shape, GGML type, bytes) of every tensor, for the CPU repack term
+    tensors: tuple[tuple[str, tuple[int, ...], str, int], ...] = dataclasses.field(default=(), compare=False, repr=False)
+
+    @property
+    def total(self) -> int:
+        return sum(self.layers) + self.input_bytes + self.output_bytes
+
+
+@dataclass(frozen=True)
+class Placement:
+    ram_bytes: int
+    vram_bytes: int
+
+
+@dataclass(frozen=True)
+class FormatEstimate:
+    format: str
+    kind: str
+    bits_per_weight: float  # effective: weight bytes * 8 / parameters
+    weights_bytes: int
+    file_bytes: int | None  # GGUF only
+    file_bytes_exact: bool
+    kv_cache_bytes: int
+    compute_bytes: int  # on the device that decides the fit (reserved on GPU, resident on CPU)
+    overhead_bytes: int
+    total_bytes: int  # RAM + VRAM of the chosen placement (CPU-only need when fit is 'no')
+    cpu_only_bytes: int  # RAM needed with no GPU at all
+    ram_bytes: int
+    vram_bytes: int
+    fit: str  # 'gpu' | 'partial' | 'cpu' | 'no'
+    gpu_layers: int
+    max_context_on_gpu: int
+    runtime: str
+    quality: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    name: str
+    source: str
+    kind: str
+    architecture: str
+    gguf_arch: str | None
+    params: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    hidden_size: int
+    vocab_size: int
+    context_length: int
+    sliding_window: int | None
+    n_swa_layers: int
+    dtype: str
+    convertible: bool
+    not_convertible_reason: str
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    goal: str
+    format: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    model: ModelSummary
+    hardware: Hardware
+    runtime: mem.RuntimeConfig
+    formats: tuple[FormatEstimate, ...]
+    recommendations: tuple[Recommendation, ...]
+    warnings: tuple[str, ...] = ()
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def _split(model: ModelInfo, sizes: dict[str, int]) -> tuple[tuple[int, ...], int, int]:
+    layers = [0] * max(model.n_layers, 1)
+    input_b = output_b = 0
+    for name, n in sizes.items():
+        m = _LAYER.search(name)
+        if m and int(m.group(1)) < len(layers):
+            layers[int(m.group(1))] += n
+        elif "token_embd" in name or "embed_tokens" in name or name.endswith("wte.weight"):
+            input_b += n
+        else:
+            output_b += n
+    if model.tied_embeddings:
+        output_b += input_b  # llama.cpp loads the tied matrix again as the output layer (TENSOR_DUPLICATED)
+    return tuple(layers), input_b, output_b
+
+
+def _plan_weights(model: ModelInfo, names: Sequence[str]) -> tuple[dict[str, Weights], list[str]]:
+    """Exact GGUF weights from the converter's plan; formats it cannot plan are left out."""
+    from quantpress.core.gguf import layout
+    from quantpress.core.gguf.plan import plan_conversion
+
+    out: dict[str, Weights] = {}
+    warnings: list[str] = []
+    try:
+        plans = [plan_conversion(model, list(names))]
+    except QuantpressError:
+        plans = []
+        for n in names:
+            try:
+                plans.append(plan_conversion(model, [n]))
+            except QuantpressError as exc:
+                warnings.append(f"{n}: {exc}")
+    for plan in plans:
+        shapes = {t.name: t.shape for t in plan.tensors}
+        for o in plan.outputs:
+            sizes = {name: layout.tensor_nbytes(shapes[name], t) for name, t in o.tensor_types.items()}
+            layers, inp, outb = _split(model, sizes)
+            typed = tuple((n, tuple(shapes[n]), t, sizes[n]) for n, t in o.tensor_types.items())
+            out[o.format] = Weights(layers, inp, outb, o.file_bytes, o.metadata_bytes, True, typed)
+    return out, warnings
+
+
+def _approx_gguf(model: ModelInfo, fmt: Format) -> Weights:
+    """Base type for quantizable 2-D weights, F32 for the rest (used only when the converter cannot
+    plan the model, e.g. unknown architectures): not llama.cpp's mix, so flagged inexact."""
+    from quantpress.core.gguf import layout
+
+    sizes, typed = {}, []
+    for t in model.tensors:
+        gtype = fmt.gguf_type or "F16"
+        quantizable = len(t.shape) >= 2 and t.name.endswith("weight") and "norm" not in t.name
+        if not quantizable or t.shape[-1] % layout.block_size(gtype):
+            gtype = "F32" if not quantizable else "F16"
+        sizes[t.name] = layout.tensor_nbytes(t.shape, gtype)
+        typed.append((t.name, t.shape, gtype, sizes[t.name]))
+    layers, inp, outb = _split(model, sizes)
+    return Weights(layers, inp, outb, None, 0, False, tuple(typed))
+
+
+def _file_weights(model: ModelInfo) -> Weights:
+    """The GGUF file as it is (the source's own tensors)."""
+    sizes = {t.name: t.n_bytes for t in model.tensors}
+    layers, inp, outb = _split(model, sizes)
+    path = Path(model.local_path or model.source)
+    file_bytes = path.stat().st_size
+    data = sum(sizes.values())
+    typed = tuple((t.name, t.shape, t.dtype, t.n_bytes) for t in model.tensors)
+    return Weights(layers, inp, outb, file_bytes, max(0, file_bytes - data), True, typed)
+
+
+def _other_weights(model: ModelInfo, fmt: Format) -> Weights:
+    """AWQ/GPTQ/NF4/FP8/INT8: linear layers at the format's rate; embeddings, head, norms in 16 bits."""
+    sizes = {}
+    for t in model.tensors:
+        n = 1
+        for d in t.shape:
+            n *= d
+        linear = len(t.shape) == 2 and _LAYER.search(t.name) is not None and t.name.endswith("weight")
+        sizes[t.name] = int(n * fmt.bits_per_weight / 8) if linear else n * 2
+    layers, inp, outb = _split(model, sizes)
+    if model.tied_embeddings:
+        outb -= inp  # transformers shares the tied matrix
+    return Weights(layers, inp, outb, None, 0, False)
+
+
+# ----------------------------------------------------------------------------- placement
+
+
+def _repack(model: ModelInfo, w: Weights, flags: tuple[str, ...]) -> tuple[tuple[int, ...], int]:
+    """Bytes of the CPU backend's repacked weight copies: per block, and for the output layer."""
+    types = mem.repacked_types(flags)
+    sizes = {n: b for n, shape, t, b in w.tensors if mem.is_repacked(n, shape, t, types)}
+    layers = [0] * max(model.n_layers, 1)
+    out = 0
+    for name, n in sizes.items():
+        m = _LAYER.search(name)
+        if m and int(m.group(1)) < len(layers):
+            layers[int(m.group(1))] += n
+        else:
+            out += n
+    return tuple(layers), out
+
+
+def _n_merges(model: ModelInfo) -> int:
+    """BPE vocabularies carry about one merge per token; SentencePiece none."""
+    folder = Path(model.local_path) if model.local_path else None
+    if model.kind == SourceKind.GGUF:
+        from quantpress.core.gguf.reader import open_gguf
+
+        with open_gguf(Path(model.local_path or model.source)) as g:
+            return model.vocab_size if g.get("tokenizer.ggml.model") == "gpt2" else 0
+    if folder is not None and (folder / "tokenizer.model").is_file() and not (folder / "tokenizer.json").is_file():
+        return 0
+    return model.vocab_size
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    model: ModelInfo
+    cfg: mem.RuntimeConfig
+    n_merges: int
+    cpu_flags: tuple[str, ...] = ()
+
+
+def _cpu_only(c: _Ctx, w: Weights) -> tuple[int, int, int]:
+    """(total RAM, resident compute, overhead) of a CPU-only run: mmapped weights are all read,
+    the KV cache is cleared at creation (every page touched), compute as touched."""
+    comp = mem.compute_bytes(c.model, c.cfg).resident
+    over = mem.cpu_overhead_bytes(c.model, w.metadata_bytes, c.n_merges)
+    rl, ro = _repack(c.model, w, c.cpu_flags)
+    over += sum(rl) + ro
+    return _unique(c.model, w) + mem.kv_cache_bytes(c.model, c.cfg) + comp + over, comp, over
+
+
+def _unique(model: ModelInfo, w: Weights) -> int:
+    """Weight bytes stored once (the tied output duplicate is the same data)."""
+    return w.total - (w.output_bytes - _untied_output(model, w))
+
+
+def _untied_output(model: ModelInfo, w: Weights) -> int:
+    # On a CPU-only run the tied output is the same mapped pages as token_embd: count it once.
+    return w.output_bytes - w.input_bytes if model.tied_embeddings else w.output_bytes
+
+
+def _gpu_layers(c: _Ctx, w: Weights, n_gpu: int) -> Placement:
+    """llama.cpp offloads the LAST n_gpu blocks (i_gpu_start = n_layer - n_gpu); the output layer
+    goes to the GPU only when every block does (gguf-parser-go does the same)."""
+    model, cfg, n = c.model, c.cfg, c.model.n_layers
+    n_gpu = max(0, min(n_gpu, n))
+    gpu_range = range(n - n_gpu, n)
+    cpu_range = range(0, n - n_gpu)
+    comp = mem.compute_bytes(model, cfg)
+    full = n_gpu == n
+    vram = sum(w.layers[i] for i in gpu_range) + mem.kv_cache_bytes(model, cfg, gpu_range)
+    vram += (w.output_bytes if full else 0) + comp.reserved + mem.GPU_RUNTIME_BYTES
+    ram = sum(w.layers[i] for i in cpu_range) + mem.kv_cache_bytes(model, cfg, cpu_range) + w.input_bytes
+    ram += 0 if full else _untied_output(model, w)
+    rl, ro = _repack(model, w, c.cpu_flags)
+    ram += sum(rl[i] for i in cpu_range) + (0 if full else ro)
+    ram += mem.cpu_overhead_bytes(model, w.metadata_bytes, c.n_merges)
+    ram += (model.hidden_size * cfg.ubatch * 4) if full else comp.resident  # CPU-side graph (inputs; CPU layers)
+    return Placement(ram, vram)
+
+
+def _fits(p: Placement, hw: Hardware, vram_budget: int) -> bool:
+    if hw.unified_memory:
+        return p.vram_bytes <= vram_budget and p.ram_bytes + p.vram_bytes <= hw.ram_available_bytes
+    return p.vram_bytes <= vram_budget and p.ram_bytes <= hw.ram_available_bytes
+
+
+def _vram_budget(hw: Hardware) -> int:
+    # One GPU: llama.cpp can split layers across GPUs, but we plan for the largest single device
+    # plus the others' free memory only for layers (close enough for a verdict).
+    return hw.vram_free_bytes
+
+
+def _max_context(c: _Ctx, w: Weights, hw: Hardware) -> int:
+    """Largest n_ctx (multiple of 256, up to the model's trained context) with every layer on the GPU."""
+    if not hw.gpus:
+        return 0
+    budget = _vram_budget(hw)
+
+    def ok(n_ctx: int) -> bool:
+        cc = dataclasses.replace(c, cfg=dataclasses.replace(c.cfg, n_ctx=n_ctx))
+        return _fits(_gpu_layers(cc, w, c.model.n_layers), hw, budget)
+
+    lo, hi = 0, max(1, (c.model.context_length or 131072) // mem.KV_PAD)
+    if not ok(mem.KV_PAD):
+        return 0
+    lo = 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(mid * mem.KV_PAD):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo * mem.KV_PAD
+
+
+def _gguf_estimate(c: _Ctx, fmt_name: str, fmt: Format | None, w: Weights, hw: Hardware, note: str) -> FormatEstimate:
+    cpu_total, cpu_comp, over = _cpu_only(c, w)
+    kv = mem.kv_cache_bytes(c.model, c.cfg)
+    budget = _vram_budget(hw)
+    fit, n_gpu, place = "no", 0, Placement(cpu_total, 0)
+    if hw.gpus and _fits(full := _gpu_layers(c, w, c.model.n_layers), hw, budget):
+        fit, n_gpu, place = "gpu", c.model.n_layers, full
+    else:
+        best = None
+        if hw.gpus and not hw.unified_memory:
+            for n in range(c.model.n_layers - 1, 0, -1):
+                p = _gpu_layers(c, w, n)
+                if _fits(p, hw, budget):
+                    best = (n, p)
+                    break
+        if best:
+            fit, n_gpu, place = "partial", best[0], best[1]
+        elif cpu_total <= hw.ram_available_bytes:
+            fit, place = "cpu", Placement(cpu_total, 0)
+    comp = mem.compute_bytes(c.model, c.cfg)
+    n_params = max(1, c.model.n_params)
+    return FormatEstimate(
+        format=fmt_name, kind=FormatKind.GGUF.value,
+        bits_per_weight=round(_unique(c.model, w) * 8 / n_params, 4),
+        weights_bytes=_unique(c.model, w), file_bytes=w.file_bytes,
+        file_bytes_exact=w.exact, kv_cache_bytes=kv,
+        compute_bytes=comp.reserved if fit in ("gpu", "partial") else cpu_comp, overhead_bytes=over,
+        total_bytes=place.ram_bytes + place.vram_bytes, cpu_only_bytes=cpu_total, ram_bytes=place.ram_bytes,
+        vram_bytes=place.vram_bytes, fit=fit, gpu_layers=n_gpu, max_context_on_gpu=_max_context(c, w, hw),
+        runtime=fmt.runtime if fmt else "llama.cpp", quality=fmt.quality if fmt else "as stored in the file",
+        note=note)
+
+
+def _other_estimate(c: _Ctx, fmt: Format, hw: Hardware) -> FormatEstimate:
+    """transformers-style runtime: KV in 16 bits, last-token logits, SDPA attention, CUDA context."""
+    w = _other_weights(c.model, fmt)
+    cfg16 = dataclasses.replace(c.cfg, kv_type="f16")
+    kv = mem.kv_cache_bytes(c.model, cfg16)
+    comp = mem.compute_bytes(c.model, dataclasses.replace(cfg16, flash_attn=True)).resident
+    over = mem.GPU_RUNTIME_BYTES
+    vram = w.total + kv + comp + over
+    gpu_ok = bool(hw.gpus) and any(g.backend in ("cuda", "override") for g in hw.gpus)
+    fit = "gpu" if gpu_ok and vram <= _vram_budget(hw) else "no"
+    max_ctx = 0
+    if gpu_ok:
+        per_token = kv / max(1, mem.pad(c.cfg.n_ctx, mem.KV_PAD))
+        room = _vram_budget(hw) - (w.total + comp + over)
+        max_ctx = int(min(room / per_token, c.model.context_length or 131072)) // mem.KV_PAD * mem.KV_PAD if room > 0 else 0
+    note = "approximate (not calibrated); needs a CUDA GPU" if not gpu_ok else "approximate (not calibrated)"
+    return FormatEstimate(
+        format=fmt.name, kind=fmt.kind.value, bits_per_weight=round(w.total * 8 / max(1, c.model.n_params), 4),
+        weights_bytes=w.total, file_bytes=None, file_bytes_exact=False, kv_cache_bytes=kv, compute_bytes=comp,
+        overhead_bytes=over, total_bytes=vram, cpu_only_bytes=0, ram_bytes=0, vram_bytes=vram, fit=fit,
+        gpu_layers=c.model.n_layers if fit == "gpu" else 0, max_context_on_gpu=max_ctx, runtime=fmt.runtime,
+        quality=fmt.quality, note=note)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+_FIT_ORDER = {"gpu": 0, "partial": 1, "cpu": 2, "no": 3}
+
+
+def _recommend(est: Sequence[FormatEstimate], budget_bytes: int | None) -> tuple[Recommendation, ...]:
+    gguf = [e for e in est if e.kind == FormatKind.GGUF.value and e.format in FORMATS and e.format != "F32"]
+    rank: Callable[[FormatEstimate], int] = lambda e: FORMATS[e.format].quality_rank  # noqa: E731
+    out = []
+    on_gpu = sorted((e for e in gguf if e.fit == "gpu"), key=rank)
+    out.append(Recommendation("best quality fully on GPU", on_gpu[0].format if on_gpu else None,
+                              f"{on_gpu[0].format} fits entirely in VRAM at this context" if on_gpu
+                              else "no GGUF format fits entirely on the GPU at this context"))
+    runs = sorted((e for e in gguf if e.fit != "no"), key=lambda e: (_FIT_ORDER[e.fit], rank(e)))
+    out.append(Recommendation("best that runs here", runs[0].format if runs else None,
+                              f"{runs[0].format}: {runs[0].fit}" if runs else "nothing fits in RAM + VRAM"))
+    if budget_bytes is not None:
+        # The model's own runtime memory (weights + KV + compute + overhead, no GPU runtime).
+        under = sorted((e for e in gguf if e.cpu_only_bytes <= budget_bytes), key=rank)
+        gib = budget_bytes / 1024**3
+        out.append(Recommendation(f"best quality under {gib:g} GiB", under[0].format if under else None,
+                                  f"{under[0].format} needs {under[0].cpu_only_bytes / 1024**3:.2f} GiB at this context"
+                                  if under else f"no GGUF format needs less than {gib:g} GiB"))
+    return tuple(out)
+
+
+def summarize(model: ModelInfo) -> ModelSummary:
+    return ModelSummary(
+        name=model.name, source=model.source, kind=model.kind.value, architecture=model.architecture,
+        gguf_arch=model.gguf_arch, params=model.n_params, n_layers=model.n_layers, n_heads=model.n_heads,
+        n_kv_heads=model.n_kv_heads, head_dim=model.head_dim, hidden_size=model.hidden_size,
+        vocab_size=model.vocab_size, context_length=model.context_length, sliding_window=model.sliding_window,
+        n_swa_layers=len(model.swa_layers), dtype=model.dtype, convertible=model.convertible,
+        not_convertible_reason=model.not_convertible_reason)
+
+
+def estimate(model: ModelInfo, hardware: Hardware, runtime: mem.RuntimeConfig | None = None, *,
+             formats: Sequence[str] | None = None, budget_bytes: int | None = None) -> MemoryEstimate:
+    """Estimate every catalogue format (or ``formats``) of ``model`` on ``hardware``."""
+    runtime = runtime or mem.RuntimeConfig()
+    rows = [f for f in all_formats() if formats is None or f.name in {x.upper() for x in formats}]
+    c = _Ctx(model, runtime, _n_merges(model), hardware.cpu_flags)
+    warnings: list[str] = []
+    gguf_rows = [f for f in rows if f.kind == FormatKind.GGUF]
+    planned: dict[str, Weights] = {}
+    if model.convertible and gguf_rows:
+        planned, warnings = _plan_weights(model, [f.name for f in gguf_rows])
+    elif not model.convertible:
+        warnings.append(f"not convertible: {model.not_convertible_reason}; GGUF sizes are approximate")
+    out: list[FormatEstimate] = []
+    if model.kind == SourceKind.GGUF:
+        out.append(_gguf_estimate(c, f"FILE ({model.dtype})", None, _file_weights(model), hardware,
+                                  "this file as it is"))
+    for f in rows:
+        if f.kind == FormatKind.GGUF:
+            w = planned.get(f.name) or _approx_gguf(model, f)
+            out.append(_gguf_estimate(c, f.name, f, w, hardware, "" if w.exact else "approximate file size"))
+        elif model.tensors:
+            out.append(_other_estimate(c, f, hardware))
+    if runtime.n_ctx > (model.context_length or runtime.n_ctx):
+        warnings.append(f"context {runtime.n_ctx} is beyond the model's trained {model.context_length} tokens")
+    return MemoryEstimate(summarize(model), hardware, runtime, tuple(out), _recommend(out, budget_bytes),
+                          tuple(warnings))

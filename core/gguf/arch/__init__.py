@@ -1,0 +1,169 @@
+"""Architecture descriptions: how one Hugging Face model family becomes a llama.cpp GGUF.
+
+Each family is one short module in this package holding an :class:`ArchSpec` (a table, not code
+paths): which HF classes it covers, the llama.cpp architecture name, the metadata keys to write
+(:class:`HParam` rows read from config.json) and the weight transforms (Q/K un-permutation, norm
+offset, vocab truncation). Tensor names are mapped with gguf-py's ``TensorNameMap``. Adding a
+family is a new module plus one line in ``_MODULES``.
+
+Facts follow llama.cpp's converter (convert_hf_to_gguf.py + conversion/*.py @0c1e57098).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from quantpress.core.errors import UnsupportedArchitecture
+
+# One metadata entry: (key, value, GGUF value type name). Type names: UINT32, INT32, FLOAT32, BOOL,
+# STRING, or ARRAY[<type>]. Numbers always have a fixed-width type, so file sizes are exact.
+KV = tuple[str, Any, str]
+Config = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class HParam:
+    """``{arch}.<key>`` = the first of ``config_keys`` present in config.json (else ``default``)."""
+
+    key: str
+    config_keys: tuple[str, ...]
+    vtype: str = "UINT32"
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """How to convert one model family (see module docstring)."""
+
+    name: str  # quantpress id, e.g. 'llama'
+    gguf_arch: str  # llama.cpp architecture, e.g. 'llama'
+    hf_classes: tuple[str, ...]
+    hparams: tuple[HParam, ...]
+    # Undo HF's rotary permutation of q_proj/k_proj rows (llama.cpp's LLaMA uses interleaved RoPE).
+    permute_qk: bool = False
+    # Added to every tensor whose name ends in 'norm.weight' (Gemma stores w for a (1 + w) norm).
+    norm_offset: float = 0.0
+    # Drop embedding rows past the tokenizer's real vocabulary (Gemma pads the matrix).
+    truncate_vocab: bool = False
+    # SentencePiece 'add_space_prefix' (None: leave llama.cpp's default).
+    spm_add_space_prefix: bool | None = None
+    # Extra computed metadata (rope dims, sliding-window pattern, ...).
+    extra_kv: Callable[[Config], list[KV]] | None = None
+    # llama.cpp writes '{arch}.vocab_size' for LLaMA only.
+    write_vocab_size: bool = False
+    # Tensors computed from the config (llama3 rope_freqs): name -> float32 array.
+    extra_tensors: Callable[[Config], dict[str, Any]] | None = None
+
+
+def rope_theta(config: Config, default: float | None = None, *, sliding: bool = False) -> float | None:
+    """rope_theta from config.json, old style (top level) or transformers 5 ``rope_parameters``."""
+    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    if isinstance(params, dict):
+        if sliding:
+            local = params.get("sliding_attention", {})
+            value = local.get("rope_theta", config.get("rope_local_base_freq", default))
+            return None if value is None else float(value)
+        params = params.get("full_attention", params)
+        if "rope_theta" in params:
+            return float(params["rope_theta"])
+    if sliding:
+        local_base = config.get("rope_local_base_freq", default)
+        return None if local_base is None else float(local_base)
+    value = config.get("rope_theta", default)
+    return None if value is None else float(value)
+
+
+def rope_scaling(config: Config) -> dict[str, Any]:
+    """The rope scaling dict (transformers 4 'rope_scaling' or 5 'rope_parameters'), full attention."""
+    params = config.get("rope_scaling") or config.get("rope_parameters") or {}
+    if not isinstance(params, dict):
+        return {}
+    return dict(params.get("full_attention", params))
+
+
+def head_dim(config: Config) -> int:
+    return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
+
+
+# Keys every decoder-only text model writes (TextModel.set_gguf_parameters).
+TEXT_HPARAMS: tuple[HParam, ...] = (
+    HParam("block_count", ("num_hidden_layers", "n_layer")),
+    HParam("context_length", ("max_position_embeddings", "n_positions", "max_sequence_length")),
+    HParam("embedding_length", ("hidden_size", "n_embd")),
+    HParam("feed_forward_length", ("intermediate_size", "n_inner")),
+    HParam("attention.head_count", ("num_attention_heads", "n_head")),
+    HParam("attention.head_count_kv", ("num_key_value_heads", "num_attention_heads")),
+    HParam("attention.layer_norm_rms_epsilon", ("rms_norm_eps",), "FLOAT32"),
+    HParam("attention.key_length", ("head_dim",)),
+    HParam("attention.value_length", ("head_dim",)),
+)
+
+
+def common_rope_kv(config: Config) -> list[KV]:
+    """rope.freq_base and linear/yarn scaling keys, as TextModel writes them."""
+    out: list[KV] = []
+    theta = rope_theta(config)
+    if theta is not None:
+        out.append(("rope.freq_base", theta, "FLOAT32"))
+    rs = rope_scaling(config)
+    rtype, factor = str(rs.get("rope_type", rs.get("type", "")) or "").lower(), rs.get("factor")
+    if rtype == "linear" and factor is not None:
+        out += [("rope.scaling.type", "linear", "STRING"), ("rope.scaling.factor", float(factor), "FLOAT32")]
+    elif rtype == "yarn" and factor is not None:
+        out += [("rope.scaling.type", "yarn", "STRING"), ("rope.scaling.factor", float(factor), "FLOAT32"),
+                ("rope.scaling.original_context_length", int(rs["original_max_position_embeddings"]), "UINT32")]
+    return out
+
+
+_MODULES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3")
+
+
+def _load_all() -> list[ArchSpec]:
+    return [importlib.import_module(f"{__name__}.{m}").SPEC for m in _MODULES]
+
+
+_specs: tuple[ArchSpec, ...] = ()
+
+
+def all_specs() -> tuple[ArchSpec, ...]:
+    global _specs
+    if not _specs:
+        _specs = tuple(_load_all())
+    return _specs
+
+
+def supported_names() -> str:
+    return ", ".join(sorted({c for s in all_specs() for c in s.hf_classes}))
+
+
+def spec_for_hf_class(hf_class: str) -> ArchSpec:
+    """The spec converting HF class ``hf_class`` (UnsupportedArchitecture if none)."""
+    for spec in all_specs():
+        if hf_class in spec.hf_classes:
+            return spec
+    raise UnsupportedArchitecture(
+        f"'{hf_class}' cannot be converted to GGUF yet; supported: {supported_names()}")
+
+
+def spec_for_gguf_arch(gguf_arch: str) -> ArchSpec | None:
+    for spec in all_specs():
+        if spec.gguf_arch == gguf_arch:
+            return spec
+    return None
+
+
+def arch_kv(spec: ArchSpec, config: Config) -> list[KV]:
+    """All ``{arch}.*`` metadata for ``config`` (keys already prefixed)."""
+    rows: dict[str, KV] = {}
+    for hp in spec.hparams:
+        value = next((config[k] for k in hp.config_keys if config.get(k) is not None), hp.default)
+        if value is not None:
+            rows[hp.key] = (hp.key, float(value) if hp.vtype == "FLOAT32" else value, hp.vtype)
+    for key, value, vtype in common_rope_kv(config) + (spec.extra_kv(config) if spec.extra_kv else []):
+        rows[key] = (key, value, vtype)  # later rows override (e.g. Gemma's explicit defaults)
+    if spec.write_vocab_size and config.get("vocab_size") is not None:
+        rows["vocab_size"] = ("vocab_size", int(config["vocab_size"]), "UINT32")
+    return [(f"{spec.gguf_arch}.{k}", v, t) for k, v, t in rows.values()]

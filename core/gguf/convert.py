@@ -1,0 +1,299 @@
+"""Streaming GGUF writer: run a :class:`~quantpress.core.gguf.plan.ConversionPlan`.
+
+For every output the header, metadata and tensor infos are written first (sizes are known from the
+plan); then each source tensor is read once, in row slabs, transformed, and converted/quantized for
+every output, so peak memory is about one tensor's slab plus buffers, never the model, and no
+intermediate F16 file exists. Outputs are written to a temporary name beside the target and renamed
+when complete; cancel (checked between slabs) or any failure removes them. The source is only read.
+A sidecar ``<output>.json`` records the plan and the measured results.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import resource
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+from quantpress.core.errors import InvalidInput, InvalidModel, NotEnoughDiskSpace
+from quantpress.core.gguf import layout
+from quantpress.core.gguf.plan import ConversionPlan, OutputPlan, output_metadata, source_metadata
+from quantpress.core.gguf.source import HFReader, TensorPlan
+from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle, ignore
+from quantpress.core.model import SourceKind
+
+SLAB_BYTES = 64 << 20  # float32 bytes per slab: bounds memory and the time between cancel checks
+DISK_MARGIN_BYTES = 16 << 20
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    output: str
+    format: str
+    file_bytes: int
+    seconds: float
+    peak_rss_bytes: int
+    calibration_tokens: int = 0
+    warnings: tuple[str, ...] = ()
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if os.uname().sysname == "Darwin" else peak * 1024)
+
+
+def preflight(plan: ConversionPlan, disk_free: Callable[[Path], int] | None = None) -> None:
+    """Refuse to start when an output folder lacks space for the plan's exact file sizes."""
+    free = disk_free or (lambda p: shutil.disk_usage(p).free)
+    need: dict[Path, int] = {}
+    for o in plan.outputs:
+        folder = Path(o.path).parent
+        if not folder.is_dir():
+            raise InvalidInput(f"{folder}: output folder does not exist")
+        need[folder] = need.get(folder, 0) + o.file_bytes
+    for folder, n in need.items():
+        have = free(folder)
+        if have < n + DISK_MARGIN_BYTES:
+            raise NotEnoughDiskSpace(
+                f"{folder}: the output needs {n / 2**20:,.0f} MiB but only {have / 2**20:,.0f} MiB are free. "
+                "Free some space or choose another output folder.")
+
+
+# ------------------------------------------------------------------------------ tensor encoding
+
+
+def _importance(imatrix: Any, name: str, n_per_row: int) -> np.ndarray | None:
+    if imatrix is None:
+        return None
+    imp = imatrix.importance(name)
+    if imp is None or imp.shape[0] != n_per_row:
+        return None
+    return np.ascontiguousarray(imp, dtype=np.float32)
+
+
+def encode(x: np.ndarray, ggml_type: str, importance: np.ndarray | None, threads: int) -> np.ndarray:
+    """float32 (rows, n) -> bytes of ``ggml_type`` (F32/F16/BF16 cast, others quantized)."""
+    if ggml_type == "F32":
+        return np.asarray(x, dtype=np.float32).view(np.uint8)
+    if ggml_type == "F16":
+        return np.asarray(x.astype(np.float16)).view(np.uint8)
+    if ggml_type == "BF16":
+        from gguf import GGMLQuantizationType
+        from gguf.quants import quantize
+
+        return np.asarray(quantize(x, GGMLQuantizationType.BF16)).view(np.uint8)
+    try:
+        from quantpress.core.quant import quantize_tensor
+    except ImportError:  # engine package absent: ggml's reference quantizer
+        from quantpress.core.quant.ggml_ref import ggml_quantize
+
+        return np.asarray(ggml_quantize(np.ascontiguousarray(x), ggml_type, importance))
+    return np.asarray(quantize_tensor(np.ascontiguousarray(x), ggml_type, importance, threads))
+
+
+class _Output:
+    """One file being written: temp name, handle, the plan entry."""
+
+    def __init__(self, plan: OutputPlan) -> None:
+        self.plan = plan
+        self.final = Path(plan.path)
+        self.tmp = self.final.with_name(f".{self.final.name}.partial-{os.getpid()}")
+        self.f: BinaryIO = self.tmp.open("wb")
+        self.written = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.f.write(data)
+        self.written += len(data)
+
+    def pad(self) -> None:
+        self.write(b"\0" * (layout.pad(self.written) - self.written))
+
+    def discard(self) -> None:
+        try:
+            self.f.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+class _GGUFSourceReader:
+    """Float32 slabs of a GGUF source's tensors (dequantized whole: one tensor at a time)."""
+
+    def __init__(self, path: Path) -> None:
+        from quantpress.core.gguf.reader import open_gguf
+
+        self.g = open_gguf(path)
+
+    def raw(self, t: TensorPlan) -> np.ndarray:
+        return np.asarray(self.g.raw(t.source))
+
+    def slabs(self, t: TensorPlan, max_rows: int) -> Any:
+        x = self.g.dequantize(t.source)
+        x = x.reshape(-1, t.shape[-1]) if x.ndim > 1 else x.reshape(1, -1)
+        for a in range(0, x.shape[0], max_rows):
+            yield np.ascontiguousarray(x[a:a + max_rows], dtype=np.float32)
+
+    def close(self) -> None:
+        self.g.close()
+
+
+# ------------------------------------------------------------------------------ calibration
+
+
+def _load_imatrix(plan: ConversionPlan, report: Report, cancel: CancelToken) -> Any:
+    kind = plan.calibration.kind
+    if kind == "none":
+        return None
+    try:
+        from quantpress.core import calibration
+    except ImportError as exc:
+        raise InvalidInput(f"calibration is not available in this build ({exc})") from None
+    if kind == "imatrix":
+        return calibration.load_imatrix(plan.calibration.path)
+    if plan.local_path is None:
+        raise InvalidInput("calibration needs the model weights on disk")
+    text = None if kind == "default" else calibration.load_calibration_text(plan.calibration.path)
+    return calibration.compute_imatrix(Path(plan.local_path), text, report=report, cancel=cancel)
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def convert(plan: ConversionPlan, *, report: Report = ignore, cancel: CancelToken = NEVER,
+            disk_free: Callable[[Path], int] | None = None) -> list[ConversionResult]:
+    """Write every output of ``plan``; see the module docstring. Raises Cancelled, InvalidModel
+    (e.g. NaN weights, naming the tensor), NotEnoughDiskSpace; nothing is left behind on failure."""
+    t0 = time.monotonic()
+    preflight(plan, disk_free)
+    imatrix = _load_imatrix(plan, report, cancel)
+    n_tokens = int(getattr(imatrix, "n_tokens", 0) or 0)
+    source_kv = source_metadata(plan)
+    outputs: list[_Output] = []
+    reader: Any = None
+    try:
+        for o in plan.outputs:
+            outputs.append(_Output(o))
+            _write_preamble(plan, outputs[-1], source_kv, n_tokens)
+        reader = (_GGUFSourceReader(Path(plan.local_path or plan.source))
+                  if plan.source_kind == SourceKind.GGUF.value else HFReader(Path(plan.local_path or ""), plan.config,
+                                                                             _spec(plan)))
+        _write_tensors(plan, outputs, reader, imatrix, Throttle(report), cancel)
+        for out in outputs:
+            out.f.flush()
+            os.fsync(out.f.fileno())
+            out.f.close()
+            if out.written != out.plan.file_bytes:  # the plan's promise; never ship a wrong file
+                raise RuntimeError(f"{out.final.name}: wrote {out.written} bytes, plan said {out.plan.file_bytes}")
+        seconds = time.monotonic() - t0
+        results = []
+        for out in outputs:
+            os.replace(out.tmp, out.final)
+            res = ConversionResult(str(out.final), out.plan.format, out.written, seconds, peak_rss_bytes(),
+                                   n_tokens, plan.warnings)
+            _write_sidecar(plan, out.plan, res)
+            results.append(res)
+        report(Progress("convert", 1.0, "done", plan.source_bytes, plan.source_bytes, 0.0))
+        return results
+    except OSError as exc:
+        for out in outputs:
+            out.discard()
+        if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise NotEnoughDiskSpace(f"the disk filled up while writing ({exc.strerror}); nothing was kept. "
+                                     "Free some space or choose another output folder.") from None
+        raise
+    except BaseException:
+        for out in outputs:
+            out.discard()
+        raise
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+def _spec(plan: ConversionPlan) -> Any:
+    from quantpress.core.gguf.arch import spec_for_gguf_arch
+
+    return spec_for_gguf_arch(plan.gguf_arch)
+
+
+def _write_preamble(plan: ConversionPlan, out: _Output, source_kv: list[Any], n_tokens: int) -> None:
+    kv = output_metadata(plan, out.plan.format, source_kv, n_tokens)
+    types = out.plan.tensor_types
+    head, total = layout.encode_preamble(layout.encode_metadata(kv), len(kv),
+                                         [(t.name, t.shape, types[t.name]) for t in plan.tensors])
+    if len(head) != out.plan.metadata_bytes or total != out.plan.file_bytes:
+        raise InvalidModel(f"{plan.source}: the model's config or tokenizer changed since this plan was made "
+                           f"(metadata {len(head)} bytes, planned {out.plan.metadata_bytes}); plan again")
+    out.write(head)
+
+
+def _write_tensors(plan: ConversionPlan, outputs: list[_Output], reader: Any, imatrix: Any,
+                   report: Report, cancel: CancelToken) -> None:
+    total = max(1, plan.source_bytes)
+    done = 0
+    for t in plan.tensors:
+        cancel.raise_if_cancelled()
+        n_per_row = t.shape[-1]
+        rows_per_slab = max(1, SLAB_BYTES // (4 * n_per_row))
+        types = [o.plan.tensor_types[t.name] for o in outputs]
+        copy_raw = [ty == t.source_dtype and not t.transforms and plan.source_kind == SourceKind.GGUF.value
+                    for ty in types]
+        if all(copy_raw):
+            raw = np.ascontiguousarray(reader.raw(t)).view(np.uint8)
+            for out in outputs:
+                out.write(_buffer(raw))
+        else:
+            src_bytes = _src_bytes(t)
+            n_rows = max(1, t.n_elements // n_per_row)
+            row = 0
+            for x in reader.slabs(t, rows_per_slab):
+                cancel.raise_if_cancelled()
+                if not np.isfinite(x).all():
+                    raise InvalidModel(f"tensor '{t.source or t.name}' contains NaN or Inf values; the checkpoint "
+                                       "is damaged (re-download it) or was saved from a diverged training run")
+                for out, ty, raw_copy in zip(outputs, types, copy_raw, strict=False):
+                    if raw_copy:
+                        continue
+                    imp = _importance(imatrix, t.name, n_per_row)
+                    out.write(_buffer(encode(x, ty, imp, plan.threads)))
+                row += x.shape[0]
+                now = done + src_bytes * row // n_rows  # progress in source bytes: big tensors weigh more
+                report(Progress("convert", min(now / total, 0.999), t.name, now, total))
+            if any(copy_raw):
+                raw = np.ascontiguousarray(reader.raw(t)).view(np.uint8)
+                for out, raw_copy in zip(outputs, copy_raw, strict=False):
+                    if raw_copy:
+                        out.write(_buffer(raw))
+        for out in outputs:
+            out.pad()
+        done += _src_bytes(t)
+        report(Progress("convert", min(done / total, 0.999), t.name, done, total))
+
+
+def _src_bytes(t: TensorPlan) -> int:
+    from quantpress.core.gguf.plan import _src_nbytes
+
+    return int(_src_nbytes(t))
+
+
+def _buffer(arr: np.ndarray) -> memoryview:
+    """The bytes of ``arr`` without a copy (C-contiguous flat uint8 view)."""
+    return np.ascontiguousarray(arr).view(np.uint8).reshape(-1).data
+
+
+def _write_sidecar(plan: ConversionPlan, out: OutputPlan, result: ConversionResult) -> None:
+    from dataclasses import asdict, replace
+
+    one = replace(plan, outputs=(out,))
+    data = {"plan": one.to_dict(), "result": asdict(result)}
+    path = Path(out.path + ".json")
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)

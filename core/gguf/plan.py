@@ -1,0 +1,337 @@
+"""Conversion plans: what ``convert`` will write, computed without reading any weight.
+
+    plan = plan_conversion(open_model("SmolLM2-135M-Instruct"), ["Q4_K_M", "Q8_0"], Path("out"))
+    plan.outputs[0].file_bytes      # exact size of the file convert() will write
+    plan.outputs[0].tensor_types    # {'blk.0.attn_q.weight': 'Q5_0', ...}
+    plan.save("plan.json"); ConversionPlan.load("plan.json")   # show, save, replay
+
+A plan is pure and fast: config, tokenizer files and safetensors/GGUF headers only (for a Hub
+model, config and tokenizer files are enough). The metadata bytes come from the same encoder the
+writer uses, so ``file_bytes`` is exact, not an estimate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quantpress.core.errors import InvalidInput, InvalidModel, UnsupportedArchitecture
+from quantpress.core.gguf import layout
+from quantpress.core.gguf.arch import KV, ArchSpec, arch_kv, spec_for_hf_class
+from quantpress.core.gguf.mixes import MIXES, POLICIES, MixContext, llama_order, tensor_types
+from quantpress.core.gguf.source import TensorPlan, list_hf_tensors, map_hf_tensors, synthesize_hf_tensors
+from quantpress.core.gguf.tokenizer import tokenizer_kv
+from quantpress.core.model import ModelInfo, SourceKind
+
+# Source GGUF keys that a requantized file gets afresh.
+_REPLACED_PREFIXES = ("general.file_type", "general.quantization_version", "general.quantized_by", "quantpress.",
+                      "quantize.imatrix.", "split.")
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """User choices on top of a mix: output/token-embedding types and (regex, type) rules."""
+
+    output_type: str | None = None
+    token_embd_type: str | None = None
+    tensor_types: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Where importance weights come from: 'none', 'default' (built-in text), 'file' (user text),
+    'imatrix' (a llama.cpp imatrix file)."""
+
+    kind: str = "none"
+    path: str | None = None
+
+    @property
+    def label(self) -> str:
+        return {"none": "none", "default": "default"}.get(self.kind, Path(self.path or "").name)
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    path: str
+    format: str
+    tensor_types: dict[str, str]
+    file_bytes: int
+    metadata_bytes: int  # header + KV + tensor infos + alignment padding
+
+
+@dataclass(frozen=True)
+class ConversionPlan:
+    source: str
+    source_kind: str
+    local_path: str | None
+    architecture: str  # HF class or GGUF architecture of the source
+    gguf_arch: str
+    tensors: tuple[TensorPlan, ...]  # in file order
+    outputs: tuple[OutputPlan, ...]
+    policy: str = "quantpress"
+    overrides: Overrides = Overrides()
+    calibration: Calibration = Calibration()
+    threads: int = 0
+    model_name: str = ""
+    quantpress_version: str = ""
+    warnings: tuple[str, ...] = ()
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def source_bytes(self) -> int:
+        return sum(_src_nbytes(t) for t in self.tensors)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ConversionPlan:
+        d = dict(d)
+        d["tensors"] = tuple(TensorPlan(**{**t, "shape": tuple(t["shape"]), "transforms": tuple(t["transforms"])})
+                             for t in d["tensors"])
+        d["outputs"] = tuple(OutputPlan(**o) for o in d["outputs"])
+        ov = d.get("overrides") or {}
+        d["overrides"] = Overrides(ov.get("output_type"), ov.get("token_embd_type"),
+                                   tuple((str(a), str(b)) for a, b in ov.get("tensor_types", ())))
+        d["calibration"] = Calibration(**(d.get("calibration") or {}))
+        d["warnings"] = tuple(d.get("warnings", ()))
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ConversionPlan:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise InvalidInput(f"{path}: not a quantpress conversion plan ({exc})") from None
+
+    def describe(self) -> str:
+        """A short human summary (CLI ``--dry-run``, GUI tooltip)."""
+        lines = [f"{self.model_name or self.source} ({self.gguf_arch}, {len(self.tensors)} tensors), "
+                 f"policy {self.policy}, calibration {self.calibration.label}"]
+        for o in self.outputs:
+            counts: dict[str, int] = {}
+            for t in o.tensor_types.values():
+                counts[t] = counts.get(t, 0) + 1
+            mix = ", ".join(f"{k}×{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+            lines.append(f"  {o.format:7s} {o.file_bytes:>14,d} B  {o.path}  [{mix}]")
+        return "\n".join(lines + [f"  warning: {w}" for w in self.warnings])
+
+
+def _src_nbytes(t: TensorPlan) -> int:
+    if t.source_dtype in ("BF16", "F16"):
+        return int(t.n_elements) * 2
+    if t.source_dtype in layout.GGML_TYPES and t.source_dtype != "F32":
+        return int(layout.tensor_nbytes(t.shape, t.source_dtype))
+    return int(t.n_elements) * 4
+
+
+def quantpress_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("quantpress")
+    except Exception:  # not installed (source checkout): still convert
+        return "0+unknown"
+
+
+# ------------------------------------------------------------------------------------- model facts
+
+
+def _config(model: ModelInfo) -> dict[str, Any]:
+    if model.config:
+        return dict(model.config)
+    if model.local_path and (Path(model.local_path) / "config.json").is_file():
+        return dict(json.loads((Path(model.local_path) / "config.json").read_text()))
+    raise InvalidModel(f"{model.source}: no config.json; cannot tell the architecture")
+
+
+def _hf_class(model: ModelInfo, config: dict[str, Any]) -> str:
+    archs = config.get("architectures") or [model.architecture]
+    return str(archs[0])
+
+
+@dataclass(frozen=True)
+class _Source:
+    spec: ArchSpec | None
+    tensors: list[TensorPlan]
+    kv: list[KV]  # arch + tokenizer (HF) or copied (GGUF) metadata, without general.* we set
+    n_layers: int
+    n_gqa: int
+    warnings: tuple[str, ...]
+
+
+def _hf_source(model: ModelInfo, config: dict[str, Any]) -> _Source:
+    spec = spec_for_hf_class(_hf_class(model, config))
+    if model.local_path is None:
+        raise InvalidModel(f"{model.source}: the tokenizer and config files are needed to plan a GGUF; "
+                           "download them first")
+    folder = Path(model.local_path)
+    tok = tokenizer_kv(folder, spec, config)
+    n_vocab = len(next(v for k, v, _ in tok if k == "tokenizer.ggml.tokens"))
+    has_weights = any(folder.glob("*.safetensors"))
+    infos = list_hf_tensors(folder) if has_weights else (list(model.tensors) or synthesize_hf_tensors(spec, config))
+    tensors = map_hf_tensors(spec, config, infos, n_vocab)
+    n_head = int(config["num_attention_heads"])
+    n_kv = int(config.get("num_key_value_heads") or n_head)
+    return _Source(spec, tensors, arch_kv(spec, config) + tok, int(config["num_hidden_layers"]),
+                   max(1, n_head // n_kv), ())
+
+
+def _gguf_source(model: ModelInfo) -> _Source:
+    from quantpress.core.gguf.reader import open_gguf
+
+    path = Path(model.local_path or model.source)
+    with open_gguf(path) as g:
+        arch = g.architecture
+        types = g.value_types
+        kv = [(k, v, types[k]) for k, v in g.metadata.items()
+              if not k.startswith(_REPLACED_PREFIXES) and k != "general.architecture"]
+        tensors = [TensorPlan(t.name, t.shape, t.name, str(path), t.ggml_type) for t in g.tensors]
+        n_layers = int(g.arch_value("block_count", 0) or 0)
+        n_head = int(g.arch_value("attention.head_count", 1) or 1)
+        n_kv = int(g.arch_value("attention.head_count_kv", n_head) or n_head)
+    quantized = sorted({t.source_dtype for t in tensors} - {"F32", "F16", "BF16"})
+    warnings: tuple[str, ...] = ()
+    if quantized:
+        warnings = (f"{path.name} is already quantized ({', '.join(quantized)}); requantizing adds error on top "
+                    "of it. Convert from the original F16/BF16 weights when you can.",)
+    from quantpress.core.gguf.arch import spec_for_gguf_arch
+
+    return _Source(spec_for_gguf_arch(arch), tensors, kv, n_layers, max(1, n_head // max(1, n_kv)), warnings)
+
+
+# ------------------------------------------------------------------------------------- metadata
+
+
+def general_kv(plan: ConversionPlan, fmt: str, calibration_tokens: int = 0) -> list[KV]:
+    """general.* and quantpress.* keys of one output (numbers fixed-width: sizes stay exact)."""
+    import gguf
+
+    n_params = sum(t.n_elements for t in plan.tensors)
+    name = plan.model_name or Path(plan.source).name
+    kv: list[KV] = [
+        ("general.architecture", plan.gguf_arch, "STRING"),
+        ("general.type", "model", "STRING"),
+        ("general.name", name, "STRING"),
+        ("general.basename", re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-") or "model", "STRING"),
+        ("general.size_label", gguf.size_label(n_params, 0, 0, 0), "STRING"),
+        ("general.quantized_by", "quantpress", "STRING"),
+        ("general.file_type", MIXES[fmt].ftype, "UINT32"),
+        ("general.quantization_version", 2, "UINT32"),
+        ("quantpress.version", plan.quantpress_version, "STRING"),
+        ("quantpress.source", plan.source, "STRING"),
+        ("quantpress.format", fmt, "STRING"),
+        ("quantpress.policy", plan.policy, "STRING"),
+        ("quantpress.calibration", plan.calibration.label, "STRING"),
+    ]
+    if plan.calibration.kind != "none":
+        kv.append(("quantpress.calibration_tokens", int(calibration_tokens), "UINT32"))
+    return kv
+
+
+def output_metadata(plan: ConversionPlan, fmt: str, source_kv: list[KV], calibration_tokens: int = 0) -> list[KV]:
+    general = general_kv(plan, fmt, calibration_tokens)
+    ours = {k for k, _, _ in general}
+    return general + [kv for kv in source_kv if kv[0] not in ours]
+
+
+def source_metadata(plan: ConversionPlan) -> list[KV]:
+    """Re-derive the arch/tokenizer metadata of the plan's source (convert() calls this)."""
+    model = _plan_model(plan)
+    return _hf_source(model, plan.config).kv if plan.source_kind != SourceKind.GGUF.value else _gguf_source(model).kv
+
+
+def _plan_model(plan: ConversionPlan) -> ModelInfo:
+    kind = SourceKind(plan.source_kind)
+    return ModelInfo(source=plan.source, kind=kind, architecture=plan.architecture, gguf_arch=plan.gguf_arch,
+                     n_params=0, n_layers=0, n_heads=0, n_kv_heads=0, head_dim=0, head_dim_v=0, hidden_size=0,
+                     ffn_size=0, vocab_size=0, context_length=0,
+                     local_path=Path(plan.local_path) if plan.local_path else None, config=plan.config)
+
+
+# ------------------------------------------------------------------------------------- planning
+
+
+def _output_paths(model: ModelInfo, name: str, formats: Sequence[str], out: Path | None) -> list[Path]:
+    if out is None:
+        base = Path(model.local_path).parent if model.local_path else Path.cwd()
+        return [base / f"{name}-{f}.gguf" for f in formats]
+    out = Path(out)
+    if out.suffix.lower() == ".gguf":
+        if len(formats) == 1:
+            return [out]
+        return [out.with_name(f"{out.stem}-{f}.gguf") for f in formats]
+    return [out / f"{name}-{f}.gguf" for f in formats]
+
+
+def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None = None, *,
+                    imatrix: str | Path | None = None, calibration: str | Path | None = None,
+                    overrides: Overrides = Overrides(), policy: str = "quantpress", threads: int = 0) -> ConversionPlan:
+    """Plan converting ``model`` to each of ``formats`` (see module docstring)."""
+    formats = [f.upper() for f in formats]
+    if not formats:
+        raise InvalidInput("choose at least one format, e.g. Q4_K_M")
+    for f in formats:
+        if f not in MIXES:
+            raise InvalidInput(f"unknown format '{f}'; choose from {', '.join(MIXES)}")
+    if len(set(formats)) != len(formats):
+        raise InvalidInput("the same format is listed twice")
+    if policy not in POLICIES:
+        raise InvalidInput(f"unknown policy '{policy}'; choose one of {', '.join(POLICIES)}")
+    if imatrix is not None and calibration is not None:
+        raise InvalidInput("give either a calibration text or an imatrix file, not both")
+    calib = (Calibration("imatrix", str(imatrix)) if imatrix is not None
+             else Calibration("default") if str(calibration) == "default"
+             else Calibration("file", str(calibration)) if calibration is not None else Calibration())
+    for p in (imatrix, None if calib.kind == "default" else calibration):
+        if p is not None and not Path(p).is_file():
+            raise InvalidInput(f"{p}: no such file")
+    if model.kind == SourceKind.GGUF:
+        config: dict[str, Any] = {}
+        src = _gguf_source(model)
+        if calib.kind in ("default", "file"):
+            raise InvalidInput("calibration text needs the original Hugging Face model; for a GGUF source "
+                               "pass a llama.cpp imatrix file with --imatrix")
+    else:
+        config = _config(model)
+        src = _hf_source(model, config)
+    gguf_arch = src.spec.gguf_arch if src.spec else (model.gguf_arch or model.architecture)
+    name = model.name or Path(model.source).name.removesuffix(".gguf")
+    by_name = {t.name: t for t in src.tensors}
+    ordered = tuple(by_name[n] for n in llama_order(list(by_name)))
+    base = ConversionPlan(
+        source=str(model.source), source_kind=model.kind.value,
+        local_path=str(model.local_path) if model.local_path else None, architecture=model.architecture,
+        gguf_arch=gguf_arch, tensors=ordered, outputs=(), policy=policy, overrides=overrides,
+        calibration=calib, threads=threads, model_name=name, quantpress_version=quantpress_version(),
+        warnings=src.warnings, config=config)
+    ctx = MixContext(n_layers=src.n_layers, n_gqa=src.n_gqa, has_imatrix=calib.kind != "none", policy=policy,
+                     output_type=overrides.output_type, token_embd_type=overrides.token_embd_type,
+                     tensor_overrides=overrides.tensor_types,
+                     is_70b_llama=gguf_arch == "llama" and src.n_layers == 80 and src.n_gqa > 1)
+    shapes = {t.name: t.shape for t in ordered}
+    outputs = []
+    for fmt, path in zip(formats, _output_paths(model, name, formats, out), strict=False):
+        types = tensor_types(shapes, fmt, ctx)
+        _check_types(ordered, types)
+        kv = output_metadata(base, fmt, src.kv)
+        head, total = layout.encode_preamble(layout.encode_metadata(kv), len(kv),
+                                             [(t.name, t.shape, types[t.name]) for t in ordered])
+        outputs.append(OutputPlan(str(path), fmt, types, total, len(head)))
+    if len({o.path for o in outputs}) != len(outputs):
+        raise InvalidInput("two outputs would be written to the same file")
+    return dataclasses.replace(base, outputs=tuple(outputs))
+
+
+def _check_types(tensors: Sequence[TensorPlan], types: dict[str, str]) -> None:
+    for t in tensors:
+        if t.shape[-1] % layout.block_size(types[t.name]):
+            raise UnsupportedArchitecture(f"tensor {t.name} {t.shape} cannot be stored as {types[t.name]}")

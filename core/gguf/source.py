@@ -1,0 +1,306 @@
+"""Source tensors of a conversion: listing them (from safetensors headers, a GGUF header, or, for a
+Hub model with no local weights, from config.json alone), naming them in GGUF, and reading them
+back as float32 row slabs with the architecture's transforms applied.
+
+Reading never loads a whole checkpoint: safetensors are memory-mapped and converted slab by slab.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from quantpress.core.errors import InvalidModel, UnsupportedArchitecture
+from quantpress.core.gguf.arch import ArchSpec, Config, head_dim
+from quantpress.core.model import TensorInfo
+
+# HF tensors llama.cpp's converter drops.
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "attention.masked_bias", "attention.bias")
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    """One output tensor: GGUF name, numpy-order shape, where it comes from and how it is changed.
+
+    ``transforms``: 'permute_q:<n_head>', 'permute_k:<n_kv_head>', 'add:<float>', 'rows:<n>' (keep
+    the first n rows), 'generated' (computed from config, e.g. rope_freqs)."""
+
+    name: str
+    shape: tuple[int, ...]
+    source: str  # source tensor name ('' if generated)
+    source_file: str  # shard file name (HF) or GGUF path
+    source_dtype: str  # 'BF16', 'F16', 'F32' or a GGML type name
+    transforms: tuple[str, ...] = ()
+
+    @property
+    def n_elements(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+
+# ----------------------------------------------------------------------------------- listing
+
+
+def read_safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
+    """The JSON header of a .safetensors file and the offset where its data starts."""
+    try:
+        with path.open("rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > 100_000_000:
+                raise ValueError("header length is implausible")
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, struct.error) as exc:
+        raise InvalidModel(f"{path.name}: not a readable safetensors file ({exc})") from None
+    header.pop("__metadata__", None)
+    return header, 8 + n
+
+
+def list_hf_tensors(folder: Path) -> list[TensorInfo]:
+    """All tensors of the safetensors checkpoint in ``folder`` (header reads only)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise InvalidModel(f"{index}: not a valid safetensors index ({exc})") from None
+        files = sorted(set(weight_map.values()))
+        missing = [f for f in files if not (folder / f).is_file()]
+        if missing:
+            raise InvalidModel(
+                f"{folder}: {len(missing)} of {len(files)} weight shards are missing ({', '.join(missing[:3])}"
+                f"{', …' if len(missing) > 3 else ''}). Download the complete model.")
+    else:
+        files = sorted(p.name for p in folder.glob("*.safetensors"))
+        if not files:
+            raise InvalidModel(f"{folder}: no .safetensors weights found (pickled .bin checkpoints are refused)")
+    out = []
+    for fname in files:
+        header, _ = read_safetensors_header(folder / fname)
+        for name, meta in header.items():
+            shape = tuple(int(d) for d in meta["shape"])
+            n = int(np.prod(shape, dtype=np.int64)) * _DTYPE_BYTES.get(meta["dtype"], 4)
+            out.append(TensorInfo(name, shape, meta["dtype"], n, fname))
+    return out
+
+
+_DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8}
+
+# Per-layer tensors synthesised from config.json (Hub models described without weights).
+# Dimension symbols: h hidden, q n_head*head_dim, k n_kv*head_dim, f ffn, d head_dim.
+_LAYER_SHAPES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "attn": (("self_attn.q_proj.weight", ("q", "h")), ("self_attn.k_proj.weight", ("k", "h")),
+             ("self_attn.v_proj.weight", ("k", "h")), ("self_attn.o_proj.weight", ("h", "q"))),
+    "mlp": (("mlp.gate_proj.weight", ("f", "h")), ("mlp.up_proj.weight", ("f", "h")),
+            ("mlp.down_proj.weight", ("h", "f"))),
+    "norms": (("input_layernorm.weight", ("h",)), ("post_attention_layernorm.weight", ("h",))),
+    "qkv_bias": (("self_attn.q_proj.bias", ("q",)), ("self_attn.k_proj.bias", ("k",)),
+                 ("self_attn.v_proj.bias", ("k",))),
+    "qk_norm": (("self_attn.q_norm.weight", ("d",)), ("self_attn.k_norm.weight", ("d",))),
+    "gemma_norms": (("pre_feedforward_layernorm.weight", ("h",)), ("post_feedforward_layernorm.weight", ("h",))),
+    "phi3": (("self_attn.qkv_proj.weight", ("qkk", "h")), ("self_attn.o_proj.weight", ("h", "q")),
+             ("mlp.gate_up_proj.weight", ("ff", "h")), ("mlp.down_proj.weight", ("h", "f"))),
+}
+_ARCH_LAYERS = {"llama": ("attn", "mlp", "norms"), "qwen2": ("attn", "mlp", "norms", "qkv_bias"),
+                "qwen3": ("attn", "mlp", "norms", "qk_norm"),
+                "gemma3": ("attn", "mlp", "norms", "qk_norm", "gemma_norms"), "phi3": ("phi3", "norms")}
+
+
+def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
+    """The tensor list a standard checkpoint of this config has (for Hub models without weights)."""
+    d = head_dim(config)
+    h, f = int(config["hidden_size"]), int(config["intermediate_size"])
+    q, k = int(config["num_attention_heads"]) * d, int(config.get("num_key_value_heads") or
+                                                      config["num_attention_heads"]) * d
+    dims = {"h": h, "f": f, "q": q, "k": k, "d": d, "qkk": q + 2 * k, "ff": 2 * f}
+    dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
+    st = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}.get(dtype, "BF16")
+    nb = _DTYPE_BYTES[st]
+
+    def info(name: str, shape: tuple[int, ...]) -> TensorInfo:
+        return TensorInfo(name, shape, st, int(np.prod(shape)) * nb, "")
+
+    vocab = int(config["vocab_size"])
+    out = [info("model.embed_tokens.weight", (vocab, h)), info("model.norm.weight", (h,))]
+    if not config.get("tie_word_embeddings", False):
+        out.append(info("lm_head.weight", (vocab, h)))
+    groups = _ARCH_LAYERS["llama" if spec.gguf_arch == "llama" else spec.gguf_arch]
+    for i in range(int(config["num_hidden_layers"])):
+        for group in groups:
+            for suffix, sym in _LAYER_SHAPES[group]:
+                out.append(info(f"model.layers.{i}.{suffix}", tuple(dims[s] for s in sym)))
+    return out
+
+
+# ----------------------------------------------------------------------------------- mapping
+
+
+def map_hf_tensors(spec: ArchSpec, config: Config, tensors: list[TensorInfo], n_vocab: int) -> list[TensorPlan]:
+    """GGUF tensors (with transforms) for the HF ``tensors`` of a ``spec`` model."""
+    import gguf
+
+    arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == spec.gguf_arch)
+    n_layers = int(config["num_hidden_layers"])
+    name_map = gguf.get_tensor_name_map(arch, n_layers)
+    n_head = int(config["num_attention_heads"])
+    n_kv = int(config.get("num_key_value_heads") or n_head)
+    out: list[TensorPlan] = []
+    for t in tensors:
+        if t.name.endswith(IGNORED_SUFFIXES):
+            continue
+        name = t.name.replace("language_model.", "") if t.name.startswith("model.language_model.") else t.name
+        gname = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
+        if gname is None:
+            raise UnsupportedArchitecture(
+                f"tensor '{t.name}' has no GGUF equivalent for {spec.name}; this checkpoint variant is not supported")
+        tr: list[str] = []
+        if spec.permute_qk and name.endswith(("q_proj.weight", "q_proj.bias")):
+            tr.append(f"permute:{n_head}")
+        elif spec.permute_qk and name.endswith(("k_proj.weight", "k_proj.bias")):
+            tr.append(f"permute:{n_kv}")
+        if spec.norm_offset and name.endswith("norm.weight"):
+            tr.append(f"add:{spec.norm_offset}")
+        shape = t.shape
+        if spec.truncate_vocab and gname == "token_embd.weight" and shape[0] > n_vocab:
+            tr.append(f"rows:{n_vocab}")
+            shape = (n_vocab,) + shape[1:]
+        out.append(TensorPlan(gname, shape, t.name, t.file, t.dtype, tuple(tr)))
+    if spec.extra_tensors:
+        for gname, arr in spec.extra_tensors(config).items():
+            out.append(TensorPlan(gname, tuple(arr.shape), "", "", "F32", ("generated",)))
+    names = [p.name for p in out]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise InvalidModel(f"checkpoint maps several tensors to {sorted(dupes)[0]}; it is not a standard {spec.name}")
+    return out
+
+
+# ----------------------------------------------------------------------------------- reading
+
+
+def _to_f32(raw: np.ndarray, dtype: str) -> np.ndarray:
+    if dtype == "BF16":
+        return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    if dtype == "F16":
+        return raw.view(np.float16).astype(np.float32)
+    if dtype == "F32":
+        return np.array(raw.view(np.float32), dtype=np.float32)
+    if dtype == "F64":
+        return raw.view(np.float64).astype(np.float32)
+    raise InvalidModel(f"safetensors dtype {dtype} is not supported (expected BF16, F16 or F32)")
+
+
+def _permute_rows(n_rows: int, n_head: int) -> np.ndarray:
+    """Source row for each output row of llama.cpp's permute(W, n_head): de-interleave RoPE halves."""
+    hd = n_rows // n_head
+    idx = np.arange(n_rows).reshape(n_head, 2, hd // 2).swapaxes(1, 2).reshape(n_rows)
+    return idx
+
+
+class HFReader:
+    """Reads transformed float32 row slabs of HF tensors from safetensors files.
+
+    Plain positioned reads, not a memory map: mapped pages would stay resident and count towards
+    the process's memory until the whole checkpoint had been touched."""
+
+    def __init__(self, folder: Path, config: Config, spec: ArchSpec | None) -> None:
+        self.folder = Path(folder)
+        self.config = config
+        self.spec = spec
+        self._files: dict[str, tuple[Any, dict[str, Any], int]] = {}
+
+    def _open(self, fname: str) -> tuple[Any, dict[str, Any], int]:
+        if fname not in self._files:
+            path = self.folder / fname
+            if not path.is_file():
+                raise InvalidModel(f"{self.folder}: weight shard '{fname}' is missing. Download the complete model.")
+            header, start = read_safetensors_header(path)
+            self._files[fname] = (path.open("rb"), header, start)
+        return self._files[fname]
+
+    @staticmethod
+    def _read(f: Any, offset: int, n: int, what: str) -> np.ndarray:
+        f.seek(offset)
+        data = f.read(n)
+        if len(data) != n:
+            raise InvalidModel(f"{what}: the weight file is truncated. Download the model again.")
+        return np.frombuffer(data, dtype=np.uint8)
+
+    def slabs(self, t: TensorPlan, max_rows: int) -> Iterator[np.ndarray]:
+        """Float32 (rows, n_per_row) slabs of the transformed tensor (1-D tensors: one (1, n) slab)."""
+        if "generated" in t.transforms:
+            assert self.spec is not None and self.spec.extra_tensors is not None
+            yield np.ascontiguousarray(self.spec.extra_tensors(self.config)[t.name], dtype=np.float32).reshape(1, -1)
+            return
+        f, header, start = self._open(t.source_file)
+        meta = header[t.source]
+        begin, end = meta["data_offsets"]
+        src_shape = tuple(meta["shape"])
+        order: np.ndarray | None = None
+        add = 0.0
+        for tr in t.transforms:
+            kind, _, arg = tr.partition(":")
+            if kind == "permute":
+                order = _permute_rows(src_shape[0], int(arg))
+            elif kind == "add":
+                add = float(arg)
+        what = f"{t.source_file}: tensor '{t.source}'"
+        if len(src_shape) <= 1 or order is not None:  # whole tensor: permutations pick rows anywhere
+            raw = self._read(f, start + begin, end - begin, what).reshape(src_shape[0] if src_shape else 1, -1)
+            picked = raw[order] if order is not None else raw
+            x = _to_f32(np.ascontiguousarray(picked), meta["dtype"])
+            x = x.reshape(1, -1) if len(src_shape) <= 1 else x.reshape(src_shape[0], -1)
+            for a in range(0, x.shape[0], max_rows):
+                yield x[a:a + max_rows] + np.float32(add) if add else x[a:a + max_rows]
+            return
+        n_per_row = src_shape[-1]
+        row_bytes = (end - begin) // int(np.prod(src_shape[:-1], dtype=np.int64))
+        n_rows = int(np.prod(t.shape[:-1], dtype=np.int64))
+        for a in range(0, n_rows, max_rows):
+            b = min(n_rows, a + max_rows)
+            raw = self._read(f, start + begin + a * row_bytes, (b - a) * row_bytes, what)
+            x = _to_f32(raw, meta["dtype"]).reshape(b - a, n_per_row)
+            if add:
+                x = x + np.float32(add)
+            yield x
+
+    def close(self) -> None:
+        for f, _, _ in self._files.values():
+            f.close()
+        self._files.clear()
+
+
+# ----------------------------------------------------------------------------------- model intake
+
+
+def open_source(source: str | Path) -> Any:
+    """A ModelInfo for ``source``: ``quantpress.core.inspect.open_model`` when present, else a
+    minimal local reader (HF folder with config.json, or a .gguf file), enough to plan."""
+    try:
+        from quantpress.core.inspect import open_model
+    except ImportError:
+        return _minimal_model(Path(source))
+    return open_model(source)
+
+
+def _minimal_model(path: Path) -> Any:
+    from quantpress.core.model import ModelInfo, SourceKind
+
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return ModelInfo(source=str(path), kind=SourceKind.GGUF, architecture="", gguf_arch=None, n_params=0,
+                         n_layers=0, n_heads=0, n_kv_heads=0, head_dim=0, head_dim_v=0, hidden_size=0, ffn_size=0,
+                         vocab_size=0, context_length=0, local_path=path, name=path.stem)
+    if not (path / "config.json").is_file():
+        raise InvalidModel(f"{path}: not a model (expected a folder with config.json, or a .gguf file)")
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidModel(f"{path / 'config.json'}: cannot be read ({exc})") from None
+    archs = config.get("architectures") or [""]
+    return ModelInfo(source=str(path), kind=SourceKind.HF_FOLDER, architecture=str(archs[0]), gguf_arch=None,
+                     n_params=0, n_layers=int(config.get("num_hidden_layers", 0)), n_heads=0, n_kv_heads=0,
+                     head_dim=0, head_dim_v=0, hidden_size=0, ffn_size=0, vocab_size=0, context_length=0,
+                     local_path=path, config=config, name=path.name)

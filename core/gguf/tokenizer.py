@@ -1,0 +1,264 @@
+"""Tokenizer metadata for GGUF: SentencePiece ('llama') and byte-level BPE ('gpt2') vocabularies,
+special token ids, add_bos/add_eos and the chat template, read from a Hugging Face folder.
+
+Reads files only (tokenizer.model, tokenizer.json, tokenizer_config.json, config.json): no
+transformers, so it works on a Hub folder that has no weights. The BPE pre-tokenizer name
+(``tokenizer.ggml.pre``) is found the way llama.cpp does it (sha256 of the token ids of a fixed
+check text), and, for tokenizers llama.cpp has not catalogued, from the pre-tokenizer's structure
+in tokenizer.json (its split regex), which llama.cpp's converter would reject.
+"""
+
+from __future__ import annotations
+
+import json
+from hashlib import sha256
+from pathlib import Path
+from typing import Any
+
+from quantpress.core.errors import InvalidModel
+from quantpress.core.gguf.arch import KV, ArchSpec, Config
+
+# Token types (llama.h llama_token_type / gguf.TokenType)
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+
+CHECK_TEXT = (
+    "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated) ✅ "
+    "🦙🦙 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 កាន់តែពិសេសអាច😁 ?我想在apple工作1314151天～ "
+    "------======= нещо на Български ''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you "
+    "sure? 'M not sure I'll make it, 'D you like some tea? We'Ve a'lL"
+)
+
+# sha256(str(token ids of CHECK_TEXT)) -> tokenizer.ggml.pre (conversion/base.py get_vocab_base_pre).
+KNOWN_HASHES: dict[str, str] = {
+    "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5": "llama-bpe",  # Meta-Llama-3-8B
+    "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249": "smollm",  # SmolLM/SmolLM2
+    "e636dc30a262dcc0d8c323492e32ae2b70728f4df7dfe9737d9f920a282b8aea": "qwen2",  # Qwen1.5/2/2.5
+    "d4540891389ea895b53b399da6ac824becc30f2fba0e9ddbb98f92e55ca0e97c": "qwen2",  # Qwen3
+    "3ce83efda5659b07b1ad37ca97ca5797ea4285d9b9ab0dc679e4a720c9da7454": "gpt-2",  # openai gpt2
+    "b3f499bb4255f8ca19fccd664443283318f2fd2414d5e0b040fbdd0cc195d6c5": "deepseek-r1-qwen",
+    "63b97e4253352e6f357cc59ea5b583e3a680eaeaf2632188c2b952de2588485e": "tekken",  # Mistral Nemo
+    "fcace8b9cac38ce847670c970cd5892031a753a1ef381abd1d9af00f713da085": "phi-2",
+    "ccc2ef013c104be7bae2965776d611e1d7a8a2a9c547dd93a682c9a9fc80352e": "gpt-4o",  # Phi-4 mini
+}
+
+# The split regexes of known pre-tokenizers (as in tokenizer.json) -> llama.cpp pre name.
+_LLAMA3_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+              r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN2_RE = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+             r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+KNOWN_STRUCTURES: dict[str, str] = {
+    f"Split:{_LLAMA3_RE}|ByteLevel": "llama-bpe",
+    f"Split:{_QWEN2_RE}|ByteLevel": "qwen2",
+    "Digits:individual|ByteLevel:regex": "smollm",
+    "ByteLevel:regex": "gpt-2",
+}
+
+_SPECIAL_KEYS = {  # SpecialVocab type -> GGUF key suffix
+    "bos": "bos_token_id", "eos": "eos_token_id", "unk": "unknown_token_id", "sep": "seperator_token_id",
+    "pad": "padding_token_id", "cls": "cls_token_id", "mask": "mask_token_id", "eot": "eot_token_id",
+    "eom": "eom_token_id",
+}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidModel(f"{path}: cannot be read as JSON ({exc})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def looks_special(token: str) -> bool:
+    """Added tokens some models forget to mark special (conversion/base.py does_token_look_special)."""
+    return (token in ("<pad>", "<mask>", "<2mass>", "[@BOS@]")
+            or (token.startswith("<|") and token.endswith("|>"))
+            or (token.startswith("<｜") and token.endswith("｜>"))
+            or (token.startswith("<unused") and token.endswith(">")))
+
+
+# ---------------------------------------------------------------------------------- SentencePiece
+
+
+def _spm_vocab(folder: Path, vocab_size: int | None) -> tuple[list[str], list[float], list[int]]:
+    """tokens, scores, types (conversion/base.py _create_vocab_sentencepiece)."""
+    from sentencepiece import SentencePieceProcessor
+
+    sp = SentencePieceProcessor()
+    try:
+        sp.LoadFromFile(str(folder / "tokenizer.model"))
+    except (OSError, RuntimeError) as exc:
+        raise InvalidModel(f"{folder / 'tokenizer.model'}: not a SentencePiece model ({exc})") from None
+    n = vocab_size or sp.vocab_size()
+    tokens = [f"[PAD{i}]" for i in range(n)]
+    scores, types = [-10000.0] * n, [UNUSED] * n
+    for i in range(min(n, sp.vocab_size())):
+        tokens[i], scores[i] = sp.IdToPiece(i), float(sp.GetScore(i))
+        types[i] = (UNKNOWN if sp.IsUnknown(i) else CONTROL if sp.IsControl(i) else UNUSED if sp.IsUnused(i)
+                    else BYTE if sp.IsByte(i) else NORMAL)
+    for text, i in _read_json(folder / "added_tokens.json").items():
+        if i < n:
+            tokens[i], scores[i], types[i] = text, -1000.0, USER_DEFINED
+    decoder = _read_json(folder / "tokenizer_config.json").get("added_tokens_decoder", {})
+    for key, data in decoder.items():
+        i, text = int(key), data["content"]
+        if i >= n:
+            continue
+        if data.get("special") or looks_special(text):
+            types[i] = CONTROL
+        else:
+            text, types[i] = text.replace("\u2581", " "), USER_DEFINED
+        tokens[i], scores[i] = text, -1000.0
+    return tokens, scores, types
+
+
+# ---------------------------------------------------------------------------------- BPE
+
+
+def _pre_structure(pre: dict[str, Any] | None) -> str:
+    if not pre:
+        return ""
+    parts = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    out = []
+    for p in parts:
+        kind = p.get("type", "")
+        if kind == "Split":
+            pattern = p.get("pattern", {})
+            out.append(f"Split:{pattern.get('Regex', pattern.get('String', ''))}")
+        elif kind == "Digits":
+            out.append("Digits:individual" if p.get("individual_digits") else "Digits")
+        elif kind == "ByteLevel":
+            out.append("ByteLevel:regex" if p.get("use_regex", True) else "ByteLevel")
+        else:
+            out.append(kind)
+    return "|".join(out)
+
+
+def bpe_pre_name(folder: Path) -> str:
+    """tokenizer.ggml.pre for a tokenizer.json BPE vocabulary (hash first, then structure)."""
+    from tokenizers import Tokenizer
+
+    path = folder / "tokenizer.json"
+    try:
+        ids = Tokenizer.from_file(str(path)).encode(CHECK_TEXT).ids
+    except Exception as exc:  # tokenizers raises plain Exception subclasses on bad files
+        raise InvalidModel(f"{path}: cannot be loaded by the tokenizers library ({exc})") from None
+    digest = sha256(str(ids).encode()).hexdigest()
+    if digest in KNOWN_HASHES:
+        return KNOWN_HASHES[digest]
+    structure = _pre_structure(_read_json(path).get("pre_tokenizer"))
+    if structure in KNOWN_STRUCTURES:
+        return KNOWN_STRUCTURES[structure]
+    raise InvalidModel(
+        f"{path}: the BPE pre-tokenizer is not one llama.cpp knows (hash {digest[:16]}…, "
+        f"structure {structure or 'none'}); the GGUF would tokenize text differently from the original")
+
+
+def _bpe_vocab(folder: Path, vocab_size: int | None) -> tuple[list[str], list[int]]:
+    """tokens and types from tokenizer.json (conversion/base.py get_vocab_base)."""
+    tj = _read_json(folder / "tokenizer.json")
+    model = tj.get("model", {})
+    if model.get("type") != "BPE":
+        raise InvalidModel(f"{folder / 'tokenizer.json'}: a {model.get('type')} tokenizer, expected BPE")
+    vocab: dict[int, str] = {i: t for t, i in model.get("vocab", {}).items()}
+    added = {a["id"]: a for a in tj.get("added_tokens", [])}
+    for i, a in added.items():
+        vocab[i] = a["content"]
+    n = vocab_size or (max(vocab) + 1)
+    if max(vocab) >= n:
+        raise InvalidModel(f"{folder}: tokenizer has ids up to {max(vocab)} but config vocab_size is {n}")
+    tokens, types = [], []
+    for i in range(n):
+        if i not in vocab:
+            tokens.append(f"[PAD{i}]")
+            types.append(UNUSED)
+        elif i in added:
+            special = added[i].get("special") or looks_special(vocab[i])
+            tokens.append(vocab[i] if special else vocab[i].replace("\u2581", " "))
+            types.append(CONTROL if special else USER_DEFINED)
+        else:
+            tokens.append(vocab[i])
+            types.append(NORMAL)
+    return tokens, types
+
+
+# ---------------------------------------------------------------------------------- specials
+
+
+def _special_kv(folder: Path, n_vocab: int, load_merges: bool) -> list[KV]:
+    from gguf.vocab import SpecialVocab
+
+    sv = SpecialVocab(folder, load_merges=load_merges, n_vocab=n_vocab)
+    out: list[KV] = []
+    if load_merges and sv.merges:
+        merges = [m if isinstance(m, str) else " ".join(m) for m in sv.merges]
+        out.append(("tokenizer.ggml.merges", merges, "ARRAY[STRING]"))
+    for typ, tid in sv.special_token_ids.items():
+        if typ in _SPECIAL_KEYS:
+            out.append((f"tokenizer.ggml.{_SPECIAL_KEYS[typ]}", int(tid), "UINT32"))
+    for typ, flag in sv.add_special_token.items():
+        out.append((f"tokenizer.ggml.add_{typ}_token", bool(flag), "BOOL"))
+    template = sv.chat_template
+    if isinstance(template, str) and template:
+        out.append(("tokenizer.chat_template", template, "STRING"))
+    elif isinstance(template, list):
+        names = []
+        for t in template:
+            name, text = t.get("name"), t.get("template")
+            if not name or not text:
+                continue
+            if name == "default":
+                out.append(("tokenizer.chat_template", text, "STRING"))
+            else:
+                names.append(name)
+                out.append((f"tokenizer.chat_template.{name}", text, "STRING"))
+        if names:
+            out.append(("tokenizer.chat_templates", names, "ARRAY[STRING]"))
+    return out
+
+
+def tokenizer_kv(folder: Path, spec: ArchSpec, config: Config) -> list[KV]:
+    """All ``tokenizer.*`` metadata for the HF folder (InvalidModel if there is no usable tokenizer)."""
+    folder = Path(folder)
+    vocab_size = config.get("vocab_size")
+    tok_cfg = _read_json(folder / "tokenizer_config.json")
+    out: list[KV] = []
+    if (folder / "tokenizer.model").is_file():
+        tokens, scores, types = _spm_vocab(folder, vocab_size)
+        out += [("tokenizer.ggml.model", "llama", "STRING"), ("tokenizer.ggml.pre", "default", "STRING"),
+                ("tokenizer.ggml.tokens", tokens, "ARRAY[STRING]"),
+                ("tokenizer.ggml.scores", scores, "ARRAY[FLOAT32]"),
+                ("tokenizer.ggml.token_type", types, "ARRAY[INT32]")]
+        out += _special_kv(folder, len(tokens), load_merges=False)
+        if spec.spm_add_space_prefix is not None:
+            out.append(("tokenizer.ggml.add_space_prefix", spec.spm_add_space_prefix, "BOOL"))
+    elif (folder / "tokenizer.json").is_file():
+        tokens, types = _bpe_vocab(folder, vocab_size)
+        out += [("tokenizer.ggml.model", "gpt2", "STRING"), ("tokenizer.ggml.pre", bpe_pre_name(folder), "STRING"),
+                ("tokenizer.ggml.tokens", tokens, "ARRAY[STRING]"),
+                ("tokenizer.ggml.token_type", types, "ARRAY[INT32]")]
+        out += _special_kv(folder, len(tokens), load_merges=True)
+    else:
+        raise InvalidModel(
+            f"{folder}: no tokenizer (expected tokenizer.model or tokenizer.json); a GGUF needs the vocabulary. "
+            "Copy the tokenizer files from the original model into this folder.")
+    if spec.gguf_arch == "llama" and "add_prefix_space" in tok_cfg and tok_cfg["add_prefix_space"] is not None:
+        out.append(("tokenizer.ggml.add_space_prefix", bool(tok_cfg["add_prefix_space"]), "BOOL"))
+    if spec.gguf_arch == "llama" and vocab_size == 49152:
+        # llama.cpp's LlamaModel turns BOS off for 49152-token vocabularies (Granite small, SmolLM).
+        out.append(("tokenizer.ggml.add_bos_token", False, "BOOL"))
+    return _dedupe(out)
+
+
+def _dedupe(kvs: list[KV]) -> list[KV]:
+    """Later entries win, at the position of the first (like GGUFWriter overwriting a key)."""
+    index: dict[str, int] = {}
+    out: list[KV] = []
+    for kv in kvs:
+        if kv[0] in index:
+            out[index[kv[0]]] = kv
+        else:
+            index[kv[0]] = len(out)
+            out.append(kv)
+    return out

@@ -1,0 +1,223 @@
+"""Runtime memory of a GGUF model in llama.cpp (as llama-cpp-python 0.3.36 runs it), term by term.
+
+Every term names its source. Two views of the same allocations:
+- *reserved*: what llama.cpp allocates (what a GPU must hold; cudaMalloc commits it all);
+- *resident*: what becomes RAM on a CPU-only run (Linux commits pages only when touched; weights
+  are mmapped and become resident as they are read). The CPU numbers are calibrated against the
+  peak RSS increase of a real load + full-context evaluation (benchmarks/estimate_memory.py).
+
+Defaults follow llama-cpp-python's ``Llama()``: n_batch 512 (n_ubatch = n_batch), flash attention
+off, logits for the last token only, one sequence, mmap on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quantpress.core.errors import InvalidInput
+from quantpress.core.model import ModelInfo
+
+MIB = 1024**2
+
+# llama.cpp pads the KV cache to 256 cells (src/llama-kv-cache.cpp: kv_size = GGML_PAD(n_ctx, 256);
+# llama-context.cpp pads n_ctx the same way).
+KV_PAD = 256
+
+# (block size, bytes per block) of the cache types llama.cpp allows (common/arg.cpp kv_cache_types;
+# block layouts from ggml-common.h).
+KV_TYPES: dict[str, tuple[int, int]] = {
+    "f32": (1, 4), "f16": (1, 2), "bf16": (1, 2), "q8_0": (32, 34), "q4_0": (32, 18), "q4_1": (32, 20),
+    "q5_0": (32, 22), "q5_1": (32, 24), "iq4_nl": (32, 18),
+}
+
+# --- Calibrated CPU constants (benchmarks/estimate_memory.py fits them; see BENCHMARKS.md) ---------
+# Process-level cost of a loaded llama.cpp model + context besides the buffers below: ggml contexts,
+# the scheduler, thread pool, llama-cpp-python's own arrays. Fitted on tiny (vocab 384) models.
+CPU_FIXED_BYTES = 6 * MIB
+# Tokenizer structures per vocab entry and per BPE merge: gguf-parser-go's footprint formula
+# (file_estimate__llamacpp.go: tokens*(8+32+56) B + merges*104 B), times a fitted factor for the
+# gguf_context's own copy of the token strings and the token-to-piece cache.
+TOKEN_BYTES = 8 + 32 + 56
+MERGE_BYTES = 104
+TOKENIZER_FACTOR = 1.4  # fitted on the demo (49k-token BPE) at 512/2048 context
+# GPU-only constant: CUDA context + cuBLAS workspace per device. gguf-parser-go's default platform
+# footprint is 250 MiB VRAM; Ollama reserves a similar buffer. Not measurable here (no GPU).
+GPU_RUNTIME_BYTES = 300 * MIB
+# Graph inputs (token ids, positions, output ids) and buffer alignment: the constant left between
+# our compute formula and the logged "compute buffer size" (fitted, tiny and 135M models).
+GRAPH_FIXED_BYTES = MIB // 2
+
+# Weight types the CPU backend repacks into an interleaved copy (CPU_REPACK buffer) when the
+# tensor feeds a matmul and its rows are a multiple of 8 (ggml-cpu/repack.cpp
+# ggml_repack_get_optimal_repack_type). The copy is extra RAM on top of the mmapped file pages,
+# which were read to make it and stay resident. Keyed by the CPU feature that enables it.
+REPACK_TYPES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("avx2", frozenset({"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"})),
+    ("avx512f", frozenset({"Q2_K"})),
+    ("dotprod", frozenset({"Q4_0", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "MXFP4"})),
+    ("i8mm", frozenset({"Q8_0"})),
+)
+
+
+def repacked_types(cpu_flags: tuple[str, ...]) -> frozenset[str]:
+    out: set[str] = set()
+    for flag, types in REPACK_TYPES:
+        if flag in cpu_flags:
+            out |= types
+    return frozenset(out)
+
+
+def is_repacked(name: str, shape: tuple[int, ...], ggml_type: str, types: frozenset[str]) -> bool:
+    """A matmul weight (not the token embedding, used by get_rows) of a repacked type, rows % 8 == 0
+    (``shape`` in numpy order: rows = shape[-2] = ggml ne[1])."""
+    return (ggml_type in types and len(shape) >= 2 and shape[-2] % 8 == 0 and "token_embd" not in name
+            and "embed_tokens" not in name)
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How the model will be run. ``flash_attn`` None: on only when the KV cache is quantized
+    (llama.cpp requires flash attention for a quantized V cache)."""
+
+    n_ctx: int = 4096
+    n_batch: int = 512
+    n_ubatch: int = 512
+    kv_type: str = "f16"
+    flash_attn: bool | None = None
+    n_seq: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kv_type not in KV_TYPES:
+            raise InvalidInput(f"unknown KV cache type '{self.kv_type}'; choose from {', '.join(KV_TYPES)}")
+        if self.n_ctx < 1 or self.n_batch < 1 or self.n_ubatch < 1:
+            raise InvalidInput("context and batch sizes must be positive")
+
+    @property
+    def fa(self) -> bool:
+        return self.kv_type not in ("f16", "f32", "bf16") if self.flash_attn is None else self.flash_attn
+
+    @property
+    def ubatch(self) -> int:
+        # llama.cpp: n_ubatch = min(n_batch, n_ubatch), and never more tokens than the context.
+        return max(1, min(self.n_batch, self.n_ubatch, self.n_ctx))
+
+
+def pad(n: int, to: int) -> int:
+    return (n + to - 1) // to * to
+
+
+def kv_row_bytes(kv_type: str, n: int) -> int:
+    blck, size = KV_TYPES[kv_type]
+    return -(-n // blck) * size  # ggml_row_size
+
+
+def kv_cells(model: ModelInfo, cfg: RuntimeConfig, layer: int) -> int:
+    """Cells of one layer's cache: kv_size, or the SWA size for sliding-window layers
+    (llama-kv-cache-iswa.cpp: size_swa = GGML_PAD(min(kv_size, n_swa*n_seq + n_ubatch), 256))."""
+    kv_size = pad(cfg.n_ctx, KV_PAD)
+    if layer in model.swa_layers and model.sliding_window:
+        return min(kv_size, pad(model.sliding_window * cfg.n_seq + cfg.ubatch, KV_PAD))
+    return kv_size
+
+
+def kv_layer_bytes(model: ModelInfo, cfg: RuntimeConfig, layer: int) -> int:
+    """K [n_embd_k_gqa, cells] + V [n_embd_v_gqa, cells] (llama-kv-cache.cpp:209-234)."""
+    cells = kv_cells(model, cfg, layer) * cfg.n_seq
+    k = kv_row_bytes(cfg.kv_type, model.head_dim * model.n_kv_heads)
+    v = kv_row_bytes(cfg.kv_type, model.head_dim_v * model.n_kv_heads)
+    return cells * (k + v)
+
+
+def kv_cache_bytes(model: ModelInfo, cfg: RuntimeConfig, layers: range | None = None) -> int:
+    return sum(kv_layer_bytes(model, cfg, i) for i in (layers if layers is not None else range(model.n_layers)))
+
+
+def _max_kv(model: ModelInfo, cfg: RuntimeConfig) -> int:
+    return max((kv_cells(model, cfg, i) for i in range(model.n_layers)), default=pad(cfg.n_ctx, KV_PAD))
+
+
+@dataclass(frozen=True)
+class ComputeBytes:
+    reserved: int  # the compute buffer llama.cpp allocates (sched_reserve's "compute buffer size")
+    resident: int  # what a CPU run touches: attention phase + CPU work buffer + last-token logits
+
+
+def compute_bytes(model: ModelInfo, cfg: RuntimeConfig) -> ComputeBytes:
+    """The worst-case graph buffer, reserved for n_ubatch tokens and n_outputs = n_ubatch
+    (llama-context.cpp graph_reserve; ggml-alloc reuses memory, so it is the peak of the live
+    tensors, not their sum). Two phases compete (fitted on the logged sizes, ±0.5 MiB):
+    - attention (no flash-attn): KQ F32 [n_kv, n_ub, n_head] + KQ mask F32 [n_kv, n_ub]
+      + activations (Q/K/V/residual 3*n_embd and the FFN hidden size, F32 per token);
+      with flash-attn KQ is never materialized (mask F16, Q F32 instead);
+    - output: logits F32 [n_vocab, n_ub] + 2*n_embd per token (gguf-kquants.md §6).
+    On CPU the mul_mat(V, KQ) also converts KQ to F16 in the backend's work buffer
+    (ggml-cpu: src1 -> vec_dot_type), and only the last token's logits are computed."""
+    n_ub, n_kv = cfg.ubatch, _max_kv(model, cfg)
+    n_embd, n_ff = model.hidden_size, max(model.ffn_size, 1)
+    act = (n_ff + 3 * n_embd) * n_ub * 4
+    if cfg.fa:
+        attn = n_kv * n_ub * 2 + model.n_heads * model.head_dim * n_ub * 4 + act
+        work = 0
+    else:
+        attn = n_kv * n_ub * (model.n_heads + 1) * 4 + act
+        work = n_kv * n_ub * model.n_heads * 2
+    if model.swa_layers:
+        attn += n_kv * n_ub * 4  # iSWA graphs keep a second KQ mask (measured on tiny gemma3: +4 B/cell/token)
+    logits = (model.vocab_size + 2 * n_embd) * n_ub * 4
+    resident = attn + work + (model.vocab_size + 2 * n_embd) * 4 + GRAPH_FIXED_BYTES
+    return ComputeBytes(reserved=max(attn, logits) + GRAPH_FIXED_BYTES, resident=resident)
+
+
+def output_buffer_bytes(model: ModelInfo) -> int:
+    """Host output buffer: logits of the outputs kept (one, by default) (llama-context.cpp output_reserve)."""
+    return model.vocab_size * 4
+
+
+def tokenizer_bytes(model: ModelInfo, n_merges: int) -> int:
+    """llama_vocab's structures (gguf-parser-go's formula)."""
+    return int(TOKENIZER_FACTOR * (model.vocab_size * TOKEN_BYTES + n_merges * MERGE_BYTES))
+
+
+def cpu_overhead_bytes(model: ModelInfo, metadata_bytes: int, n_merges: int) -> int:
+    """Everything besides weights, KV and compute on a CPU run: the mapped GGUF header (tokens,
+    merges, chat template are read at load), tokenizer structures, fixed process cost."""
+    return metadata_bytes + tokenizer_bytes(model, n_merges) + output_buffer_bytes(model) + CPU_FIXED_BYTES
+
+
+# ----------------------------------------------------------------------------- measuring reality
+
+_PROBE = r"""
+import json, sys
+import psutil
+path, n_ctx, n_batch, kv_type, fa = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
+import llama_cpp
+types = {"f16": 1, "f32": 0, "q8_0": 8, "q4_0": 2}
+proc = psutil.Process()
+base = proc.memory_info().rss
+kw = dict(type_k=types[kv_type], type_v=types[kv_type]) if kv_type != "f16" else {}
+llm = llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_batch=n_batch, n_threads=2, verbose=False,
+                      flash_attn=fa, **kw)
+n_vocab = llm.n_vocab()
+llm.eval([3 + (i * 7919) % (n_vocab - 3) for i in range(n_ctx)])
+now = proc.memory_info().rss
+# VmHWM: this process's own peak RSS (ru_maxrss would include the parent's peak inherited at fork).
+hwm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+print(json.dumps({"base": base, "now": now, "peak": max(hwm, now)}))
+"""
+
+
+def measure_rss_increase(gguf_path: str, cfg: RuntimeConfig, timeout_s: float = 600) -> int:
+    """Peak RSS increase of a fresh process that loads ``gguf_path`` with llama-cpp-python and
+    evaluates ``cfg.n_ctx`` tokens (a full context). The ground truth the CPU estimate is
+    calibrated against; a subprocess so that nothing of an earlier load is counted."""
+    import json
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-c", _PROBE, str(gguf_path), str(cfg.n_ctx), str(cfg.n_batch), cfg.kv_type,
+            "1" if cfg.fa else "0"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=timeout_s, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"measurement failed: {out.stderr.strip()[-500:]}")
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    return int(data["peak"]) - int(data["base"])

@@ -1,0 +1,64 @@
+"""What we know about a model before touching its weights: the shared description that intake
+(core/inspect.py), the estimator, the converter and the GUI all pass around."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SourceKind(str, enum.Enum):
+    HF_FOLDER = "hf_folder"  # local folder with config.json and safetensors
+    GGUF = "gguf"  # a local .gguf file
+    HUB = "hub"  # a Hugging Face Hub repo id, described from metadata only
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One stored tensor. ``shape`` is in the source's own order (HF: PyTorch order, rows first;
+    GGUF: numpy order as gguf.GGUFReader reports it, i.e. reversed ``ne``). ``dtype`` is the
+    source dtype name: 'BF16', 'F16', 'F32' for safetensors, a GGML type name for GGUF."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    n_bytes: int
+    file: str = ""  # shard file name (HF) or the GGUF path
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model's architecture and tensor list, read from config/header metadata only."""
+
+    source: str  # what the user gave: a path or a repo id
+    kind: SourceKind
+    architecture: str  # HF class name (e.g. 'LlamaForCausalLM') or GGUF general.architecture
+    gguf_arch: str | None  # llama.cpp architecture name ('llama', 'qwen2', ...) if known
+    n_params: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int  # key/query head size
+    head_dim_v: int
+    hidden_size: int
+    ffn_size: int
+    vocab_size: int
+    context_length: int
+    sliding_window: int | None = None  # window size of the SWA layers, if any
+    swa_layers: tuple[int, ...] = ()  # indices of sliding-window layers
+    tied_embeddings: bool = False
+    n_experts: int = 0
+    n_experts_used: int = 0
+    dtype: str = "BF16"  # dominant weight dtype ('BF16', 'F16', 'F32' or a GGML type name)
+    tensors: tuple[TensorInfo, ...] = ()
+    convertible: bool = True
+    not_convertible_reason: str = ""
+    local_path: Path | None = None  # folder or file on disk (None for Hub metadata-only)
+    config: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    name: str = ""  # a display name (folder or repo name, or general.name)
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(t.n_bytes for t in self.tensors)

