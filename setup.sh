@@ -27,9 +27,15 @@ elif [ "$torch_kind" = cuda ]; then
   # PyPI's Linux wheels of torch are CUDA builds.
   "${PIP[@]}" install "torch==$TORCH_VERSION"
 else
-  # The CPU build: PyTorch's CPU index (a few hundred MB instead of several GB). Where that host
-  # is unreachable, pip falls back to the other configured indexes and local wheel folders.
-  "${PIP[@]}" install "torch==$TORCH_VERSION" --extra-index-url https://download.pytorch.org/whl/cpu
+  # The CPU build: PyTorch's CPU index (a few hundred MB instead of several GB). Probe it first:
+  # where it is unreachable pip would spend minutes retrying before it falls back to the other
+  # configured indexes and local wheel folders.
+  cpu_index=()
+  if "$VENV/bin/python" -c "import socket; socket.create_connection(('download.pytorch.org', 443), timeout=3).close()" \
+      >/dev/null 2>&1; then
+    cpu_index=(--extra-index-url https://download.pytorch.org/whl/cpu)
+  fi
+  "${PIP[@]}" install "torch==$TORCH_VERSION" "${cpu_index[@]}"
 fi
 
 "${PIP[@]}" install -e ".[test]"

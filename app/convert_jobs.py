@@ -56,7 +56,8 @@ AWQ_CHOICES = (  # (key, label, explanation); key = AWQ:<awq format>:<group size
     ("AWQ:compressed-tensors:64", "AWQ int4 g64  ·  compressed-tensors",
      "Smaller groups: a little more accurate and a little larger than g128"),
     ("AWQ:gguf:Q4_K_M:128", "AWQ → GGUF Q4_K_M",
-     "AWQ's scales applied to the weights, then a calibrated GGUF Q4_K_M for llama.cpp"),
+     "AWQ's scales applied to the weights, then a calibrated GGUF Q4_K_M for llama.cpp "
+     "(on the demo model it beat calibrated Q4_K_M; see BENCHMARKS.md)"),
 )
 
 
@@ -66,7 +67,7 @@ def is_awq(fmt: str) -> bool:
 
 def awq_in_child(model: Any, key: str, out_dir: Path, options: dict[str, Any], *, report: Any, cancel: Any) -> Any:
     """Run AWQ for one choice of AWQ_CHOICES. Runs in a child process."""
-    from quantpress.core.awq.pipeline import awq_convert
+    from quantpress.core.awq.pipeline import awq_convert, default_clip_search
     from quantpress.core.awq.run import AwqSettings
     from quantpress.core.errors import InvalidInput
 
@@ -83,7 +84,8 @@ def awq_in_child(model: Any, key: str, out_dir: Path, options: dict[str, Any], *
     name = getattr(model, "name", "") or Path(str(model.local_path)).name
     out = out_dir / f"{name}-AWQ-{fmt.replace(':', '-')}-g{group}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    return awq_convert(model.local_path, out, format=fmt, settings=AwqSettings(group_size=int(group)), text=text,
+    settings = AwqSettings(group_size=int(group), clip_search=default_clip_search(fmt))
+    return awq_convert(model.local_path, out, format=fmt, settings=settings, text=text,
                        calibration_label=Path(path).name if text else "default", report=report, cancel=cancel)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
+from quantpress.app.core_access import core_function
 from quantpress.app.tasks import Runner
 
 
@@ -57,10 +58,18 @@ class AppState(QObject):
             self.outputs_changed.emit()
 
     def scan_outputs(self) -> None:
-        """Find GGUF files already converted from this model (the default output folder)."""
+        """Find outputs already made from this model in the default output folder: GGUF files, AWQ
+        folders, and the GGUF files inside "AWQ for GGUF" folders."""
         folder = default_output_dir(self.model)
         if folder is not None and folder.is_dir():
-            found = sorted(p for p in folder.glob("*.gguf") if not p.name.startswith("."))
+            found: list[Path] = []
+            for p in sorted(folder.iterdir()):
+                if p.name.startswith("."):
+                    continue
+                if is_model_output(p):
+                    found.append(p)
+                elif p.is_dir() and (p / AWQ_SIDECAR).is_file():
+                    found.extend(sorted(g for g in p.glob("*.gguf") if not g.name.startswith(".")))
             self.add_outputs(found)
 
     def shutdown(self) -> None:
@@ -68,12 +77,32 @@ class AppState(QObject):
         self.chat.shutdown()
 
 
+AWQ_SIDECAR = "quantpress_awq.json"  # core/awq/export.py SIDECAR: marks a folder written by quantpress awq
+
+
+def is_model_output(path: Path) -> bool:
+    """Something chat and evaluate can open: a GGUF file or an AWQ (int4 packed) output folder."""
+    if path.is_file():
+        return path.suffix.lower() == ".gguf"
+    if not path.is_dir():
+        return False
+    awq_format = core_function("quantpress.core.awq.backend", "awq_format")
+    try:
+        return bool(awq_format) and awq_format(path) is not None
+    except (OSError, ValueError):  # an unreadable config.json: not something we can open
+        return False
+
+
 def default_output_dir(model: Any) -> Path | None:
     """Where converted files go by default: a ``<name>-gguf`` folder next to the model source."""
     local = getattr(model, "local_path", None)
     if local is None:
         return None
+    from quantpress.core.hub_download import output_parent, repo_of_snapshot
+
     local = Path(local)
-    base = local.parent if local.is_file() else local.parent
     name = local.stem if local.is_file() else local.name
-    return base / f"{name}-gguf"
+    repo = repo_of_snapshot(local)  # a Hub download: a folder in huggingface_hub's cache named by commit
+    if repo:
+        name = repo.split("/")[-1]
+    return output_parent(local) / f"{name}-gguf"

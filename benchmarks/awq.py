@@ -3,6 +3,8 @@ search): KL-divergence to the original model and perplexity on the held-out text
 (resources/eval/heldout.txt, not the calibration text), wall time and peak RSS of each pass.
 
     .venv/bin/python -m benchmarks.awq [--samples N] [--search-samples N] [--variants awq,rtn,...]
+    .venv/bin/python -m benchmarks.awq --gguf Q4_K_M --no-ablation   # "AWQ for GGUF" vs calibrated k-quants
+    .venv/bin/python -m benchmarks.awq --kernel                      # int4 backend: kernel vs dense per call
 
 Every variant runs the same pass (core/awq/run.py) with the same per-layer group sizes (g128 where
 the width allows, g64 for the 576-wide inputs) and the same quantizer, so the packing is identical;
@@ -97,6 +99,105 @@ def score(ref_lp: Any, lp: Any, ids: Any) -> tuple[float, float]:
     return kld, math.exp(nll)
 
 
+def gguf_comparison(model_dir: Path, gguf_type: str, samples: int, seqlen: int, n_chunks: int,
+                    n_ctx: int) -> list[tuple[str, float, float, int]]:
+    """"AWQ for GGUF" against k-quants with and without an importance matrix, every file written by the
+    CLI in its own process. KLD to the F32 GGUF on held-out text with llama.cpp (benchmarks/convert.py's
+    helpers). Rows: (label, KLD, wall seconds, peak RSS bytes)."""
+    import json
+    import sys
+    import tempfile
+
+    from quantpress.core.calibration import compute_imatrix, save_imatrix
+
+    from benchmarks.convert import heldout_chunks, kld, logprobs, run_measured
+
+    work = Path(tempfile.mkdtemp(prefix="qp-awq-gguf-"))
+    cli = [sys.executable, "-m", "quantpress.core.cli"]
+    name = model_dir.name
+
+    def convert(tag: str, *extra: str) -> tuple[Path, float, int]:
+        seconds, rss, _ = run_measured([*cli, "convert", str(model_dir), "-f", gguf_type, "--out", str(work / tag),
+                                        "--json", *extra])
+        return work / tag / f"{name}-{gguf_type}.gguf", seconds, rss
+
+    def awq(tag: str, *extra: str) -> tuple[Path, float, int]:
+        seconds, rss, out = run_measured([*cli, "awq", str(model_dir), "--format", f"gguf:{gguf_type}", "--out",
+                                          str(work / tag), "--samples", str(samples), "--seqlen", str(seqlen),
+                                          "--json", *extra])
+        return Path(json.loads(out)["gguf_files"][0]), seconds, rss
+
+    run_measured([*cli, "convert", str(model_dir), "-f", "F32", "--out", str(work), "--json"])
+    # The same calibration tokens as the AWQ pass (its first samples x seqlen tokens of the default text).
+    same = compute_imatrix(model_dir, n_ctx=seqlen, max_tokens=samples * seqlen)
+    save_imatrix(same, work / "same-tokens.imatrix.gguf")
+    n = samples * seqlen
+    files = [
+        (f"{gguf_type}, no calibration", *convert("plain")),
+        (f"{gguf_type}, imatrix from the same {n} tokens", *convert("same", "--imatrix",
+                                                                     str(work / "same-tokens.imatrix.gguf"))),
+        (f"{gguf_type}, --calibration default (the whole default text)", *convert("default", "--calibration",
+                                                                                  "default")),
+        (f"AWQ scales -> {gguf_type}, imatrix from the same pass ({n} tokens); `quantpress awq` default",
+         *awq("awq")),
+        (f"AWQ scales + clips (--clip-search) -> {gguf_type}, imatrix from the same pass", *awq("awq-clip",
+                                                                                               "--clip-search")),
+    ]
+    chunks = heldout_chunks(model_dir, n_chunks, n_ctx)
+    ref = logprobs(work / f"{name}-F32.gguf", chunks)
+    rows = []
+    for label, path, seconds, rss in files:
+        rows.append((label, kld(ref, logprobs(path, chunks)), seconds, rss))
+        print(f"  {label}: KLD {rows[-1][1]:.5f}", flush=True)
+    return rows
+
+
+def print_gguf_table(rows: list[tuple[str, float, float, int]], n_chunks: int, n_ctx: int) -> None:
+    base = rows[1][1]  # calibration-aware k-quants on the same tokens
+    print(f"\nKLD to the F32 GGUF, llama.cpp, {n_chunks}x{n_ctx} held-out tokens:\n")
+    print("| GGUF | KLD to F32 | vs imatrix (same tokens) | wall s | peak RSS MiB |")
+    print("|---|---|---|---|---|")
+    for label, value, seconds, rss in rows:
+        print(f"| {label} | {value:.5f} | {(value / base - 1) * 100:+.1f}% | {seconds:.0f} | {rss / 2**20:.0f} |")
+
+
+def kernel_timing(repeats: int = 5) -> None:
+    """The AWQ backend's int4 linear on a demo-model shape (gate_proj: 1536x576, g64), one torch thread:
+    torch's int4 CPU kernel in float32 and bfloat16, and the per-call dequantized weight + dense matmul
+    the backend uses from DENSE_MIN_ROWS rows on. Median seconds per call."""
+    import statistics
+
+    import torch
+    from quantpress.core.awq.backend import make_int4_linear
+    from quantpress.core.awq.quantizer import quantize
+
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    q, s, z = quantize(torch.randn(1536, 576, generator=gen), 64)
+    lin = make_int4_linear(q, s, z, 64, None)
+
+    def timed(fn: Any) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, 1 thread")
+    print("| rows | int4 kernel fp32 ms | int4 kernel bf16 ms | dequantize + dense fp32 ms |")
+    print("|---|---|---|---|")
+    sz16 = lin.scales_and_zeros.to(torch.bfloat16)
+    for rows in (1, 2, 8, 512):
+        x = torch.randn(rows, 576, generator=gen)
+        x16 = x.to(torch.bfloat16)
+        k32 = timed(lambda x=x: torch.ops.aten._weight_int4pack_mm_for_cpu(x, lin.packed, 64, lin.scales_and_zeros))
+        k16 = timed(lambda x16=x16: torch.ops.aten._weight_int4pack_mm_for_cpu(x16, lin.packed, 64, sz16))
+        dense = timed(lambda x=x: torch.nn.functional.linear(x, lin.dense_weight()))
+        print(f"| {rows} | {k32 * 1e3:.2f} | {k16 * 1e3:.2f} | {dense * 1e3:.2f} |")
+
+
 def main() -> None:
     import torch
     from quantpress.core.demo import ensure_demo_model
@@ -110,13 +211,27 @@ def main() -> None:
     ap.add_argument("--eval-chunks", type=int, default=16)
     ap.add_argument("--n-grid", type=int, default=None)
     ap.add_argument("--no-timing", action="store_true", help="skip the separate timed run of the plain pass")
+    ap.add_argument("--gguf", metavar="TYPE", help="also compare AWQ for GGUF TYPE (e.g. Q4_K_M) with calibrated k-quants")
+    ap.add_argument("--gguf-chunks", type=int, default=4, help="held-out chunks for the GGUF KLD")
+    ap.add_argument("--gguf-ctx", type=int, default=512, help="tokens per held-out chunk for the GGUF KLD")
+    ap.add_argument("--no-ablation", action="store_true", help="skip the torch ablation (with --gguf)")
+    ap.add_argument("--kernel", action="store_true", help="only time the int4 backend's linear (kernel vs dense)")
     args = ap.parse_args()
+    if args.kernel:
+        kernel_timing()
+        return
     from quantpress.core.awq.run import AwqSettings
 
     samples = args.samples or AwqSettings().samples
     search = args.search_samples or AwqSettings().search_samples
     n_grid = args.n_grid or AwqSettings().n_grid
     model_dir = ensure_demo_model()
+    if args.gguf:
+        print(f"AWQ for GGUF {args.gguf} on {model_dir.name}, calibration {samples}x{AwqSettings().seqlen} tokens")
+        rows = gguf_comparison(model_dir, args.gguf, samples, AwqSettings().seqlen, args.gguf_chunks, args.gguf_ctx)
+        print_gguf_table(rows, args.gguf_chunks, args.gguf_ctx)
+        if args.no_ablation:
+            return
     ids = heldout_ids(model_dir, 512, args.eval_chunks)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     original = {k: v.clone() for k, v in model.state_dict().items()}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-SDIST = Path("/tmp/dl/llama_cpp_python-0.3.36.tar.gz")
+SDIST_DIR = Path(tempfile.gettempdir()) / "qp-bench-sdist"
 ALL = ["Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_1", "IQ4_NL", "IQ4_XS", "Q4_K_S", "Q4_K_M", "Q5_0",
        "Q5_1", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,10 +45,31 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[flo
         return seconds, usage.ru_maxrss * 1024, out.read()
 
 
+def fetch_sdist(folder: Path) -> Path:
+    """llama-cpp-python's source distribution (same version as installed), from PyPI's simple index."""
+    import urllib.request
+    from importlib.metadata import version
+
+    name = f"llama_cpp_python-{version('llama_cpp_python')}.tar.gz"
+    path = folder / name
+    if path.exists():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    req = urllib.request.Request("https://pypi.org/simple/llama-cpp-python/",
+                                 headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        files = json.load(r)["files"]
+    url = next(f["url"] for f in files if f["filename"] == name)
+    tmp = path.with_suffix(".part")
+    urllib.request.urlretrieve(url, tmp)
+    tmp.rename(path)
+    return path
+
+
 def vendor_dir(work: Path) -> Path:
     dst = work / "sdist"
     if not dst.exists():
-        with tarfile.open(SDIST) as tar:
+        with tarfile.open(fetch_sdist(work)) as tar:
             members = [m for m in tar.getmembers()
                        if "/vendor/llama.cpp/" in m.name and ("/gguf-py/" in m.name or "/conversion/" in m.name
                                                                or m.name.endswith("convert_hf_to_gguf.py"))]
@@ -82,6 +104,77 @@ def kld(ref: list[np.ndarray], q: list[np.ndarray]) -> float:
     return float(np.mean(np.concatenate([(np.exp(r) * (r - x)).sum(axis=1) for r, x in zip(ref, q, strict=False)])))
 
 
+def time_pipelines(model: Path, formats: list[str], timed: list[str], work: Path,
+                   env: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Wall time and peak RSS per format. llama.cpp = its converter to F16 once (its time counted in
+    every format) + llama_model_quantize; quantpress = one ``quantpress convert`` process per format."""
+    py = sys.executable
+    vendor = Path(env["PYTHONPATH"]).parent
+    t_conv, rss_conv, _ = run_measured([py, str(vendor / "convert_hf_to_gguf.py"), str(model), "--outtype", "f16",
+                                        "--outfile", str(work / "ref-F16.gguf")], env)
+    print(f"llama.cpp F16 conversion: {t_conv:.1f}s, peak RSS {rss_conv / 2**20:.0f} MiB", file=sys.stderr)
+    rows: dict[str, dict[str, float]] = {f: {} for f in formats}
+    for fmt in timed:
+        code = (f"from pathlib import Path; from quantpress.core.gguf.reference import llama_quantize; "
+                f"llama_quantize(Path({str(work / 'ref-F16.gguf')!r}), Path({str(work / f'ref-{fmt}.gguf')!r}), {fmt!r})")
+        t_q, rss_q, _ = run_measured([py, "-c", code])
+        t_qp, rss_qp, _ = run_measured([py, "-m", "quantpress.core.cli", "convert", str(model), "-f", fmt,
+                                        "--out", str(work), "--json"])
+        rows[fmt] = {"ref_s": t_conv + t_q, "ref_rss": max(rss_conv, rss_q), "qp_s": t_qp, "qp_rss": rss_qp,
+                     "ref_conv_s": t_conv, "ref_f16_bytes": (work / "ref-F16.gguf").stat().st_size,
+                     "ref_bytes": (work / f"ref-{fmt}.gguf").stat().st_size,
+                     "qp_bytes": (work / f"{model.name}-{fmt}.gguf").stat().st_size}
+        print(f"{fmt}: llama.cpp {t_conv + t_q:.1f}s {max(rss_conv, rss_q) / 2**20:.0f} MiB, "
+              f"quantpress {t_qp:.1f}s {rss_qp / 2**20:.0f} MiB", file=sys.stderr)
+    return rows
+
+
+def largest_source_tensor(model: Path) -> int:
+    from quantpress.core.gguf.source import list_hf_tensors
+
+    return max(t.n_bytes for t in list_hf_tensors(model))
+
+
+def main_large(args: argparse.Namespace) -> None:
+    """Speed and memory only, on a ~1.8 GB bf16 generated model (random weights: KLD means nothing)."""
+    from quantpress.core.demo import ensure_demo_model
+
+    from benchmarks.generated_model import build
+
+    work = Path(tempfile.mkdtemp(prefix="qp-bench-large-"))
+    model = build(Path(tempfile.gettempdir()) / "qp-large" / "gen-llama-0.9b", ensure_demo_model())
+    vendor = vendor_dir(SDIST_DIR)
+    env = dict(os.environ, PYTHONPATH=str(vendor / "gguf-py"))
+    formats = args.time_formats.split(",")
+    rows = time_pipelines(model, formats, formats, work, env)
+    largest = largest_source_tensor(model)
+    mib = 2**20
+    src = sum(p.stat().st_size for p in model.glob("*.safetensors"))
+    lines = ["## Conversion of a large generated model", "",
+             f"`benchmarks/generated_model.py`: Llama shapes, 0.92 B parameters, {src / mib:.0f} MiB bf16 in two "
+             "safetensors shards, random weights, every row a multiple of 256. Same pipelines and measurement as "
+             "the section above (each step its own process, os.wait4), measured "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {os.getloadavg()[0]:.1f} at the end.", "",
+             f"Command: `.venv/bin/python -m benchmarks.convert --large --time-formats {args.time_formats} --write`", "",
+             "| format | llama.cpp s (F16 conversion + quantize) | quantpress s | speed-up | llama.cpp peak RSS MiB | "
+             "quantpress peak RSS MiB | bound MiB | llama.cpp extra disk MiB | output MiB (llama.cpp / quantpress) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    bound = 4 * largest + 300 * mib
+    for f in formats:
+        r = rows[f]
+        lines.append(f"| {f} | {r['ref_s']:.1f} ({r['ref_conv_s']:.1f} + {r['ref_s'] - r['ref_conv_s']:.1f}) | "
+                     f"{r['qp_s']:.1f} | {r['ref_s'] / r['qp_s']:.2f}x | {r['ref_rss'] / mib:.0f} | "
+                     f"{r['qp_rss'] / mib:.0f} | {bound / mib:.0f} | {r['ref_f16_bytes'] / mib:.0f} | "
+                     f"{r['ref_bytes'] / mib:.0f} / {r['qp_bytes'] / mib:.0f} |")
+    lines += ["", f"Bound = largest source tensor ({largest / mib:.0f} MiB bf16, the 49,152 x 2,048 embedding) x 4 + "
+              "300 MiB. quantpress writes no intermediate file; llama.cpp's F16 file is the extra disk column.", ""]
+    report = "\n".join(lines)
+    print(report)
+    (work / "results.json").write_text(json.dumps(rows, indent=1))
+    if args.write:
+        write_section(report, "## Conversion of a large generated model")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--formats", default=",".join(ALL), help="formats for size and KLD")
@@ -89,8 +182,16 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=2)
     ap.add_argument("--n-ctx", type=int, default=256)
     ap.add_argument("--no-imatrix", action="store_true")
-    ap.add_argument("--write", action="store_true", help="replace the '## GGUF conversion' section of BENCHMARKS.md")
+    ap.add_argument("--write", action="store_true", help="replace this benchmark's section of BENCHMARKS.md")
+    ap.add_argument("--off-grid", action="store_true",
+                    help="the demo model with its weights jittered off the Q4_1 grid they were dequantized from "
+                         "(with --no-imatrix: the cached imatrix belongs to the plain demo model)")
+    ap.add_argument("--large", action="store_true",
+                    help="time --time-formats on a 1.8 GB generated bf16 model instead (no KLD)")
     args = ap.parse_args()
+    if args.large:
+        main_large(args)
+        return
     formats = args.formats.split(",")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from quantpress.core.demo import ensure_demo_model
@@ -98,24 +199,16 @@ def main() -> None:
     from quantpress.core.gguf.reference import llama_quantize
 
     model = ensure_demo_model()
+    if args.off_grid:
+        from benchmarks.generated_model import off_grid_demo
+
+        model = off_grid_demo(Path(tempfile.gettempdir()) / "qp-off-grid" / model.name, model)
     py = sys.executable
     work = Path(tempfile.mkdtemp(prefix="qp-bench-"))
-    vendor = vendor_dir(Path(tempfile.gettempdir()) / "qp-bench-sdist")
+    vendor = vendor_dir(SDIST_DIR)
     env = dict(os.environ, PYTHONPATH=str(vendor / "gguf-py"))
 
-    # -- timing: llama.cpp = convert to F16 once + quantize; quantpress = one pass per format
-    t_conv, rss_conv, _ = run_measured([py, str(vendor / "convert_hf_to_gguf.py"), str(model), "--outtype", "f16",
-                                        "--outfile", str(work / "ref-F16.gguf")], env)
-    rows: dict[str, dict[str, float]] = {f: {} for f in formats}
-    timed = [f for f in args.time_formats.split(",") if f in formats]
-    for fmt in timed:
-        code = (f"from pathlib import Path; from quantpress.core.gguf.reference import llama_quantize; "
-                f"llama_quantize(Path({str(work / 'ref-F16.gguf')!r}), Path({str(work / f'ref-{fmt}.gguf')!r}), {fmt!r})")
-        t_q, rss_q, _ = run_measured([py, "-c", code])
-        t_qp, rss_qp, _ = run_measured([py, "-m", "quantpress.core.cli", "convert", str(model), "-f", fmt,
-                                        "--out", str(work), "--json"])
-        rows[fmt] = {"ref_s": t_conv + t_q, "ref_rss": max(rss_conv, rss_q), "qp_s": t_qp, "qp_rss": rss_qp}
-        print(f"{fmt}: llama.cpp {t_conv + t_q:.1f}s, quantpress {t_qp:.1f}s", file=sys.stderr)
+    rows = time_pipelines(model, formats, [f for f in args.time_formats.split(",") if f in formats], work, env)
     t_all, rss_all, _ = run_measured([py, "-m", "quantpress.core.cli", "convert", str(model), "--out",
                                       str(work / "all"), "--json"] + [a for f in formats for a in ("-f", f)])
 
@@ -133,10 +226,10 @@ def main() -> None:
         rows[fmt]["ref_kld"] = kld(ref, logprobs(work / f"ref-{fmt}.gguf", chunks))
         rows[fmt]["qp_kld"] = kld(ref, logprobs(work / "all" / f"{model.name}-{fmt}.gguf", chunks))
     if not args.no_imatrix:
-        from quantpress.core.calibration import compute_imatrix, save_imatrix
+        from benchmarks.kquants import demo_imatrix  # cached across runs: computing it takes minutes
 
-        imx = compute_imatrix(model)
-        save_imatrix(imx, work / "imatrix.gguf")
+        imx, imx_path = demo_imatrix()
+        shutil.copy(imx_path, work / "imatrix.gguf")
         means = {n: imx.importance(n) for n in imx.names}
         (work / "im").mkdir()
         run_measured([py, "-m", "quantpress.core.cli", "convert", str(model), "--imatrix", str(work / "imatrix.gguf"),
@@ -167,7 +260,8 @@ def render(rows: dict[str, dict[str, float]], formats: list[str], t_all: float, 
         f"(os.wait4). KLD to the F32 GGUF on held-out text ({args.chunks}×{args.n_ctx} tokens of "
         "resources/eval/heldout.txt), F32 KV cache. imatrix: default calibration text "
         f"({n_tokens} tokens), the same matrix given to both.", "",
-        "Command: `.venv/bin/python -m benchmarks.convert --write`", "",
+        f"Command: `.venv/bin/python -m benchmarks.convert --chunks {args.chunks} --n-ctx {args.n_ctx} --write` "
+        f"(load average {os.getloadavg()[0]:.1f} at the end, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
         "| format | llama.cpp MiB | quantpress MiB | llama.cpp s | quantpress s | llama.cpp peak RSS MiB | "
         "quantpress peak RSS MiB | KLD llama.cpp | KLD quantpress | KLD llama.cpp+imatrix | KLD quantpress+imatrix |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -188,10 +282,10 @@ def render(rows: dict[str, dict[str, float]], formats: list[str], t_all: float, 
     return "\n".join(lines)
 
 
-def write_section(section: str) -> None:
+def write_section(section: str, heading: str = "## GGUF conversion\n") -> None:
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = text.find("## GGUF conversion")
+    start = text.find(heading)
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section
     else:

@@ -40,3 +40,15 @@ class ModelLoadError(QuantpressError):
 
 class NetworkUnavailable(QuantpressError):
     """The Hugging Face Hub (or another host) cannot be reached and nothing local can stand in."""
+
+
+class GatedRepo(QuantpressError):
+    """A gated or private Hub repo refused us: the user must accept its terms on the Hub and log in
+    with an access token. ``repo_id`` lets the GUI ask for a token and retry."""
+
+    def __init__(self, message: str, repo_id: str = "") -> None:
+        super().__init__(message)
+        self.repo_id = repo_id
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # pickles across app/isolated.py's pipe
+        return (type(self), (str(self), self.repo_id))

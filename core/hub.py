@@ -60,24 +60,13 @@ def cache_folder(repo_id: str) -> Path:
 
 def _fetch(repo_id: str, folder: Path) -> None:
     """Download the small files and the safetensors headers into ``folder`` (atomically)."""
-    from huggingface_hub import HfApi, get_safetensors_metadata, hf_hub_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        NotASafetensorsRepoError,
-        RepositoryNotFoundError,
-    )
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import NotASafetensorsRepoError
+    from quantpress.core.hub_download import hub_errors
 
     api = HfApi(endpoint=endpoint())
-    try:
+    with hub_errors(repo_id):  # gated, missing, HTTP errors -> quantpress errors (GatedRepo lets the GUI ask)
         info = api.model_info(repo_id)
-    except GatedRepoError:
-        raise InvalidModel(f"{repo_id}: gated repo; accept its licence on the Hub and log in "
-                           "(huggingface-cli login)") from None
-    except RepositoryNotFoundError:
-        raise InvalidModel(f"{repo_id}: no such model on the Hub (or it is private and you are not logged in)") from None
-    except HfHubHTTPError as exc:
-        raise NetworkUnavailable(f"{repo_id}: the Hub answered with an error ({exc})") from None
     names = {s.rfilename for s in (info.siblings or [])}
     if "config.json" not in names:
         raise InvalidModel(f"{repo_id}: the repo has no config.json; it is not a Transformers model")
@@ -90,13 +79,18 @@ def _fetch(repo_id: str, folder: Path) -> None:
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    for name in SMALL_FILES:
-        if name in names:
-            hf_hub_download(repo_id, name, local_dir=staging, endpoint=endpoint())
     try:
-        meta = get_safetensors_metadata(repo_id)
+        with hub_errors(repo_id):
+            for name in SMALL_FILES:
+                if name in names:
+                    hf_hub_download(repo_id, name, local_dir=staging, endpoint=endpoint())
+            meta = api.get_safetensors_metadata(repo_id)
     except NotASafetensorsRepoError:
+        shutil.rmtree(staging, ignore_errors=True)
         raise InvalidModel(f"{repo_id}: no model.safetensors or model.safetensors.index.json") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     headers = {fname: {name: {"dtype": t.dtype, "shape": list(t.shape)} for name, t in fm.tensors.items()}
                for fname, fm in meta.files_metadata.items()}
     (staging / HEADERS_FILE).write_text(json.dumps(headers))

@@ -250,8 +250,11 @@ def open_hf_folder(folder: Path) -> ModelInfo:
     tensors: list[TensorInfo] = []
     for fname in _weight_files(folder):
         tensors += tensors_from_header(read_safetensors_header(folder / fname), fname)
+    from quantpress.core.hub_download import repo_of_snapshot
+
+    repo = repo_of_snapshot(folder)  # a Hub download: its folder is named by commit, so name it by repo
     return describe_config(config, tuple(tensors), source=str(folder), kind=SourceKind.HF_FOLDER,
-                           local_path=folder, name=folder.name)
+                           local_path=folder, name=repo.split("/")[-1] if repo else folder.name)
 
 
 # ----------------------------------------------------------------------------- GGUF

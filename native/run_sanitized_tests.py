@@ -8,6 +8,10 @@ Build once (any folder outside the repo), then run:
     ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         .venv/bin/python native/run_sanitized_tests.py /tmp/qp-asan [pytest args]
 
+nanobind is a build-only dependency and not in .venv: if cmake cannot find it, install it aside
+(`.venv/bin/pip install --target /tmp/nb nanobind`) and prefix both cmake commands with
+`PYTHONPATH=/tmp/nb`.
+
 The sanitized module is loaded as ``quantpress.native`` before pytest imports anything, so the
 tests exercise it instead of the installed one. (detect_leaks=0: CPython itself "leaks" at exit.)
 """

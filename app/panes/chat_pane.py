@@ -51,7 +51,7 @@ def _load_job(path: Path, chat_settings: Any) -> Any:
 def _send_job(session: Any, text: str, rewind: bool) -> Any:
     def job(*, report: Any, cancel: Any, stream: Any) -> Any:
         if rewind:
-            _drop_last_exchange(session)
+            session.rewind()
         return session.send(text, on_token=stream, cancel=cancel)
 
     return job
@@ -78,13 +78,6 @@ def _close_job(sessions: list[Any]) -> Any:
             s.close()
 
     return job
-
-
-def _drop_last_exchange(session: Any) -> None:
-    # ChatSession has no public "rewind"; regenerate needs the last user/assistant pair forgotten.
-    history = getattr(session, "_history", None)
-    if isinstance(history, list) and len(history) >= 2:
-        session._history = history[:-2]
 
 
 class ChatSide:

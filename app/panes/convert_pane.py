@@ -40,7 +40,7 @@ from quantpress.app.errors import show_error
 from quantpress.app.format_tips import tip
 from quantpress.app.icons import icon
 from quantpress.app.jobqueue import Job, JobQueue
-from quantpress.app.state import AppState, default_output_dir
+from quantpress.app.state import AppState, default_output_dir, is_model_output
 from quantpress.app.tasks import Task
 from quantpress.app.widgets.common import Pane, format_bytes, hint
 from quantpress.app.widgets.job_row import JobRow
@@ -344,7 +344,7 @@ class ConvertPane(Pane):
 
     @Slot(object)
     def _on_job_succeeded(self, job: Job) -> None:
-        self.state.add_outputs([p for p in job.outputs if p.suffix == ".gguf"])
+        self.state.add_outputs([p for p in job.outputs if is_model_output(p)])
 
     @Slot()
     def clear_finished(self) -> None:

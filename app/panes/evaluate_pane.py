@@ -31,7 +31,7 @@ from quantpress.app.convert_jobs import evaluation_job
 from quantpress.app.core_access import Missing, core_function, module_exists
 from quantpress.app.errors import show_error
 from quantpress.app.icons import icon
-from quantpress.app.state import AppState
+from quantpress.app.state import AppState, is_model_output
 from quantpress.app.tasks import Task
 from quantpress.app.widgets.charts import Point, ScatterChart
 from quantpress.app.widgets.common import Pane, format_bytes, hint
@@ -40,9 +40,16 @@ from quantpress.core.jobs import Progress
 COLUMNS = ("File", "Format", "Size", "KLD mean", "KLD p99", "Top-1 agree", "Perplexity", "Δ PPL", "Tokens")
 REFERENCE_PREFERENCE = ("F32", "BF16", "F16", "Q8_0")
 _FORMAT_RE = re.compile(r"[-.]((?:I?Q\d_[A-Z0-9_]+)|F32|F16|BF16)\.gguf$", re.IGNORECASE)
+_AWQ_GROUP_RE = re.compile(r"-g(\d+)$")  # app/convert_jobs.py names AWQ folders <model>-AWQ-<format>-g<size>
+SOURCE_LABEL = "original"
 
 
 def format_of(path: Path) -> str:
+    if path.is_dir():  # an AWQ output folder, or the model's own (unquantized) folder
+        if not (path / "config.json").is_file() or "quantization_config" not in (path / "config.json").read_text():
+            return SOURCE_LABEL
+        m = _AWQ_GROUP_RE.search(path.name)
+        return f"AWQ g{m.group(1)}" if m else "AWQ"
     m = _FORMAT_RE.search(path.name)
     return m.group(1).upper() if m else "?"
 
@@ -65,7 +72,7 @@ class EvaluatePane(Pane):
         super().__init__(
             "Evaluate",
             "How much did each format lose? quantpress compares every file's next-token predictions with a "
-            "reference (the F32/F16 file) on held-out text: lower KL-divergence and higher top-1 agreement "
+            "reference (the F32/F16 file, or the model's original folder) on held-out text: lower KL-divergence and higher top-1 agreement "
             "are better.",
             parent,
         )
@@ -111,6 +118,10 @@ class EvaluatePane(Pane):
         add = QPushButton(icon("file"), "Add a GGUF…")
         add.clicked.connect(self._add_file)
         ll.addWidget(add)
+        add_folder = QPushButton(icon("file"), "Add an AWQ folder…")
+        add_folder.setToolTip("An AWQ output folder (compressed-tensors or AutoAWQ): evaluated with torch's int4 kernels")
+        add_folder.clicked.connect(self._add_folder)
+        ll.addWidget(add_folder)
         self.run_button = QPushButton(icon("play"), "Evaluate")
         self.run_button.setToolTip("Measure the ticked files (the reference pass is computed once and cached)")
         self.run_button.clicked.connect(self.run_selected)
@@ -169,6 +180,7 @@ class EvaluatePane(Pane):
         # find_spec of the package only: a submodule's find_spec would import the package (numpy, ...).
         evaluate: Any = (not files) or module_exists("quantpress.core.evaluate") or Missing(
             "evaluate", "quantpress.core.evaluate is missing")
+        source = self.source_folder() if files else None
         self.files_list.clear()
         self.reference_combo.clear()
         for path in files:
@@ -179,7 +191,9 @@ class EvaluatePane(Pane):
             item.setCheckState(Qt.CheckState.Checked if (path in checked or not checked) else Qt.CheckState.Unchecked)
             self.files_list.addItem(item)
             self.reference_combo.addItem(path.name, str(path))
-        ref = current_ref if current_ref in files else best_reference(files)
+        if source is not None and source not in files:
+            self.reference_combo.addItem(f"{source.name} (original folder)", str(source))
+        ref = current_ref if current_ref in [*files, source] else best_reference(files, source)
         if ref is not None:
             self.reference_combo.setCurrentIndex(self.reference_combo.findData(str(ref)))
         if not evaluate:
@@ -187,7 +201,8 @@ class EvaluatePane(Pane):
         elif not files:
             self.banner.show_message("No converted files yet. Convert the model to F32 or F16 (the reference) and "
                                      "to the formats you want to compare, then come back.", "info")
-        elif ref is None or (format_of(ref) not in REFERENCE_PREFERENCE and not _is_demo_source(ref)):
+        elif ref is None or (format_of(ref) not in REFERENCE_PREFERENCE and not _is_demo_source(ref)
+                             and ref != source):
             self.banner.show_message("Tip: convert an F32 or F16 file to use as the reference.", "info")
         else:
             self.banner.clear()
@@ -224,12 +239,31 @@ class EvaluatePane(Pane):
         data = self.reference_combo.currentData()
         return Path(data) if data else None
 
+    def source_folder(self) -> Path | None:
+        """The open model's own Hugging Face folder: the exact reference for its AWQ outputs."""
+        model = self.state.model
+        local = getattr(model, "local_path", None)
+        if getattr(getattr(model, "kind", None), "value", "") != "hf_folder" or local is None:
+            return None
+        return Path(local) if Path(local).is_dir() else None
+
     @Slot()
     def _add_file(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Add a GGUF file", str(settings.get("last_file_dir")),
                                               "GGUF files (*.gguf)")
         if path:
             self.state.add_outputs([Path(path)])
+
+    @Slot()
+    def _add_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Add an AWQ output folder", str(settings.get("last_file_dir")))
+        if not path:
+            return
+        if is_model_output(Path(path)):
+            self.state.add_outputs([Path(path)])
+        else:
+            self.banner.show_message(f"{Path(path).name} is not an AWQ output folder (its config.json has no "
+                                     "compressed-tensors pack-quantized or AWQ GEMM quantization_config).", "warn")
 
     @Slot(int)
     def _on_text_choice(self, index: int) -> None:
@@ -349,11 +383,13 @@ def _is_demo_source(path: Path) -> bool:
     return path.name == GGUF_NAME
 
 
-def best_reference(files: list[Path]) -> Path | None:
+def best_reference(files: list[Path], source: Path | None = None) -> Path | None:
+    """F32/BF16/F16 GGUF first; then the demo's own GGUF or the model's original folder (both exact);
+    then Q8_0; else the largest file."""
     demo = [p for p in files if _is_demo_source(p)]
     for fmt in REFERENCE_PREFERENCE:
-        if fmt == "Q8_0" and demo:
-            return demo[0]
+        if fmt == "Q8_0" and (demo or source is not None):
+            return demo[0] if demo else source
         for path in files:
             if format_of(path) == fmt:
                 return path

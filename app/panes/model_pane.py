@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QFrame,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -24,11 +25,12 @@ from PySide6.QtWidgets import (
 )
 from quantpress.app import settings
 from quantpress.app.core_access import core_function
-from quantpress.app.errors import show_error
+from quantpress.app.errors import show_error, user_message
 from quantpress.app.icons import icon
 from quantpress.app.state import AppState
-from quantpress.app.tasks import Task
+from quantpress.app.tasks import Runner, Task
 from quantpress.app.widgets.common import Pane, format_bytes, hint
+from quantpress.core.errors import GatedRepo
 from quantpress.core.jobs import Progress
 
 
@@ -41,6 +43,45 @@ def _open_job(source: str) -> Any:
             raise RuntimeError(str(open_model))
         report(Progress("open", 0.0, f"Reading {source}"))
         return open_model(source)
+
+    return job
+
+
+def _login_open_job(source: str, token: str) -> Any:
+    """A runner job: store ``token`` with huggingface_hub (it checks it with the Hub), then open ``source``."""
+
+    def job(*, report: Any, cancel: Any) -> Any:
+        from quantpress.core.hub_download import login_token
+
+        report(Progress("login", 0.0, "Checking the token with the Hub…"))
+        login_token(token)
+        return _open_job(source)(report=report, cancel=cancel)
+
+    return job
+
+
+def _plan_job(repo: str) -> Any:
+    """A runner job: the files a download of ``repo`` would fetch and their sizes (no weights fetched)."""
+
+    def job(*, report: Any, cancel: Any) -> Any:
+        from quantpress.core.hub_download import plan_download
+
+        return plan_download(repo)
+
+    return job
+
+
+def _download_job(repo: str, token: str | None) -> Any:
+    """A runner job for the heavy runner: download ``repo`` and describe the folder, in a child process like
+    conversions (app/isolated.py): Xet's native code and the network cannot hang or crash the window, and a
+    transfer that ignores cancel is ended after the grace period. ``token`` (if given) is stored first."""
+
+    def job(*, report: Any, cancel: Any) -> Any:
+        from quantpress.app.isolated import run_isolated
+        from quantpress.core.hub_download import download_and_open
+
+        report(Progress("download", 0.0, f"Listing the files of {repo}…"))
+        return run_isolated(download_and_open, repo, token, report=report, cancel=cancel)
 
     return job
 
@@ -114,6 +155,9 @@ class ModelPane(Pane):
         )
         self.state = state
         self._task: Task | None = None
+        self._plan_task: Task | None = None
+        self._hub_repo: str | None = None  # the open Hub model (metadata only), which can be downloaded
+        self._retry: tuple[str, str] = ("", "")  # (open|download, source) of the current task: for a token retry
         self.setAcceptDrops(True)
         self._build()
         self.refresh_recent()
@@ -145,6 +189,19 @@ class ModelPane(Pane):
         hub_row.addWidget(self.hub_edit, 1)
         hub_row.addWidget(self.hub_button)
         self.body.addLayout(hub_row)
+
+        download_row = QHBoxLayout()
+        self.download_label = QLabel("")
+        self.download_label.setWordWrap(True)
+        self.download_button = QPushButton(icon("download"), "Download")
+        self.download_button.setToolTip("Fetch config, safetensors weights and tokenizer files (never pickles) "
+                                        "into the Hugging Face cache, then open them for conversion")
+        self.download_button.clicked.connect(self.download)
+        download_row.addWidget(self.download_label, 1)
+        download_row.addWidget(self.download_button)
+        self._download_widgets = (self.download_label, self.download_button)
+        self._show_download(False)
+        self.body.addLayout(download_row)
 
         progress_row = QHBoxLayout()
         self.progress = QProgressBar()
@@ -226,20 +283,35 @@ class ModelPane(Pane):
 
     @Slot()
     def use_demo(self) -> None:
+        self._retry = ("demo", "")
         self._start("Preparing the demo model…", _demo_job, "prepare demo model")
 
     def open_source(self, source: str) -> None:
+        self._retry = ("open", str(source))
         self._start(f"Opening {source}…", _open_job(str(source)), f"open {Path(str(source)).name}")
+
+    @Slot()
+    def download(self) -> None:
+        """Download the open Hub model (a long job: the heavy runner, queued like conversions)."""
+        if self._hub_repo:
+            self._start_download(self._hub_repo, None)
+
+    def _start_download(self, repo: str, token: str | None) -> None:
+        self._retry = ("download", repo)
+        self.download_button.setEnabled(False)
+        self._start(f"Downloading {repo}…", _download_job(repo, token), f"download {repo}", self.state.heavy)
+        if self._task is not None:
+            self._task.cancelled.connect(self._on_download_cancelled)
 
     @Slot()
     def cancel(self) -> None:
         if self._task is not None:
             self._task.cancel()
 
-    def _start(self, message: str, job: Any, name: str) -> None:
+    def _start(self, message: str, job: Any, name: str, runner: Runner | None = None) -> None:
         if self._task is not None:
             self._task.cancel()
-        task = self.state.quick_runner().submit(name, job)
+        task = (runner or self.state.quick_runner()).submit(name, job)
         self._task = task
         task.progress.connect(self._on_progress)
         task.succeeded.connect(self._on_opened)
@@ -269,13 +341,100 @@ class ModelPane(Pane):
         settings.add_recent_model(str(model.local_path or model.source))
         self.refresh_recent()
         self.state.set_model(model)
+        self._offer_download(model)
 
     @Slot(object)
     def _on_failed(self, exc: BaseException) -> None:
         task = self.sender()
-        if task is self._task:
-            show_error(self, exc, title="Cannot open the model",
-                       details=task.error_details if isinstance(task, Task) else "")
+        if task is not self._task:
+            return
+        if isinstance(exc, GatedRepo) and self._retry[0] in ("open", "download"):
+            self._ask_token(exc)
+            return
+        title = "Cannot download the model" if self._retry[0] == "download" else "Cannot open the model"
+        if self._retry[0] == "download":
+            self.download_button.setEnabled(bool(self._hub_repo))
+        show_error(self, exc, title=title, details=task.error_details if isinstance(task, Task) else "")
+
+    # -- Hub download ------------------------------------------------------------------------------
+    def _show_download(self, visible: bool) -> None:
+        for w in self._download_widgets:
+            w.setVisible(visible)
+
+    def _offer_download(self, model: Any) -> None:
+        """A Hub model opened from metadata: look up the download size, then offer the Download button."""
+        is_hub = getattr(getattr(model, "kind", None), "value", "") == "hub"
+        self._hub_repo = str(model.source) if is_hub else None
+        self._show_download(is_hub)
+        if not is_hub:
+            return
+        self.download_label.setText(f"Checking what a download of {model.source} needs…")
+        self.download_button.setEnabled(False)
+        if self._plan_task is not None:
+            self._plan_task.cancel()
+        task = self.state.quick_runner().submit(f"download size {model.source}", _plan_job(str(model.source)),
+                                                background=True)
+        self._plan_task = task
+        task.succeeded.connect(self._on_planned)
+        task.failed.connect(self._on_plan_failed)
+
+    @Slot(object)
+    def _on_planned(self, plan: Any) -> None:
+        if self.sender() is not self._plan_task or plan.repo_id != self._hub_repo:
+            return
+        total_mb, missing_mb = plan.total_bytes / 1e6, plan.missing_bytes / 1e6
+        if plan.missing_bytes == 0:
+            self.download_label.setText(f"Already in the Hugging Face cache ({total_mb:,.1f} MB, {len(plan.files)} "
+                                        "files): open it to convert.")
+            self.download_button.setText("Open downloaded")
+        else:
+            still = "" if plan.missing_bytes == plan.total_bytes else f", {missing_mb:,.1f} MB still to fetch"
+            self.download_label.setText(f"To convert it, download {total_mb:,.1f} MB ({len(plan.files)} files"
+                                        f"{still}) into the Hugging Face cache.")
+            self.download_button.setText(f"Download {total_mb:,.1f} MB")
+        self.download_button.setEnabled(True)
+
+    @Slot(object)
+    def _on_plan_failed(self, exc: BaseException) -> None:
+        if self.sender() is not self._plan_task:
+            return
+        # Not a dialog: the model is open and estimates work; say here why it cannot be downloaded.
+        self.download_label.setText(f"Download not available: {user_message(exc)}")
+        self.download_button.setText("Download")
+        self.download_button.setEnabled(isinstance(exc, GatedRepo))  # the click asks for a token
+
+    @Slot()
+    def _on_download_cancelled(self) -> None:
+        self.download_label.setText("Download cancelled; no partial model was kept.")
+        self.download_button.setEnabled(bool(self._hub_repo))
+
+    def _ask_token(self, exc: GatedRepo) -> None:
+        """Non-blocking token prompt (password echo); accepting it logs in and retries."""
+        dialog = QInputDialog(self)
+        dialog.setObjectName("tokenDialog")
+        dialog.setWindowTitle("Hugging Face token needed")
+        dialog.setLabelText(f"{exc}\n\nAccess token (it is stored by huggingface_hub, as `hf auth login` does):")
+        dialog.setTextEchoMode(QLineEdit.EchoMode.Password)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.setWindowModality(Qt.WindowModality.WindowModal)
+        dialog.textValueSelected.connect(self._on_token)
+        dialog.rejected.connect(self._on_token_declined)
+        dialog.open()
+
+    @Slot(str)
+    def _on_token(self, token: str) -> None:
+        kind, source = self._retry
+        if not token.strip():
+            return
+        if kind == "download":
+            self._start_download(source, token.strip())
+        else:
+            self._start(f"Logging in and opening {source}…", _login_open_job(source, token.strip()),
+                        f"open {source}")
+
+    @Slot()
+    def _on_token_declined(self) -> None:
+        self.download_button.setEnabled(bool(self._hub_repo))
 
     @Slot()
     def _on_finished(self) -> None:

@@ -5,7 +5,14 @@ int4 weight-only kernel (``aten._weight_int4pack_mm_for_cpu``), never dequantize
 Kernel convention (checked against a dense reference in tests): w = (q - 8) · scale + zero_k with
 q the unsigned nibble; AWQ's w = (q - z) · scale gives zero_k = (8 - z) · scale. Activations,
 scales and zeros are float32 (the kernel accepts bf16/fp16/fp32), so the fp16 checkpoint scales
-are used exactly. A linear whose output width is not a multiple of 16 (the kernel's packing unit)
+are used exactly.
+
+Many rows at once (a prompt, an evaluation chunk): torch's float32 int4 kernel has no vectorized path
+on CPU (only bf16 has one): beyond one row it is far slower than dequantizing the weight and using the
+dense matmul (~70× for a 512-token chunk, ``python -m benchmarks.awq --kernel``, BENCHMARKS.md). So from ``DENSE_MIN_ROWS`` rows
+on, a linear dequantizes its own weight for the duration of that call (one layer's float32 weight at a
+time, from the nibbles it also keeps) and uses the dense matmul: exact, and the model stays int4 in
+memory. Token-by-token generation (one row) runs on the int4 kernel. A linear whose output width is not a multiple of 16 (the kernel's packing unit)
 falls back to a dequantized dense weight; ``AwqBackend.dense_fallbacks`` lists them.
 CUDA is not implemented here: this backend runs on the CPU.
 
@@ -41,8 +48,12 @@ def awq_format(folder: Path) -> str | None:
     return None
 
 
+DENSE_MIN_ROWS = 4  # from this many rows on, dequantize-per-call + dense matmul (see module docstring)
+
+
 def make_int4_linear(q: Any, scale: Any, zero: Any, group_size: int, bias: Any) -> Any:
-    """An nn.Module computing x @ W'^T + b with W' = (q - zero) · scale, via the int4 kernel."""
+    """An nn.Module computing x @ W'^T + b with W' = (q - zero) · scale: the int4 kernel for few rows,
+    the weight dequantized for this call only for many rows (see module docstring)."""
     import torch
 
     class Int4Linear(torch.nn.Module):
@@ -50,19 +61,36 @@ def make_int4_linear(q: Any, scale: Any, zero: Any, group_size: int, bias: Any) 
             super().__init__()
             self.out_features, self.in_features = q.shape
             self.group_size = group_size
-            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).contiguous(), 1)
+            q32 = q.to(torch.int32).contiguous()
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q32, 1)
             self.register_buffer("packed", packed)
+            self.register_buffer("nibbles", (q32[:, 0::2] | (q32[:, 1::2] << 4)).to(torch.uint8))  # (N, K/2)
             s = scale.float().T.contiguous()  # (G, N)
             zk = ((8.0 - zero.float().T) * s).contiguous()
             self.register_buffer("scales_and_zeros", torch.stack([s, zk], dim=-1).contiguous())
             self.register_buffer("bias", None if bias is None else bias.float())
 
+        def dense_weight(self) -> Any:
+            """W' (N, K) float32, computed as the kernel does: (q - 8) · s + zero_k per group."""
+            n, k = self.out_features, self.in_features
+            nibbles: Any = self.nibbles
+            scales_and_zeros: Any = self.scales_and_zeros
+            q_all = torch.stack([nibbles & 0xF, nibbles >> 4], dim=-1).reshape(n, k).float()
+            sz = scales_and_zeros.transpose(0, 1)  # (N, G, 2)
+            w = (q_all.reshape(n, -1, self.group_size) - 8.0) * sz[..., :1] + sz[..., 1:]
+            return w.reshape(n, k)
+
         def forward(self, x: Any) -> Any:
             shape = x.shape
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                x.reshape(-1, shape[-1]).float().contiguous(), self.packed, self.group_size, self.scales_and_zeros)
-            if self.bias is not None:
-                y = y + self.bias
+            rows = x.reshape(-1, shape[-1]).float().contiguous()
+            if rows.shape[0] >= DENSE_MIN_ROWS:
+                bias: Any = self.bias
+                y = torch.nn.functional.linear(rows, self.dense_weight(), bias)
+            else:
+                y = torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed, self.group_size,
+                                                               self.scales_and_zeros)
+                if self.bias is not None:
+                    y = y + self.bias
             return y.reshape(*shape[:-1], self.out_features).to(x.dtype)
 
     return Int4Linear()

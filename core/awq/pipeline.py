@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,26 @@ def peak_rss_bytes() -> int:
     return int(ru if sys.platform == "darwin" else ru * 1024)
 
 
+# Measured on the demo model (BENCHMARKS.md, "AWQ for GGUF"; KLD to the F32 GGUF, 4x512 held-out tokens,
+# llama.cpp): Q4_K_M with an imatrix from the same 2048 calibration tokens 0.0337; AWQ scales + that pass's
+# imatrix 0.0257 (-24%); AWQ scales and clips 0.0400 (+19%, worse than no AWQ).
+AWQ_FOR_GGUF_FINDING = (
+    "On the demo model (SmolLM2-135M, BENCHMARKS.md 'AWQ for GGUF'), Q4_K_M made from AWQ-scaled weights with "
+    "this pass's importance matrix had a KL-divergence to the F32 GGUF of 0.0257, against 0.0337 for "
+    "calibration-aware Q4_K_M without AWQ scales on the same 2048 calibration tokens (24% lower). Applying AWQ's "
+    "clips as well made it worse (0.0400, 19% higher than without AWQ): the clips are fitted to int4 "
+    "round-to-nearest with AWQ's groups, while the GGUF types search their own scales and many of that model's "
+    "tensors are 5-8 bit (its 576-wide rows make Q4_K_M fall back to Q5_0), so the clip search is off by default "
+    "for GGUF outputs (--clip-search turns it on). This was measured on one small model only; for this model it "
+    "has not been measured: compare this GGUF with a calibrated k-quant of the same type using `quantpress eval` "
+    "before choosing.")
+
+
+def default_clip_search(fmt: str) -> bool:
+    """Clip search on for the int4 outputs, off for AWQ for GGUF (see AWQ_FOR_GGUF_FINDING)."""
+    return not fmt.startswith("gguf:")
+
+
 def _check_format(fmt: str) -> None:
     if fmt in ("compressed-tensors", "autoawq", "fp") or (fmt.startswith("gguf:") and len(fmt) > 5):
         return
@@ -59,10 +79,13 @@ def _check_format(fmt: str) -> None:
 
 
 def awq_convert(model_dir: str | Path, out: str | Path, *, format: str = "compressed-tensors",
-                settings: AwqSettings = DEFAULT_SETTINGS, text: str | None = None, calibration_label: str = "default",
+                settings: AwqSettings | None = None, text: str | None = None, calibration_label: str = "default",
                 report: Report = ignore, cancel: CancelToken = NEVER) -> AwqResult:
-    """Run AWQ on ``model_dir`` and write ``out`` (a folder; for gguf:* a folder holding the GGUF)."""
+    """Run AWQ on ``model_dir`` and write ``out`` (a folder; for gguf:* a folder holding the GGUF).
+    ``settings`` None: the defaults, with the clip search as ``default_clip_search(format)``."""
     _check_format(format)
+    if settings is None:
+        settings = replace(DEFAULT_SETTINGS, clip_search=default_clip_search(format))
     model_dir, out = Path(model_dir), Path(out)
     if out.exists() and not (out / SIDECAR).is_file():
         raise InvalidInput(f"output folder '{out}' exists and was not written by quantpress awq; "
@@ -156,9 +179,7 @@ def _write_sidecar(folder: Path, plan: AwqPlan, run: AwqRun, fmt: str, calibrati
         "gguf_files": [Path(g).name for g in gguf_files],
     }
     if fmt.startswith("gguf:"):
-        data["awq_for_gguf"] = (
-            "The GGUF was made from AWQ-scaled and clipped weights with an importance matrix from the same "
-            "calibration pass. quantpress has not measured, for this model, whether this lowers the KL-divergence "
-            "against calibration-aware k-quants without AWQ scales; published results are mixed (gains of ~0.01 "
-            "perplexity at 4 bits, losses in some cases). Compare both with `quantpress eval` before choosing.")
+        applied = "scaled and clipped" if plan.settings.clip_search else "scaled (not clipped)"
+        data["awq_for_gguf"] = (f"The GGUF was made from AWQ-{applied} weights with an importance matrix from the "
+                                f"same calibration pass. {AWQ_FOR_GGUF_FINDING}")
     (folder / SIDECAR).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -66,6 +66,15 @@ class ChatSession:
     def clear(self) -> None:
         self._history.clear()
 
+    def rewind(self) -> str | None:
+        """Forget the last user/assistant exchange and return its user text (for "regenerate"),
+        or None when there is no complete exchange to take back."""
+        if len(self._history) < 2 or self._history[-2].role is not Role.USER:
+            return None
+        text = self._history[-2].content
+        self._history = self._history[:-2]
+        return text
+
     def configure(self, settings: ChatSettings) -> None:
         """Apply new settings; reload the model only if a load-time setting changed."""
         changed = {

@@ -12,8 +12,8 @@ KV_CHOICES = ("f16", "q8_0", "q4_0")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("chat", help="chat with a GGUF model (one prompt, or an interactive session)")
-    p.add_argument("model", help="a .gguf file")
+    p = sub.add_parser("chat", help="chat with a GGUF model or an AWQ folder (one prompt, or an interactive session)")
+    p.add_argument("model", help="a .gguf file or an AWQ output folder")
     p.add_argument("--prompt", help="ask this and exit (without it: interactive; /reset clears, /quit exits)")
     p.add_argument("--system", help="system prompt")
     p.add_argument("--max-tokens", type=int, default=512, help="longest answer in tokens (default 512)")

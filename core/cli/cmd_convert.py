@@ -18,6 +18,7 @@ ORDER = 30
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from quantpress.core.gguf.mixes import MIXES, POLICIES
+    from quantpress.core.gguf.plan import ENGINE_CHOICES
 
     p = sub.add_parser("convert", help="convert a model to GGUF (one or more formats, one pass)",
                        description="Convert a Hugging Face folder (safetensors) or a GGUF file to GGUF formats. "
@@ -33,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--threads", type=int, default=0, help="quantization threads (0 = all cores)")
     p.add_argument("--policy", choices=POLICIES, default="quantpress",
                    help="row-length fallbacks: quantpress (default, monotonic quality) or llama.cpp (identical types)")
+    p.add_argument("--engine", choices=ENGINE_CHOICES, default="auto",
+                   help="quantizer: auto (default, the benchmarked better one per type), ggml (llama.cpp's), "
+                        "native (quantpress's kernels wherever they exist)")
     p.add_argument("--output-type", help="type for output.weight (and tied embeddings), e.g. Q8_0")
     p.add_argument("--token-embedding-type", help="type for token_embd.weight, e.g. Q6_K")
     p.add_argument("--tensor-type", action="append", default=[], metavar="REGEX=TYPE",
@@ -92,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None and args.out.suffix.lower() != ".gguf":
         args.out.mkdir(parents=True, exist_ok=True)
     plan = plan_conversion(model, args.formats, args.out, imatrix=args.imatrix, calibration=args.calibration,
-                           overrides=_overrides(args), policy=args.policy, threads=args.threads)
+                           overrides=_overrides(args), policy=args.policy, threads=args.threads,
+                           engine=args.engine)
     if args.save_plan:
         plan.save(args.save_plan)
     for w in plan.warnings:

@@ -12,9 +12,13 @@ ORDER = 50
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("eval", help="measure perplexity and KL-divergence against a reference GGUF")
-    p.add_argument("model", help="the .gguf file to evaluate")
-    p.add_argument("--reference", help="a .gguf of the same model in higher precision (e.g. F16)")
+    p = sub.add_parser("eval", help="measure perplexity and KL-divergence against a reference",
+                       description="Evaluate a .gguf file (llama.cpp), an AWQ output folder (torch int4 kernels) or "
+                                   "a Hugging Face folder (float32 torch), optionally against a reference of the same "
+                                   "model: e.g. an AWQ folder against the folder it was made from, or a GGUF against "
+                                   "the F16/F32 GGUF.")
+    p.add_argument("model", help="a .gguf file, an AWQ output folder or a Hugging Face model folder")
+    p.add_argument("--reference", help="the same model in higher precision: an F16/F32 .gguf or the original folder")
     p.add_argument("--text", help="a UTF-8 text file (default: the built-in held-out text)")
     p.add_argument("--tokens", type=int, default=4096, help="use at most this many text tokens (default 4096)")
     p.add_argument("--ctx", type=int, default=512, help="context (chunk) length in tokens (default 512)")

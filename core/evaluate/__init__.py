@@ -10,6 +10,10 @@ Public API:
   Results are merged into the sidecar ``<model>.gguf.json`` (the converter's file) under ``"evaluations"``
   (key: ``result_key(result)``), so the GUI can plot ``model_bytes`` against ``kld_mean`` per format.
   KV-cache cost: ``evaluate(m, m, kv_type=Q8_0)`` (reference: the same file with an f16 cache).
+  ``model`` and ``reference`` may each be a GGUF (llama.cpp, runner.py), an AWQ output folder (torch
+  with the AWQ backend's int4 kernels) or a plain Hugging Face folder (float32 torch, the original of an
+  AWQ output); torch_runner.py chunks and scores exactly like the llama.cpp runner. A folder's sidecar
+  is ``<folder>.json`` beside it (the folder itself is not written to).
 - ``default_eval_text()``, ``read_eval_text(path)``, ``eval_text(text, name)`` -> ``EvalText``.
 - ``metrics``: the numpy definitions (log_softmax, token_nll, token_kld, percentile).
 Errors: ``InvalidInput`` (empty or too short text, different vocabulary/tokenizer), ``ModelLoadError``.

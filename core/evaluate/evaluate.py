@@ -18,7 +18,14 @@ from quantpress.core.evaluate.reference import (
     default_cache_dir,
     load_reference,
 )
-from quantpress.core.evaluate.runner import ChunkRunner, count_chunks, scored_per_chunk
+from quantpress.core.evaluate.runner import (
+    Runner,
+    count_chunks,
+    model_bytes,
+    open_runner,
+    scored_per_chunk,
+    vocab_size,
+)
 from quantpress.core.evaluate.sidecar import merge_evaluation
 from quantpress.core.evaluate.text import EvalText, default_eval_text
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle, ignore
@@ -95,8 +102,10 @@ def evaluate(
     report: Report = ignore,
     cancel: CancelToken = NEVER,
 ) -> EvalResult:
-    """Evaluate ``model`` (a GGUF) on ``text`` (default: the shipped held-out text), optionally
-    against ``reference`` (a GGUF with the same vocabulary). ``flash_attn`` / ``reference_flash_attn``
+    """Evaluate ``model`` on ``text`` (default: the shipped held-out text), optionally against
+    ``reference`` (same vocabulary and tokenizer). Each is a GGUF (run by llama.cpp), an AWQ output
+    folder (run by the AWQ int4 backend) or a plain Hugging Face folder (float32 torch, e.g. the
+    original of an AWQ output). ``flash_attn`` / ``reference_flash_attn``
     (None: on only for a quantized V cache, which needs it) let a KV-cache comparison hold flash
     attention fixed. The result is also merged into the model's sidecar JSON unless ``save=False``."""
     started = time.monotonic()
@@ -112,7 +121,7 @@ def evaluate(
         _check_vocab_sizes(model, ref_path)  # before any pass: a mismatch is known from the metadata
         ref, ref_fa, stages = _reference(ref_path, text, max_tokens, ctx_tokens, reference_kv_type,
                                          reference_flash_attn, threads, cache_dir, report, cancel)
-    runner = ChunkRunner(model, ctx_tokens, kv_type, threads, flash_attn)
+    runner = open_runner(model, ctx_tokens, kv_type, threads, flash_attn)
     try:
         if ref is None:
             tokens = runner.tokenize(text.text)
@@ -124,7 +133,7 @@ def evaluate(
         runner.close()
     result = EvalResult(
         model=model,
-        model_bytes=model.stat().st_size,
+        model_bytes=model_bytes(model),
         text_name=text.name,
         text_sha256=text.sha256,
         ctx_tokens=ctx_tokens,
@@ -184,7 +193,7 @@ def _reference(
     cancel: CancelToken,
 ) -> tuple[ReferenceLogits, bool, _Stages]:
     """Load the cached reference pass or compute it (then progress covers two passes)."""
-    runner = ChunkRunner(path, ctx_tokens, kv_type, threads, flash_attn)
+    runner = open_runner(path, ctx_tokens, kv_type, threads, flash_attn)
     fa = runner.flash_attn
     try:
         tokens = runner.tokenize(text.text)
@@ -221,11 +230,10 @@ def _reference(
 
 
 def _check_vocab_sizes(model: Path, ref_path: Path) -> None:
-    from quantpress.core.chat.llama_loader import read_gguf_shape
     from quantpress.core.errors import InvalidModel, ModelLoadError
 
     try:
-        n_model, n_ref = read_gguf_shape(model).n_vocab, read_gguf_shape(ref_path).n_vocab
+        n_model, n_ref = vocab_size(model), vocab_size(ref_path)
     except InvalidModel as exc:
         raise ModelLoadError(str(exc)) from None
     if n_model != n_ref:
@@ -235,7 +243,7 @@ def _check_vocab_sizes(model: Path, ref_path: Path) -> None:
         )
 
 
-def _check_same_vocab(runner: ChunkRunner, ref: ReferenceLogits, text: EvalText, model: Path, ref_path: Path | None) -> np.ndarray:
+def _check_same_vocab(runner: Runner, ref: ReferenceLogits, text: EvalText, model: Path, ref_path: Path | None) -> np.ndarray:
     """The reference's tokens are reused, so both models must share the tokenizer."""
     name = ref_path.name if ref_path else "reference"
     if runner.n_vocab != ref.n_vocab:
@@ -253,7 +261,7 @@ def _check_same_vocab(runner: ChunkRunner, ref: ReferenceLogits, text: EvalText,
 
 
 def _score(
-    runner: ChunkRunner,
+    runner: Runner,
     tokens: np.ndarray,
     n_chunks: int,
     ref: ReferenceLogits | None,

@@ -35,7 +35,11 @@ LEVELS = 65535
 
 
 def file_fingerprint(path: Path) -> dict[str, object]:
-    """Size, mtime and a hash of the first MiB: cheap, and changes whenever the file is rewritten."""
+    """Size, mtime and a hash of the first MiB: cheap, and changes whenever the file is rewritten.
+    For a model folder: the same for its config.json and every weight file."""
+    if path.is_dir():
+        files = [path / "config.json", *sorted(path.glob("*.safetensors"))]
+        return {"name": path.name, "files": [file_fingerprint(f) for f in files if f.is_file()]}
     st = path.stat()
     with path.open("rb") as f:
         head = hashlib.sha256(f.read(1 << 20)).hexdigest()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from quantpress.core.chat.llama_loader import GgufShape, open_llama
@@ -22,6 +22,56 @@ from quantpress.core.errors import InvalidInput, ModelLoadError
 
 def scored_per_chunk(ctx_tokens: int) -> int:
     return ctx_tokens - 1 - ctx_tokens // 2
+
+
+class Runner(Protocol):
+    """What the evaluator needs from a loaded model (llama.cpp for GGUF files, torch for folders)."""
+
+    ctx_tokens: int
+    n_vocab: int
+    flash_attn: bool
+
+    def tokenize(self, text: str) -> np.ndarray: ...
+
+    def chunks(self, tokens: np.ndarray, n_chunks: int) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+    def close(self) -> None: ...
+
+
+def open_runner(path: Path, ctx_tokens: int, kv_type: KVCacheType = KVCacheType.F16, threads: int | None = None,
+                flash_attn: bool | None = None) -> Runner:
+    """The runner for ``path``: llama.cpp for a .gguf file, torch for an AWQ output folder (int4 kernels)
+    or a plain Hugging Face folder (float32, e.g. the original an AWQ output is compared with)."""
+    if path.is_dir():
+        from quantpress.core.evaluate.torch_runner import TorchChunkRunner, folder_kind
+
+        if folder_kind(path) is None:
+            raise InvalidInput(f"{path}: this folder is neither an AWQ output (config.json with a pack-quantized or "
+                               "AWQ GEMM quantization_config) nor a Hugging Face model folder with safetensors "
+                               "weights; evaluate a .gguf file or such a folder.")
+        runner: Runner = TorchChunkRunner(path, ctx_tokens, kv_type, threads, flash_attn)
+        return runner
+    return ChunkRunner(path, ctx_tokens, kv_type, threads, flash_attn)
+
+
+def vocab_size(path: Path) -> int:
+    """Vocabulary size from the metadata (GGUF header or config.json); no weights are read."""
+    if path.is_dir():
+        from quantpress.core.evaluate.torch_runner import folder_vocab_size
+
+        return int(folder_vocab_size(path))
+    from quantpress.core.chat.llama_loader import read_gguf_shape
+
+    return int(read_gguf_shape(path).n_vocab)
+
+
+def model_bytes(path: Path) -> int:
+    """Size on disk: the file, or a folder's weight files."""
+    if path.is_dir():
+        from quantpress.core.evaluate.torch_runner import folder_bytes
+
+        return int(folder_bytes(path))
+    return path.stat().st_size
 
 
 class ChunkRunner:

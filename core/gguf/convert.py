@@ -79,8 +79,10 @@ def _importance(imatrix: Any, name: str, n_per_row: int) -> np.ndarray | None:
     return np.ascontiguousarray(imp, dtype=np.float32)
 
 
-def encode(x: np.ndarray, ggml_type: str, importance: np.ndarray | None, threads: int) -> np.ndarray:
-    """float32 (rows, n) -> bytes of ``ggml_type`` (F32/F16/BF16 cast, others quantized)."""
+def encode(x: np.ndarray, ggml_type: str, importance: np.ndarray | None, threads: int,
+           engine: str = "auto") -> np.ndarray:
+    """float32 (rows, n) -> bytes of ``ggml_type`` (F32/F16/BF16 cast, others quantized by ``engine``,
+    see core.quant.engine_for)."""
     if ggml_type == "F32":
         return np.asarray(x, dtype=np.float32).view(np.uint8)
     if ggml_type == "F16":
@@ -96,7 +98,7 @@ def encode(x: np.ndarray, ggml_type: str, importance: np.ndarray | None, threads
         from quantpress.core.quant.ggml_ref import ggml_quantize
 
         return np.asarray(ggml_quantize(np.ascontiguousarray(x), ggml_type, importance))
-    return np.asarray(quantize_tensor(np.ascontiguousarray(x), ggml_type, importance, threads))
+    return np.asarray(quantize_tensor(np.ascontiguousarray(x), ggml_type, importance, threads, engine))
 
 
 class _Output:
@@ -262,7 +264,7 @@ def _write_tensors(plan: ConversionPlan, outputs: list[_Output], reader: Any, im
                     if raw_copy:
                         continue
                     imp = _importance(imatrix, t.name, n_per_row)
-                    out.write(_buffer(encode(x, ty, imp, plan.threads)))
+                    out.write(_buffer(encode(x, ty, imp, plan.threads, plan.engine)))
                 row += x.shape[0]
                 now = done + src_bytes * row // n_rows  # progress in source bytes: big tensors weigh more
                 report(Progress("convert", min(now / total, 0.999), t.name, now, total))

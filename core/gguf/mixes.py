@@ -5,11 +5,13 @@ Two policies:
 - ``llama.cpp``: llama-quantize's choices exactly (src/llama-quant.cpp @0c1e57098,
   llama_tensor_get_type + tensor_type_fallback) for dense models, so files match its sizes.
 - ``quantpress`` (default): the same mixing rules, but a better choice when a row length is not a
-  multiple of 256 and a k-quant must fall back to a 32-block type. llama.cpp's fallbacks can make a
-  larger mix worse than a smaller one (SmolLM2's 576-wide rows: Q5_K -> Q5_1 makes Q5_K_M and Q3_K_L
-  worse than Q4_K_M and Q3_K_M). quantpress maps each k-quant to the 32-block type of the same bits
-  per weight with the lowest error: Q2_K/Q3_K -> IQ4_NL (4.5 bpw, like Q4_0 but non-uniform levels),
-  Q5_K -> Q5_0 (5.5 bpw, Q5_1 is 6.0 and was worse). Measured in benchmarks/convert.py (BENCHMARKS.md).
+  multiple of 256 and a k-quant must fall back to a 32-block type. llama.cpp falls back from Q2_K and
+  Q3_K to Q4_0; quantpress to IQ4_NL (the same 4.5 bpw, non-uniform levels, lower error on every
+  tensor the kernel benchmark measures). Q4_K -> Q5_0 and Q5_K -> Q5_1
+  as in llama.cpp: with quantpress's scale search for Q5_1 (core/quant, SEARCH_WITHOUT_IMPORTANCE)
+  Q5_1 is the more accurate of the two, so Q5_K mixes stay better than Q4_K mixes, which Q5_0 could
+  not guarantee (Q5_K_S measured no better than Q4_K_S). Measured in benchmarks/convert.py
+  (BENCHMARKS.md, "GGUF conversion").
 
 Tensors are visited in llama.cpp's order (non-block tensors, then blk.0, blk.1, ... each sorted by
 name) because the attn_v rules count visits.
@@ -46,7 +48,7 @@ POLICIES = ("quantpress", "llama.cpp")
 FALLBACK: dict[str, dict[str, str]] = {
     "llama.cpp": {"Q2_K": "Q4_0", "Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
                   "IQ4_XS": "IQ4_NL"},
-    "quantpress": {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_0", "Q6_K": "Q8_0",
+    "quantpress": {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
                    "IQ4_XS": "IQ4_NL"},
 }
 

@@ -55,6 +55,12 @@ class Calibration:
         return {"none": "none", "default": "default"}.get(self.kind, Path(self.path or "").name)
 
 
+# Which quantizer writes the blocks (core.quant.engine_for): "auto" = the benchmarked winner per type,
+# "ggml" = llama.cpp's own quantizer for every type, "native" = quantpress's kernels wherever they exist.
+# Not written into the GGUF (the file size must not depend on it); the sidecar's plan records it.
+ENGINE_CHOICES = ("auto", "ggml", "native")
+
+
 @dataclass(frozen=True)
 class OutputPlan:
     path: str
@@ -77,6 +83,7 @@ class ConversionPlan:
     overrides: Overrides = Overrides()
     calibration: Calibration = Calibration()
     threads: int = 0
+    engine: str = "auto"  # ENGINE_CHOICES; plans saved before this field existed replay as "auto"
     model_name: str = ""
     quantpress_version: str = ""
     warnings: tuple[str, ...] = ()
@@ -115,7 +122,8 @@ class ConversionPlan:
     def describe(self) -> str:
         """A short human summary (CLI ``--dry-run``, GUI tooltip)."""
         lines = [f"{self.model_name or self.source} ({self.gguf_arch}, {len(self.tensors)} tensors), "
-                 f"policy {self.policy}, calibration {self.calibration.label}"]
+                 f"policy {self.policy}, calibration {self.calibration.label}"
+                 + ("" if self.engine == "auto" else f", engine {self.engine}")]
         for o in self.outputs:
             counts: dict[str, int] = {}
             for t in o.tensor_types.values():
@@ -262,7 +270,9 @@ def _plan_model(plan: ConversionPlan) -> ModelInfo:
 
 def _output_paths(model: ModelInfo, name: str, formats: Sequence[str], out: Path | None) -> list[Path]:
     if out is None:
-        base = Path(model.local_path).parent if model.local_path else Path.cwd()
+        from quantpress.core.hub_download import output_parent  # never inside huggingface_hub's cache
+
+        base = output_parent(Path(model.local_path)) if model.local_path else Path.cwd()
         return [base / f"{name}-{f}.gguf" for f in formats]
     out = Path(out)
     if out.suffix.lower() == ".gguf":
@@ -274,8 +284,10 @@ def _output_paths(model: ModelInfo, name: str, formats: Sequence[str], out: Path
 
 def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None = None, *,
                     imatrix: str | Path | None = None, calibration: str | Path | None = None,
-                    overrides: Overrides = Overrides(), policy: str = "quantpress", threads: int = 0) -> ConversionPlan:
-    """Plan converting ``model`` to each of ``formats`` (see module docstring)."""
+                    overrides: Overrides = Overrides(), policy: str = "quantpress", threads: int = 0,
+                    engine: str = "auto") -> ConversionPlan:
+    """Plan converting ``model`` to each of ``formats`` (see module docstring); ``engine``: see
+    ENGINE_CHOICES."""
     formats = [f.upper() for f in formats]
     if not formats:
         raise InvalidInput("choose at least one format, e.g. Q4_K_M")
@@ -286,6 +298,8 @@ def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None =
         raise InvalidInput("the same format is listed twice")
     if policy not in POLICIES:
         raise InvalidInput(f"unknown policy '{policy}'; choose one of {', '.join(POLICIES)}")
+    if engine not in ENGINE_CHOICES:
+        raise InvalidInput(f"unknown quantization engine '{engine}'; choose one of {', '.join(ENGINE_CHOICES)}")
     if imatrix is not None and calibration is not None:
         raise InvalidInput("give either a calibration text or an imatrix file, not both")
     calib = (Calibration("imatrix", str(imatrix)) if imatrix is not None
@@ -311,7 +325,7 @@ def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None =
         source=str(model.source), source_kind=model.kind.value,
         local_path=str(model.local_path) if model.local_path else None, architecture=model.architecture,
         gguf_arch=gguf_arch, tensors=ordered, outputs=(), policy=policy, overrides=overrides,
-        calibration=calib, threads=threads, model_name=name, quantpress_version=quantpress_version(),
+        calibration=calib, threads=threads, engine=engine, model_name=name, quantpress_version=quantpress_version(),
         warnings=src.warnings, config=config)
     ctx = MixContext(n_layers=src.n_layers, n_gqa=src.n_gqa, has_imatrix=calib.kind != "none", policy=policy,
                      output_type=overrides.output_type, token_embd_type=overrides.token_embd_type,

@@ -4,7 +4,10 @@ Public API:
 - ``quantize_tensor(x, qtype, importance=None, threads=0) -> np.ndarray``: float32 (rows, n_per_row)
   C-contiguous -> uint8 (rows, row_bytes) in GGUF block layout. Uses quantpress's native kernel
   where the benchmarks show it is at least as good as ggml's, else ggml's own quantizer.
-- ``engine_for(qtype, has_importance) -> "native" | "ggml"``: which one ``quantize_tensor`` uses.
+- ``engine_for(qtype, has_importance, engine="auto") -> "native" | "ggml"``: which one
+  ``quantize_tensor`` uses. ``engine`` (also a ConversionPlan field, so saved plans replay the same
+  choice): "auto" = the ENGINES table (the benchmarked winner per type), "ggml" = ggml's quantizer
+  for every type (llama.cpp's bytes), "native" = quantpress's kernel wherever one exists.
 - ``row_bytes(qtype, n_per_row)``, ``GGML_TYPES`` (name -> id, block size, bytes per block).
 - ``ggml_ref.ggml_quantize(x, qtype, importance=None)``: ggml's ``ggml_quantize_chunk`` (reference).
 
@@ -26,17 +29,21 @@ from typing import Literal
 import numpy as np
 from quantpress.core.quant.ggml_ref import GGML_TYPES, check_input, ggml_init, ggml_quantize, row_bytes
 
-__all__ = ["GGML_TYPES", "ENGINES", "engine_for", "quantize_tensor", "row_bytes", "ggml_quantize"]
+__all__ = ["GGML_TYPES", "ENGINES", "ENGINE_CHOICES", "SEARCH_WITHOUT_IMPORTANCE", "engine_for", "quantize_tensor", "row_bytes", "ggml_quantize"]
 
 Engine = Literal["native", "ggml"]
+ENGINE_CHOICES = ("auto", "ggml", "native")
 
 # qtype -> (engine without importance, engine with importance).
 # Legacy types: `python -m benchmarks.quantize` (BENCHMARKS.md, "## Native quantize kernels"): the
 # native Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 kernels write the same bytes as ggml, with and without importance
-# (tests/native/test_legacy.py), and are faster.
+# (tests/native/test_legacy.py), and are faster; see SEARCH_WITHOUT_IMPORTANCE for the one choice
+# quantize_tensor makes differently from llama.cpp.
 # k-quants / IQ4: `python -m benchmarks.kquants` (BENCHMARKS.md, same section): for every type, on
-# the demo model and on a generated model, with and without importance, the native summed RMSE is
-# below ggml's (ratios 0.67-0.98) and single-thread throughput is higher (1.2-9x).
+# the demo model (with its real calibration imatrix) and on a generated model, with and without
+# importance, the native summed RMSE is below ggml's (ratios 0.66-0.97) and single-thread throughput
+# is higher (2.6-7x in CPU time); `python -m benchmarks.kquants_kld`: KL-divergence of the demo model
+# as Q4_K_M / Q3_K_M is not above ggml's, with and without imatrix.
 # A type is native only if both hold; types not listed (IQ2/IQ3/IQ1, ...) always use ggml.
 ENGINES: dict[str, tuple[Engine, Engine]] = {
     "Q8_0": ("native", "native"),
@@ -54,6 +61,15 @@ ENGINES: dict[str, tuple[Engine, Engine]] = {
 }
 
 
+# Legacy types whose importance-free quantizer in ggml is plain max-abs rounding (``quantize_row_*_ref``).
+# Given uniform column importance the same kernels search the scale instead (weights sqrt(sigma^2 + x^2)).
+# Kept only where it lowers KL-divergence on the demo model (BENCHMARKS.md, "GGUF conversion"): Q5_0
+# 0.0694 vs 0.0755, Q5_1 0.0029 vs 0.119. Q4_0 is left out: the search cuts its squared error by 18% but
+# not its KLD (+0.0023 +- 0.0026 over 4,096 held-out tokens). Only the native engine does this, so the
+# ggml engine stays byte-for-byte llama.cpp.
+SEARCH_WITHOUT_IMPORTANCE = frozenset({"Q4_1", "Q5_0", "Q5_1"})
+
+
 def _native_types() -> set[str]:
     try:
         from quantpress import native
@@ -62,10 +78,20 @@ def _native_types() -> set[str]:
     return set(native.formats())
 
 
-def engine_for(qtype: str, has_importance: bool) -> Engine:
-    """Which engine ``quantize_tensor`` uses for ``qtype`` (with or without importance weights)."""
-    choice = ENGINES.get(qtype.upper())
-    if choice is None or qtype.upper() not in _native_types():
+def engine_for(qtype: str, has_importance: bool, engine: str = "auto") -> Engine:
+    """Which engine ``quantize_tensor`` uses for ``qtype`` (with or without importance weights).
+
+    engine: "auto" (ENGINES table), "ggml" (always) or "native" (wherever a native kernel exists;
+    types without one, e.g. IQ2_XS, still use ggml)."""
+    if engine not in ENGINE_CHOICES:
+        raise ValueError(f"unknown quantization engine {engine!r}; choose one of {', '.join(ENGINE_CHOICES)}")
+    qtype = qtype.upper()
+    if engine == "ggml" or qtype not in _native_types():
+        return "ggml"
+    if engine == "native":
+        return "native"
+    choice = ENGINES.get(qtype)
+    if choice is None:
         return "ggml"
     return choice[1 if has_importance else 0]
 
@@ -99,16 +125,18 @@ def _ggml_threaded(x: np.ndarray, qtype: str, importance: np.ndarray | None, thr
 
 
 def quantize_tensor(
-    x: np.ndarray, qtype: str, importance: np.ndarray | None = None, threads: int = 0
+    x: np.ndarray, qtype: str, importance: np.ndarray | None = None, threads: int = 0, engine: str = "auto"
 ) -> np.ndarray:
     """Quantize float32 rows (rows, n_per_row) to GGUF blocks: uint8 (rows, row_bytes).
 
-    threads=0 uses all cores; the bytes never depend on the thread count.
+    threads=0 uses all cores; the bytes never depend on the thread count. engine: see engine_for.
     """
     qtype = qtype.upper()
-    if engine_for(qtype, importance is not None) == "native":
+    if engine_for(qtype, importance is not None, engine) == "native":
         from quantpress import native
 
+        if importance is None and qtype in SEARCH_WITHOUT_IMPORTANCE and x.ndim == 2:
+            importance = np.ones(x.shape[1], dtype=np.float32)
         out: np.ndarray = native.quantize(x, qtype, importance, threads)
         return out
     return _ggml_threaded(x, qtype, importance, threads)

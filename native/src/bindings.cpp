@@ -192,10 +192,17 @@ NB_MODULE(native, m) {
             else if (key == "q3_ngrid") p.q3_ngrid = nb::cast<int>(v);
             else if (key == "q6_ngrid") p.q6_ngrid = nb::cast<int>(v);
             else if (key == "q3_step") p.q3_step = nb::cast<float>(v);
+            else if (key == "q6_step") p.q6_step = nb::cast<float>(v);
             else if (key == "iq4_ngrid") p.iq4_ngrid = nb::cast<int>(v);
             else if (key == "lloyd") p.lloyd = nb::cast<int>(v);
             else if (key == "rounds") p.rounds = nb::cast<int>(v);
             else if (key == "q4_rounds") p.q4_rounds = nb::cast<int>(v);
+            else if (key == "q4_window") p.q4_window = nb::cast<int>(v);
+            else if (key == "q4_band") p.q4_band = nb::cast<int>(v);
+            else if (key == "q5_window") p.q5_window = nb::cast<int>(v);
+            else if (key == "q5_band") p.q5_band = nb::cast<int>(v);
+            else if (key == "anchor_max") p.anchor_max = nb::cast<int>(v);
+
             else throw nb::value_error(("unknown search parameter " + key).c_str());
         }
     }, nb::arg("params"), nb::arg("importance") = false,

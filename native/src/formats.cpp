@@ -9,19 +9,25 @@
 namespace qp {
 
 namespace {
-// Without importance every weight counts the same and the largest one anchors the scale well, so
-// a much coarser search loses little. Measured with benchmarks/kquants.py on generated weights,
-// error ratio to ggml with the dense grid -> this one: Q3_K 0.958 -> 0.963 (2 candidates + Lloyd
-// steps), Q6_K 0.972 -> 0.973, Q2_K 0.869 -> 0.878, Q5_K 0.961 -> 0.967, at 2-4x the speed.
-// Q4_K keeps its full search: its error is the closest to ggml's.
-// With importance the grids are dense and wide (weighted optima often clip a large but unimportant
-// weight): Q3_K +-1.6 levels around the extreme in steps of 0.4 (error ratio 0.967 -> 0.931; steps
-// of 0.1 gave the same error 2.5x slower), Q4_K r in [-2, 1] (0.950 -> 0.940).
+// Measured with benchmarks/kquants.py (error ratio to ggml, "gen" = generated weights, "demo" =
+// the demo model's ffn_down with its real imatrix):
+// - Without importance every weight counts the same and the largest one anchors the scale well, so
+//   coarser grids lose little: Q2_K 4 candidates, Q5_K 6 (gen 0.961 -> 0.967 vs the dense grid, at
+//   2-4x the speed). Q4_K: 10 candidates over r in [-2, 1] (as many again anchored at the max, see
+//   fit_affine8), codes +-2 and 3 rounds (gen 0.976 -> 0.969).
+// - Symmetric types: candidates that clip the extreme weight by whole levels pay off, with and
+//   without importance: Q6_K steps of 2 levels (plain +-8: gen 0.975 -> 0.943, demo 0.95 -> 0.79;
+//   with importance +-16: gen 0.960 -> 0.839, demo 0.971 -> 0.757), Q3_K with importance steps of
+//   0.8 to +-6.4 (demo 0.976 -> 0.947, gen 0.932 -> 0.896; steps of 0.6 to +-7.2 gained 0.003 more
+//   at 30% more instructions). Q3_K without importance keeps its 2
+//   candidates: +-0.6 would give gen 0.963 -> 0.960 but cost 25% of its speed.
+// - With importance the affine grids are dense and wide (weighted optima often clip a large but
+//   unimportant weight): Q4_K r in [-2, 1] (0.950 -> 0.940).
 SearchParams plain_params() {
     SearchParams p;
     p.q3_ngrid = 0;
-    p.q4_nstep = 20; p.q4_rmin = -1.0f;
-    p.q6_ngrid = 1;
+    p.q4_nstep = 10; p.q4_rmin = -2.0f; p.q4_rdelta = 0.3f; p.q4_rounds = 3; p.q4_window = 2;
+    p.q6_ngrid = 4;
     p.q2_nstep = 4; p.q2_rdelta = 0.4f;
     p.q5_nstep = 6;
     p.lloyd = 2;

@@ -1,96 +1,20 @@
-"""Hub intake, offline: a local HTTP server answers the endpoints huggingface_hub calls (model info,
-HEAD/GET /resolve with Range), the real client runs in a subprocess pointed at it with HF_ENDPOINT."""
+"""Hub intake, offline: a local HTTP server (tests/hub_server.py) answers the endpoints huggingface_hub
+calls (model info, HEAD/GET /resolve with Range), the real client runs in a subprocess pointed at it
+with HF_ENDPOINT. Downloads are tested in tests/core/test_hub_download.py."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from hub_server import FakeHub, client_env, hub_url, start_hub
 from tiny_models import tiny_model
-
-SHA = "0123456789abcdef0123456789abcdef01234567"
-
-
-class FakeHub(ThreadingHTTPServer):
-    repos: dict[str, Path]
-    requests: list[str]
-
-
-class Handler(BaseHTTPRequestHandler):
-    server: FakeHub
-
-    def log_message(self, *args: object) -> None:  # keep test output clean
-        pass
-
-    def _not_found(self, code: str) -> None:
-        self.send_response(404)
-        self.send_header("X-Error-Code", code)
-        self.send_header("X-Error-Message", code)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def _route(self) -> tuple[Path | None, str, str]:
-        path = self.path.split("?")[0]
-        self.server.requests.append(f"{self.command} {path}")
-        parts = path.strip("/").split("/")
-        if parts[:2] == ["api", "models"]:
-            repo = "/".join(parts[2:4])
-            return self.server.repos.get(repo), "info", repo
-        if len(parts) >= 5 and parts[2] == "resolve":
-            repo = "/".join(parts[:2])
-            return self.server.repos.get(repo), "/".join(parts[4:]), repo
-        return None, "", ""
-
-    def _file(self, head: bool) -> None:
-        folder, what, repo = self._route()
-        if folder is None:
-            return self._not_found("RepoNotFound")
-        if what == "info":
-            files = sorted(p.name for p in folder.iterdir() if p.is_file())
-            body = json.dumps({"id": repo, "modelId": repo, "sha": SHA, "private": False,
-                               "siblings": [{"rfilename": f} for f in files]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if not head:
-                self.wfile.write(body)
-            return None
-        target = folder / what
-        if not target.is_file():
-            return self._not_found("EntryNotFound")
-        data = target.read_bytes()
-        start, end, status = 0, len(data) - 1, 200
-        rng = self.headers.get("Range")
-        if rng and rng.startswith("bytes="):
-            a, _, b = rng[6:].partition("-")
-            start, end, status = int(a), min(int(b) if b else len(data) - 1, len(data) - 1), 206
-        chunk = data[start:end + 1]
-        self.send_response(status)
-        self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
-        self.send_header("X-Repo-Commit", SHA)
-        self.send_header("Content-Length", str(len(chunk)))
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        self.end_headers()
-        if not head:
-            self.wfile.write(chunk)
-        return None
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server API)
-        self._file(head=False)
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._file(head=True)
 
 
 @pytest.fixture(scope="module")
@@ -100,26 +24,21 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def hub(tiny_dir: Path) -> Iterator[FakeHub]:
-    server = FakeHub(("127.0.0.1", 0), Handler)
-    server.repos = {"tiny/llama": tiny_model("llama", tiny_dir), "tiny/qwen2-sharded": tiny_model("qwen2", tiny_dir)}
-    server.requests = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    server = start_hub({"tiny/llama": tiny_model("llama", tiny_dir), "tiny/qwen2-sharded": tiny_model("qwen2", tiny_dir)})
     yield server
     server.shutdown()
     server.server_close()
 
 
 def _run(args: list[str], endpoint: str, cache: Path, offline: str = "0") -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, HF_ENDPOINT=endpoint, HF_HUB_OFFLINE=offline, QUANTPRESS_CACHE_DIR=str(cache),
-               HF_HOME=str(cache / "hf"), HF_HUB_DISABLE_TELEMETRY="1", HF_TOKEN="")
-    env.pop("HF_TOKEN")
+    env = dict(os.environ, **client_env(endpoint, cache, offline))
+    env.pop("HF_TOKEN", None)
     return subprocess.run([sys.executable, "-m", "quantpress.core.cli", *args], capture_output=True, text=True,
                           env=env, timeout=120, check=False)
 
 
 def _url(hub: FakeHub) -> str:
-    return f"http://127.0.0.1:{hub.server_address[1]}"
+    return hub_url(hub)
 
 
 def test_hub_repo_estimated_from_metadata_only(hub: FakeHub, tmp_path: Path) -> None:

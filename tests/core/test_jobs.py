@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from quantpress.core.errors import Cancelled
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Throttle
 

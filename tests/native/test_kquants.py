@@ -105,3 +105,20 @@ def test_nan_names_row_and_shape_errors(qtype: str) -> None:
     if qtype != "IQ4_NL":
         with pytest.raises(ValueError, match="multiple of 256"):
             native.quantize(random_rows(2, 96), qtype)
+
+
+def test_engine_choice_forces_the_quantizer() -> None:
+    """quantize_tensor's engine: "ggml" writes ggml's bytes, "native" ours, "auto" the ENGINES table."""
+    from quantpress.core.quant import ENGINES, quantize_tensor
+
+    x = random_rows(6, 512)
+    imp = random_importance(512)
+    for importance in (None, imp):
+        ours, ggml = native.quantize(x, "Q4_K", importance), ggml_quantize(x, "Q4_K", importance)
+        assert (ours != ggml).any()  # the test below can tell the engines apart
+        np.testing.assert_array_equal(quantize_tensor(x, "Q4_K", importance, engine="ggml"), ggml)
+        np.testing.assert_array_equal(quantize_tensor(x, "Q4_K", importance, engine="native"), ours)
+        auto = ours if ENGINES["Q4_K"][importance is not None] == "native" else ggml
+        np.testing.assert_array_equal(quantize_tensor(x, "Q4_K", importance), auto)
+    with pytest.raises(ValueError, match="engine"):
+        quantize_tensor(x, "Q4_K", engine="fast")

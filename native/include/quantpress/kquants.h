@@ -14,11 +14,15 @@ struct SearchParams {
     int q2_nstep = 18;  float q2_rmin = -0.9f, q2_rdelta = 0.1f;
     int q4_nstep = 30;  float q4_rmin = -2.0f, q4_rdelta = 0.1f;
     int q5_nstep = 10;  float q5_rmin = -0.5f, q5_rdelta = 0.1f;
-    int q3_ngrid = 4, q6_ngrid = 4, iq4_ngrid = 7;
-    float q3_step = 0.4f;  // grid step (in levels) of the Q3_K candidates
+    int q3_ngrid = 8, q6_ngrid = 8, iq4_ngrid = 7;
+    float q3_step = 0.8f;  // grid step (in levels) of the Q3_K candidates: +-ngrid*step around the extreme
+    float q6_step = 2.0f;  // the same for Q6_K
     int lloyd = 3;
     int rounds = 2;     // (least-squares super-scale re-fit + code refinement) rounds, Q2_K/Q5_K/Q3_K/Q6_K
     int q4_rounds = 2;  // the same for Q4_K
+    // Code refinement neighbourhood of Q4_K / Q5_K: (scale, min) codes +-window, |d_scale - d_min| <= band.
+    int q4_window = 1, q4_band = 2, q5_window = 1, q5_band = 2;
+    int anchor_max = 7;  // bit 0/1/2: Q2_K/Q4_K/Q5_K fits also try candidates anchored at the sub-block's max
 };
 // [0] without importance, [1] with importance (a denser grid: weighted optima move away from
 // the largest weight, and ggml's importance path, the reference, is itself ~3x slower).

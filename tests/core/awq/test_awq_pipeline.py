@@ -159,6 +159,9 @@ def test_cli_json_and_awq_for_gguf(tiny, tmp_path: Path, capsys: pytest.CaptureF
     assert result["format"] == "gguf:Q4_K_M" and result["n_tokens"] == 256
     (gguf,) = result["gguf_files"]
     assert (out / "awq.imatrix.gguf").is_file()
+    side = json.loads((out / "quantpress_awq.json").read_text())
+    # Clips are off by default for GGUF (measured to hurt, BENCHMARKS.md); the sidecar says what was applied.
+    assert side["settings"]["clip_search"] is False and "scaled (not clipped)" in side["awq_for_gguf"]
     llm = llama_cpp.Llama(gguf, n_ctx=64, verbose=False)
     try:
         assert len(llm.tokenize(b"hello world")) > 0

@@ -87,6 +87,18 @@ def test_second_turn_is_conditioned_on_the_first(greedy_session: ChatSession) ->
     assert direct.startswith(second) or second.startswith(direct.strip())
 
 
+def test_rewind_takes_back_the_last_exchange_for_regenerate(greedy_session: ChatSession) -> None:
+    greedy_session.clear()
+    assert greedy_session.rewind() is None  # nothing to take back
+    first = greedy_session.send("What is the capital of Japan?").text
+    greedy_session.send("Why?")
+    assert greedy_session.rewind() == "Why?"
+    assert [m.content for m in greedy_session.messages if m.role is not Role.SYSTEM] == [
+        "What is the capital of Japan?", first]
+    again = greedy_session.send("Why?").text  # regenerated on the same history: greedy gives the same
+    assert greedy_session.rewind() == "Why?" and greedy_session.send("Why?").text == again
+
+
 def test_callers_cancel_token_stops_too(greedy_session: ChatSession) -> None:
     greedy_session.clear()
     cancel = CancelToken()

@@ -93,6 +93,22 @@ def test_sharded_f32_source_and_plan_roundtrip(tiny: Callable[[str], Path], tmp_
         assert r.file_bytes == o.file_bytes == Path(r.output).stat().st_size
 
 
+def test_plan_engine_is_saved_and_checked(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    """The quantizer choice is part of the plan (replayed as saved); plans saved before the field
+    existed replay as "auto"; an unknown engine is refused before anything runs."""
+    from quantpress.core.errors import InvalidInput
+
+    folder = tiny("llama")
+    plan = plan_conversion(open_source(folder), ["Q4_K_M"], tmp_path, engine="ggml")
+    plan.save(tmp_path / "plan.json")
+    assert ConversionPlan.load(tmp_path / "plan.json").engine == "ggml"
+    old = json.loads((tmp_path / "plan.json").read_text())
+    del old["engine"]
+    assert ConversionPlan.from_dict(old).engine == "auto"
+    with pytest.raises(InvalidInput, match="engine"):
+        plan_conversion(open_source(folder), ["Q4_K_M"], tmp_path, engine="fast")
+
+
 def test_hub_folder_without_weights_plans_the_same_sizes(tiny: Callable[[str], Path], tmp_path: Path) -> None:
     """A Hub model described by config and tokenizer files only: tensor list from config.json."""
     import shutil

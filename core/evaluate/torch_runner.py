@@ -1,0 +1,133 @@
+"""Evaluate Hugging Face folders in torch, chunk by chunk, the way runner.py evaluates GGUFs with llama.cpp.
+
+Two kinds of folder:
+- an AWQ output (compressed-tensors pack-quantized or AutoAWQ GEMM): loaded by the AWQ backend
+  (core/awq/backend.py), every quantized linear multiplied by torch's int4 weight-only kernel;
+- a plain (unquantized) Hugging Face folder, e.g. the model AWQ started from: float32 in torch, the
+  natural reference for an AWQ output ("KL-divergence to the original").
+
+The chunking is runner.py's (llama.cpp's perplexity tool): chunks of ``ctx_tokens`` with a fresh
+context each, BOS replacing the first token when the tokenizer adds one, the second half scored. There
+is no KV cache to quantize here, so only the default (f16) KV type is accepted for a folder.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from quantpress.core.chat.types import KVCacheType
+from quantpress.core.errors import InvalidInput, InvalidModel, ModelLoadError
+
+AWQ_KIND, HF_KIND = "awq", "hf"
+
+
+def folder_kind(path: Path) -> str | None:
+    """'awq' (an AWQ checkpoint), 'hf' (an unquantized HF folder with safetensors) or None."""
+    if not path.is_dir() or not (path / "config.json").is_file():
+        return None
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    qc = config.get("quantization_config") if isinstance(config, dict) else None
+    if qc:
+        from quantpress.core.awq.backend import awq_format
+
+        return AWQ_KIND if awq_format(path) is not None else None
+    return HF_KIND if any(path.glob("*.safetensors")) else None
+
+
+def folder_vocab_size(path: Path) -> int:
+    """The output width of the model's head (config.json ``vocab_size``)."""
+    try:
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidModel(f"{path}: no readable config.json ({exc}); not a Hugging Face model folder") from None
+    cfg = config.get("text_config", config) if "vocab_size" not in config else config
+    if not isinstance(cfg, dict) or "vocab_size" not in cfg:
+        raise InvalidModel(f"{path.name}/config.json has no vocab_size")
+    return int(cfg["vocab_size"])
+
+
+def folder_bytes(path: Path) -> int:
+    """Bytes of the folder's weight files (what the model costs on disk; tokenizer files excluded)."""
+    return sum(f.stat().st_size for f in path.glob("*.safetensors"))
+
+
+def _load_model(path: Path, kind: str) -> Any:
+    import torch
+
+    if kind == AWQ_KIND:
+        from quantpress.core.awq.backend import load_awq_model
+
+        awq_model, _fallbacks = load_awq_model(path)
+        return awq_model
+    from transformers import AutoModelForCausalLM
+
+    model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
+    return model.eval()
+
+
+class TorchChunkRunner:
+    """A folder loaded for evaluation; same interface as runner.ChunkRunner."""
+
+    def __init__(self, path: Path, ctx_tokens: int, kv_type: KVCacheType = KVCacheType.F16,
+                 threads: int | None = None, flash_attn: bool | None = None) -> None:
+        import torch
+        from transformers import AutoTokenizer
+
+        kind = folder_kind(path)
+        if kind is None:
+            raise InvalidModel(f"{path}: not an AWQ output or a Hugging Face model folder with safetensors weights")
+        if kv_type != KVCacheType.F16 or flash_attn:
+            raise InvalidInput(f"{path.name} is a folder evaluated in torch, which keeps no quantized KV cache and "
+                               "has no flash-attention switch; KV-cache and flash-attention options apply to GGUF files.")
+        if threads:
+            torch.set_num_threads(threads)
+        self.ctx_tokens = ctx_tokens
+        self.kind = kind
+        self.flash_attn = False
+        try:
+            self._model = _load_model(path, kind)
+            self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"{path.name}: cannot load the model for evaluation ({exc})") from exc
+        # The whole text is tokenized at once and cut into chunks here: the model's length limit
+        # (which only makes the tokenizer log a warning) does not apply.
+        self._tokenizer.model_max_length = 1 << 30
+        self.n_vocab = int(self._model.config.vocab_size)
+        self.path = path
+
+    def add_bos(self) -> bool:
+        """Whether the tokenizer puts BOS in front of a text (llama.cpp's ``add_bos`` of the vocab)."""
+        bos = self._tokenizer.bos_token_id
+        return bos is not None and self._tokenizer("a")["input_ids"][:1] == [bos]
+
+    def tokenize(self, text: str) -> np.ndarray:
+        """The text's tokens with BOS when the tokenizer adds one; special tokens in the text not parsed."""
+        ids: list[int] = self._tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        if self.add_bos():
+            ids = [int(self._tokenizer.bos_token_id), *ids]
+        return np.asarray(ids, dtype=np.int32)
+
+    def chunks(self, tokens: np.ndarray, n_chunks: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """For each chunk: (float32 logits [n_scored, n_vocab], int32 target tokens [n_scored])."""
+        import torch
+
+        n_ctx, first = self.ctx_tokens, self.ctx_tokens // 2
+        bos = self._tokenizer.bos_token_id if self.add_bos() else None
+        for c in range(n_chunks):
+            chunk = np.array(tokens[c * n_ctx : (c + 1) * n_ctx], dtype=np.int64)
+            targets = chunk[first + 1 :].astype(np.int32)
+            if bos is not None:
+                chunk[0] = bos
+            with torch.no_grad():
+                logits = self._model(torch.from_numpy(chunk)[None]).logits[0, first : n_ctx - 1]
+            yield logits.float().numpy().copy(), targets
+
+    def close(self) -> None:
+        self._model = None
