@@ -139,7 +139,7 @@ class ChatPane(Pane):
         row = QHBoxLayout()
         self.model_a = QComboBox()
         self.model_a.setMinimumWidth(240)
-        self.model_a.setToolTip("A GGUF file to chat with")
+        self.model_a.setToolTip("A converted model to chat with: a GGUF file or an AWQ folder")
         self.compare_check = QCheckBox("Compare with")
         self.compare_check.setToolTip("A/B: the same prompt to a second model; both stay loaded (memory for two)")
         self.model_b = QComboBox()
@@ -252,7 +252,7 @@ class ChatPane(Pane):
         if not available:
             self.banner.show_message(f"Chat is not available yet: {available}", "warn")
         elif self.model_a.count() == 0:
-            self.banner.show_message("No GGUF file yet: convert the model first, or pick any GGUF with the button.",
+            self.banner.show_message("No converted model yet: convert the model first, or pick any GGUF with the button.",
                                      "info")
         else:
             self.banner.clear()
