@@ -68,16 +68,14 @@ class AppState(QObject):
                     continue
                 if is_model_output(p):
                     found.append(p)
-                elif p.is_dir() and (p / AWQ_SIDECAR).is_file():
+                elif p.is_dir() and (sidecar := core_function("quantpress.core.awq.export", "SIDECAR")) \
+                        and (p / sidecar).is_file():  # an "AWQ for GGUF" folder
                     found.extend(sorted(g for g in p.glob("*.gguf") if not g.name.startswith(".")))
             self.add_outputs(found)
 
     def shutdown(self) -> None:
         self.heavy.shutdown()
         self.chat.shutdown()
-
-
-AWQ_SIDECAR = "quantpress_awq.json"  # core/awq/export.py SIDECAR: marks a folder written by quantpress awq
 
 
 def is_model_output(path: Path) -> bool:

@@ -104,12 +104,12 @@ def kld(ref: list[np.ndarray], q: list[np.ndarray]) -> float:
     return float(np.mean(np.concatenate([(np.exp(r) * (r - x)).sum(axis=1) for r, x in zip(ref, q, strict=False)])))
 
 
-def time_pipelines(model: Path, formats: list[str], timed: list[str], work: Path,
-                   env: dict[str, str]) -> dict[str, dict[str, float]]:
+def time_pipelines(model: Path, formats: list[str], timed: list[str], work: Path) -> dict[str, dict[str, float]]:
     """Wall time and peak RSS per format. llama.cpp = its converter to F16 once (its time counted in
     every format) + llama_model_quantize; quantpress = one ``quantpress convert`` process per format."""
     py = sys.executable
-    vendor = Path(env["PYTHONPATH"]).parent
+    vendor = vendor_dir(SDIST_DIR)
+    env = dict(os.environ, PYTHONPATH=str(vendor / "gguf-py"))
     t_conv, rss_conv, _ = run_measured([py, str(vendor / "convert_hf_to_gguf.py"), str(model), "--outtype", "f16",
                                         "--outfile", str(work / "ref-F16.gguf")], env)
     print(f"llama.cpp F16 conversion: {t_conv:.1f}s, peak RSS {rss_conv / 2**20:.0f} MiB", file=sys.stderr)
@@ -143,10 +143,8 @@ def main_large(args: argparse.Namespace) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="qp-bench-large-"))
     model = build(Path(tempfile.gettempdir()) / "qp-large" / "gen-llama-0.9b", ensure_demo_model())
-    vendor = vendor_dir(SDIST_DIR)
-    env = dict(os.environ, PYTHONPATH=str(vendor / "gguf-py"))
     formats = args.time_formats.split(",")
-    rows = time_pipelines(model, formats, formats, work, env)
+    rows = time_pipelines(model, formats, formats, work)
     largest = largest_source_tensor(model)
     mib = 2**20
     src = sum(p.stat().st_size for p in model.glob("*.safetensors"))
@@ -205,10 +203,7 @@ def main() -> None:
         model = off_grid_demo(Path(tempfile.gettempdir()) / "qp-off-grid" / model.name, model)
     py = sys.executable
     work = Path(tempfile.mkdtemp(prefix="qp-bench-"))
-    vendor = vendor_dir(SDIST_DIR)
-    env = dict(os.environ, PYTHONPATH=str(vendor / "gguf-py"))
-
-    rows = time_pipelines(model, formats, [f for f in args.time_formats.split(",") if f in formats], work, env)
+    rows = time_pipelines(model, formats, [f for f in args.time_formats.split(",") if f in formats], work)
     t_all, rss_all, _ = run_measured([py, "-m", "quantpress.core.cli", "convert", str(model), "--out",
                                       str(work / "all"), "--json"] + [a for f in formats for a in ("-f", f)])
 

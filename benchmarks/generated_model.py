@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,16 +53,31 @@ def _weights(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     return x
 
 
-def build(out: Path, tokenizer_from: Path, shards: int = 2, seed: int = 0) -> Path:
-    """Write the model folder ``out`` (atomically: built aside, renamed). Returns ``out``."""
-    import torch
-    from safetensors.torch import save_file
-
+def _built_aside(out: Path, copy_from: Path, names: Sequence[str], write: Callable[[Path], None]) -> Path:
+    """``out`` if it is complete, else: ``write(tmp)``, copy ``names`` from ``copy_from`` (those that
+    exist), rename ``tmp`` to ``out`` — an interrupted build never looks complete."""
     if (out / "config.json").exists():
         return out
     tmp = out.with_name(out.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    write(tmp)
+    for f in names:
+        if (copy_from / f).exists():
+            shutil.copy(copy_from / f, tmp / f)
+    tmp.rename(out)
+    return out
+
+
+def build(out: Path, tokenizer_from: Path, shards: int = 2, seed: int = 0) -> Path:
+    """Write the model folder ``out`` (atomically: built aside, renamed). Returns ``out``."""
+    return _built_aside(out, tokenizer_from, TOKENIZER_FILES, lambda tmp: _write_generated(tmp, shards, seed))
+
+
+def _write_generated(tmp: Path, shards: int, seed: int) -> None:
+    import torch
+    from safetensors.torch import save_file
+
     rng = np.random.default_rng(seed)
     shapes = tensor_shapes(CONFIG)
     names = list(shapes)
@@ -79,11 +95,6 @@ def build(out: Path, tokenizer_from: Path, shards: int = 2, seed: int = 0) -> Pa
     (tmp / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
     (tmp / "config.json").write_text(json.dumps(CONFIG, indent=1))
-    for f in TOKENIZER_FILES:
-        if (tokenizer_from / f).exists():
-            shutil.copy(tokenizer_from / f, tmp / f)
-    tmp.rename(out)
-    return out
 
 
 def off_grid_demo(out: Path, demo: Path, rel_noise: float = 0.05, seed: int = 0) -> Path:
@@ -95,22 +106,15 @@ def off_grid_demo(out: Path, demo: Path, rel_noise: float = 0.05, seed: int = 0)
     own F32 GGUF is the KLD reference, so the jitter is not an error being measured."""
     from safetensors.numpy import load_file, save_file
 
-    if (out / "config.json").exists():
-        return out
-    tmp = out.with_name(out.name + ".building")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    weights = load_file(str(demo / "model.safetensors"))
-    for name, w in weights.items():
-        if w.ndim == 2:
-            weights[name] = (w * (1 + rel_noise * rng.standard_normal(w.shape, dtype=np.float32))).astype(w.dtype)
-    save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-    for f in ("config.json", *TOKENIZER_FILES):
-        if (demo / f).exists():
-            shutil.copy(demo / f, tmp / f)
-    tmp.rename(out)
-    return out
+    def write(tmp: Path) -> None:
+        rng = np.random.default_rng(seed)
+        weights = load_file(str(demo / "model.safetensors"))
+        for name, w in weights.items():
+            if w.ndim == 2:
+                weights[name] = (w * (1 + rel_noise * rng.standard_normal(w.shape, dtype=np.float32))).astype(w.dtype)
+        save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+
+    return _built_aside(out, demo, ("config.json", *TOKENIZER_FILES), write)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ ORDER = 30
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from quantpress.core.gguf.mixes import MIXES, POLICIES
-    from quantpress.core.gguf.plan import ENGINE_CHOICES
+    from quantpress.core.quant import ENGINE_CHOICES
 
     p = sub.add_parser("convert", help="convert a model to GGUF (one or more formats, one pass)",
                        description="Convert a Hugging Face folder (safetensors) or a GGUF file to GGUF formats. "
@@ -76,17 +76,8 @@ def _overrides(args: argparse.Namespace) -> Overrides:
                      args.token_embedding_type and args.token_embedding_type.upper(), tuple(rules))
 
 
-def _progress(p: object) -> None:
-    from quantpress.core.jobs import Progress
-
-    assert isinstance(p, Progress)
-    eta = f" ETA {p.eta_seconds:.0f}s" if p.eta_seconds is not None else ""
-    sys.stderr.write(f"\r{p.fraction * 100:5.1f}% {p.message[:40]:40s}{eta}   ")
-    sys.stderr.flush()
-
-
 def run(args: argparse.Namespace) -> int:
-    from quantpress.core.cli.output import format_bytes, print_json
+    from quantpress.core.cli.output import format_bytes, print_json, progress_line
     from quantpress.core.gguf.convert import convert
     from quantpress.core.gguf.plan import plan_conversion
     from quantpress.core.gguf.source import open_source
@@ -109,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(plan.describe())
         return 0
-    results = convert(plan, report=Throttle(_progress, 0.5) if not args.json else (lambda p: None))
+    results = convert(plan, report=Throttle(progress_line(40), 0.5) if not args.json else (lambda p: None))
     if not args.json:
         sys.stderr.write("\n")
         for r in results:

@@ -21,22 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def _progress(p: object) -> None:
-    from quantpress.core.jobs import Progress
-
-    assert isinstance(p, Progress)
-    eta = f" ETA {p.eta_seconds:.0f}s" if p.eta_seconds is not None else ""
-    sys.stderr.write(f"\r{p.fraction * 100:5.1f}% {p.message[:60]:60s}{eta}   ")
-    sys.stderr.flush()
-
-
 def run(args: argparse.Namespace) -> int:
-    from quantpress.core.cli.output import print_json
+    from quantpress.core.cli.output import print_json, progress_line
     from quantpress.core.hub_download import download
 
     quiet = args.json or not sys.stderr.isatty()
     result = download(args.repo, revision=args.revision, filename=args.filename,
-                      report=(lambda p: None) if quiet else _progress)
+                      report=(lambda p: None) if quiet else progress_line(60))
     if not quiet:
         sys.stderr.write("\n")
     if args.json:

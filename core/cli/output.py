@@ -7,6 +7,7 @@ import enum
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +43,14 @@ def format_bytes(n_bytes: float) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.2f} {unit}"
         value /= 1024
     return f"{value:.2f} TiB"
+
+
+def progress_line(width: int = 40) -> Callable[[Any], None]:
+    """A progress reporter that redraws one stderr line: percent, message cut to ``width``, ETA."""
+
+    def report(p: Any) -> None:
+        eta = f" ETA {p.eta_seconds:.0f}s" if p.eta_seconds is not None else ""
+        sys.stderr.write(f"\r{p.fraction * 100:5.1f}% {p.message[:width]:{width}s}{eta}   ")
+        sys.stderr.flush()
+
+    return report

@@ -24,6 +24,21 @@ def scored_per_chunk(ctx_tokens: int) -> int:
     return ctx_tokens - 1 - ctx_tokens // 2
 
 
+def chunk_inputs(tokens: np.ndarray, ctx_tokens: int, n_chunks: int,
+                 bos: int | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """llama.cpp's perplexity chunking, shared by every runner: consecutive chunks of ``ctx_tokens``,
+    each run in a fresh context with its first token replaced by ``bos`` (when the vocabulary adds one);
+    the targets are the tokens after the first half, the part that is scored. Yields (int32 tokens to
+    run, int32 targets)."""
+    first = ctx_tokens // 2
+    for c in range(n_chunks):
+        chunk = np.array(tokens[c * ctx_tokens : (c + 1) * ctx_tokens], dtype=np.int32)
+        targets = chunk[first + 1 :].copy()
+        if bos is not None:
+            chunk[0] = bos
+        yield chunk, targets
+
+
 class Runner(Protocol):
     """What the evaluator needs from a loaded model (llama.cpp for GGUF files, torch for folders)."""
 
@@ -43,12 +58,8 @@ def open_runner(path: Path, ctx_tokens: int, kv_type: KVCacheType = KVCacheType.
     """The runner for ``path``: llama.cpp for a .gguf file, torch for an AWQ output folder (int4 kernels)
     or a plain Hugging Face folder (float32, e.g. the original an AWQ output is compared with)."""
     if path.is_dir():
-        from quantpress.core.evaluate.torch_runner import TorchChunkRunner, folder_kind
+        from quantpress.core.evaluate.torch_runner import TorchChunkRunner
 
-        if folder_kind(path) is None:
-            raise InvalidInput(f"{path}: this folder is neither an AWQ output (config.json with a pack-quantized or "
-                               "AWQ GEMM quantization_config) nor a Hugging Face model folder with safetensors "
-                               "weights; evaluate a .gguf file or such a folder.")
         runner: Runner = TorchChunkRunner(path, ctx_tokens, kv_type, threads, flash_attn)
         return runner
     return ChunkRunner(path, ctx_tokens, kv_type, threads, flash_attn)
@@ -111,14 +122,11 @@ class ChunkRunner:
 
     def chunks(self, tokens: np.ndarray, n_chunks: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """For each chunk: (float32 logits [n_scored, n_vocab], int32 target tokens [n_scored])."""
-        n_ctx, first = self.ctx_tokens, self.ctx_tokens // 2
-        for c in range(n_chunks):
-            chunk = np.array(tokens[c * n_ctx : (c + 1) * n_ctx], dtype=np.int32)
-            targets = chunk[first + 1 :].copy()
-            if self.add_bos():
-                chunk[0] = self._llm.token_bos()
+        first = self.ctx_tokens // 2
+        bos = self._llm.token_bos() if self.add_bos() else None
+        for chunk, targets in chunk_inputs(tokens, self.ctx_tokens, n_chunks, bos):
             logits = self._decode(chunk, first)
-            yield logits[: n_ctx - 1 - first], targets
+            yield logits[: self.ctx_tokens - 1 - first], targets
 
     def _decode(self, chunk: np.ndarray, first: int) -> np.ndarray:
         import llama_cpp

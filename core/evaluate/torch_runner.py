@@ -82,7 +82,9 @@ class TorchChunkRunner:
 
         kind = folder_kind(path)
         if kind is None:
-            raise InvalidModel(f"{path}: not an AWQ output or a Hugging Face model folder with safetensors weights")
+            raise InvalidInput(f"{path}: this folder is neither an AWQ output (config.json with a pack-quantized or "
+                               "AWQ GEMM quantization_config) nor a Hugging Face model folder with safetensors "
+                               "weights; evaluate a .gguf file or such a folder.")
         if kv_type != KVCacheType.F16 or flash_attn:
             raise InvalidInput(f"{path.name} is a folder evaluated in torch, which keeps no quantized KV cache and "
                                "has no flash-attention switch; KV-cache and flash-attention options apply to GGUF files.")
@@ -117,16 +119,14 @@ class TorchChunkRunner:
     def chunks(self, tokens: np.ndarray, n_chunks: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """For each chunk: (float32 logits [n_scored, n_vocab], int32 target tokens [n_scored])."""
         import torch
+        from quantpress.core.evaluate.runner import chunk_inputs
 
-        n_ctx, first = self.ctx_tokens, self.ctx_tokens // 2
+        first = self.ctx_tokens // 2
         bos = self._tokenizer.bos_token_id if self.add_bos() else None
-        for c in range(n_chunks):
-            chunk = np.array(tokens[c * n_ctx : (c + 1) * n_ctx], dtype=np.int64)
-            targets = chunk[first + 1 :].astype(np.int32)
-            if bos is not None:
-                chunk[0] = bos
+        for chunk, targets in chunk_inputs(tokens, self.ctx_tokens, n_chunks, bos):
             with torch.no_grad():
-                logits = self._model(torch.from_numpy(chunk)[None]).logits[0, first : n_ctx - 1]
+                ids = torch.from_numpy(chunk.astype(np.int64))[None]
+                logits = self._model(ids).logits[0, first : self.ctx_tokens - 1]
             yield logits.float().numpy().copy(), targets
 
     def close(self) -> None:

@@ -27,6 +27,7 @@ from quantpress.core.gguf.mixes import MIXES, POLICIES, MixContext, llama_order,
 from quantpress.core.gguf.source import TensorPlan, list_hf_tensors, map_hf_tensors, synthesize_hf_tensors
 from quantpress.core.gguf.tokenizer import tokenizer_kv
 from quantpress.core.model import ModelInfo, SourceKind
+from quantpress.core.quant import ENGINE_CHOICES
 
 # Source GGUF keys that a requantized file gets afresh.
 _REPLACED_PREFIXES = ("general.file_type", "general.quantization_version", "general.quantized_by", "quantpress.",
@@ -55,12 +56,6 @@ class Calibration:
         return {"none": "none", "default": "default"}.get(self.kind, Path(self.path or "").name)
 
 
-# Which quantizer writes the blocks (core.quant.engine_for): "auto" = the benchmarked winner per type,
-# "ggml" = llama.cpp's own quantizer for every type, "native" = quantpress's kernels wherever they exist.
-# Not written into the GGUF (the file size must not depend on it); the sidecar's plan records it.
-ENGINE_CHOICES = ("auto", "ggml", "native")
-
-
 @dataclass(frozen=True)
 class OutputPlan:
     path: str
@@ -83,7 +78,9 @@ class ConversionPlan:
     overrides: Overrides = Overrides()
     calibration: Calibration = Calibration()
     threads: int = 0
-    engine: str = "auto"  # ENGINE_CHOICES; plans saved before this field existed replay as "auto"
+    # Which quantizer writes the blocks (core.quant.engine_for, ENGINE_CHOICES). Not written into the GGUF
+    # (the file size must not depend on it); the sidecar's plan records it. Older plans replay as "auto".
+    engine: str = "auto"
     model_name: str = ""
     quantpress_version: str = ""
     warnings: tuple[str, ...] = ()
