@@ -183,10 +183,11 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="replace this benchmark's section of BENCHMARKS.md")
     ap.add_argument("--off-grid", action="store_true",
                     help="the demo model with its weights jittered off the Q4_1 grid they were dequantized from "
-                         "(with --no-imatrix: the cached imatrix belongs to the plain demo model)")
+                         "(implies --no-imatrix: the cached imatrix belongs to the plain demo model)")
     ap.add_argument("--large", action="store_true",
                     help="time --time-formats on a 1.8 GB generated bf16 model instead (no KLD)")
     args = ap.parse_args()
+    args.no_imatrix = args.no_imatrix or args.off_grid
     if args.large:
         main_large(args)
         return

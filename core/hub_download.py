@@ -25,20 +25,19 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quantpress.core.disk import DiskFree, require_free_space
 from quantpress.core.errors import (
     Cancelled,
     GatedRepo,
     InvalidInput,
     InvalidModel,
     NetworkUnavailable,
-    NotEnoughDiskSpace,
 )
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle, ignore
 
@@ -273,17 +272,11 @@ def _plan(repo_id: str, revision: str | None, filename: str | None) -> DownloadP
     return DownloadPlan(repo_id, revision or "main", commit, files, str(cache), gguf)
 
 
-def check_disk_space(plan: DownloadPlan, disk_free: Callable[[Path], int] | None = None) -> None:
+def check_disk_space(plan: DownloadPlan, disk_free: DiskFree | None = None) -> None:
     """Refuse before the transfer starts when the cache's filesystem cannot hold what is missing."""
-    free = disk_free or (lambda p: shutil.disk_usage(p).free)
-    where = Path(plan.cache_dir)
-    while not where.exists() and where != where.parent:
-        where = where.parent
-    have = free(where)
-    if have < plan.missing_bytes + HEADROOM_BYTES:
-        raise NotEnoughDiskSpace(
-            f"{plan.repo_id}: the download needs {mb(plan.missing_bytes)} MB but only {mb(have)} MB are free "
-            f"on {where}. Free some space, or set HF_HUB_CACHE to a folder on a bigger disk")
+    require_free_space(Path(plan.cache_dir), plan.missing_bytes, what=f"downloading {plan.repo_id}",
+                       disk_free=disk_free, margin=HEADROOM_BYTES,
+                       advice="Free some space, or set HF_HUB_CACHE to a folder on a bigger disk.")
 
 
 # ------------------------------------------------------------------------------------ transfer
@@ -424,7 +417,7 @@ def downloaded_path(repo_id: str, revision: str | None = None) -> Path | None:
 
 def download(repo_id: str, *, revision: str | None = None, filename: str | None = None,
              report: Report = ignore, cancel: CancelToken = NEVER,
-             disk_free: Callable[[Path], int] | None = None) -> DownloadResult:
+             disk_free: DiskFree | None = None) -> DownloadResult:
     """Fetch the files conversion needs (see module docstring); the result names the folder (or GGUF file)."""
     from huggingface_hub import hf_hub_download
     from quantpress.core.hub import endpoint

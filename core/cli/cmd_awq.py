@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from quantpress.core.cli.output import format_bytes, print_json
+from quantpress.core.cli.output import format_bytes, print_json, progress_line
 
 ORDER = 35
 
@@ -32,15 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--plan", action="store_true", help="only show the plan (group sizes per layer), write nothing")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
-
-
-def _progress(p: object) -> None:
-    from quantpress.core.jobs import Progress
-
-    assert isinstance(p, Progress)
-    eta = f" ETA {p.eta_seconds:.0f}s" if p.eta_seconds else ""
-    sys.stderr.write(f"\r{p.fraction * 100:5.1f}% {p.message[:40]:40s}{eta}   ")
-    sys.stderr.flush()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {note}", file=sys.stderr)
     text = None if args.calibration == "default" else load_calibration_text(args.calibration)
     result = awq_convert(model, args.out, format=args.format, settings=settings, text=text,
-                         calibration_label=str(args.calibration), report=ignore if args.json else _progress)
+                         calibration_label=str(args.calibration), report=ignore if args.json else progress_line())
     if not args.json:
         sys.stderr.write("\n")
     if args.json:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from quantpress.core.cli.output import print_json
+from quantpress.core.cli.output import print_json, progress_line
 
 ORDER = 50
 
@@ -29,13 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def _progress(p) -> None:  # type: ignore[no-untyped-def]
-    sys.stderr.write(f"\r{p.message:<40} {100 * p.fraction:5.1f}%")
-    if p.fraction >= 1.0:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
-
-
 def run(args: argparse.Namespace) -> int:
     from quantpress.core.chat import KVCacheType
     from quantpress.core.evaluate import evaluate, read_eval_text
@@ -50,8 +43,10 @@ def run(args: argparse.Namespace) -> int:
         kv_type=KVCacheType(args.kv_type),
         threads=args.threads,
         save=not args.no_save,
-        report=_progress if sys.stderr.isatty() else (lambda p: None),
+        report=progress_line() if sys.stderr.isatty() else (lambda p: None),
     )
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
     if args.json:
         print_json(result)
         return 0

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from quantpress.core.cli.output import format_bytes, print_json
-from quantpress.core.jobs import Progress, Throttle
+from quantpress.core.cli.output import format_bytes, print_json, progress_line
+from quantpress.core.jobs import Throttle
 
 ORDER = 60
 
@@ -30,14 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def _progress(p: Progress) -> None:
-    print(f"\r{p.stage}: {p.fraction * 100:5.1f}% {p.message[:60]:<60}", end="", file=sys.stderr, flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
     from quantpress.core.gguf.unpack import unpack_gguf
 
-    report = Throttle(_progress, 0.2) if sys.stderr.isatty() and not args.json else (lambda _p: None)
+    report = Throttle(progress_line(60), 0.2) if sys.stderr.isatty() and not args.json else (lambda _p: None)
     result = unpack_gguf(args.gguf, args.out_dir, dtype=args.dtype, report=report)
     if sys.stderr.isatty() and not args.json:
         print(file=sys.stderr)

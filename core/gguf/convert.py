@@ -14,14 +14,13 @@ import errno
 import json
 import os
 import resource
-import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+from quantpress.core.disk import DiskFree, require_free_space
 from quantpress.core.errors import InvalidInput, InvalidModel, NotEnoughDiskSpace
 from quantpress.core.gguf import layout
 from quantpress.core.gguf.plan import ConversionPlan, OutputPlan, output_metadata, source_metadata
@@ -30,7 +29,7 @@ from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle,
 from quantpress.core.model import SourceKind
 
 SLAB_BYTES = 64 << 20  # float32 bytes per slab: bounds memory and the time between cancel checks
-DISK_MARGIN_BYTES = 16 << 20
+DISK_MARGIN_BYTES = 16 << 20  # a GGUF's size is known to the byte: only header slack
 
 
 @dataclass(frozen=True)
@@ -50,9 +49,8 @@ def peak_rss_bytes() -> int:
     return int(peak if os.uname().sysname == "Darwin" else peak * 1024)
 
 
-def preflight(plan: ConversionPlan, disk_free: Callable[[Path], int] | None = None) -> None:
+def preflight(plan: ConversionPlan, disk_free: DiskFree | None = None) -> None:
     """Refuse to start when an output folder lacks space for the plan's exact file sizes."""
-    free = disk_free or (lambda p: shutil.disk_usage(p).free)
     need: dict[Path, int] = {}
     for o in plan.outputs:
         folder = Path(o.path).parent
@@ -60,11 +58,8 @@ def preflight(plan: ConversionPlan, disk_free: Callable[[Path], int] | None = No
             raise InvalidInput(f"{folder}: output folder does not exist")
         need[folder] = need.get(folder, 0) + o.file_bytes
     for folder, n in need.items():
-        have = free(folder)
-        if have < n + DISK_MARGIN_BYTES:
-            raise NotEnoughDiskSpace(
-                f"{folder}: the output needs {n / 2**20:,.0f} MiB but only {have / 2**20:,.0f} MiB are free. "
-                "Free some space or choose another output folder.")
+        require_free_space(folder, n, what="the output", disk_free=disk_free, margin=DISK_MARGIN_BYTES,
+                           advice="Free some space or choose another output folder.")
 
 
 # ------------------------------------------------------------------------------ tensor encoding
@@ -169,7 +164,7 @@ def _load_imatrix(plan: ConversionPlan, report: Report, cancel: CancelToken) -> 
 
 
 def convert(plan: ConversionPlan, *, report: Report = ignore, cancel: CancelToken = NEVER,
-            disk_free: Callable[[Path], int] | None = None) -> list[ConversionResult]:
+            disk_free: DiskFree | None = None) -> list[ConversionResult]:
     """Write every output of ``plan``; see the module docstring. Raises Cancelled, InvalidModel
     (e.g. NaN weights, naming the tensor), NotEnoughDiskSpace; nothing is left behind on failure."""
     t0 = time.monotonic()

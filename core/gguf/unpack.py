@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from quantpress.core.errors import InvalidInput, NotEnoughDiskSpace, UnsupportedArchitecture
+from quantpress.core.disk import require_free_space
+from quantpress.core.errors import InvalidInput, UnsupportedArchitecture
 from quantpress.core.gguf.reader import GGUFFile, open_gguf
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle, ignore
 
@@ -418,14 +419,6 @@ def _prepare_out(out_dir: Path) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
 
 
-def _check_space(folder: Path, n_bytes: int) -> None:
-    free = shutil.disk_usage(folder).free
-    if free < n_bytes + 64 * 1024**2:
-        raise NotEnoughDiskSpace(
-            f"{folder}: unpacking needs {n_bytes / 1024**3:.2f} GiB but only {free / 1024**3:.2f} GiB is free"
-        )
-
-
 def unpack_gguf(
     gguf_path: str | Path,
     out_dir: str | Path,
@@ -444,7 +437,8 @@ def unpack_gguf(
         spec = _arch_spec(g)
         plan = _plan(g, spec, dtype)
         tokenizer = build_tokenizer(g)  # before writing anything: fails fast on unknown tokenizers
-        _check_space(out_dir.parent, sum(p.n_bytes for p in plan))
+        require_free_space(out_dir.parent, sum(p.n_bytes for p in plan), what="unpacking",
+                           advice="Free some space or choose an output folder on another disk.")
         tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:8]}.tmp"
         tmp.mkdir()  # not mkdtemp: its 0700 mode would stick to the renamed folder
         try:
