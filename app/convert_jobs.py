@@ -12,7 +12,10 @@ from quantpress.app.core_access import core_function, module_exists
 from quantpress.app.isolated import run_in_helper, run_isolated
 
 CALIBRATION_CHOICES = (  # (key, label, tooltip)
-    ("none", "None", "Plain rounding: fastest; fine for 5 bits and more"),
+    ("weights", "From the weights (no text)",
+     "Estimates which weights matter from the model's own weights: better than plain rounding at every size, "
+     "costs one extra read of the model"),
+    ("none", "None (plain rounding)", "Rounds every weight alike, as llama-quantize does without an imatrix"),
     ("default", "Built-in text (recommended for ≤ 4 bits)",
      "Runs the model over quantpress's mixed prose/code/dialogue text to learn which weights matter"),
     ("text", "My text file…", "Your own .txt or .jsonl, e.g. text like what you will use the model for"),
@@ -73,7 +76,7 @@ def awq_in_child(model: Any, key: str, out_dir: Path, options: dict[str, Any], *
 
     _, rest = key.split(":", 1)
     fmt, group = rest.rsplit(":", 1)
-    cal, path = options.get("calibration", "none"), options.get("calibration_path")
+    cal, path = options.get("calibration", "weights"), options.get("calibration_path")
     text = None
     if cal == "text" and path:
         from quantpress.core.calibration import load_calibration_text
@@ -91,9 +94,9 @@ def awq_in_child(model: Any, key: str, out_dir: Path, options: dict[str, Any], *
 
 def _plan_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
-    cal, path = options.get("calibration", "none"), options.get("calibration_path")
-    if cal == "default":
-        kwargs["calibration"] = "default"
+    cal, path = options.get("calibration", "weights"), options.get("calibration_path")
+    if cal in ("default", "weights", "none"):
+        kwargs["calibration"] = cal
     elif cal == "text":
         if not path:
             from quantpress.core.errors import InvalidInput

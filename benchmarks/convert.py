@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,10 +57,13 @@ def fetch_sdist(folder: Path) -> Path:
         return path
     folder.mkdir(parents=True, exist_ok=True)
     req = urllib.request.Request("https://pypi.org/simple/llama-cpp-python/",
-                                 headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+                                 headers={"Accept": "application/vnd.pypi.simple.v1+json, text/html;q=0.1"})
     with urllib.request.urlopen(req, timeout=60) as r:
-        files = json.load(r)["files"]
-    url = next(f["url"] for f in files if f["filename"] == name)
+        body = r.read().decode()
+    try:  # PEP 691 JSON; some mirrors and proxies answer with the PEP 503 HTML page instead
+        url = next(f["url"] for f in json.loads(body)["files"] if f["filename"] == name)
+    except json.JSONDecodeError:
+        url = next(u for u in re.findall(r'href="([^"]+)"', body) if u.split("#")[0].endswith("/" + name))
     tmp = path.with_suffix(".part")
     urllib.request.urlretrieve(url, tmp)
     tmp.rename(path)
@@ -100,8 +104,19 @@ def logprobs(path: Path, chunks: list[list[int]]) -> list[np.ndarray]:
     return out
 
 
+def kld_tokens(ref: list[np.ndarray], q: list[np.ndarray]) -> np.ndarray:
+    """KL(ref || q) per token."""
+    return np.concatenate([(np.exp(r) * (r - x)).sum(axis=1) for r, x in zip(ref, q, strict=False)])
+
+
 def kld(ref: list[np.ndarray], q: list[np.ndarray]) -> float:
-    return float(np.mean(np.concatenate([(np.exp(r) * (r - x)).sum(axis=1) for r, x in zip(ref, q, strict=False)])))
+    return float(np.mean(kld_tokens(ref, q)))
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Mean of a - b over the same tokens and its standard error."""
+    d = a - b
+    return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
 
 
 def time_pipelines(model: Path, formats: list[str], timed: list[str], work: Path) -> dict[str, dict[str, float]]:
@@ -170,7 +185,7 @@ def main_large(args: argparse.Namespace) -> None:
     print(report)
     (work / "results.json").write_text(json.dumps(rows, indent=1))
     if args.write:
-        write_section(report, "## Conversion of a large generated model")
+        write_section(report)
 
 
 def main() -> None:
@@ -205,8 +220,11 @@ def main() -> None:
     py = sys.executable
     work = Path(tempfile.mkdtemp(prefix="qp-bench-"))
     rows = time_pipelines(model, formats, [f for f in args.time_formats.split(",") if f in formats], work)
+    fmt_args = [a for f in formats for a in ("-f", f)]
     t_all, rss_all, _ = run_measured([py, "-m", "quantpress.core.cli", "convert", str(model), "--out",
-                                      str(work / "all"), "--json"] + [a for f in formats for a in ("-f", f)])
+                                      str(work / "all"), "--json"] + fmt_args)
+    run_measured([py, "-m", "quantpress.core.cli", "convert", str(model), "--calibration", "none", "--out",
+                  str(work / "none"), "--json"] + fmt_args)
 
     # -- quality: KLD to the F32 GGUF on held-out text
     run_measured([py, "-m", "quantpress.core.cli", "convert", str(model), "-f", "F32", "--out", str(work), "--json"])
@@ -214,13 +232,20 @@ def main() -> None:
     ref = logprobs(work / f"{model.name}-F32.gguf", chunks)
     with open_gguf(work / f"{model.name}-F32.gguf") as g:
         largest = max(t.n_bytes for t in g.tensors)
+
+    def measure(path: Path) -> np.ndarray:
+        return kld_tokens(ref, logprobs(path, chunks))
+
     for fmt in formats:
         if not (work / f"ref-{fmt}.gguf").exists():
             llama_quantize(work / "ref-F16.gguf", work / f"ref-{fmt}.gguf", fmt)
-        rows[fmt]["ref_bytes"] = (work / f"ref-{fmt}.gguf").stat().st_size
-        rows[fmt]["qp_bytes"] = (work / "all" / f"{model.name}-{fmt}.gguf").stat().st_size
-        rows[fmt]["ref_kld"] = kld(ref, logprobs(work / f"ref-{fmt}.gguf", chunks))
-        rows[fmt]["qp_kld"] = kld(ref, logprobs(work / "all" / f"{model.name}-{fmt}.gguf", chunks))
+        r = rows[fmt]
+        r["ref_bytes"] = (work / f"ref-{fmt}.gguf").stat().st_size
+        r["qp_bytes"] = (work / "all" / f"{model.name}-{fmt}.gguf").stat().st_size
+        k_ref, k_qp = measure(work / f"ref-{fmt}.gguf"), measure(work / "all" / f"{model.name}-{fmt}.gguf")
+        r["ref_kld"], r["qp_kld"] = float(k_ref.mean()), float(k_qp.mean())
+        r["qp_minus_ref"], r["qp_minus_ref_se"] = paired(k_qp, k_ref)
+        r["qp_none_kld"] = float(measure(work / "none" / f"{model.name}-{fmt}.gguf").mean())
     if not args.no_imatrix:
         from benchmarks.kquants import demo_imatrix  # cached across runs: computing it takes minutes
 
@@ -229,11 +254,12 @@ def main() -> None:
         means = {n: imx.importance(n) for n in imx.names}
         (work / "im").mkdir()
         run_measured([py, "-m", "quantpress.core.cli", "convert", str(model), "--imatrix", str(work / "imatrix.gguf"),
-                      "--out", str(work / "im"), "--json"] + [a for f in formats for a in ("-f", f)])
+                      "--out", str(work / "im"), "--json"] + fmt_args)
         for fmt in formats:
             llama_quantize(work / "ref-F16.gguf", work / f"refim-{fmt}.gguf", fmt, imatrix=means)
-            rows[fmt]["ref_kld_im"] = kld(ref, logprobs(work / f"refim-{fmt}.gguf", chunks))
-            rows[fmt]["qp_kld_im"] = kld(ref, logprobs(work / "im" / f"{model.name}-{fmt}.gguf", chunks))
+            k_ref, k_qp = measure(work / f"refim-{fmt}.gguf"), measure(work / "im" / f"{model.name}-{fmt}.gguf")
+            rows[fmt]["ref_kld_im"], rows[fmt]["qp_kld_im"] = float(k_ref.mean()), float(k_qp.mean())
+            rows[fmt]["qp_minus_ref_im"], rows[fmt]["qp_minus_ref_im_se"] = paired(k_qp, k_ref)
             rows[fmt]["qp_bytes_im"] = (work / "im" / f"{model.name}-{fmt}.gguf").stat().st_size
         n_tokens = imx.n_tokens
     else:
@@ -245,48 +271,74 @@ def main() -> None:
         write_section(report)
 
 
+def _kld_cell(value: float, diff: float, se: float) -> str:
+    """The KLD, bold when its paired difference to llama.cpp's is below zero by more than 2 SE."""
+    return f"**{value:.4f}**" if diff < -2 * se else f"{value:.4f}"
+
+
 def render(rows: dict[str, dict[str, float]], formats: list[str], t_all: float, rss_all: int, largest: int,
            args: argparse.Namespace, n_tokens: int) -> str:
     mib = 2**20
-    lines = [
-        "## GGUF conversion", "",
-        "Demo model SmolLM2-135M-Instruct (F32 safetensors, 576-wide rows), 2 shared CPU cores. "
-        "llama.cpp = vendored convert_hf_to_gguf.py → F16 file, then llama_model_quantize; quantpress = "
-        "`quantpress convert` (one pass, no intermediate file, policy quantpress). Time/RSS per process "
-        f"(os.wait4). KLD to the F32 GGUF on held-out text ({args.chunks}×{args.n_ctx} tokens of "
-        "resources/eval/heldout.txt), F32 KV cache. imatrix: default calibration text "
-        f"({n_tokens} tokens), the same matrix given to both.", "",
-        f"Command: `.venv/bin/python -m benchmarks.convert --chunks {args.chunks} --n-ctx {args.n_ctx} --write` "
-        f"(load average {os.getloadavg()[0]:.1f} at the end, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
-        "| format | llama.cpp MiB | quantpress MiB | llama.cpp s | quantpress s | llama.cpp peak RSS MiB | "
-        "quantpress peak RSS MiB | KLD llama.cpp | KLD quantpress | KLD llama.cpp+imatrix | KLD quantpress+imatrix |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
     nan = float("nan")
-    for f in formats:
+    flags = " --off-grid" if args.off_grid else ""
+    model = ("the demo model with every 2-D weight multiplied by 1 + 0.05·N(0,1) "
+             "(`benchmarks/generated_model.py: off_grid_demo`), its own F32 GGUF as the reference" if args.off_grid
+             else "SmolLM2-135M-Instruct (F32 safetensors, 576-wide rows)")
+    lines = [
+        "### Off the Q4_1 grid" if args.off_grid else "## GGUF conversion", "",
+        f"Model: {model}; 2 shared CPU cores. llama.cpp = vendored convert_hf_to_gguf.py → F16 file, then "
+        "llama_model_quantize; quantpress = `quantpress convert` (one pass, no intermediate file, policy quantpress). "
+        f"KLD = mean KL-divergence to the F32 GGUF per token on held-out text ({args.chunks}×{args.n_ctx} tokens of "
+        "resources/eval/heldout.txt, never the calibration text), F32 KV cache. Columns: quantpress = the default "
+        "(importance estimated from the weights, no text); quantpress none = `--calibration none` (plain rounding); "
+        "Δ = paired mean difference quantpress − llama.cpp over the same tokens ± its standard error; bold = lower "
+        "than llama.cpp by more than 2 SE."
+        + ("" if args.no_imatrix else f" imatrix = the default calibration text ({n_tokens} tokens), the same "
+           "matrix given to both."), "",
+        f"Command: `.venv/bin/python -m benchmarks.convert{flags} --chunks {args.chunks} --n-ctx {args.n_ctx}"
+        f"{'' if args.off_grid else ' --time-formats ' + args.time_formats} --write` "
+        f"(load average {os.getloadavg()[0]:.1f} at the end, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
+        "| format | MiB (both) | KLD llama.cpp | KLD quantpress | Δ ± SE | KLD quantpress none |"
+        + ("" if args.no_imatrix else " KLD llama.cpp+imatrix | KLD quantpress+imatrix | Δ ± SE (imatrix) |"),
+        "|---|---|---|---|---|---|" + ("" if args.no_imatrix else "---|---|---|"),
+    ]
+    for f in sorted(formats, key=lambda f: rows[f]["qp_bytes"]):
         r = rows[f]
-        lines.append(
-            f"| {f} | {r['ref_bytes'] / mib:.1f} | {r['qp_bytes'] / mib:.1f} | {r.get('ref_s', nan):.1f} | "
-            f"{r.get('qp_s', nan):.1f} | {r.get('ref_rss', nan) / mib:.0f} | {r.get('qp_rss', nan) / mib:.0f} | "
-            f"{r['ref_kld']:.4f} | {r['qp_kld']:.4f} | "
-            f"{r.get('ref_kld_im', float('nan')):.4f} | {r.get('qp_kld_im', float('nan')):.4f} |")
-    lines += ["", "Time/RSS columns: only the formats in --time-formats are timed end to end (llama.cpp time = "
-              "its F16 conversion + quantize; nan = not timed). Sizes and KLD for every format.", "",
-              f"All {len(formats)} formats in one quantpress pass: {t_all:.1f} s, peak RSS {rss_all / mib:.0f} MiB "
-              f"(largest tensor {largest / mib:.0f} MiB; issue bound = 4× + 300 MiB = {(4 * largest) / mib + 300:.0f} MiB).",
-              ""]
-    return "\n".join(lines)
+        size = f"{r['qp_bytes'] / mib:.1f}" + ("" if r["qp_bytes"] == r["ref_bytes"] else f" / {r['ref_bytes'] / mib:.1f}")
+        line = (f"| {f} | {size} | {r['ref_kld']:.4f} | {_kld_cell(r['qp_kld'], r['qp_minus_ref'], r['qp_minus_ref_se'])} | "
+                f"{r['qp_minus_ref']:+.4f} ± {r['qp_minus_ref_se']:.4f} | {r['qp_none_kld']:.4f} |")
+        if not args.no_imatrix:
+            line += (f" {r['ref_kld_im']:.4f} | {_kld_cell(r['qp_kld_im'], r['qp_minus_ref_im'], r['qp_minus_ref_im_se'])}"
+                     f" | {r['qp_minus_ref_im']:+.4f} ± {r['qp_minus_ref_im_se']:.4f} |")
+        lines.append(line)
+    timed = [f for f in formats if "qp_s" in rows[f]]
+    if timed:
+        lines += ["", "End to end, each pipeline in its own processes (os.wait4); llama.cpp time = its F16 conversion "
+                  "+ quantize:", "",
+                  "| format | llama.cpp s | quantpress s | speed-up | llama.cpp peak RSS MiB | quantpress peak RSS MiB |",
+                  "|---|---|---|---|---|---|"]
+        for f in timed:
+            r = rows[f]
+            lines.append(f"| {f} | {r['ref_s']:.1f} | {r['qp_s']:.1f} | {r['ref_s'] / r['qp_s']:.1f}x | "
+                         f"{r.get('ref_rss', nan) / mib:.0f} | {r.get('qp_rss', nan) / mib:.0f} |")
+        lines += ["", f"All {len(formats)} formats in one quantpress pass: {t_all:.1f} s, peak RSS {rss_all / mib:.0f} "
+                  f"MiB (largest tensor {largest / mib:.0f} MiB; issue bound = 4× + 300 MiB = "
+                  f"{(4 * largest) / mib + 300:.0f} MiB)."]
+    return "\n".join(lines + [""])
 
 
-def write_section(section: str, heading: str = "## GGUF conversion\n") -> None:
+def write_section(section: str) -> None:
+    """Replace the section whose heading is ``section``'s first line, up to the next heading of any level
+    (hand-written sub-sections between runs survive), or append it."""
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
+    heading = section.split("\n", 1)[0] + "\n"
     start = text.find(heading)
     if start < 0:
         text = text.rstrip("\n") + "\n\n" + section
     else:
-        end = text.find("\n## ", start + 3)
-        text = text[:start] + section + ("" if end < 0 else text[end:])
+        ends = [e for e in (text.find("\n## ", start + 3), text.find("\n### ", start + 3)) if e >= 0]
+        text = text[:start] + section + (text[min(ends):] if ends else "")
     path.write_text(text)
 
 

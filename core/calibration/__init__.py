@@ -16,6 +16,8 @@ Public API
   ``save_imatrix(imatrix, path, format="gguf"|"dat") -> Path`` (atomic).
 - ``LlamaImatrixData(imatrix)``: the ``imatrix`` field of llama-cpp-python's
   ``llama_model_quantize_params`` (``params.imatrix = data.pointer``; keep ``data`` alive).
+- ``weight_importance(tensors, read, kv, arch) -> Imatrix`` (core/calibration/weights.py): the same
+  statistics estimated from the weights alone, no text; what ``quantpress convert`` uses by default.
 - ``LayerwiseModel`` / ``run_layer`` (core/calibration/layerwise.py): the one-layer-at-a-time runner
   AWQ shares.
 """
@@ -44,9 +46,10 @@ from quantpress.core.calibration.text import (
     load_calibration_text,
     load_tokenizer,
 )
+from quantpress.core.calibration.weights import weight_importance
 
 __all__ = [
     "DEFAULT_MAX_TOKENS", "DEFAULT_N_CTX", "FORMATS", "Chunks", "Imatrix", "LayerwiseModel", "LlamaImatrixData",
     "chunk_text", "compute_imatrix", "default_calibration_text", "from_means", "load_calibration_text",
-    "load_imatrix", "load_tokenizer", "resolve_device", "run_layer", "save_imatrix",
+    "load_imatrix", "load_tokenizer", "resolve_device", "run_layer", "save_imatrix", "weight_importance",
 ]

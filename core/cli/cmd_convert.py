@@ -28,8 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    type=str.upper, help=f"output format, repeatable: {', '.join(MIXES)}")
     p.add_argument("--out", "-o", type=Path, help="output folder or .gguf file (default: beside the model)")
     cal = p.add_mutually_exclusive_group()
-    cal.add_argument("--calibration", metavar="FILE|default",
-                     help="compute importance weights from a .txt/.jsonl text, or 'default' (built-in text)")
+    cal.add_argument("--calibration", metavar="FILE|default|weights|none",
+                     help="importance weights: from a .txt/.jsonl text, 'default' (built-in text), 'weights' "
+                          "(estimated from the model's own weights, no text; the default) or 'none' (plain "
+                          "rounding, what llama-quantize does without an imatrix)")
     cal.add_argument("--imatrix", type=Path, metavar="FILE", help="use a llama.cpp imatrix file (.gguf or .dat)")
     p.add_argument("--threads", type=int, default=0, help="quantization threads (0 = all cores)")
     p.add_argument("--policy", choices=POLICIES, default="quantpress",

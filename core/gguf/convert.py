@@ -15,6 +15,7 @@ import json
 import os
 import resource
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -144,10 +145,22 @@ class _GGUFSourceReader:
 # ------------------------------------------------------------------------------ calibration
 
 
-def _load_imatrix(plan: ConversionPlan, report: Report, cancel: CancelToken) -> Any:
+# Types whose quantizer takes no importance (Q8_0 rounds every block the same way whatever the weights).
+_IMPORTANCE_FREE = frozenset({"F32", "F16", "BF16", "Q8_0"})
+
+
+def _load_imatrix(plan: ConversionPlan, reader: Any, source_kv: list[Any], report: Report,
+                  cancel: CancelToken) -> Any:
     kind = plan.calibration.kind
     if kind == "none":
         return None
+    if kind == "weights":
+        if all(ty in _IMPORTANCE_FREE for o in plan.outputs for ty in o.tensor_types.values()):
+            return None  # nothing would use it: skip the extra read of the weights
+        from quantpress.core.calibration.weights import weight_importance
+
+        return weight_importance(plan.tensors, lambda t: _checked_slabs(reader, t), source_kv, plan.gguf_arch,
+                                 report=report, cancel=cancel)
     try:
         from quantpress.core import calibration
     except ImportError as exc:
@@ -169,18 +182,15 @@ def convert(plan: ConversionPlan, *, report: Report = ignore, cancel: CancelToke
     (e.g. NaN weights, naming the tensor), NotEnoughDiskSpace; nothing is left behind on failure."""
     t0 = time.monotonic()
     preflight(plan, disk_free)
-    imatrix = _load_imatrix(plan, report, cancel)
-    n_tokens = int(getattr(imatrix, "n_tokens", 0) or 0)
     source_kv = source_metadata(plan)
     outputs: list[_Output] = []
-    reader: Any = None
+    reader = _open_reader(plan)
     try:
+        imatrix = _load_imatrix(plan, reader, source_kv, report, cancel)
+        n_tokens = int(getattr(imatrix, "n_tokens", 0) or 0)
         for o in plan.outputs:
             outputs.append(_Output(o))
             _write_preamble(plan, outputs[-1], source_kv, n_tokens)
-        reader = (_GGUFSourceReader(Path(plan.local_path or plan.source))
-                  if plan.source_kind == SourceKind.GGUF.value else HFReader(Path(plan.local_path or ""), plan.config,
-                                                                             _spec(plan)))
         _write_tensors(plan, outputs, reader, imatrix, Throttle(report), cancel)
         for out in outputs:
             out.f.flush()
@@ -210,8 +220,22 @@ def convert(plan: ConversionPlan, *, report: Report = ignore, cancel: CancelToke
             out.discard()
         raise
     finally:
-        if reader is not None:
-            reader.close()
+        reader.close()
+
+
+def plan_importance(plan: ConversionPlan, *, report: Report = ignore, cancel: CancelToken = NEVER) -> Any:
+    """The importance (an Imatrix, or None) ``convert(plan)`` quantizes with, computed on its own."""
+    reader = _open_reader(plan)
+    try:
+        return _load_imatrix(plan, reader, source_metadata(plan), report, cancel)
+    finally:
+        reader.close()
+
+
+def _open_reader(plan: ConversionPlan) -> Any:
+    if plan.source_kind == SourceKind.GGUF.value:
+        return _GGUFSourceReader(Path(plan.local_path or plan.source))
+    return HFReader(Path(plan.local_path or ""), plan.config, _spec(plan))
 
 
 def _spec(plan: ConversionPlan) -> Any:
@@ -238,7 +262,6 @@ def _write_tensors(plan: ConversionPlan, outputs: list[_Output], reader: Any, im
     for t in plan.tensors:
         cancel.raise_if_cancelled()
         n_per_row = t.shape[-1]
-        rows_per_slab = max(1, SLAB_BYTES // (4 * n_per_row))
         types = [o.plan.tensor_types[t.name] for o in outputs]
         copy_raw = [ty == t.source_dtype and not t.transforms and plan.source_kind == SourceKind.GGUF.value
                     for ty in types]
@@ -250,11 +273,8 @@ def _write_tensors(plan: ConversionPlan, outputs: list[_Output], reader: Any, im
             src_bytes = _src_bytes(t)
             n_rows = max(1, t.n_elements // n_per_row)
             row = 0
-            for x in reader.slabs(t, rows_per_slab):
+            for x in _checked_slabs(reader, t):
                 cancel.raise_if_cancelled()
-                if not np.isfinite(x).all():
-                    raise InvalidModel(f"tensor '{t.source or t.name}' contains NaN or Inf values; the checkpoint "
-                                       "is damaged (re-download it) or was saved from a diverged training run")
                 for out, ty, raw_copy in zip(outputs, types, copy_raw, strict=False):
                     if raw_copy:
                         continue
@@ -272,6 +292,15 @@ def _write_tensors(plan: ConversionPlan, outputs: list[_Output], reader: Any, im
             out.pad()
         done += _src_bytes(t)
         report(Progress("convert", min(done / total, 0.999), t.name, done, total))
+
+
+def _checked_slabs(reader: Any, t: TensorPlan) -> Iterator[np.ndarray]:
+    """The tensor's float32 row slabs (SLAB_BYTES each at most); InvalidModel on NaN/Inf."""
+    for x in reader.slabs(t, max(1, SLAB_BYTES // (4 * t.shape[-1]))):
+        if not np.isfinite(x).all():
+            raise InvalidModel(f"tensor '{t.source or t.name}' contains NaN or Inf values; the checkpoint "
+                               "is damaged (re-download it) or was saved from a diverged training run")
+        yield x
 
 
 def _src_bytes(t: TensorPlan) -> int:

@@ -29,6 +29,9 @@ from quantpress.core.gguf.tokenizer import tokenizer_kv
 from quantpress.core.model import ModelInfo, SourceKind
 from quantpress.core.quant import ENGINE_CHOICES
 
+# Calibration kinds that need no text; "weights" is what plan_conversion uses when given none.
+TEXTLESS_CALIBRATIONS = ("weights", "none")
+
 # Source GGUF keys that a requantized file gets afresh.
 _REPLACED_PREFIXES = ("general.file_type", "general.quantization_version", "general.quantized_by", "quantpress.",
                       "quantize.imatrix.", "split.")
@@ -45,15 +48,21 @@ class Overrides:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Where importance weights come from: 'none', 'default' (built-in text), 'file' (user text),
-    'imatrix' (a llama.cpp imatrix file)."""
+    """Where importance weights come from: 'weights' (estimated from the model's own weights, no
+    text: core/calibration/weights.py), 'none' (plain rounding, llama-quantize's behaviour without an
+    imatrix), 'default' (built-in text), 'file' (user text), 'imatrix' (a llama.cpp imatrix file)."""
 
     kind: str = "none"
     path: str | None = None
 
     @property
     def label(self) -> str:
-        return {"none": "none", "default": "default"}.get(self.kind, Path(self.path or "").name)
+        return self.kind if self.kind in TEXTLESS_CALIBRATIONS + ("default",) else Path(self.path or "").name
+
+    @property
+    def from_data(self) -> bool:
+        """True when the importance comes from activations on text (llama.cpp's 'has imatrix')."""
+        return self.kind not in TEXTLESS_CALIBRATIONS
 
 
 @dataclass(frozen=True)
@@ -237,7 +246,7 @@ def general_kv(plan: ConversionPlan, fmt: str, calibration_tokens: int = 0) -> l
         ("quantpress.policy", plan.policy, "STRING"),
         ("quantpress.calibration", plan.calibration.label, "STRING"),
     ]
-    if plan.calibration.kind != "none":
+    if plan.calibration.from_data:
         kv.append(("quantpress.calibration_tokens", int(calibration_tokens), "UINT32"))
     return kv
 
@@ -284,7 +293,9 @@ def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None =
                     overrides: Overrides = Overrides(), policy: str = "quantpress", threads: int = 0,
                     engine: str = "auto") -> ConversionPlan:
     """Plan converting ``model`` to each of ``formats`` (see module docstring); ``engine``: see
-    ENGINE_CHOICES."""
+    ENGINE_CHOICES. Importance: ``imatrix`` (a llama.cpp file) or ``calibration``: "default" (built-in
+    text), a .txt/.jsonl path, "none" (plain rounding), or "weights" (estimated from the weights; what
+    None means)."""
     formats = [f.upper() for f in formats]
     if not formats:
         raise InvalidInput("choose at least one format, e.g. Q4_K_M")
@@ -299,10 +310,8 @@ def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None =
         raise InvalidInput(f"unknown quantization engine '{engine}'; choose one of {', '.join(ENGINE_CHOICES)}")
     if imatrix is not None and calibration is not None:
         raise InvalidInput("give either a calibration text or an imatrix file, not both")
-    calib = (Calibration("imatrix", str(imatrix)) if imatrix is not None
-             else Calibration("default") if str(calibration) == "default"
-             else Calibration("file", str(calibration)) if calibration is not None else Calibration())
-    for p in (imatrix, None if calib.kind == "default" else calibration):
+    calib = _calibration(imatrix, calibration)
+    for p in (imatrix, calibration if calib.kind == "file" else None):
         if p is not None and not Path(p).is_file():
             raise InvalidInput(f"{p}: no such file")
     if model.kind == SourceKind.GGUF:
@@ -324,7 +333,7 @@ def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None =
         gguf_arch=gguf_arch, tensors=ordered, outputs=(), policy=policy, overrides=overrides,
         calibration=calib, threads=threads, engine=engine, model_name=name, quantpress_version=quantpress_version(),
         warnings=src.warnings, config=config)
-    ctx = MixContext(n_layers=src.n_layers, n_gqa=src.n_gqa, has_imatrix=calib.kind != "none", policy=policy,
+    ctx = MixContext(n_layers=src.n_layers, n_gqa=src.n_gqa, has_imatrix=calib.from_data, policy=policy,
                      output_type=overrides.output_type, token_embd_type=overrides.token_embd_type,
                      tensor_overrides=overrides.tensor_types,
                      is_70b_llama=gguf_arch == "llama" and src.n_layers == 80 and src.n_gqa > 1)
@@ -340,6 +349,16 @@ def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None =
     if len({o.path for o in outputs}) != len(outputs):
         raise InvalidInput("two outputs would be written to the same file")
     return dataclasses.replace(base, outputs=tuple(outputs))
+
+
+def _calibration(imatrix: str | Path | None, calibration: str | Path | None) -> Calibration:
+    if imatrix is not None:
+        return Calibration("imatrix", str(imatrix))
+    if calibration is None:
+        return Calibration("weights")
+    if str(calibration) in TEXTLESS_CALIBRATIONS + ("default",):  # reserved words (a file: ./default)
+        return Calibration(str(calibration))
+    return Calibration("file", str(calibration))
 
 
 def _check_types(tensors: Sequence[TensorPlan], types: dict[str, str]) -> None:
