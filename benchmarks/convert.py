@@ -304,7 +304,8 @@ def render(rows: dict[str, dict[str, float]], formats: list[str], t_all: float, 
     ]
     for f in sorted(formats, key=lambda f: rows[f]["qp_bytes"]):
         r = rows[f]
-        size = f"{r['qp_bytes'] / mib:.1f}" + ("" if r["qp_bytes"] == r["ref_bytes"] else f" / {r['ref_bytes'] / mib:.1f}")
+        qp_mib, ref_mib = f"{r['qp_bytes'] / mib:.1f}", f"{r['ref_bytes'] / mib:.1f}"
+        size = qp_mib if qp_mib == ref_mib else f"{qp_mib} / {ref_mib}"  # metadata differs by a few bytes
         line = (f"| {f} | {size} | {r['ref_kld']:.4f} | {_kld_cell(r['qp_kld'], r['qp_minus_ref'], r['qp_minus_ref_se'])} | "
                 f"{r['qp_minus_ref']:+.4f} ± {r['qp_minus_ref_se']:.4f} | {r['qp_none_kld']:.4f} |")
         if not args.no_imatrix:

@@ -36,9 +36,12 @@ ENGINE_CHOICES = ("auto", "ggml", "native")
 
 # qtype -> (engine without importance, engine with importance).
 # Legacy types: `python -m benchmarks.quantize` (BENCHMARKS.md, "## Native quantize kernels"): the
-# native Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 kernels write the same bytes as ggml, with and without importance
-# (tests/native/test_legacy.py), and are faster; see SEARCH_WITHOUT_IMPORTANCE for the one choice
-# quantize_tensor makes differently from llama.cpp.
+# native Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 kernels write the same bytes as ggml without importance, and with
+# importance for Q8_0/Q4_1/Q5_1 (tests/native/test_legacy.py), and are faster. With importance Q4_0/Q5_0
+# search wider than ggml (native/src/search.cpp qp_make_qx_quants: never a higher weighted error):
+# on the demo model with its real imatrix -4% / -7% weighted error, Q4_K_M+imatrix KLD 0.0294 vs
+# llama.cpp's 0.0326, at ~2.8x ggml's CPU time for those two types (the conversion as a whole stays
+# faster than llama.cpp's pipeline). See SEARCH_WITHOUT_IMPORTANCE for the plain-rounding case.
 # k-quants / IQ4: `python -m benchmarks.kquants` (BENCHMARKS.md, same section): for every type, on
 # the demo model (with its real calibration imatrix) and on a generated model, with and without
 # importance, the native summed RMSE is below ggml's (ratios 0.66-0.97) and single-thread throughput
@@ -67,6 +70,9 @@ ENGINES: dict[str, tuple[Engine, Engine]] = {
 # Q4_1 grid they came from (`benchmarks.convert --off-grid`) Q4_0 0.2850 vs 0.3178 plain (paired SE
 # 0.003), Q4_1 0.041 vs 0.240, Q5_1 0.024 vs 0.071; on the on-grid demo Q5_0 0.0694 vs 0.0755 and Q4_0 a
 # tie (+0.0023, SE 0.0026). Only the native engine does this: the ggml engine stays byte-for-byte llama.cpp.
+# Since the converter's default gives every attention/FFN tensor importance estimated from the weights
+# (core/calibration/weights.py), this applies there to tensors without an estimate (token_embd, output)
+# and to `--calibration none`.
 SEARCH_WITHOUT_IMPORTANCE = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1"})
 
 

@@ -1,7 +1,8 @@
 // Legacy 32-weight block formats Q8_0, Q4_0, Q4_1, Q5_0, Q5_1: scalar reference kernels.
 // Without importance they reproduce ggml's quantize_row_*_ref bytes (including its odd roundings:
-// truncation after +8.5/+16.5, roundf for Q8_0); with importance they reproduce ggml's
-// quantize_row_*_impl (weights imp_j * sqrt(sigma2 + x_j^2), sigma2 = mean x^2 of the row).
+// truncation after +8.5/+16.5, roundf for Q8_0); with importance Q4_1/Q5_1 reproduce ggml's
+// quantize_row_*_impl (weights imp_j * sqrt(sigma2 + x_j^2), sigma2 = mean x^2 of the row) and
+// Q4_0/Q5_0 minimise the same weighted error with a wider search (never worse than ggml's).
 // Layouts (GGUF): Q8_0 d:f16 qs[32]; Q4_0 d qs[16]; Q4_1 d m qs[16]; Q5_0 d qh[4] qs[16];
 // Q5_1 d m qh[4] qs[16]. Nibbles: byte j low -> element j, high -> element j+16.
 #include <cfloat>
@@ -65,14 +66,15 @@ inline void imp_weights(const float* xb, const float* qw, float sigma2, float* w
     for (int j = 0; j < QK; ++j) w[j] = qw[j] * std::sqrt(sigma2 + xb[j] * xb[j]);
 }
 
-// Symmetric formats with importance: weighted best scale (ggml make_qx_quants), levels as found.
+// Symmetric formats with importance: weighted best scale, ggml's make_qx_quants search widened
+// (qp_make_qx_quants: never a higher weighted error than ggml's, usually lower), levels as found.
 void symmetric_imp(const float* x, uint8_t* y, int64_t n, const float* imp, int nmax, int type_size, bool five) {
     const float sigma2 = row_sigma2(x, n);
     float w[QK];
     int8_t L[QK];
     for (int64_t ib = 0; ib < n / QK; ++ib, y += type_size) {
         imp_weights(x + QK * ib, imp + QK * ib, sigma2, w);
-        const float d = ggml_make_qx_quants(QK, nmax, x + QK * ib, L, w);
+        const float d = qp_make_qx_quants(QK, nmax, x + QK * ib, L, w);
         store_f16(y, d);
         const uint8_t* Lu = reinterpret_cast<const uint8_t*>(L);
         if (five) { pack_qh(Lu, y + 2); pack_nibbles(Lu, y + 6); }

@@ -55,6 +55,53 @@ float ggml_make_qx_quants(int n, int nmax, const float* x, int8_t* L, const floa
     return scale;
 }
 
+namespace {
+
+// Weighted least squares of x on the levels: returns sumlx^2 / suml2 (larger = lower error) and the scale.
+float qx_score(int n, int nmax, const float* x, const int8_t* L, const float* qw, float* scale) {
+    float sumlx = 0, suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+        const float l = static_cast<float>(L[i] - nmax), w = qw ? qw[i] : x[i] * x[i];
+        sumlx += w * x[i] * l;
+        suml2 += w * l * l;
+    }
+    *scale = suml2 > 0 ? sumlx / suml2 : 0.f;
+    return suml2 > 0 ? sumlx * sumlx / suml2 : 0.f;
+}
+
+void qx_round(int n, int nmax, const float* x, float iscale, int8_t* L) {
+    for (int i = 0; i < n; ++i) L[i] = static_cast<int8_t>(nmax + clampi(nearest_int(iscale * x[i]), -nmax, nmax - 1));
+}
+
+}  // namespace
+
+float qp_make_qx_quants(int n, int nmax, const float* x, int8_t* L, const float* qw) {
+    float scale = ggml_make_qx_quants(n, nmax, x, L, qw);
+    if (scale == 0.f || n > 256) return scale;
+    float max = 0, amax = 0;
+    for (int i = 0; i < n; ++i) {
+        if (std::fabs(x[i]) > amax) { amax = std::fabs(x[i]); max = x[i]; }
+    }
+    int8_t T[256];
+    float unused;
+    float best = qx_score(n, nmax, x, L, qw, &unused);  // ggml's own scale stays unless a candidate wins
+    auto consider = [&](float iscale) {
+        float s;
+        qx_round(n, nmax, x, iscale, T);
+        const float sc = qx_score(n, nmax, x, T, qw, &s);
+        if (sc > best) {
+            best = sc;
+            scale = s;
+            std::memcpy(L, T, static_cast<size_t>(n));
+            return true;
+        }
+        return false;
+    };
+    for (int is = -9; is <= 9; ++is) consider((nmax - 1 + 0.1f * is) / max);
+    for (int it = 0; it < 3 && scale != 0.f && consider(1.f / scale); ++it) {}
+    return scale;
+}
+
 float ggml_make_qkx3_quants(int n, int nmax, const float* x, const float* w, uint8_t* L, float* the_min,
                             uint8_t* Laux, float rmin, float rdelta, int nstep) {
     float min = x[0], max = x[0];
