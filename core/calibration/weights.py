@@ -15,9 +15,10 @@ normalised residual stream is otherwise isotropic and the streams of a layer are
   expectation taken by Gauss–Hermite quadrature; its output adds to the residual like o's.
 
 The result is crude next to a calibration run but costs one read of the weights and no forward pass,
-and it knows which columns carry the big activations: on the demo model it cuts the KL-divergence of
-Q4_0 by 18%, Q2_K by 16%, Q5_0 by 11% and Q4_K_M by 3% against plain rounding (BENCHMARKS.md,
-"Importance from the weights"). A tensor the estimate does not cover (unknown layout) gets none.
+and it knows which columns carry the big activations: on the demo model it cut the KL-divergence of
+Q4_0 by 18%, Q2_K by 17%, Q5_0 by 11% and Q4_K_M by 3% against plain rounding (BENCHMARKS.md,
+"GGUF conversion", the "quantpress" and "quantpress none" columns). A tensor the estimate does not
+cover (unknown layout) gets none.
 
 ``weight_importance(tensors, read, kv, arch)`` -> Imatrix (n_tokens 0, dataset "weights").
 """

@@ -52,7 +52,7 @@ class Calibration:
     text: core/calibration/weights.py), 'none' (plain rounding, llama-quantize's behaviour without an
     imatrix), 'default' (built-in text), 'file' (user text), 'imatrix' (a llama.cpp imatrix file)."""
 
-    kind: str = "none"
+    kind: str = "none"  # what a saved plan without this field meant; plan_conversion's default is "weights"
     path: str | None = None
 
     @property
