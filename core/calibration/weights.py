@@ -133,7 +133,7 @@ def weight_importance(tensors: Sequence[Any], read: Callable[[Any], Iterator[np.
     def tick(name: str) -> None:
         done[0] += 1
         report(Progress("importance", min(done[0] / max(1, 7 * n_layers + 1), 0.999),
-                        f"estimating importance from the weights: {name}"))
+                        f"importance: {name}"))  # the tensor name must fit a 40-column progress line
 
     w = _Weights(tensors, read, cancel, tick)
     means: dict[str, np.ndarray] = {}
