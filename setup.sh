@@ -3,6 +3,11 @@
 # test tools. Choose the torch build with QUANTPRESS_TORCH=cpu|cuda (default: cuda when
 # `nvidia-smi` works, else cpu). llama-cpp-python builds from source (about 5 minutes on 2 cores);
 # for a CUDA build of it, run with CMAKE_ARGS="-DGGML_CUDA=on" (see README, "GPU notes").
+#
+# Versions: every package is installed at the version the test suite last passed with
+# (constraints.txt, written by scripts/refresh_constraints.py), so this script reproduces the tested
+# set on any day. QUANTPRESS_CONSTRAINTS=off installs the newest releases that pyproject.toml's
+# ranges allow instead (and upgrades an existing .venv to them): the way to try what is new.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -38,6 +43,21 @@ else
   "${PIP[@]}" install "torch==$TORCH_VERSION" "${cpu_index[@]}"
 fi
 
-"${PIP[@]}" install -e ".[test]"
+case ${QUANTPRESS_CONSTRAINTS:-on} in
+  on)
+    pins=(--constraint constraints.txt)
+    py=$("$VENV/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    tested=$(sed -n 's/^# python: //p' constraints.txt)
+    if [ "$py" != "$tested" ]; then
+      echo "note: the tested versions (constraints.txt) were recorded on Python $tested; on $py pip resolves the newest releases instead"
+    fi
+    ;;
+  off) pins=(--upgrade --upgrade-strategy eager) ;;
+  *) echo "QUANTPRESS_CONSTRAINTS must be on or off, not '$QUANTPRESS_CONSTRAINTS'" >&2; exit 2 ;;
+esac
+# torch stays the build installed above (CPU or CUDA); an upgrade would fetch PyPI's CUDA build.
+torch_installed=$("$VENV/bin/python" -c 'import torch; print(torch.__version__)')
+"${PIP[@]}" install -e ".[test]" "torch==$torch_installed" "${pins[@]}"
+echo "${QUANTPRESS_CONSTRAINTS:-on}" > "$VENV/quantpress-constraints"  # tests/test_dependencies.py reads it
 echo
 echo "quantpress is installed in $VENV. Try: $VENV/bin/quantpress doctor"

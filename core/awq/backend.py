@@ -119,7 +119,7 @@ def load_awq_model(folder: Path) -> tuple[Any, list[str]]:
     fmt = awq_format(folder)
     if fmt is None:
         raise InvalidModel(f"{folder}: not an AWQ checkpoint (no pack-quantized or AWQ GEMM quantization_config)")
-    config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    config = AutoConfig.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     state = _load_state(folder)
@@ -174,13 +174,13 @@ class AwqBackend:
 
     def __init__(self, path: Path, settings: ChatSettings) -> None:
         import psutil
-        from transformers import AutoTokenizer
+        from quantpress.core.calibration.text import load_tokenizer
 
         rss0 = psutil.Process().memory_info().rss
         self.path = Path(path)
         try:
             self.model, self.dense_fallbacks = load_awq_model(self.path)
-            self.tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+            self.tokenizer = load_tokenizer(self.path)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"{self.path.name}: cannot load the AWQ checkpoint ({exc})") from exc
         self._rss_delta = int(psutil.Process().memory_info().rss - rss0)
@@ -223,7 +223,7 @@ class AwqBackend:
         text, out_ids, finish = "", [], "length"
         t0 = time.perf_counter()
         t_first = t_last = t0
-        past = None
+        cache, cache_kw = _new_kv_cache(self.model)
         with torch.no_grad():
             for step in range(max_new_tokens):
                 if cancel.cancelled:
@@ -231,8 +231,9 @@ class AwqBackend:
                     break
                 if len(history) >= self.ctx_tokens:
                     break
-                out = self.model(ids, past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                # The cache object is filled in place; the output's own cache field is not read
+                # (its name changed with the argument's).
+                out = self.model(ids, use_cache=True, **{cache_kw: cache})
                 token = _sample(out.logits[0, -1].float(), history, settings, gen)
                 t_last = time.perf_counter()
                 if step == 0:
@@ -262,6 +263,18 @@ class AwqBackend:
 
     def close(self) -> None:
         self.model = None
+
+
+def _new_kv_cache(model: Any) -> tuple[Any, str]:
+    """An empty KV cache and the keyword the model's ``forward`` takes it under: ``cache`` since
+    transformers 5.25 deprecated ``past_key_values`` (a FutureWarning on every call), which older
+    releases still require."""
+    import inspect
+
+    from transformers import DynamicCache
+
+    params = inspect.signature(model.forward).parameters
+    return DynamicCache(), ("cache" if "cache" in params else "past_key_values")
 
 
 def _as_list(v: Any) -> list[int]:

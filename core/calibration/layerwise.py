@@ -109,7 +109,7 @@ class LayerwiseModel:
         self.device = device
         self.dtype = dtype or torch.float32
         try:
-            self.config = AutoConfig.from_pretrained(str(self.model_dir), local_files_only=True)
+            self.config = AutoConfig.from_pretrained(str(self.model_dir), local_files_only=True, trust_remote_code=False)
         except (OSError, ValueError, KeyError) as exc:
             raise InvalidModel(f"{self.model_dir}: cannot read config.json ({exc})") from exc
         self.hf_class = (getattr(self.config, "architectures", None) or ["?"])[0]
@@ -211,6 +211,7 @@ class LayerwiseModel:
             raise UnsupportedArchitecture(f"{self.hf_class}: could not capture the decoder layers' inputs")
         for kw in store:
             kw.pop("past_key_values", None)
+            kw.pop("cache", None)  # the name since transformers 5.25
             kw["use_cache"] = False
         return store
 

@@ -82,12 +82,20 @@ class Chunks:
         return len(self.rows) * self.n_ctx
 
 
+# Above any text quantpress tokenizes; transformers warns only past a tokenizer's model_max_length.
+UNLIMITED_TOKENS = 1 << 40
+
+
 def load_tokenizer(model_dir: Path) -> Any:
-    """The model's tokenizer (transformers AutoTokenizer, local files only)."""
+    """The model's tokenizer (transformers AutoTokenizer, local files only, never the folder's own
+    code). Long texts are tokenized whole and cut into rows here, so the model's length limit, whose
+    only effect would be a "Token indices sequence length is longer than ..." message on every run
+    (read by users as an error), is lifted."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False,
+                                             model_max_length=UNLIMITED_TOKENS)
     except (OSError, ValueError) as exc:
         raise InvalidModel(f"{model_dir}: cannot load the tokenizer ({exc}); the folder needs tokenizer.json "
                            f"or tokenizer.model with tokenizer_config.json") from exc

@@ -68,7 +68,8 @@ def _load_model(path: Path, kind: str) -> Any:
         return awq_model
     from transformers import AutoModelForCausalLM
 
-    model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True,
+                                                 trust_remote_code=False, use_safetensors=True)
     return model.eval()
 
 
@@ -78,7 +79,7 @@ class TorchChunkRunner:
     def __init__(self, path: Path, ctx_tokens: int, kv_type: KVCacheType = KVCacheType.F16,
                  threads: int | None = None, flash_attn: bool | None = None) -> None:
         import torch
-        from transformers import AutoTokenizer
+        from quantpress.core.calibration.text import load_tokenizer
 
         kind = folder_kind(path)
         if kind is None:
@@ -95,12 +96,11 @@ class TorchChunkRunner:
         self.flash_attn = False
         try:
             self._model = _load_model(path, kind)
-            self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            # The whole text is tokenized at once and cut into chunks here (load_tokenizer lifts
+            # the model's length limit, whose only effect would be a warning).
+            self._tokenizer = load_tokenizer(path)
         except (OSError, ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"{path.name}: cannot load the model for evaluation ({exc})") from exc
-        # The whole text is tokenized at once and cut into chunks here: the model's length limit
-        # (which only makes the tokenizer log a warning) does not apply.
-        self._tokenizer.model_max_length = 1 << 30
         self.n_vocab = int(self._model.config.vocab_size)
         self.path = path
 

@@ -57,6 +57,15 @@ def packed(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:  
     return {"ct": root / "ct", "gemm": root / "gemm"}
 
 
+def _decompress_kwargs(config_class: type) -> dict[str, bool]:
+    """"Decompress to dense": ``dequantize=True`` since transformers 5.25, ``run_compressed=False``
+    (deprecated there) before."""
+    import inspect
+
+    params = inspect.signature(config_class.__init__).parameters  # type: ignore[misc]
+    return {"dequantize": True} if "dequantize" in params else {"run_compressed": False}
+
+
 # transformers warns that the checkpoint's own quantization_config wins over the loading attributes we pass
 # (run_compressed=False, i.e. decompress to dense): that is exactly what we ask for.
 @pytest.mark.filterwarnings("ignore:You passed `quantization_config`:UserWarning")
@@ -70,7 +79,7 @@ def test_compressed_tensors_output_loads_in_transformers_like_our_backend(packed
     assert cfg["format"] == "pack-quantized" and cfg["config_groups"]["group_0"]["weights"]["group_size"] == 128
     assert {"tokenizer.json", "tokenizer_config.json"} <= {p.name for p in out.iterdir()}
     ids = torch.randint(0, 300, (1, 48))
-    ref = _logits(out, ids, quantization_config=CompressedTensorsConfig(run_compressed=False))
+    ref = _logits(out, ids, quantization_config=CompressedTensorsConfig(**_decompress_kwargs(CompressedTensorsConfig)))
     backend = AwqBackend(out, ChatSettings())
     assert not backend.dense_fallbacks  # every linear runs on the int4 kernel
     ours = backend.logits(ids)

@@ -27,6 +27,16 @@ def test_default_text_is_long_enough_for_the_demo_model(demo_model_dir: Path) ->
     assert n > 30_000  # the README says ~33,500 SmolLM2 tokens
 
 
+def test_long_texts_tokenize_without_the_length_message(demo_model_dir: Path,
+                                                        capfd: pytest.CaptureFixture[str]) -> None:
+    # transformers logs "Token indices sequence length is longer than the specified maximum sequence
+    # length" (to stderr, its own handler) past model_max_length: 8192 for the demo model.
+    tok = load_tokenizer(demo_model_dir)
+    chunks = chunk_text(tok, default_calibration_text(), n_ctx=512)
+    assert chunks.n_tokens > 8192
+    assert "sequence length" not in capfd.readouterr().err
+
+
 def test_txt_and_jsonl(tmp_path: Path) -> None:
     txt = tmp_path / "c.txt"
     txt.write_text("hello world", encoding="utf-8")
