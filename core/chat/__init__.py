@@ -15,7 +15,9 @@ Public API:
 - ``compare(models, prompt, settings) -> ABResult``: A/B of the same prompt on several models.
 - ``kv_cache_bytes(shape, ctx_tokens, kv_type_k, kv_type_v)`` / ``read_gguf_shape(path)``: KV memory math
   (equals llama.cpp's own KV buffer; tested). ``gpu_layers=None`` asks ``core.estimate`` for the fit verdict
+  (in a separate process: no NVML work where CUDA is then initialised)
   when llama.cpp can offload, else 0. A quantized V cache switches flash attention on (llama.cpp needs it).
+  ``Llama()`` gets only the keyword arguments that differ from its defaults (``llama_loader.llama_kwargs``).
 Errors: ``ModelLoadError`` (unknown architecture: names it and the llama-cpp-python version; damaged file),
 ``InvalidModel`` (missing file / no runtime), ``ContextOverflow``, ``InvalidInput``.
 """

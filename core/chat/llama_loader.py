@@ -83,12 +83,34 @@ def kv_cache_bytes(shape: GgufShape, ctx_tokens: int, kv_type_k: KVCacheType, kv
 
 def default_gpu_layers(path: Path, ctx_tokens: int, kv_type: KVCacheType) -> int:
     """0 on a llama.cpp build without GPU offload (the estimator is not even asked); otherwise the
-    estimator's verdict for this file and context (all layers, some, or none). Any estimator failure
+    estimator's verdict for this file and context (all layers, some, or none).
+
+    The estimate (NVML, the converter's plan) runs in a separate short-lived process: the process
+    that is about to initialise CUDA inside llama.cpp does no NVML or estimator work first (a chat
+    with an NVML call just before ``Llama()`` died with SIGSEGV on an H200, issue 17). Any failure
     means 0: the CPU always works."""
     import llama_cpp
 
     if not llama_cpp.llama_supports_gpu_offload():
         return 0
+    import json
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "quantpress.core.chat.gpu_layers", str(path), str(int(ctx_tokens)), kv_type.value]
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=GPU_LAYERS_TIMEOUT_S, check=False)
+        return int(json.loads(out.stdout.strip().splitlines()[-1])) if out.returncode == 0 else 0
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):  # advice only: never block loading
+        return 0
+
+
+GPU_LAYERS_TIMEOUT_S = 120.0
+
+
+def estimated_gpu_layers(path: Path, ctx_tokens: int, kv_type: KVCacheType) -> int:
+    """The estimator's fit verdict as llama.cpp's n_gpu_layers: all (-1), the estimated number, or
+    none (0). Runs NVML and the estimator in this process: call it in a separate one."""
     try:
         from quantpress.core.estimate import estimate
         from quantpress.core.hardware import detect_hardware
@@ -98,7 +120,6 @@ def default_gpu_layers(path: Path, ctx_tokens: int, kv_type: KVCacheType) -> int
         est = estimate(open_model(path), detect_hardware(), RuntimeConfig(n_ctx=ctx_tokens, kv_type=kv_type.value),
                        formats=[])
         row = est.formats[0]  # formats=[]: only the row for this file as it is
-        # the fit verdict -> llama.cpp's n_gpu_layers: all (-1), the estimated number, or none
         return int({"gpu": -1, "partial": row.gpu_layers}.get(row.fit, 0))
     except Exception:  # noqa: BLE001  (an estimate is advice; never block loading on it)
         return 0
@@ -115,6 +136,55 @@ def check_architecture(shape: GgufShape) -> None:
             f"llama.cpp bundled with llama-cpp-python {llama_cpp_version()}, so it cannot be run here. "
             "A newer llama-cpp-python may support it."
         )
+
+
+def llama_defaults() -> dict[str, Any]:
+    """``llama_cpp.Llama``'s own keyword defaults (read from its signature, so a new release's
+    defaults are honoured)."""
+    import inspect
+
+    from llama_cpp.llama import Llama  # the class itself, even where llama_cpp.Llama is wrapped
+
+    params = inspect.signature(Llama.__init__).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+def llama_kwargs(
+    *,
+    ctx_tokens: int,
+    n_gpu_layers: int = 0,
+    n_batch: int = 512,
+    kv_type_k: KVCacheType = KVCacheType.F16,
+    kv_type_v: KVCacheType = KVCacheType.F16,
+    flash_attn: bool | None = None,
+    logits_all: bool = False,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """The keyword arguments for ``llama_cpp.Llama``: only those that differ from its defaults, each
+    for a reason (issue 17: a chat passing explicit flash_attn, type_k/type_v, n_ubatch, seed and
+    logits_all died on CUDA where a plain ``Llama(n_ctx, n_gpu_layers, n_batch)`` ran).
+
+    - n_ctx: the user's context; n_gpu_layers: the placement; n_batch: the caller's batch;
+    - type_k/type_v: only for a quantized cache (F16 is llama.cpp's own default);
+    - flash_attn: only switched on where a quantized V cache needs it, or where asked for;
+    - logits_all: only for the evaluator's per-token logits;
+    - n_threads/n_threads_batch: only when the user set a thread count;
+    - verbose=False: llama.cpp otherwise floods stderr.
+    n_ubatch is left to llama.cpp (it uses min(n_batch, n_ubatch)); a seed is set with
+    ``Llama.set_seed`` after loading (the chat sets one per reply anyway)."""
+    wanted: dict[str, Any] = dict(n_ctx=ctx_tokens, n_gpu_layers=n_gpu_layers, n_batch=n_batch,
+                                  logits_all=logits_all, verbose=False)
+    if kv_type_k != KVCacheType.F16:
+        wanted["type_k"] = KV_CACHE_TYPES[kv_type_k][0]
+    if kv_type_v != KVCacheType.F16:
+        wanted["type_v"] = KV_CACHE_TYPES[kv_type_v][0]
+    fa = needs_flash_attention(kv_type_v) if flash_attn is None else flash_attn
+    if fa:
+        wanted["flash_attn"] = True
+    if threads:
+        wanted.update(n_threads=threads, n_threads_batch=threads)
+    defaults = llama_defaults()
+    return {k: v for k, v in wanted.items() if k not in defaults or defaults[k] != v}
 
 
 def open_llama(
@@ -142,22 +212,9 @@ def open_llama(
     except InvalidModel as exc:
         raise ModelLoadError(str(exc)) from None
     check_architecture(shape)
-    kwargs: dict[str, Any] = dict(
-        n_ctx=ctx_tokens,
-        n_batch=n_batch,
-        n_ubatch=min(n_batch, 512),
-        n_gpu_layers=default_gpu_layers(shape.path, ctx_tokens, kv_type_k) if gpu_layers is None else gpu_layers,
-        type_k=KV_CACHE_TYPES[kv_type_k][0],
-        type_v=KV_CACHE_TYPES[kv_type_v][0],
-        # llama.cpp needs flash attention for a quantized V cache; by default it is off otherwise.
-        flash_attn=needs_flash_attention(kv_type_v) if flash_attn is None else flash_attn,
-        logits_all=logits_all,
-        verbose=False,
-    )
-    if threads:
-        kwargs.update(n_threads=threads, n_threads_batch=threads)
-    if seed is not None:
-        kwargs["seed"] = seed
+    n_gpu = default_gpu_layers(shape.path, ctx_tokens, kv_type_k) if gpu_layers is None else gpu_layers
+    kwargs = llama_kwargs(ctx_tokens=ctx_tokens, n_gpu_layers=n_gpu, n_batch=n_batch, kv_type_k=kv_type_k,
+                          kv_type_v=kv_type_v, flash_attn=flash_attn, logits_all=logits_all, threads=threads)
     try:
         llm = llama_cpp.Llama(str(shape.path), **kwargs)
     except (ValueError, RuntimeError, OSError) as exc:
@@ -166,4 +223,6 @@ def open_llama(
             f"'{shape.architecture}' model ({exc}). The file may be damaged or truncated, or use a tensor "
             "type or layout this llama.cpp version does not support."
         ) from None
+    if seed is not None:
+        llm.set_seed(seed)
     return llm, shape
