@@ -11,7 +11,8 @@ Public API
   never shown; tracebacks only in the details expander); ``errors.install_excepthook()``.
 - ``isolated.run_isolated(target, *args, report=, cancel=)``: a core job in a spawned child process
   (conversions, evaluations); ``isolated.run_in_helper(target, *args)``: short jobs (estimate, plan)
-  in one warm helper process.
+  in one warm helper process. ``chat_process.ChatProcess.start(path, settings)``: a chat session whose
+  model lives in its own child process (a native crash there ends that process, not the window).
 - ``main_window.MainWindow``: sidebar flow Model -> Fit -> Convert -> Evaluate -> Chat, status bar,
   ``shutdown()``; panes in ``panes/``, QPainter charts in ``widgets/charts.py``.
 """

@@ -59,13 +59,28 @@ def _child(target: Callable[..., Any], args: tuple[Any, ...], out: Any, cancel_e
     except Cancelled:
         out.put(("cancelled",))
     except BaseException as exc:  # noqa: BLE001 - everything must reach the parent
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        try:
-            pickle.dumps(exc)
-            sendable: BaseException | None = exc
-        except Exception:  # noqa: BLE001 - unpicklable exception: send its text only
-            sendable = None
-        out.put(("error", sendable, type(exc).__name__, str(exc), tb))
+        out.put(error_message(exc))
+
+
+def error_message(exc: BaseException) -> tuple[Any, ...]:
+    """``("error", exc_or_None, type_name, message, traceback)``: an exception as it crosses the pipe
+    (None in place of one that does not pickle)."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        pickle.dumps(exc)
+        sendable: BaseException | None = exc
+    except Exception:  # noqa: BLE001 - unpicklable exception: send its text only
+        sendable = None
+    return ("error", sendable, type(exc).__name__, str(exc), tb)
+
+
+def raise_error(message: tuple[Any, ...]) -> Any:
+    """Raise the exception of an ``error_message`` in the parent, with the child's traceback attached."""
+    _, exc, type_name, text, tb = message
+    if exc is None:
+        exc = RuntimeError(f"{type_name}: {text}")
+    exc.child_traceback = tb  # shown in the error dialog's details
+    raise exc
 
 
 def run_isolated(target: Callable[..., Any], *args: Any, report: Report, cancel: CancelToken) -> Any:
@@ -117,11 +132,7 @@ def _outcome(message: tuple[Any, ...], report: Report) -> Any:
         return message[1]
     if kind == "cancelled":
         raise Cancelled()
-    _, exc, type_name, text, tb = message
-    if exc is None:
-        exc = RuntimeError(f"{type_name}: {text}")
-    exc.child_traceback = tb  # shown in the error dialog's details
-    raise exc
+    return raise_error(message)
 
 
 def _died(proc: Any) -> Any:

@@ -11,8 +11,8 @@ widgets. The worker thread talks to it only through private queued signals. Prog
 chunks, so a chatty job can never flood the GUI event queue.
 
 Each :class:`Runner` owns one pool with ONE thread: ``heavy`` (inspect, convert, evaluate: those use all
-cores inside native/torch code already) and ``chat`` (a ``llama_cpp.Llama`` is only touched from that
-thread). ``shutdown()`` cancels everything and waits; it runs in ``closeEvent`` and in every test.
+cores inside native/torch code already) and ``chat`` (its thread talks to the chat model processes,
+``chat_process.py``). ``shutdown()`` cancels everything and waits; it runs in ``closeEvent`` and in every test.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """Chat: talk to a converted model (or two side by side for A/B), streaming, stop, regenerate, clear,
-system prompt and sampling settings, tokens/s and memory. Every llama.cpp call runs on the chat runner."""
+system prompt and sampling settings, tokens/s and memory.
+
+Each loaded model lives in its own child process (``app/chat_process.py``); the chat runner's thread
+waits on it and relays the streamed tokens. A crash in native code there (llama.cpp on a GPU) ends
+that process only: the pane says so and the model can be loaded again."""
 
 from __future__ import annotations
 
@@ -42,7 +46,9 @@ def _load_job(path: Path, chat_settings: Any) -> Any:
         session_cls = core_function("quantpress.core.chat", "ChatSession")
         if not session_cls:
             raise LookupError(str(session_cls))
-        session = session_cls.load(path, chat_settings)
+        from quantpress.app.chat_process import ChatProcess
+
+        session = ChatProcess.start(path, chat_settings, cancel=cancel)
         return session, session.memory(), session.uses_fallback_template
 
     return job
@@ -456,7 +462,21 @@ class ChatPane(Pane):
             side.turns.append(("assistant", side.streaming))
             side.streaming = ""
             side.render()
+        if side is not None and side.session is not None and not getattr(side.session, "alive", True):
+            self._lost(side)
         show_error(self, exc, title="Chat", details=task.error_details if isinstance(task, Task) else "")
+
+    def _lost(self, side: ChatSide) -> None:
+        """The side's model process died: forget it (it cannot answer again) and say what to do."""
+        session, side.session = side.session, None
+        if session is not None:
+            session.close()  # reaps the dead process; returns at once
+        name = side.path.name if side.path else ""
+        side.title.setText(f"Model {side.name}: {name} stopped (its process crashed). Press Load to chat again.")
+        side.memory_line = ""
+        side.stats.setText("")
+        self.banner.show_message(f"The chat with {name} stopped: its process crashed. The window is fine; "
+                                 "press Load to start a new chat.", "warn")
 
     @Slot()
     def _on_cancelled(self) -> None:

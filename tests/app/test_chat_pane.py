@@ -24,6 +24,22 @@ def _load(qtbot, pane, gguf):  # type: ignore[no-untyped-def]
     assert "Memory:" in pane.a.stats.text()
 
 
+def _ask(qtbot, pane, text: str, max_tokens: int, until: str):  # type: ignore[no-untyped-def]
+    """Send ``text`` with a new answer length; return once the task emitted ``until``
+    ("streamed": the first tokens arrived, "finished": the answer is done)."""
+    pane.max_tokens.setValue(max_tokens)
+    pane.apply_settings()
+    pane.input.setPlainText(text)
+    tasks = pane.send()
+    with qtbot.waitSignal(getattr(tasks[0], until), timeout=120000):
+        pass
+    return tasks
+
+
+def _start_long_answer(qtbot, pane):  # type: ignore[no-untyped-def]
+    return _ask(qtbot, pane, "Write a long story about a robot.", 400, "streamed")
+
+
 def test_streamed_answer_stop_regenerate_clear(qtbot, window, demo_gguf) -> None:  # type: ignore[no-untyped-def]
     pane = window.chat_pane
     window.go_to("chat")
@@ -51,12 +67,7 @@ def test_streamed_answer_stop_regenerate_clear(qtbot, window, demo_gguf) -> None
     assert pane.a.turns[-1][1].strip()
 
     # stop mid-answer: a long answer is cut short and kept
-    pane.max_tokens.setValue(400)
-    pane.apply_settings()
-    pane.input.setPlainText("Write a long story about a robot.")
-    tasks = pane.send()
-    with qtbot.waitSignal(tasks[0].streamed, timeout=60000):
-        pass
+    tasks = _start_long_answer(qtbot, pane)
     pane.stop()
     with qtbot.waitSignal(tasks[0].finished, timeout=60000):
         pass
@@ -65,3 +76,56 @@ def test_streamed_answer_stop_regenerate_clear(qtbot, window, demo_gguf) -> None
 
     pane.clear()
     assert pane.a.turns == [] and pane.a.view.toPlainText().strip() == ""
+
+
+def test_chat_survives_its_model_process_crashing(qtbot, window, demo_gguf) -> None:  # type: ignore[no-untyped-def]
+    """Issue 17: a native crash in the chat backend (llama.cpp on CUDA died with SIGSEGV) ends its
+    child process, not the window; the user is told so and a new chat works."""
+    import os
+    import signal
+
+    from quantpress.app.errors import hub
+    from quantpress.app.tasks import TaskState
+
+    pane = window.chat_pane
+    window.go_to("chat")
+    _load(qtbot, pane, demo_gguf)
+    pid = pane.a.session.pid
+    assert pid is not None and pid != os.getpid()
+
+    tasks = _start_long_answer(qtbot, pane)
+    with qtbot.waitSignal(hub().shown, timeout=30000) as shown:
+        os.kill(pid, signal.SIGSEGV)
+    title, message = shown.args
+    assert "segmentation fault" in message and "Load the model again" in message
+    qtbot.waitUntil(lambda: tasks[0].done, timeout=30000)  # finished follows failed at once
+    assert tasks[0].state is TaskState.FAILED
+    assert window.isVisible()
+    assert pane.a.session is None and "crashed" in pane.a.title.text()
+    assert pane.a.turns[-1][0] == "assistant"  # what had streamed is kept
+    assert pane.send_button.isEnabled()
+
+    # A new chat: load again (a new process) and talk.
+    _load(qtbot, pane, demo_gguf)
+    assert pane.a.session.pid != pid
+    tasks = _ask(qtbot, pane, "What is the capital of France?", 16, "finished")
+    assert tasks[0].state is TaskState.SUCCEEDED
+    assert pane.a.turns[-1][0] == "assistant" and pane.a.turns[-1][1].strip()
+
+
+def test_ab_two_model_processes_answer_side_by_side(qtbot, window, demo_gguf) -> None:  # type: ignore[no-untyped-def]
+    pane = window.chat_pane
+    window.go_to("chat")
+    pane.compare_check.setChecked(True)
+    pane.state.add_outputs([demo_gguf])
+    pane.model_b.setCurrentIndex(pane.model_b.findData(str(demo_gguf)))
+    _load(qtbot, pane, demo_gguf)
+    assert pane.b.session is not None and pane.b.session.pid != pane.a.session.pid
+    pane.input.setPlainText("Name a color.")
+    tasks = pane.send()
+    assert len(tasks) == 2
+    with qtbot.waitSignals([t.finished for t in tasks], timeout=120000):
+        pass
+    answers = [side.turns[-1] for side in (pane.a, pane.b)]
+    assert all(role == "assistant" and text.strip() for role, text in answers)
+    assert answers[0] == answers[1]  # the same file, temperature 0, seed 1
