@@ -239,6 +239,7 @@ class _Ctx:
     cfg: mem.RuntimeConfig
     n_merges: int
     cpu_flags: tuple[str, ...] = ()
+    gpu_runtime_bytes: int = 0  # measured or default overhead of the GPU (memory.gpu_runtime_bytes)
 
 
 def _cpu_only(c: _Ctx, w: Weights) -> tuple[int, int, int]:
@@ -271,7 +272,7 @@ def _gpu_layers(c: _Ctx, w: Weights, n_gpu: int) -> Placement:
     comp = mem.compute_bytes(model, cfg)
     full = n_gpu == n
     vram = sum(w.layers[i] for i in gpu_range) + mem.kv_cache_bytes(model, cfg, gpu_range)
-    vram += (w.output_bytes if full else 0) + comp.reserved + mem.GPU_RUNTIME_BYTES
+    vram += (w.output_bytes if full else 0) + comp.reserved + c.gpu_runtime_bytes
     ram = sum(w.layers[i] for i in cpu_range) + mem.kv_cache_bytes(model, cfg, cpu_range) + w.input_bytes
     ram += 0 if full else _untied_output(model, w)
     rl, ro = _repack(model, w, c.cpu_flags)
@@ -355,7 +356,7 @@ def _other_estimate(c: _Ctx, fmt: Format, hw: Hardware) -> FormatEstimate:
     cfg16 = dataclasses.replace(c.cfg, kv_type="f16")
     kv = mem.kv_cache_bytes(c.model, cfg16)
     comp = mem.compute_bytes(c.model, dataclasses.replace(cfg16, flash_attn=True)).resident
-    over = mem.GPU_RUNTIME_BYTES
+    over = mem.TORCH_GPU_RUNTIME_BYTES
     vram = w.total + kv + comp + over
     gpu_ok = bool(hw.gpus) and any(g.backend in ("cuda", "override") for g in hw.gpus)
     fit = "gpu" if gpu_ok and vram <= _vram_budget(hw) else "no"
@@ -371,6 +372,14 @@ def _other_estimate(c: _Ctx, fmt: Format, hw: Hardware) -> FormatEstimate:
         overhead_bytes=over, total_bytes=vram, cpu_only_bytes=0, ram_bytes=0, vram_bytes=vram, fit=fit,
         gpu_layers=c.model.n_layers if fit == "gpu" else 0, max_context_on_gpu=max_ctx, runtime=fmt.runtime,
         quality=fmt.quality, note=note)
+
+
+def gpu_buffers_bytes(model: ModelInfo, runtime: mem.RuntimeConfig) -> int:
+    """llama.cpp's device buffers (model, KV, compute) of ``model`` as it is (a GGUF file) with every
+    layer on one GPU, without the runtime overhead: the terms the GPU probe subtracts from its
+    measurement (core/gpu_probe.py)."""
+    c = _Ctx(model, runtime, _n_merges(model))
+    return _gpu_layers(c, _file_weights(model), model.n_layers).vram_bytes
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -414,7 +423,7 @@ def estimate(model: ModelInfo, hardware: Hardware, runtime: mem.RuntimeConfig | 
     """Estimate every catalogue format (or ``formats``) of ``model`` on ``hardware``."""
     runtime = runtime or mem.RuntimeConfig()
     rows = [f for f in all_formats() if formats is None or f.name in {x.upper() for x in formats}]
-    c = _Ctx(model, runtime, _n_merges(model), hardware.cpu_flags)
+    c = _Ctx(model, runtime, _n_merges(model), hardware.cpu_flags, mem.gpu_runtime_bytes(hardware.gpus))
     warnings: list[str] = []
     gguf_rows = [f for f in rows if f.kind == FormatKind.GGUF]
     planned: dict[str, Weights] = {}

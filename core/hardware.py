@@ -28,10 +28,17 @@ SIMD_FLAGS = ("sse3", "ssse3", "avx", "avx2", "f16c", "fma", "avx512f", "avx512b
 
 @dataclass(frozen=True)
 class Gpu:
+    """One GPU. ``runtime_bytes``: llama.cpp's runtime overhead on it (CUDA context, cuBLAS, memory
+    pools) as measured by ``quantpress doctor --gpu-probe`` for this GPU, driver and llama.cpp
+    build (core/gpu_probe.py); None when unmeasured (the estimate then uses the backend's
+    conservative default, ``memory.GPU_RUNTIME_DEFAULT_BYTES``)."""
+
     name: str
     vram_total_bytes: int
     vram_free_bytes: int
     backend: str  # 'cuda', 'rocm', 'metal', 'override'
+    driver: str = ""  # NVIDIA driver version (NVML); empty where unknown
+    runtime_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -82,11 +89,11 @@ def _nvidia() -> list[Gpu]:
         return _torch_cuda()
     try:
         out = []
+        driver = _text(pynvml.nvmlSystemGetDriverVersion())
         for i in range(pynvml.nvmlDeviceGetCount()):
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
             mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-            name = pynvml.nvmlDeviceGetName(h)
-            out.append(Gpu(name.decode() if isinstance(name, bytes) else str(name), int(mem.total), int(mem.free), "cuda"))
+            out.append(Gpu(_text(pynvml.nvmlDeviceGetName(h)), int(mem.total), int(mem.free), "cuda", driver))
         return out
     except Exception:
         return _torch_cuda()
@@ -95,6 +102,10 @@ def _nvidia() -> list[Gpu]:
             pynvml.nvmlShutdown()
         except Exception:
             pass
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _torch_cuda() -> list[Gpu]:
@@ -182,5 +193,8 @@ def detect_hardware() -> Hardware:
     cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
     gpus = _nvidia() or _amd()
     apple = _apple(int(vm.total), int(vm.available))
+    from quantpress.core.gpu_probe import with_measured_overhead
+
     return Hardware(ram_total_bytes=int(vm.total), ram_available_bytes=int(vm.available), cpu_cores=int(cores),
-                    cpu_flags=cpu_flags(), gpus=tuple(gpus or apple), unified_memory=bool(apple) and not gpus)
+                    cpu_flags=cpu_flags(), gpus=tuple(with_measured_overhead(g) for g in gpus or apple),
+                    unified_memory=bool(apple) and not gpus)

@@ -12,9 +12,11 @@ off, logits for the last token only, one sequence, mmap on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from quantpress.core.errors import InvalidInput
+from quantpress.core.hardware import Gpu
 from quantpress.core.model import ModelInfo
 
 MIB = 1024**2
@@ -40,9 +42,20 @@ CPU_FIXED_BYTES = 6 * MIB
 TOKEN_BYTES = 8 + 32 + 56
 MERGE_BYTES = 104
 TOKENIZER_FACTOR = 1.4  # fitted on the demo (49k-token BPE) at 512/2048 context
-# GPU-only constant: CUDA context + cuBLAS workspace per device. gguf-parser-go's default platform
-# footprint is 250 MiB VRAM; Ollama reserves a similar buffer. Not measurable here (no GPU).
-GPU_RUNTIME_BYTES = 300 * MIB
+# GPU runtime overhead per device besides llama.cpp's model/KV/compute buffers: the CUDA context,
+# cuBLAS handles and workspace, ggml's CUDA memory pool. No formula gives it: `quantpress doctor
+# --gpu-probe` measures it once per GPU, driver and llama.cpp build (core/gpu_probe.py) and
+# Gpu.runtime_bytes carries it. Unmeasured, these conservative defaults apply. CUDA: on an H200
+# (driver 580, CUDA 13, llama-cpp-python 0.3.36) NVML's used peak of a full offload was a constant
+# ~706 MiB above the buffers (issue 17: 406 MiB above the former 300 MiB guess, at 4k and 32k
+# context, Q4_K_M and Q8_0), so 768 MiB. ROCm and Vulkan: not measured, taken as CUDA's. Metal:
+# not measured; no separate device context, but kept at 512 MiB to stay on the safe side.
+GPU_RUNTIME_DEFAULT_BYTES: dict[str, int] = {
+    "cuda": 768 * MIB, "rocm": 768 * MIB, "vulkan": 768 * MIB, "metal": 512 * MIB, "override": 768 * MIB,
+}
+# transformers/torch (AWQ and the other non-GGUF rows): torch's CUDA context and caching allocator
+# slack. A guess (gguf-parser-go's default platform footprint is 250 MiB); not measured.
+TORCH_GPU_RUNTIME_BYTES = 300 * MIB
 # Graph inputs (token ids, positions, output ids) and buffer alignment: the constant left between
 # our compute formula and the logged "compute buffer size" (fitted, tiny and 135M models).
 GRAPH_FIXED_BYTES = MIB // 2
@@ -100,6 +113,16 @@ class RuntimeConfig:
     def ubatch(self) -> int:
         # llama.cpp: n_ubatch = min(n_batch, n_ubatch), and never more tokens than the context.
         return max(1, min(self.n_batch, self.n_ubatch, self.n_ctx))
+
+
+def gpu_runtime_bytes(gpus: Sequence[Gpu]) -> int:
+    """The runtime overhead to add per offloaded run: the measured value of the (first) GPU, else
+    its backend's default (CUDA's for an unknown backend or no GPU at all)."""
+    if not gpus:
+        return GPU_RUNTIME_DEFAULT_BYTES["cuda"]
+    if gpus[0].runtime_bytes is not None:
+        return int(gpus[0].runtime_bytes)
+    return GPU_RUNTIME_DEFAULT_BYTES.get(gpus[0].backend, GPU_RUNTIME_DEFAULT_BYTES["cuda"])
 
 
 def pad(n: int, to: int) -> int:

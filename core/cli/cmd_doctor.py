@@ -110,6 +110,10 @@ def collect() -> dict[str, Any]:
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("doctor", help="show versions, GPU backends and detected hardware")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--gpu-probe", action="store_true",
+                   help="measure llama.cpp's GPU runtime overhead on this NVIDIA GPU (loads the demo model with every "
+                        "layer on the GPU in a child process) and cache it for the memory estimate; once per GPU, "
+                        "driver and llama-cpp-python version")
     p.set_defaults(func=run)
 
 
@@ -129,7 +133,26 @@ def _print_text(report: dict[str, Any]) -> None:
         print(f"{'':<22}{key}: {shown}")
 
 
+def _gpu_probe(as_json: bool) -> int:
+    from quantpress.core.gpu_probe import cache_path, probe_gpu
+
+    result = probe_gpu()
+    if as_json:
+        print_json(result)
+        return 0
+    print(f"{result.gpu_name} (driver {result.driver}, llama-cpp-python {result.llama_cpp_version})")
+    print(f"  measured use      {format_bytes(result.measured_bytes)}  ({result.probe_model}, n_ctx {result.n_ctx}, "
+          "every layer on the GPU, one 512-token batch)")
+    print(f"  llama.cpp buffers {format_bytes(result.buffers_bytes)}  (model + KV + compute, as estimated)")
+    print(f"  runtime overhead  {format_bytes(result.overhead_bytes)}  (measured - buffers + margin; "
+          f"now used by every estimate on this GPU)")
+    print(f"  cached in {cache_path()}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.gpu_probe:
+        return _gpu_probe(args.json)
     report = collect()
     if args.json:
         print_json(report)
