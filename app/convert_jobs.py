@@ -205,3 +205,20 @@ def estimate_job(model: Any, hardware: Any, ctx_tokens: int, batch: int, kv_type
         return run_in_helper(estimate_in_helper, model, hardware, ctx_tokens, batch, kv_type)
 
     return job
+
+
+def gpu_probe_in_child(*, report: Any, cancel: Any) -> Any:
+    """"Measure my GPU": core's probe (its own child loads the demo model on the GPU while this
+    process reads NVML), then the hardware detected again, now carrying the measured overhead."""
+    from quantpress.core.gpu_probe import probe_gpu
+    from quantpress.core.hardware import detect_hardware
+    from quantpress.core.jobs import Progress
+
+    report(Progress("gpu probe", 0.0, "loading the demo model with every layer on the GPU"))
+    cancel.raise_if_cancelled()
+    return probe_gpu(), detect_hardware()
+
+
+def gpu_probe_job(*, report: Any, cancel: Any) -> Any:
+    """A heavy-runner job: the probe in a child process (NVML and the demo model stay out of the GUI)."""
+    return run_isolated(gpu_probe_in_child, report=report, cancel=cancel)

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QPushButton,
     QSpinBox,
     QSplitter,
     QTableWidget,
@@ -22,7 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from quantpress.app import settings
-from quantpress.app.convert_jobs import estimate_job
+from quantpress.app.convert_jobs import estimate_job, gpu_probe_job
 from quantpress.app.core_access import core_function
 from quantpress.app.errors import show_error
 from quantpress.app.format_tips import tip
@@ -66,6 +67,7 @@ class FitPane(Pane):
         self.result: Any = None
         self._task: Task | None = None
         self._task_hardware: Any = None
+        self._probe: Task | None = None
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(150)
@@ -111,6 +113,14 @@ class FitPane(Pane):
         self.ram_spin.setSuffix(" GiB RAM")
         for w in (self.whatif_check, self.vram_spin, self.ram_spin):
             row.addWidget(w)
+        self.measure_button = QPushButton("Measure my GPU")
+        self.measure_button.setToolTip(
+            "Load the demo model with every layer on this NVIDIA GPU and measure llama.cpp's runtime overhead "
+            "(CUDA context, libraries, memory pools). Once per GPU, driver and llama.cpp version; every VRAM "
+            "figure then uses the measured value instead of a conservative default.")
+        self.measure_button.setEnabled(False)
+        self.measure_button.clicked.connect(self.measure_gpu)
+        row.addWidget(self.measure_button)
         self.body.addLayout(row)
         for w in (self.ctx_spin, self.batch_spin, self.vram_spin, self.ram_spin):
             w.valueChanged.connect(self._schedule)
@@ -120,6 +130,8 @@ class FitPane(Pane):
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.body.addWidget(self.summary)
+        self.gpu_note = hint("")
+        self.body.addWidget(self.gpu_note)
 
         splitter = QSplitter(Qt.Orientation.Vertical)
         self.table = QTableWidget(0, len(COLUMNS))
@@ -161,7 +173,49 @@ class FitPane(Pane):
         if gpus:
             self.vram_spin.setValue(round(gpus[0].vram_total_bytes / GIB, 1))
         self.ram_spin.setValue(round(hw.ram_total_bytes / GIB, 1))
+        measurable = any(g.backend == "cuda" for g in gpus)
+        self.measure_button.setEnabled(measurable and self._probe is None)
+        if not measurable:
+            self.measure_button.setToolTip("Measuring needs an NVIDIA GPU (read through NVML); other GPUs use "
+                                           "a conservative default.")
+        self.gpu_note.setText(gpu_overhead_text(gpus))
         self._schedule()
+
+    @Slot()
+    def measure_gpu(self) -> Task | None:
+        """Run the GPU probe on the heavy runner (in a child process); the new hardware re-estimates."""
+        if self._probe is not None or self.state.heavy.closed:
+            return None
+        task = self.state.heavy.submit("measure GPU", gpu_probe_job)
+        self._probe = task
+        self.measure_button.setEnabled(False)
+        self.gpu_note.setText("Measuring the GPU: loading the demo model with every layer on it…")
+        task.succeeded.connect(self._on_measured)
+        task.failed.connect(self._on_probe_failed)
+        task.finished.connect(self._on_probe_finished)
+        return task
+
+    @Slot(object)
+    def _on_measured(self, value: Any) -> None:
+        result, hardware = value
+        self.banner.show_message(
+            f"Measured {result.gpu_name}: llama.cpp's runtime overhead is {format_bytes(result.overhead_bytes)} "
+            f"(NVML saw {format_bytes(result.measured_bytes)} in use for {format_bytes(result.buffers_bytes)} of "
+            "buffers). VRAM figures now use it.", "info")
+        self.state.set_hardware(hardware)
+
+    @Slot(object)
+    def _on_probe_failed(self, exc: BaseException) -> None:
+        task = self.sender()
+        self.gpu_note.setText(gpu_overhead_text(getattr(self.state.hardware, "gpus", ()) or ()))
+        show_error(self, exc, title="Cannot measure the GPU",
+                   details=task.error_details if isinstance(task, Task) else "")
+
+    @Slot()
+    def _on_probe_finished(self) -> None:
+        self._probe = None
+        gpus = getattr(self.state.hardware, "gpus", ()) or ()
+        self.measure_button.setEnabled(any(g.backend == "cuda" for g in gpus))
 
     def hardware(self) -> Any:
         hw = self.state.hardware
@@ -291,6 +345,23 @@ class FitPane(Pane):
             "★ = recommended. Quality column: llama.cpp's published KL-divergence on Llama-3-8B (lower is better), "
             "a guide only. Hover a format for what it means."
         )
+
+
+def gpu_overhead_text(gpus: Any) -> str:
+    """Which GPU runtime overhead the VRAM figures include: measured on this GPU, or the default."""
+    if not gpus:
+        return ""
+    runtime = core_function("quantpress.core.memory", "gpu_runtime_bytes")
+    if not runtime:
+        return ""
+    gpu, n = gpus[0], runtime(tuple(gpus))
+    if gpu.runtime_bytes is not None:
+        return (f"VRAM figures include llama.cpp's runtime overhead of {format_bytes(n)}, measured on this GPU "
+                f"(driver {gpu.driver or '?'}).")
+    how = ("press Measure my GPU to measure it" if gpu.backend == "cuda"
+           else "measuring needs an NVIDIA GPU")
+    return (f"VRAM figures include a runtime overhead of {format_bytes(n)}: a conservative default for "
+            f"{gpu.backend.upper()}, not measured on this GPU ({how}).")
 
 
 def recommended_format(result: Any) -> str | None:
