@@ -25,14 +25,17 @@ CONFIG = {
     "hidden_act": "silu", "vocab_size": 49152, "tie_word_embeddings": False, "bos_token_id": 1,
     "eos_token_id": 2, "torch_dtype": "bfloat16",
 }
+# Issue 17's GPU model: FFN 8192 and tied embeddings (1.07 B parameters; Q4_K_M 669 MB, Q8_0 1143 MB).
+CONFIG_1B2 = {**CONFIG, "intermediate_size": 8192, "tie_word_embeddings": True}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json")
 
 
 def tensor_shapes(cfg: dict) -> dict[str, tuple[int, ...]]:
     h, f, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     kv = cfg["num_key_value_heads"] * cfg["head_dim"]
-    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, h), "lm_head.weight": (v, h),
-                                          "model.norm.weight": (h,)}
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
+    if not cfg["tie_word_embeddings"]:
+        shapes["lm_head.weight"] = (v, h)
     for i in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{i}."
         shapes |= {p + "self_attn.q_proj.weight": (h, h), p + "self_attn.k_proj.weight": (kv, h),
@@ -69,17 +72,19 @@ def _built_aside(out: Path, copy_from: Path, names: Sequence[str], write: Callab
     return out
 
 
-def build(out: Path, tokenizer_from: Path, shards: int = 2, seed: int = 0) -> Path:
-    """Write the model folder ``out`` (atomically: built aside, renamed). Returns ``out``."""
-    return _built_aside(out, tokenizer_from, TOKENIZER_FILES, lambda tmp: _write_generated(tmp, shards, seed))
+def build(out: Path, tokenizer_from: Path, shards: int = 2, seed: int = 0, config: dict | None = None) -> Path:
+    """Write the model folder ``out`` (atomically: built aside, renamed) with ``config`` (default
+    CONFIG). Returns ``out``."""
+    cfg = config or CONFIG
+    return _built_aside(out, tokenizer_from, TOKENIZER_FILES, lambda tmp: _write_generated(tmp, shards, seed, cfg))
 
 
-def _write_generated(tmp: Path, shards: int, seed: int) -> None:
+def _write_generated(tmp: Path, shards: int, seed: int, config: dict) -> None:
     import torch
     from safetensors.torch import save_file
 
     rng = np.random.default_rng(seed)
-    shapes = tensor_shapes(CONFIG)
+    shapes = tensor_shapes(config)
     names = list(shapes)
     per_shard = -(-len(names) // shards)
     weight_map: dict[str, str] = {}
@@ -94,7 +99,7 @@ def _write_generated(tmp: Path, shards: int, seed: int) -> None:
         del chunk
     (tmp / "model.safetensors.index.json").write_text(
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1))
-    (tmp / "config.json").write_text(json.dumps(CONFIG, indent=1))
+    (tmp / "config.json").write_text(json.dumps(config, indent=1))
 
 
 def off_grid_demo(out: Path, demo: Path, rel_noise: float = 0.05, seed: int = 0) -> Path:

@@ -374,12 +374,18 @@ def _other_estimate(c: _Ctx, fmt: Format, hw: Hardware) -> FormatEstimate:
         quality=fmt.quality, note=note)
 
 
+def gpu_buffer_terms(model: ModelInfo, runtime: mem.RuntimeConfig) -> dict[str, int]:
+    """llama.cpp's device buffers of ``model`` as it is (a GGUF file) with every layer on one GPU,
+    named as its load log names them ("model", "KV", "compute"); the VRAM of a full offload is their
+    sum plus the runtime overhead (``_gpu_layers``)."""
+    w = _file_weights(model)
+    return {"model": sum(w.layers) + w.output_bytes, "KV": mem.kv_cache_bytes(model, runtime),
+            "compute": mem.compute_bytes(model, runtime).reserved}
+
+
 def gpu_buffers_bytes(model: ModelInfo, runtime: mem.RuntimeConfig) -> int:
-    """llama.cpp's device buffers (model, KV, compute) of ``model`` as it is (a GGUF file) with every
-    layer on one GPU, without the runtime overhead: the terms the GPU probe subtracts from its
-    measurement (core/gpu_probe.py)."""
-    c = _Ctx(model, runtime, _n_merges(model))
-    return _gpu_layers(c, _file_weights(model), model.n_layers).vram_bytes
+    """The sum of :func:`gpu_buffer_terms`: what the GPU probe subtracts from its measurement."""
+    return sum(gpu_buffer_terms(model, runtime).values())
 
 
 # ----------------------------------------------------------------------------- entry point
