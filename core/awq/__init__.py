@@ -4,7 +4,7 @@ decoder layer at a time on CPU or CUDA; written as compressed-tensors "pack-quan
 
 Public API
 - ``AwqSettings(group_size=128, samples=4, seqlen=512, search_samples=2, n_grid=10, duo_scaling=True,
-  scale_search=True, clip_search=True, batch_rows=4, device="cpu")``
+  scale_search=True, clip_search=True, batch_rows=4, device="auto")``
 - ``plan_awq(model_dir, settings, *, uniform=False) -> AwqPlan``: per-linear group sizes (the
   largest allowed size dividing each input width) and user-facing ``notes``.
 - ``awq_convert(model_dir, out, *, format="compressed-tensors"|"autoawq"|"fp"|"gguf:<TYPE>", settings,

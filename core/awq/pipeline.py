@@ -42,6 +42,7 @@ class AwqResult:
     calibration: str
     notes: tuple[str, ...]
     gguf_files: tuple[str, ...] = ()
+    device: str = ""  # the torch device the AWQ pass ran on ("cpu", "cuda")
 
 
 def peak_rss_bytes() -> int:
@@ -105,7 +106,7 @@ def awq_convert(model_dir: str | Path, out: str | Path, *, format: str = "compre
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return AwqResult(str(out), format, time.monotonic() - start, peak_rss_bytes(), run.n_tokens, calibration_label,
-                     plan.notes, tuple(str(out / Path(g).name) for g in gguf_files))
+                     plan.notes, tuple(str(out / Path(g).name) for g in gguf_files), run.device)
 
 
 def _write_hf(plan: AwqPlan, model_dir: Path, tmp: Path, fmt: str, text: str | None, report: Report,

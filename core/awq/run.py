@@ -37,7 +37,7 @@ class AwqSettings:
     scale_search: bool = True  # False: no scales (ablation / round-to-nearest)
     clip_search: bool = True  # False: no clipping (ablation / round-to-nearest)
     batch_rows: int = 4
-    device: str = "cpu"
+    device: str = "auto"  # "auto": CUDA when torch sees a GPU (issue 17: 14 s for a 1.2B model on an H200), else CPU
 
     def __post_init__(self) -> None:
         if self.group_size not in (128, 64, 32):
@@ -88,6 +88,7 @@ class AwqRun:
     n_tokens: int
     dataset: str
     seconds: float
+    device: str = "cpu"  # the torch device the pass ran on
 
 
 # writer(layer_index, quantized {module: (q, scale, zero, group_size)}, float tensors {name: tensor})
@@ -212,7 +213,7 @@ def run_awq(plan: AwqPlan, write: LayerWriter, text: str | None = None, *, repor
             throttle(Progress("awq", done / lw.n_layers, f"layer {done}/{lw.n_layers} ({rep.seconds:.1f} s)",
                               done, lw.n_layers))
     imatrix = Imatrix(im_sums, im_counts, (label,), len(chunks.rows), s.seqlen, chunks.n_tokens, source=str(model_dir))
-    return AwqRun(plan, layers, imatrix, chunks.n_tokens, label, time.monotonic() - start)
+    return AwqRun(plan, layers, imatrix, chunks.n_tokens, label, time.monotonic() - start, device)
 
 
 def _process_layer(lw: LayerwiseModel, layer: Any, index: int, hidden: list[Any], n_search: int, spec: Any,

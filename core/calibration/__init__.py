@@ -5,7 +5,7 @@ Public API
 - ``default_calibration_text() -> str``: the shipped licence-clean text (~33.5k SmolLM2 tokens of
   prose/dialogue, Python documentation and code; origin in resources/calibration/README.md).
 - ``load_calibration_text(source) -> str``: "default", a .txt file, or .jsonl with a "text" field.
-- ``compute_imatrix(model_dir, text=None, *, n_ctx=512, max_tokens=32768, device="cpu",
+- ``compute_imatrix(model_dir, text=None, *, n_ctx=512, max_tokens=32768, device="auto",
   batch_chunks=4, dataset_name=None, report, cancel) -> Imatrix``: mean x² per input column of
   every decoder linear, keyed by GGUF tensor name (``blk.N.attn_q.weight``; phi3: ``attn_qkv``,
   ``ffn_up``); one decoder layer in memory at a time. Records token and chunk counts.

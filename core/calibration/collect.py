@@ -82,7 +82,7 @@ class _Accumulator:
 
 
 def compute_imatrix(model_dir: str | Path, text: str | None = None, *, n_ctx: int = DEFAULT_N_CTX,
-                    max_tokens: int | None = DEFAULT_MAX_TOKENS, device: str = "cpu",
+                    max_tokens: int | None = DEFAULT_MAX_TOKENS, device: str = "auto",
                     batch_chunks: int = DEFAULT_BATCH_CHUNKS, dataset_name: str | None = None,
                     report: Report = ignore, cancel: CancelToken = NEVER) -> Imatrix:
     """Mean x² per input column of every decoder linear, keyed by GGUF tensor name

@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--calibration", default="default", help="calibration text: a .txt/.jsonl file or 'default'")
     p.add_argument("--samples", type=int, default=None, help="calibration rows of --seqlen tokens")
     p.add_argument("--seqlen", type=int, default=None, help="tokens per calibration row (default 512)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto (default: CUDA when torch sees a GPU, else the CPU), cpu or cuda")
     p.add_argument("--no-scale-search", action="store_true", help="ablation: skip the scale search")
     clip = p.add_mutually_exclusive_group()
     clip.add_argument("--no-clip-search", dest="clip_search", action="store_false", default=None,
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        print(f"wrote {result.output} ({result.format}) in {result.seconds:.0f} s, "
+        print(f"wrote {result.output} ({result.format}) in {result.seconds:.0f} s on {result.device}, "
               f"peak RSS {format_bytes(result.peak_rss_bytes)}, {result.n_tokens} calibration tokens")
         for g in result.gguf_files:
             print(f"  {g}")

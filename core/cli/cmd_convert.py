@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                           "(estimated from the model's own weights, no text; the default) or 'none' (plain "
                           "rounding, what llama-quantize does without an imatrix)")
     cal.add_argument("--imatrix", type=Path, metavar="FILE", help="use a llama.cpp imatrix file (.gguf or .dat)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where a calibration pass over text runs (--calibration default|FILE): auto (default: CUDA "
+                        "when torch sees a GPU, else the CPU), cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="quantization threads (0 = all cores)")
     p.add_argument("--policy", choices=POLICIES, default="quantpress",
                    help="row-length fallbacks: quantpress (default, monotonic quality) or llama.cpp (identical types)")
@@ -102,14 +105,17 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(plan.describe())
         return 0
-    results = convert(plan, report=Throttle(progress_line(40), 0.5) if not args.json else (lambda p: None))
+    results = convert(plan, report=Throttle(progress_line(40), 0.5) if not args.json else (lambda p: None),
+                      device=args.device)
     if not args.json:
         sys.stderr.write("\n")
         for r in results:
+            on = f"  calibrated on {r.calibration_device}" if r.calibration_device else ""
             print(f"{r.format:7s} {format_bytes(r.file_bytes):>11s}  {r.seconds:6.1f} s  "
-                  f"peak RSS {format_bytes(r.peak_rss_bytes)}  {r.output}")
+                  f"peak RSS {format_bytes(r.peak_rss_bytes)}  {r.output}{on}")
     else:
         for r in results:  # JSON lines: one object per output
             print(json.dumps({"output": r.output, "format": r.format, "file_bytes": r.file_bytes,
-                              "seconds": r.seconds, "peak_rss_bytes": r.peak_rss_bytes}), flush=True)
+                              "seconds": r.seconds, "peak_rss_bytes": r.peak_rss_bytes,
+                              "calibration_device": r.calibration_device or None}), flush=True)
     return 0

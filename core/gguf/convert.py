@@ -42,6 +42,7 @@ class ConversionResult:
     peak_rss_bytes: int
     calibration_tokens: int = 0
     warnings: tuple[str, ...] = ()
+    calibration_device: str = ""  # where the calibration pass ran ("cpu", "cuda"); "" when none ran
 
 
 def peak_rss_bytes() -> int:
@@ -150,43 +151,49 @@ _IMPORTANCE_FREE = frozenset({"F32", "F16", "BF16", "Q8_0"})
 
 
 def _load_imatrix(plan: ConversionPlan, reader: Any, source_kv: list[Any], report: Report,
-                  cancel: CancelToken) -> Any:
+                  cancel: CancelToken, device: str = "auto") -> tuple[Any, str]:
+    """The importance weights for ``plan`` (None for plain rounding) and the torch device a
+    calibration pass ran on ("" when none ran)."""
     kind = plan.calibration.kind
     if kind == "none":
-        return None
+        return None, ""
     if kind == "weights":
         if all(ty in _IMPORTANCE_FREE for o in plan.outputs for ty in o.tensor_types.values()):
-            return None  # nothing would use it: skip the extra read of the weights
+            return None, ""  # nothing would use it: skip the extra read of the weights
         from quantpress.core.calibration.weights import weight_importance
 
         return weight_importance(plan.tensors, lambda t: _checked_slabs(reader, t), source_kv, plan.gguf_arch,
-                                 report=report, cancel=cancel)
+                                 report=report, cancel=cancel), ""
     try:
         from quantpress.core import calibration
     except ImportError as exc:
         raise InvalidInput(f"calibration is not available in this build ({exc})") from None
     if kind == "imatrix":
-        return calibration.load_imatrix(plan.calibration.path)
+        return calibration.load_imatrix(plan.calibration.path), ""
     if plan.local_path is None:
         raise InvalidInput("calibration needs the model weights on disk")
     text = None if kind == "default" else calibration.load_calibration_text(plan.calibration.path)
-    return calibration.compute_imatrix(Path(plan.local_path), text, report=report, cancel=cancel)
+    device = calibration.resolve_device(device)
+    return calibration.compute_imatrix(Path(plan.local_path), text, device=device, report=report,
+                                       cancel=cancel), device
 
 
 # ------------------------------------------------------------------------------ main
 
 
 def convert(plan: ConversionPlan, *, report: Report = ignore, cancel: CancelToken = NEVER,
-            disk_free: DiskFree | None = None) -> list[ConversionResult]:
-    """Write every output of ``plan``; see the module docstring. Raises Cancelled, InvalidModel
-    (e.g. NaN weights, naming the tensor), NotEnoughDiskSpace; nothing is left behind on failure."""
+            disk_free: DiskFree | None = None, device: str = "auto") -> list[ConversionResult]:
+    """Write every output of ``plan``; see the module docstring. ``device``: where a calibration pass
+    over text runs ("auto": CUDA when torch sees a GPU, else the CPU; "cpu"; "cuda"). Raises
+    Cancelled, InvalidModel (e.g. NaN weights, naming the tensor), NotEnoughDiskSpace; nothing is
+    left behind on failure."""
     t0 = time.monotonic()
     preflight(plan, disk_free)
     source_kv = source_metadata(plan)
     outputs: list[_Output] = []
     reader = _open_reader(plan)
     try:
-        imatrix = _load_imatrix(plan, reader, source_kv, report, cancel)
+        imatrix, calibration_device = _load_imatrix(plan, reader, source_kv, report, cancel, device)
         n_tokens = int(getattr(imatrix, "n_tokens", 0) or 0)
         for o in plan.outputs:
             outputs.append(_Output(o))
@@ -203,7 +210,7 @@ def convert(plan: ConversionPlan, *, report: Report = ignore, cancel: CancelToke
         for out in outputs:
             os.replace(out.tmp, out.final)
             res = ConversionResult(str(out.final), out.plan.format, out.written, seconds, peak_rss_bytes(),
-                                   n_tokens, plan.warnings)
+                                   n_tokens, plan.warnings, calibration_device)
             _write_sidecar(plan, out.plan, res)
             results.append(res)
         report(Progress("convert", 1.0, "done", plan.source_bytes, plan.source_bytes, 0.0))

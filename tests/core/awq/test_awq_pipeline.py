@@ -186,3 +186,23 @@ def test_chat_finds_the_awq_runtime_for_packed_folders(packed: dict[str, Path]) 
 
     for folder in packed.values():
         assert isinstance(load_backend(folder, ChatSettings()), AwqBackend)
+
+
+def test_device_auto_is_the_default_and_reported(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 17: AWQ runs on the GPU when torch sees one (else the CPU, as before) and says where."""
+    from quantpress.core.calibration import resolve_device
+
+    assert AwqSettings().device == "auto"
+    result = awq_convert(tiny("qwen2"), tmp_path / "fp", format="fp", settings=AwqSettings(**FAST))
+    assert result.device == resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantpress.core.calibration import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda" and resolve_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(InvalidInput, match="torch sees no CUDA GPU"):
+        resolve_device("cuda")

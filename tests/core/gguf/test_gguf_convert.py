@@ -181,6 +181,31 @@ def test_calibration_text_sets_importance_and_provenance(tiny: Callable[[str], P
         assert g.get("quantpress.calibration_tokens") > 0
     sidecar = json.loads(Path(str(path) + ".json").read_text())
     assert sidecar["result"]["calibration_tokens"] > 0
+    # --device auto (the default): the pass ran where torch sees a GPU, else on the CPU, and says so
+    import torch
+
+    assert sidecar["result"]["calibration_device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_cli_device_for_calibration(tiny: Callable[[str], Path], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """``convert --device``: auto by default, reported in --json; cuda without a GPU is a clear error."""
+    import torch
+    from quantpress.core.cli import main
+
+    text = tmp_path / "calib.txt"
+    text.write_text("Rivers, ships and prime numbers 2 3 5 7 11 13. " * 40)
+    base = ["convert", str(tiny("qwen3")), "-f", "Q4_K_M", "--json"]
+    args = [*base, "--calibration", str(text)]
+    assert main([*args, "-o", str(tmp_path / "a")]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["calibration_device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert main([*base, "--calibration", "none", "-o", str(tmp_path / "b")]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["calibration_device"] is None
+    if not torch.cuda.is_available():
+        assert main([*args, "--device", "cuda", "-o", str(tmp_path / "c")]) == 2
+        assert "torch sees no CUDA GPU" in capsys.readouterr().err
+        assert not list((tmp_path / "c").glob("*.gguf"))
 
 
 def test_cli_json_lines_and_dry_run(tiny: Callable[[str], Path], tmp_path: Path,
