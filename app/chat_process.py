@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from quantpress.app.isolated import ChildProcessDied, _EventToken, error_message, raise_error
+from quantpress.core.errors import Cancelled
 from quantpress.core.jobs import NEVER, CancelToken
 
 POLL_S = 0.05
@@ -129,7 +130,7 @@ class ChatProcess:
         child.close()  # the parent keeps only its end: EOF on recv once the child is gone
         self = cls(Path(path), settings, parent, proc, stop_event)
         try:
-            self._memory, self.uses_fallback_template = self._answer(cancel=cancel)
+            self._memory, self.uses_fallback_template = self._answer(cancel=cancel, loading=True)
         except BaseException:
             self._kill()
             raise
@@ -190,8 +191,13 @@ class ChatProcess:
             self._died()
         return self._answer(on_token=on_token, cancel=cancel)
 
-    def _answer(self, *, on_token: Callable[[str], None] | None = None, cancel: CancelToken = NEVER) -> Any:
+    def _answer(self, *, on_token: Callable[[str], None] | None = None, cancel: CancelToken = NEVER,
+                loading: bool = False) -> Any:
+        """The answer to the request just sent; ``loading``: a cancel (the window closing) ends the
+        child at once instead of waiting for a large model to finish loading."""
         while True:
+            if cancel.cancelled and loading:
+                raise Cancelled()  # start() kills the child
             if cancel.cancelled and not self._stop.is_set():
                 self._stop.set()
             try:
