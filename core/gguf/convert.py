@@ -230,11 +230,12 @@ def convert(plan: ConversionPlan, *, report: Report = ignore, cancel: CancelToke
         reader.close()
 
 
-def plan_importance(plan: ConversionPlan, *, report: Report = ignore, cancel: CancelToken = NEVER) -> Any:
+def plan_importance(plan: ConversionPlan, *, report: Report = ignore, cancel: CancelToken = NEVER,
+                    device: str = "auto") -> Any:
     """The importance (an Imatrix, or None) ``convert(plan)`` quantizes with, computed on its own."""
     reader = _open_reader(plan)
     try:
-        return _load_imatrix(plan, reader, source_metadata(plan), report, cancel)
+        return _load_imatrix(plan, reader, source_metadata(plan), report, cancel, device)[0]
     finally:
         reader.close()
 
