@@ -46,7 +46,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"{m.name}: {m.architecture}, {m.params / 1e9:.3f} B params, {m.n_layers} layers, trained context {m.context_length}")
     print(f"machine: RAM {format_bytes(hw.ram_available_bytes)} free of {format_bytes(hw.ram_total_bytes)}, GPU {gpus}"
           + (f" (what-if: {', '.join(hw.overridden)})" if hw.overridden else ""))
-    print(f"context {cfg.n_ctx}, batch {cfg.n_batch}, KV {cfg.kv_type}{', flash-attn' if cfg.fa else ''}\n")
+    print(f"context {cfg.n_ctx}, batch {cfg.n_batch}, KV {cfg.kv_type}{', flash-attn' if cfg.fa else ''}")
+    if hw.gpus:
+        from quantpress.core.memory import gpu_runtime_bytes
+
+        gpu = hw.gpus[0]
+        how = ("measured on this GPU" if gpu.runtime_bytes is not None
+               else "the CUDA default, for a what-if GPU" if gpu.backend == "override"
+               else f"the {gpu.backend} default; measure it with `quantpress doctor --gpu-probe`")
+        print(f"GPU runtime overhead in VRAM figures: {format_bytes(gpu_runtime_bytes(hw.gpus))} ({how})")
+    print()
     head = ("format", "bpw", "file", "weights", "KV cache", "compute", "total", "fit", "max ctx on GPU")
     rows = [(e.format, f"{e.bits_per_weight:.2f}",
              "-" if e.file_bytes is None else format_bytes(e.file_bytes) + ("" if e.file_bytes_exact else "~"),
