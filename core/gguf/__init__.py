@@ -6,9 +6,11 @@ Public API (converter):
   tokenizer files and headers only; works for a Hub folder without weights). Per output: ``path``,
   ``format``, ``tensor_types`` {GGUF name: GGML type}, exact ``file_bytes``. ``ConversionPlan`` is a
   frozen dataclass: ``save(path)`` / ``load(path)`` / ``to_dict()`` / ``describe()``.
-- ``convert.convert(plan, *, report=ignore, cancel=NEVER, disk_free=None) -> list[ConversionResult]``:
-  streaming one-pass writer (several formats from one read of each tensor), temp name + rename,
-  sidecar ``<output>.json``. ``ConversionResult(output, format, file_bytes, seconds, peak_rss_bytes, ...)``.
+- ``convert.convert(plan, *, report=ignore, cancel=NEVER, disk_free=None, device="auto") ->
+  list[ConversionResult]``: streaming one-pass writer (several formats from one read of each tensor),
+  temp name + rename, sidecar ``<output>.json``; ``device``: where a calibration pass over text runs
+  ("auto": CUDA when torch sees a GPU). ``ConversionResult(output, format, file_bytes, seconds,
+  peak_rss_bytes, ..., calibration_device)``.
 - ``mixes.tensor_types(shapes, mix, MixContext) -> {name: type}``, ``mixes.MIXES`` (format -> ftype,
   base type), policies ``"quantpress"`` (default) and ``"llama.cpp"`` (llama-quantize's exact types).
 - ``source.open_source(path)``: a ModelInfo for a local HF folder or .gguf (uses core.inspect when present).
