@@ -15,6 +15,7 @@ from quantpress.core.chat.types import KV_CACHE_TYPES, KVCacheType
 from quantpress.core.errors import InvalidInput, InvalidModel, ModelLoadError
 
 KV_PAD_CELLS = 256  # llama.cpp pads the KV cache to a multiple of 256 cells (llama-kv-cache.cpp)
+GPU_LAYERS_TIMEOUT_S = 120.0  # the separate estimate process (default_gpu_layers); then 0 layers
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,6 @@ def default_gpu_layers(path: Path, ctx_tokens: int, kv_type: KVCacheType) -> int
         return 0
 
 
-GPU_LAYERS_TIMEOUT_S = 120.0
-
-
 def estimated_gpu_layers(path: Path, ctx_tokens: int, kv_type: KVCacheType) -> int:
     """The estimator's fit verdict as llama.cpp's n_gpu_layers: all (-1), the estimated number, or
     none (0). Runs NVML and the estimator in this process: call it in a separate one."""
@@ -167,10 +165,10 @@ def llama_kwargs(
     - n_ctx: the user's context; n_gpu_layers: the placement; n_batch: the caller's batch;
     - type_k/type_v: only for a quantized cache (F16 is llama.cpp's own default);
     - flash_attn: only switched on where a quantized V cache needs it, or where asked for;
-    - logits_all: only for the evaluator's per-token logits;
+    - logits_all: only where a caller asks for every token's logits;
     - n_threads/n_threads_batch: only when the user set a thread count;
     - verbose=False: llama.cpp otherwise floods stderr.
-    n_ubatch is left to llama.cpp (it uses min(n_batch, n_ubatch)); a seed is set with
+    n_ubatch is left to llama-cpp-python (it uses min(n_batch, n_ubatch)); a seed is set with
     ``Llama.set_seed`` after loading (the chat sets one per reply anyway)."""
     wanted: dict[str, Any] = dict(n_ctx=ctx_tokens, n_gpu_layers=n_gpu_layers, n_batch=n_batch,
                                   logits_all=logits_all, verbose=False)
