@@ -83,7 +83,7 @@ def make_int4_linear(q: Any, scale: Any, zero: Any, group_size: int, bias: Any) 
         def forward(self, x: Any) -> Any:
             shape = x.shape
             rows = x.reshape(-1, shape[-1]).float().contiguous()
-            if rows.shape[0] >= DENSE_MIN_ROWS:
+            if rows.shape[0] >= DENSE_MIN_ROWS or rows.is_cuda:  # the packed layout is the CPU kernel's
                 bias: Any = self.bias
                 y = torch.nn.functional.linear(rows, self.dense_weight(), bias)
             else:

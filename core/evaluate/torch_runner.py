@@ -77,8 +77,11 @@ class TorchChunkRunner:
     """A folder loaded for evaluation; same interface as runner.ChunkRunner."""
 
     def __init__(self, path: Path, ctx_tokens: int, kv_type: KVCacheType = KVCacheType.F16,
-                 threads: int | None = None, flash_attn: bool | None = None) -> None:
+                 threads: int | None = None, flash_attn: bool | None = None, device: str = "auto") -> None:
+        """``device``: "auto" (CUDA when torch sees a GPU, else the CPU as before), "cpu" or "cuda". On
+        CUDA an AWQ model's int4 linears take their dequantize-per-call path (core/awq/backend.py)."""
         import torch
+        from quantpress.core.calibration.collect import resolve_device
         from quantpress.core.calibration.text import load_tokenizer
 
         kind = folder_kind(path)
@@ -94,8 +97,9 @@ class TorchChunkRunner:
         self.ctx_tokens = ctx_tokens
         self.kind = kind
         self.flash_attn = False
+        self.device = resolve_device(device)
         try:
-            self._model = _load_model(path, kind)
+            self._model = _load_model(path, kind).to(self.device)
             # The whole text is tokenized at once and cut into chunks here (load_tokenizer lifts
             # the model's length limit, whose only effect would be a warning).
             self._tokenizer = load_tokenizer(path)
@@ -125,9 +129,9 @@ class TorchChunkRunner:
         bos = self._tokenizer.bos_token_id if self.add_bos() else None
         for chunk, targets in chunk_inputs(tokens, self.ctx_tokens, n_chunks, bos):
             with torch.no_grad():
-                ids = torch.from_numpy(chunk.astype(np.int64))[None]
+                ids = torch.from_numpy(chunk.astype(np.int64))[None].to(self.device)
                 logits = self._model(ids).logits[0, first : self.ctx_tokens - 1]
-            yield logits.float().numpy().copy(), targets
+            yield logits.float().cpu().numpy().copy(), targets
 
     def close(self) -> None:
         self._model = None

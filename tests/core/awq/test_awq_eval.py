@@ -69,6 +69,7 @@ def test_awq_folder_against_the_original_folder(awq_folders: dict[str, Path], tm
     from quantpress.core.evaluate.torch_runner import TorchChunkRunner
 
     runner = TorchChunkRunner(src, CTX)
+    assert runner.device == ("cuda" if torch.cuda.is_available() else "cpu")  # --device auto (issue 17)
     tokens = runner.tokenize(default_eval_text().text)[: result.chunks * CTX]
     kld, ppl = _dense_kld(src, ct, tokens, runner._tokenizer.bos_token_id if runner.add_bos() else None)
     assert result.kld_mean is not None and result.kld_mean > 1e-5  # int4 is not free
