@@ -24,11 +24,18 @@ from typing import Any
 
 from quantpress.core.errors import InvalidModel, UnsupportedArchitecture
 from quantpress.core.model import ModelInfo, SourceKind, TensorInfo
+from quantpress.core.validate import (
+    SAFETENSORS_DTYPE_BYTES,
+    check_config,
+    check_gguf_model,
+    check_layers_present,
+    check_safetensors_header,
+    check_shapes,
+    read_config,
+)
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 SAFETENSORS_INDEX = "model.safetensors.index.json"
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4,
-                "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}/[\w.\-]{1,96}$")
 
@@ -188,12 +195,10 @@ def parse_safetensors_header(raw: bytes, label: str, data_bytes: int | None = No
             raise ValueError("not an object")
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidModel(f"{label}: corrupt safetensors header ({exc})") from None
-    header.pop("__metadata__", None)
-    if data_bytes is not None:
-        end = max((int(m.get("data_offsets", [0, 0])[1]) for m in header.values() if isinstance(m, dict)), default=0)
-        if end > data_bytes:
-            raise InvalidModel(f"{label}: truncated safetensors file (tensor data needs {end} bytes, "
-                               f"the file has {data_bytes}); download it again")
+    meta = header.pop("__metadata__", None)
+    if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        raise InvalidModel(f"{label}: corrupt safetensors header (__metadata__ is not a map of strings)")
+    check_safetensors_header(header, label, data_bytes)
     return header
 
 
@@ -205,7 +210,7 @@ def tensors_from_header(header: Mapping[str, Any], file: str) -> list[TensorInfo
             dtype = str(meta["dtype"])
         except (KeyError, TypeError, ValueError):
             raise InvalidModel(f"{file}: malformed entry for tensor '{name}' in the safetensors header") from None
-        out.append(TensorInfo(name, shape, dtype, _n_elements(shape) * _DTYPE_BYTES.get(dtype, 4), file))
+        out.append(TensorInfo(name, shape, dtype, _n_elements(shape) * SAFETENSORS_DTYPE_BYTES.get(dtype, 4), file))
     return out
 
 
@@ -232,24 +237,21 @@ def _weight_files(folder: Path) -> list[str]:
     raise InvalidModel(f"{folder}: no .safetensors weights found")
 
 
-def _read_config(folder: Path) -> dict[str, Any]:
-    path = folder / "config.json"
-    if not path.is_file():
-        raise InvalidModel(f"{folder}: no config.json; this is not a Hugging Face model folder")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InvalidModel(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise InvalidModel(f"{path}: not a JSON object")
-    return config
-
-
 def open_hf_folder(folder: Path) -> ModelInfo:
-    config = _read_config(folder)
+    config = read_config(folder)
+    check_config(config, f"{folder.name}/config.json")
     tensors: list[TensorInfo] = []
     for fname in _weight_files(folder):
         tensors += tensors_from_header(read_safetensors_header(folder / fname), fname)
+    seen: set[str] = set()
+    for t in tensors:
+        if t.name in seen:
+            raise InvalidModel(f"{folder}: tensor '{t.name}' is stored twice (in {t.file} and another file); "
+                               "one would silently shadow the other. Download the model again")
+        seen.add(t.name)
+    text = _text_config(config)
+    check_layers_present(seen, _cfg(text, "n_layers"), str(folder))
+    check_shapes(config, {t.name: t.shape for t in tensors}, str(folder))
     from quantpress.core.hub_download import repo_of_snapshot
 
     repo = repo_of_snapshot(folder)  # a Hub download: its folder is named by commit, so name it by repo
@@ -264,6 +266,7 @@ def open_gguf_file(path: Path) -> ModelInfo:
     from quantpress.core.gguf.reader import open_gguf
 
     with open_gguf(path) as g:
+        check_gguf_model(g)
         arch = g.architecture
         av = g.arch_value
         tensors = tuple(TensorInfo(t.name, t.shape, t.ggml_type, t.n_bytes, str(path)) for t in g.tensors)

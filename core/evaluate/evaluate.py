@@ -128,7 +128,7 @@ def evaluate(
             n_chunks = count_chunks(len(tokens), ctx_tokens, max_tokens)
         else:
             tokens, n_chunks = _check_same_vocab(runner, ref, text, model, ref_path), len(ref.tokens) // ctx_tokens
-        numbers = _score(runner, tokens, n_chunks, ref, stages, cancel)
+        numbers = _score(runner, model, tokens, n_chunks, ref, stages, cancel)
     finally:
         runner.close()
     result = EvalResult(
@@ -211,6 +211,7 @@ def _reference(
             row = 0
             for i, (logits, targets) in enumerate(runner.chunks(tokens, n_chunks)):
                 cancel.raise_if_cancelled()
+                _refuse_non_finite(logits, path)
                 lp = metrics.log_softmax(logits)
                 writer.add(row, lp, metrics.token_nll(lp, targets))
                 row += len(targets)
@@ -227,6 +228,15 @@ def _reference(
     if loaded is None:
         raise InvalidInput(f"{final}: the reference cache just written cannot be read back (disk full?).")
     return loaded, fa, stages
+
+
+def _refuse_non_finite(logits: np.ndarray, path: Path) -> None:
+    """Perplexity of NaN logits is NaN: refuse instead of reporting it (convert refuses such weights too)."""
+    if not np.isfinite(logits).all():
+        from quantpress.core.errors import InvalidModel
+
+        raise InvalidModel(f"{path.name}: the model computes NaN or Inf values; its weights contain NaN or Inf (a "
+                           "damaged file, or one made from a diverged checkpoint), so no score would mean anything")
 
 
 def _check_vocab_sizes(model: Path, ref_path: Path) -> None:
@@ -262,6 +272,7 @@ def _check_same_vocab(runner: Runner, ref: ReferenceLogits, text: EvalText, mode
 
 def _score(
     runner: Runner,
+    path: Path,
     tokens: np.ndarray,
     n_chunks: int,
     ref: ReferenceLogits | None,
@@ -272,6 +283,7 @@ def _score(
     row = 0
     for i, (logits, targets) in enumerate(runner.chunks(tokens, n_chunks)):
         cancel.raise_if_cancelled()
+        _refuse_non_finite(logits, path)
         lp = metrics.log_softmax(logits)
         nll_parts.append(metrics.token_nll(lp, targets))
         if ref is not None:

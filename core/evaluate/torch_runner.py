@@ -68,9 +68,28 @@ def _load_model(path: Path, kind: str) -> Any:
         return awq_model
     from transformers import AutoModelForCausalLM
 
-    model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True,
-                                                 trust_remote_code=False, use_safetensors=True)
+    # use_safetensors=True: a pytorch_model.bin beside the safetensors is never unpickled.
+    model, info = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True,
+                                                       trust_remote_code=False, use_safetensors=True,
+                                                       output_loading_info=True)
+    missing = sorted(info.get("missing_keys") or ()) + sorted(k for k, *_ in info.get("mismatched_keys") or ())
+    if missing:
+        raise InvalidModel(f"{path.name}: the weights do not match config.json: {len(missing)} tensors the model "
+                           f"needs are missing or of another shape (e.g. {missing[0]}); it would run on random "
+                           "numbers. Use the complete, matching checkpoint")
+    refuse_non_finite(model, path)
     return model.eval()
+
+
+def refuse_non_finite(model: Any, path: Path) -> None:
+    """InvalidModel naming the first parameter with NaN or Inf values (results would be garbage)."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+                raise InvalidModel(f"{path.name}: tensor '{name}' contains NaN or Inf values; the checkpoint is "
+                                   "damaged (re-download it) or was saved from a diverged training run")
 
 
 class TorchChunkRunner:
@@ -80,12 +99,14 @@ class TorchChunkRunner:
                  threads: int | None = None, flash_attn: bool | None = None) -> None:
         import torch
         from quantpress.core.calibration.text import load_tokenizer
+        from quantpress.core.validate import check_torch_folder
 
         kind = folder_kind(path)
         if kind is None:
             raise InvalidInput(f"{path}: this folder is neither an AWQ output (config.json with a pack-quantized or "
                                "AWQ GEMM quantization_config) nor a Hugging Face model folder with safetensors "
                                "weights; evaluate a .gguf file or such a folder.")
+        check_torch_folder(path)  # before transformers: no custom code, sound headers, config and layers
         if kv_type != KVCacheType.F16 or flash_attn:
             raise InvalidInput(f"{path.name} is a folder evaluated in torch, which keeps no quantized KV cache and "
                                "has no flash-attention switch; KV-cache and flash-attention options apply to GGUF files.")

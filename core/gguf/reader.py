@@ -261,8 +261,18 @@ def _parse(path: Path, data: np.ndarray) -> GGUFFile:
                 f"{path.name}: tensor '{name}' uses GGML type {type_id}, unknown to the installed gguf "
                 "package; upgrade gguf (pip install -U gguf)"
             )
+        if any(d == 0 for d in ne):
+            raise InvalidModel(f"{path.name}: tensor '{name}' has a zero-size dimension {ne}; the file is damaged")
         infos.append((name, ne, type_names[type_id], offset))
-    alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT))
+    names = [i[0] for i in infos]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise InvalidModel(f"{path.name}: tensor '{dup}' appears twice in the GGUF header; the file is damaged")
+    alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+    if not (isinstance(alignment, int) and not isinstance(alignment, bool) and alignment > 0
+            and alignment & (alignment - 1) == 0):
+        raise InvalidModel(f"{path.name}: GGUF metadata 'general.alignment' is {alignment!r}; it must be a power "
+                           "of two. The file is damaged")
     data_start = -(-cur.pos // alignment) * alignment
     tensors = []
     for name, ne, type_name, offset in infos:

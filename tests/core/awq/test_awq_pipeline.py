@@ -147,9 +147,10 @@ def test_nan_activations_name_the_layer(tiny, tmp_path: Path) -> None:  # type: 
     shutil.copytree(tiny("smollm"), src)
     f = src / "model.safetensors"
     state = load_file(f)
-    state["model.layers.1.mlp.down_proj.weight"][0, 0] = float("nan")
+    # Finite weights so large that layer 1 overflows (NaN weights are already refused when loaded).
+    state["model.layers.1.mlp.down_proj.weight"][:] = 3e38
     save_file(state, f, metadata={"format": "pt"})
-    with pytest.raises(InvalidModel, match="decoder layer 1 produced NaN"):
+    with pytest.raises(InvalidModel, match="decoder layer 1( produced NaN|: no finite loss)"):
         awq_convert(src, tmp_path / "d", settings=AwqSettings(**FAST))  # type: ignore[arg-type]
     assert not (tmp_path / "d").exists()
 
