@@ -292,6 +292,11 @@ def _parse(path: Path, data: np.ndarray) -> GGUFFile:
                 data_offset=data_start + offset,
             )
         )
+    spans = sorted((t.data_offset, t.data_offset + t.n_bytes, t.name) for t in tensors if t.n_bytes)
+    for (_a0, a1, a_name), (b0, _b1, b_name) in zip(spans, spans[1:], strict=False):
+        if b0 < a1:  # llama.cpp would read one tensor's bytes as another's
+            raise InvalidModel(f"{path.name}: the data of tensors '{a_name}' and '{b_name}' overlap; the file is "
+                               "damaged. Download or convert it again")
     return GGUFFile(path, data, metadata, value_types, tensors, version, order)
 
 
