@@ -26,7 +26,7 @@ from quantpress.core.evaluate.runner import (
     scored_per_chunk,
     vocab_size,
 )
-from quantpress.core.evaluate.sidecar import merge_evaluation
+from quantpress.core.evaluate.sidecar import merge_evaluation, read_sidecar
 from quantpress.core.evaluate.text import EvalText, default_eval_text
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle, ignore
 
@@ -112,6 +112,8 @@ def evaluate(
     model, text = Path(model), text or default_eval_text()
     if not text.text.strip():
         raise InvalidInput(f"The evaluation text ({text.name}) is empty.")
+    if save:
+        read_sidecar(model)  # a damaged sidecar is refused now, not after the passes it would waste
     cache_dir = cache_dir or default_cache_dir()
     ref_path = Path(reference) if reference is not None else None
     ref: ReferenceLogits | None = None

@@ -266,3 +266,53 @@ def test_a_pickle_beside_safetensors_is_never_loaded(base: dict[str, Path], tmp_
     _plant_pickle(folder, marker)
     rc, text = run_cli(["eval", str(folder), *FAST_EVAL], capsys)
     assert rc == 0, text  # evaluated from model.safetensors; the marker fixture checks the pickle never ran
+
+
+# ----------------------------------------------------------------------------- texts, options, sidecars
+
+
+def _other_cases(base: dict[str, Path], tmp: Path) -> dict[str, list[str]]:
+    gguf, folder = tmp / "m.gguf", base["folder"]
+    shutil.copy(base["gguf"], gguf)
+    (tmp / "empty.txt").write_text("")
+    (tmp / "latin1.txt").write_bytes("caf\xe9 ".encode("latin-1") * 200)
+    (tmp / "short.txt").write_text("too short")
+    (tmp / "m.gguf.json").write_text("{")  # a damaged sidecar beside the model
+    return {
+        "eval: empty text": ["eval", str(gguf), "--no-save", "--text", str(tmp / "empty.txt")],
+        "eval: text not UTF-8": ["eval", str(gguf), "--no-save", "--text", str(tmp / "latin1.txt")],
+        "eval: no such text": ["eval", str(gguf), "--no-save", "--text", str(tmp / "missing.txt")],
+        "eval: damaged sidecar": ["eval", str(gguf), *FAST_EVAL[:-1]],
+        "eval: reference is not a model": ["eval", str(gguf), *FAST_EVAL, "--reference", str(tmp / "empty.txt")],
+        "convert: empty calibration text": ["convert", str(folder), "-f", "Q4_K_M", "--calibration",
+                                            str(tmp / "empty.txt"), "--out", str(tmp / "out" / "new")],
+        "convert: calibration text too short": ["convert", str(folder), "-f", "Q4_K_M", "--calibration",
+                                                str(tmp / "short.txt"), "--out", str(tmp / "out" / "new")],
+        "convert: no such imatrix": ["convert", str(folder), "-f", "Q4_K_M", "--imatrix", str(tmp / "none.dat"),
+                                     "--out", str(tmp / "out" / "new")],
+        "convert: imatrix is a model": ["convert", str(folder), "-f", "Q4_K_M", "--imatrix", str(gguf),
+                                        "--out", str(tmp / "out" / "new")],
+        "convert: unknown format": ["convert", str(folder), "-f", "Q3_X", "--out", str(tmp / "out" / "new")],
+        "convert: bad tensor override": ["convert", str(folder), "-f", "Q8_0", "--tensor-type", "attn_q",
+                                         "--out", str(tmp / "out" / "new")],
+        "chat: context too small": ["chat", str(gguf), "--prompt", "hi", "--ctx", "8"],
+        "unpack: not a GGUF file": ["unpack", str(tmp / "empty.txt"), str(tmp / "out" / "new")],
+    }
+
+
+OTHER_CASES = ("eval: empty text", "eval: text not UTF-8", "eval: no such text", "eval: damaged sidecar",
+               "eval: reference is not a model", "convert: empty calibration text",
+               "convert: calibration text too short", "convert: no such imatrix", "convert: imatrix is a model",
+               "convert: unknown format", "convert: bad tensor override", "chat: context too small",
+               "unpack: not a GGUF file")
+
+
+@pytest.mark.parametrize("case", OTHER_CASES)
+def test_bad_text_option_or_sidecar(case: str, base: dict[str, Path], tmp_path: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "out").mkdir()
+    argv = _other_cases(base, tmp_path)[case]
+    before = digest(tmp_path / "m.gguf")
+    rc, text = run_cli(argv, capsys)
+    assert_refused(rc, text, tmp_path / "out")
+    assert digest(tmp_path / "m.gguf") == before
