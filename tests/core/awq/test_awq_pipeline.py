@@ -187,3 +187,16 @@ def test_chat_finds_the_awq_runtime_for_packed_folders(packed: dict[str, Path]) 
 
     for folder in packed.values():
         assert isinstance(load_backend(folder, ChatSettings()), AwqBackend)
+
+
+def test_cli_says_when_it_replaces_an_earlier_output(tiny, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from quantpress.core.cli import main
+
+    out = tmp_path / "awq"
+    argv = ["awq", str(tiny("smollm")), "--out", str(out), "--samples", "4", "--seqlen", "64", "--json"]
+    assert main(argv) == 0
+    assert "will be replaced" not in capsys.readouterr().err
+    assert main(argv) == 0
+    assert f"note: {out} exists; it will be replaced" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["awq"]  # no temporary folder left beside it
