@@ -158,10 +158,12 @@ def _output_cases(base: dict[str, Path], tmp: Path) -> dict[str, list[str]]:
     (tmp / "out" / "taken.gguf").mkdir(parents=True)
     (tmp / "full").mkdir()
     (tmp / "full" / "x").write_text("x")
+    (tmp / "link.gguf").symlink_to(gguf)
     return {
         "convert onto its source": ["convert", str(gguf), "-f", "Q8_0", "--out", str(gguf)],
         "convert onto its source by another path": ["convert", str(gguf), "-f", "Q8_0", "--out",
                                                     str(tmp / "out" / ".." / "m.gguf")],
+        "convert onto a link to its source": ["convert", str(gguf), "-f", "Q8_0", "--out", str(tmp / "link.gguf")],
         "convert into a file": ["convert", str(model), "-f", "Q8_0", "--out", str(tmp / "a-file")],
         "convert below a file": ["convert", str(model), "-f", "Q8_0", "--out", str(tmp / "a-file" / "sub")],
         "convert onto a folder": ["convert", str(model), "-f", "Q8_0", "--out", str(tmp / "out" / "taken.gguf")],
@@ -179,7 +181,8 @@ def _output_cases(base: dict[str, Path], tmp: Path) -> dict[str, list[str]]:
     }
 
 
-OUTPUT_CASES = ("convert onto its source", "convert onto its source by another path", "convert into a file",
+OUTPUT_CASES = ("convert onto its source", "convert onto its source by another path",
+                "convert onto a link to its source", "convert into a file",
                 "convert below a file", "convert onto a folder", "save-plan onto a folder", "save-plan onto the source",
                 "save-plan below a file", "unpack into a file", "unpack onto its source", "unpack into a full folder",
                 "unpack below a file", "awq onto its source", "awq into a file", "awq onto a folder around its source")
