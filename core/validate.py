@@ -225,6 +225,22 @@ def check_gguf_model(g: Any) -> None:
         check_layers_present((f"model.layers.{i}.x" for i in blocks), n_layers, g.path.name)
 
 
+# ----------------------------------------------------------------------------- NaN / Inf values
+
+
+def non_finite_weights(where: str, tensor: str) -> InvalidModel:
+    """The error for a stored tensor holding NaN or Inf (every path that reads weights raises it)."""
+    return InvalidModel(f"{where}: tensor '{tensor}' contains NaN or Inf values; the checkpoint is damaged "
+                        "(download it again) or was saved from a diverged training run")
+
+
+def non_finite_output(where: str) -> InvalidModel:
+    """The error for a model whose computed logits hold NaN or Inf (its weights do: a score or an
+    answer from it would be noise)."""
+    return InvalidModel(f"{where}: the model computes NaN or Inf values; its weights contain NaN or Inf (a damaged "
+                        "file, or one made from a diverged checkpoint). Convert it again from a sound source")
+
+
 # ----------------------------------------------------------------------------- custom code
 
 _CUSTOM_CODE_FILES = ("config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json")

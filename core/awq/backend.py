@@ -32,6 +32,7 @@ from quantpress.core.chat.template import ChatTemplate
 from quantpress.core.chat.types import ChatSettings, MemoryUse, Message, Reply, ReplyStats, TokenCallback
 from quantpress.core.errors import InvalidModel, ModelLoadError
 from quantpress.core.jobs import NEVER, CancelToken
+from quantpress.core.validate import non_finite_weights
 
 
 def awq_format(folder: Path) -> str | None:
@@ -130,8 +131,7 @@ def load_awq_model(folder: Path) -> tuple[Any, list[str]]:
     state = _load_state(folder)
     for name, t in state.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise InvalidModel(f"{folder.name}: tensor '{name}' contains NaN or Inf values; the checkpoint is "
-                               "damaged (re-download it or run awq again)")
+            raise non_finite_weights(folder.name, name)
     keys, unpack = (_CT_KEYS, unpack_compressed_tensors) if fmt == "compressed-tensors" else (_AWQ_KEYS, unpack_autoawq)
     modules = sorted({k[: -len("." + keys[0])] for k in state if k.endswith("." + keys[0])})
     with torch.device("meta"):

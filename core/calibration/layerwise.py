@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from quantpress.core.errors import InvalidModel, UnsupportedArchitecture
+from quantpress.core.validate import non_finite_weights
 
 # HF class -> llama.cpp architecture, used only when the converter's table is not importable.
 _FALLBACK_GGUF_ARCH = {
@@ -77,8 +78,7 @@ class _WeightFiles:
                 for k in keys:
                     t = f.get_tensor(k)
                     if t.is_floating_point() and not bool(t.isfinite().all()):
-                        raise InvalidModel(f"{path.name}: tensor '{k}' contains NaN or Inf values; the checkpoint "
-                                           "is damaged (re-download it) or was saved from a diverged training run")
+                        raise non_finite_weights(path.name, k)
                     out[k] = t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
         return out
 

@@ -17,8 +17,8 @@ from typing import Any
 from quantpress.core.chat.llama_loader import kv_cache_bytes, open_llama
 from quantpress.core.chat.template import ChatTemplate
 from quantpress.core.chat.types import ChatSettings, MemoryUse, Message, Reply, ReplyStats, TokenCallback
-from quantpress.core.errors import InvalidModel
 from quantpress.core.jobs import NEVER, CancelToken
+from quantpress.core.validate import non_finite_output
 
 
 def _rss_bytes() -> int:
@@ -159,9 +159,7 @@ def _refuse_non_finite_logits(llm: Any, path: Path) -> None:
     n_vocab = int(llama_cpp.llama_vocab_n_tokens(llm._model.vocab))
     logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
     if not np.isfinite(logits).all():
-        raise InvalidModel(f"{path.name}: the model computes NaN or Inf values; its weights contain NaN or Inf "
-                           "(a damaged file, or converted from a diverged checkpoint). Convert it again from a "
-                           "sound source")
+        raise non_finite_output(path.name)
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> str:

@@ -29,6 +29,7 @@ from quantpress.core.evaluate.runner import (
 from quantpress.core.evaluate.sidecar import merge_evaluation, read_sidecar
 from quantpress.core.evaluate.text import EvalText, default_eval_text
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle, ignore
+from quantpress.core.validate import non_finite_output
 
 DEFAULT_CTX_TOKENS = 512  # llama.cpp's KLD scoreboards use 512
 DEFAULT_MAX_TOKENS = 4096  # 8 chunks of 512: ~2 000 scored tokens
@@ -235,10 +236,7 @@ def _reference(
 def _refuse_non_finite(logits: np.ndarray, path: Path) -> None:
     """Perplexity of NaN logits is NaN: refuse instead of reporting it (convert refuses such weights too)."""
     if not np.isfinite(logits).all():
-        from quantpress.core.errors import InvalidModel
-
-        raise InvalidModel(f"{path.name}: the model computes NaN or Inf values; its weights contain NaN or Inf (a "
-                           "damaged file, or one made from a diverged checkpoint), so no score would mean anything")
+        raise non_finite_output(path.name)
 
 
 def _check_vocab_sizes(model: Path, ref_path: Path) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from quantpress.core.chat.types import KVCacheType
 from quantpress.core.errors import InvalidInput, InvalidModel, ModelLoadError
+from quantpress.core.validate import non_finite_weights
 
 AWQ_KIND, HF_KIND = "awq", "hf"
 
@@ -88,8 +89,7 @@ def refuse_non_finite(model: Any, path: Path) -> None:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.is_floating_point() and not bool(torch.isfinite(p).all()):
-                raise InvalidModel(f"{path.name}: tensor '{name}' contains NaN or Inf values; the checkpoint is "
-                                   "damaged (re-download it) or was saved from a diverged training run")
+                raise non_finite_weights(path.name, name)
 
 
 class TorchChunkRunner:

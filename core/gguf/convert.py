@@ -29,6 +29,7 @@ from quantpress.core.gguf.source import HFReader, TensorPlan
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle, ignore
 from quantpress.core.model import SourceKind
 from quantpress.core.signals import CONVERT_PARTIAL, remove_stale
+from quantpress.core.validate import non_finite_weights
 
 SLAB_BYTES = 64 << 20  # float32 bytes per slab: bounds memory and the time between cancel checks
 DISK_MARGIN_BYTES = 16 << 20  # a GGUF's size is known to the byte: only header slack
@@ -145,6 +146,7 @@ class _GGUFSourceReader:
         from quantpress.core.gguf.reader import open_gguf
 
         self.g = open_gguf(path)
+        self.label = path.name  # names the model in errors
 
     def raw(self, t: TensorPlan) -> np.ndarray:
         return np.asarray(self.g.raw(t.source))
@@ -317,8 +319,7 @@ def _checked_slabs(reader: Any, t: TensorPlan) -> Iterator[np.ndarray]:
     """The tensor's float32 row slabs (SLAB_BYTES each at most); InvalidModel on NaN/Inf."""
     for x in reader.slabs(t, max(1, SLAB_BYTES // (4 * t.shape[-1]))):
         if not np.isfinite(x).all():
-            raise InvalidModel(f"tensor '{t.source or t.name}' contains NaN or Inf values; the checkpoint "
-                               "is damaged (re-download it) or was saved from a diverged training run")
+            raise non_finite_weights(reader.label, t.source or t.name)
         yield x
 
 

@@ -35,12 +35,12 @@ from typing import Any
 
 import numpy as np
 from quantpress.core.disk import require_free_space
-from quantpress.core.errors import InvalidInput, InvalidModel, UnsupportedArchitecture
+from quantpress.core.errors import InvalidInput, UnsupportedArchitecture
 from quantpress.core.gguf.reader import GGUFFile, open_gguf
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle, ignore
 from quantpress.core.outputs import existing_ancestor, output_folder
 from quantpress.core.signals import UNPACK_TMP, remove_stale
-from quantpress.core.validate import check_gguf_model
+from quantpress.core.validate import check_gguf_model, non_finite_weights
 
 SHARD_BYTES = 5 * 1024**3  # the usual HF shard size; smaller models get one model.safetensors
 _DTYPES = {"F32": (np.float32, 4), "F16": (np.float16, 2), "BF16": (None, 2)}
@@ -538,8 +538,7 @@ def _write_weights(
                 cancel.raise_if_cancelled()
                 weights = _load(g, spec, config, item.gguf_name)
                 if not np.isfinite(weights).all():
-                    raise InvalidModel(f"{g.path.name}: tensor '{item.gguf_name}' contains NaN or Inf values; the "
-                                       "file is damaged or was converted from a diverged checkpoint")
+                    raise non_finite_weights(g.path.name, item.gguf_name)
                 f.write(_encode(weights, dtype))
                 done += item.n_bytes
                 report(Progress("unpack", done / total, item.hf_name, done, total))
