@@ -28,10 +28,10 @@ from quantpress.core.validate import (
     SAFETENSORS_DTYPE_BYTES,
     check_config,
     check_gguf_model,
-    check_layers_present,
     check_safetensors_header,
-    check_shapes,
+    check_weights_match_config,
     read_config,
+    text_config,
 )
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -90,12 +90,6 @@ def _cfg(config: Mapping[str, Any], what: str, default: int = 0) -> int:
     return default
 
 
-def _text_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Multimodal configs (Gemma 3 4B+) nest the language model under text_config."""
-    inner = config.get("text_config")
-    return inner if isinstance(inner, dict) and not config.get("num_hidden_layers") else config
-
-
 def _swa_layers(config: Mapping[str, Any], row: ArchRow | None, n_layers: int) -> tuple[int | None, tuple[int, ...]]:
     window = config.get("sliding_window")
     if row is None or row.swa != "pattern" or not window:
@@ -122,7 +116,7 @@ def describe_config(config: Mapping[str, Any], tensors: tuple[TensorInfo, ...], 
                     kind: SourceKind, local_path: Path | None, name: str) -> ModelInfo:
     """A ModelInfo from config.json and the tensor list (shared by the folder and Hub paths)."""
     hf_class = str((config.get("architectures") or [config.get("model_type", "unknown")])[0])
-    text = _text_config(config)
+    text = text_config(config)  # multimodal configs (Gemma 3 4B+) nest the language model
     row = ARCHITECTURES.get(hf_class)
     n_layers, n_heads = _cfg(text, "n_layers"), _cfg(text, "n_heads")
     hidden = _cfg(text, "hidden_size")
@@ -243,15 +237,7 @@ def open_hf_folder(folder: Path) -> ModelInfo:
     tensors: list[TensorInfo] = []
     for fname in _weight_files(folder):
         tensors += tensors_from_header(read_safetensors_header(folder / fname), fname)
-    seen: set[str] = set()
-    for t in tensors:
-        if t.name in seen:
-            raise InvalidModel(f"{folder}: tensor '{t.name}' is stored twice (in {t.file} and another file); "
-                               "one would silently shadow the other. Download the model again")
-        seen.add(t.name)
-    text = _text_config(config)
-    check_layers_present(seen, _cfg(text, "n_layers"), str(folder))
-    check_shapes(config, {t.name: t.shape for t in tensors}, str(folder))
+    check_weights_match_config(config, tensors, str(folder))
     from quantpress.core.hub_download import repo_of_snapshot
 
     repo = repo_of_snapshot(folder)  # a Hub download: its folder is named by commit, so name it by repo

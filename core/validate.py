@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -96,11 +96,16 @@ _POSITIVE_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "hidden_size", "
 _POSITIVE_OR_LIST_KEYS = ("num_attention_heads", "n_head", "num_key_value_heads", "intermediate_size", "head_dim")
 
 
+def text_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The language model's part of a config (multimodal configs nest it under text_config)."""
+    inner = config.get("text_config")
+    return inner if isinstance(inner, dict) and not config.get("num_hidden_layers") else config
+
+
 def check_config(config: Mapping[str, Any], label: str) -> None:
     """Refuse config values of the wrong kind or range: counts and sizes must be positive integers,
     the heads must divide the hidden size (when no head_dim says otherwise) and the KV heads the heads."""
-    inner = config.get("text_config")
-    text = inner if isinstance(inner, dict) and not config.get("num_hidden_layers") else config
+    text = text_config(config)
     for key in (*_POSITIVE_KEYS, *_POSITIVE_OR_LIST_KEYS):
         value = text.get(key)
         if value is None:
@@ -148,8 +153,7 @@ def check_shapes(config: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]
     """Refuse weights whose shapes contradict the config (a runtime would stop with a shape error, or
     a converter write a file llama.cpp refuses): the embedding is vocab_size x hidden_size, the first
     layer's attention projections hold heads x head_dim rows. Checked where the common names exist."""
-    inner = config.get("text_config")
-    text = inner if isinstance(inner, dict) and not config.get("num_hidden_layers") else config
+    text = text_config(config)
     values = [text.get(k) for k in ("hidden_size", "vocab_size", "num_attention_heads", "num_key_value_heads")]
     values[3] = text.get("num_attention_heads") if values[3] is None else values[3]
     ints = [v for v in values if _is_int(v) and v > 0]
@@ -167,6 +171,21 @@ def check_shapes(config: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]
             raise InvalidModel(f"{where}: tensor '{name}' is {list(found)} but config.json implies {list(shape)} "
                                "(hidden_size, vocab_size, heads, head_dim); the config does not belong to these "
                                "weights")
+
+
+def check_weights_match_config(config: Mapping[str, Any], tensors: Sequence[Any], where: str) -> None:
+    """The stored tensors (``TensorInfo``: name, shape, file) against the config: no name stored twice
+    (one would shadow the other), every declared layer present, the common shapes as the config implies."""
+    files: dict[str, str] = {}
+    for t in tensors:
+        if t.name in files:
+            raise InvalidModel(f"{where}: tensor '{t.name}' is stored twice (in {files[t.name]} and {t.file}); one "
+                               "would silently shadow the other. Download the model again")
+        files[t.name] = t.file
+    text = text_config(config)
+    n_layers = next((v for k in ("num_hidden_layers", "n_layer", "num_layers") if _is_int(v := text.get(k))), 0)
+    check_layers_present(files, n_layers, where)
+    check_shapes(config, {t.name: t.shape for t in tensors}, where)
 
 
 # ----------------------------------------------------------------------------- GGUF
