@@ -85,8 +85,7 @@ def awq_in_child(model: Any, key: str, out_dir: Path, options: dict[str, Any], *
     elif cal == "imatrix":
         raise InvalidInput("AWQ computes its own statistics from text; choose the built-in text or a text file.")
     name = getattr(model, "name", "") or Path(str(model.local_path)).name
-    out = out_dir / f"{name}-AWQ-{fmt.replace(':', '-')}-g{group}"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{name}-AWQ-{fmt.replace(':', '-')}-g{group}"  # awq_convert creates (and cleans up) folders
     settings = AwqSettings(group_size=int(group), clip_search=default_clip_search(fmt))
     return awq_convert(model.local_path, out, format=fmt, settings=settings, text=text,
                        calibration_label=Path(path).name if text else "default", report=report, cancel=cancel)
@@ -145,15 +144,13 @@ def convert_in_child(model: Any, formats: list[str], out_dir: Path, options: dic
     convert = core_function("quantpress.core.gguf.convert", "convert")
     if not convert:
         raise LookupError(str(convert))
-    created = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        plan = make_plan(model, formats, out_dir, options)
+    from quantpress.core.gguf.convert import check_outputs
+    from quantpress.core.outputs import output_folder
+
+    plan = make_plan(model, formats, out_dir, options)
+    check_outputs(plan)  # before the folder exists: a refused job creates nothing
+    with output_folder(out_dir):  # a failed or cancelled job leaves nothing, not even its folder
         return convert(plan, report=report, cancel=cancel)
-    except BaseException:
-        if created and not any(out_dir.iterdir()):
-            out_dir.rmdir()  # a failed or cancelled job leaves nothing, not even its folder
-        raise
 
 
 def conversion_job(model: Any, formats: list[str], out_dir: Path, options: dict[str, Any]) -> Callable[..., Any]:

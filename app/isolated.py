@@ -26,6 +26,7 @@ from typing import Any
 
 from quantpress.core.errors import Cancelled, QuantpressError
 from quantpress.core.jobs import CancelToken, Progress, Report
+from quantpress.core.signals import Terminated, terminate_gracefully
 
 POLL_S = 0.05
 CANCEL_GRACE_S = 60.0  # core checks cancel between (and within large) tensors; then we stop waiting
@@ -53,10 +54,13 @@ def _child(target: Callable[..., Any], args: tuple[Any, ...], out: Any, cancel_e
     def report(p: Progress) -> None:
         out.put(("progress", p))
 
+    # The parent terminate()s a child that outlives the cancel grace period: SIGTERM then unwinds
+    # through the job's cleanup (its temporary outputs removed) instead of killing it on the spot.
+    terminate_gracefully()
     try:
         value = target(*args, report=report, cancel=_EventToken(cancel_event))
         out.put(("result", value))
-    except Cancelled:
+    except (Cancelled, Terminated):
         out.put(("cancelled",))
     except BaseException as exc:  # noqa: BLE001 - everything must reach the parent
         out.put(error_message(exc))

@@ -100,12 +100,15 @@ def _fetch(repo_id: str, folder: Path) -> None:
 
 def _describe(repo_id: str, folder: Path) -> ModelInfo:
     from quantpress.core.inspect import describe_config, tensors_from_header
+    from quantpress.core.validate import check_config, check_weights_match_config, read_config
 
-    config = json.loads((folder / "config.json").read_text())
+    config = read_config(folder)
+    check_config(config, f"{repo_id}/config.json")
     headers = json.loads((folder / HEADERS_FILE).read_text())
     tensors: list[TensorInfo] = []
     for fname in sorted(headers):
         tensors += tensors_from_header(headers[fname], fname)
+    check_weights_match_config(config, tensors, repo_id)
     return describe_config(config, tuple(tensors), source=repo_id, kind=SourceKind.HUB, local_path=folder,
                            name=repo_id.split("/")[-1])
 

@@ -24,11 +24,18 @@ from typing import Any
 
 from quantpress.core.errors import InvalidModel, UnsupportedArchitecture
 from quantpress.core.model import ModelInfo, SourceKind, TensorInfo
+from quantpress.core.validate import (
+    SAFETENSORS_DTYPE_BYTES,
+    check_config,
+    check_gguf_model,
+    check_safetensors_header,
+    check_weights_match_config,
+    read_config,
+    text_config,
+)
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 SAFETENSORS_INDEX = "model.safetensors.index.json"
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4,
-                "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}/[\w.\-]{1,96}$")
 
@@ -83,12 +90,6 @@ def _cfg(config: Mapping[str, Any], what: str, default: int = 0) -> int:
     return default
 
 
-def _text_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Multimodal configs (Gemma 3 4B+) nest the language model under text_config."""
-    inner = config.get("text_config")
-    return inner if isinstance(inner, dict) and not config.get("num_hidden_layers") else config
-
-
 def _swa_layers(config: Mapping[str, Any], row: ArchRow | None, n_layers: int) -> tuple[int | None, tuple[int, ...]]:
     window = config.get("sliding_window")
     if row is None or row.swa != "pattern" or not window:
@@ -115,7 +116,7 @@ def describe_config(config: Mapping[str, Any], tensors: tuple[TensorInfo, ...], 
                     kind: SourceKind, local_path: Path | None, name: str) -> ModelInfo:
     """A ModelInfo from config.json and the tensor list (shared by the folder and Hub paths)."""
     hf_class = str((config.get("architectures") or [config.get("model_type", "unknown")])[0])
-    text = _text_config(config)
+    text = text_config(config)  # multimodal configs (Gemma 3 4B+) nest the language model
     row = ARCHITECTURES.get(hf_class)
     n_layers, n_heads = _cfg(text, "n_layers"), _cfg(text, "n_heads")
     hidden = _cfg(text, "hidden_size")
@@ -188,12 +189,10 @@ def parse_safetensors_header(raw: bytes, label: str, data_bytes: int | None = No
             raise ValueError("not an object")
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidModel(f"{label}: corrupt safetensors header ({exc})") from None
-    header.pop("__metadata__", None)
-    if data_bytes is not None:
-        end = max((int(m.get("data_offsets", [0, 0])[1]) for m in header.values() if isinstance(m, dict)), default=0)
-        if end > data_bytes:
-            raise InvalidModel(f"{label}: truncated safetensors file (tensor data needs {end} bytes, "
-                               f"the file has {data_bytes}); download it again")
+    meta = header.pop("__metadata__", None)
+    if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+        raise InvalidModel(f"{label}: corrupt safetensors header (__metadata__ is not a map of strings)")
+    check_safetensors_header(header, label, data_bytes)
     return header
 
 
@@ -205,7 +204,7 @@ def tensors_from_header(header: Mapping[str, Any], file: str) -> list[TensorInfo
             dtype = str(meta["dtype"])
         except (KeyError, TypeError, ValueError):
             raise InvalidModel(f"{file}: malformed entry for tensor '{name}' in the safetensors header") from None
-        out.append(TensorInfo(name, shape, dtype, _n_elements(shape) * _DTYPE_BYTES.get(dtype, 4), file))
+        out.append(TensorInfo(name, shape, dtype, _n_elements(shape) * SAFETENSORS_DTYPE_BYTES.get(dtype, 4), file))
     return out
 
 
@@ -232,24 +231,13 @@ def _weight_files(folder: Path) -> list[str]:
     raise InvalidModel(f"{folder}: no .safetensors weights found")
 
 
-def _read_config(folder: Path) -> dict[str, Any]:
-    path = folder / "config.json"
-    if not path.is_file():
-        raise InvalidModel(f"{folder}: no config.json; this is not a Hugging Face model folder")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise InvalidModel(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise InvalidModel(f"{path}: not a JSON object")
-    return config
-
-
 def open_hf_folder(folder: Path) -> ModelInfo:
-    config = _read_config(folder)
+    config = read_config(folder)
+    check_config(config, f"{folder.name}/config.json")
     tensors: list[TensorInfo] = []
     for fname in _weight_files(folder):
         tensors += tensors_from_header(read_safetensors_header(folder / fname), fname)
+    check_weights_match_config(config, tensors, str(folder))
     from quantpress.core.hub_download import repo_of_snapshot
 
     repo = repo_of_snapshot(folder)  # a Hub download: its folder is named by commit, so name it by repo
@@ -264,6 +252,7 @@ def open_gguf_file(path: Path) -> ModelInfo:
     from quantpress.core.gguf.reader import open_gguf
 
     with open_gguf(path) as g:
+        check_gguf_model(g)
         arch = g.architecture
         av = g.arch_value
         tensors = tuple(TensorInfo(t.name, t.shape, t.ggml_type, t.n_bytes, str(path)) for t in g.tensors)

@@ -21,7 +21,6 @@ The chat session finds it through core/chat/backend.py's table of built-in runti
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from quantpress.core.chat.template import ChatTemplate
 from quantpress.core.chat.types import ChatSettings, MemoryUse, Message, Reply, ReplyStats, TokenCallback
 from quantpress.core.errors import InvalidModel, ModelLoadError
 from quantpress.core.jobs import NEVER, CancelToken
+from quantpress.core.validate import non_finite_weights
 
 
 def awq_format(folder: Path) -> str | None:
@@ -40,7 +40,11 @@ def awq_format(folder: Path) -> str | None:
     cfg = folder / "config.json"
     if not folder.is_dir() or not cfg.is_file():
         return None
-    qc = json.loads(cfg.read_text(encoding="utf-8")).get("quantization_config") or {}
+    from quantpress.core.validate import read_config
+
+    qc = read_config(folder).get("quantization_config") or {}
+    if not isinstance(qc, dict):
+        return None
     if qc.get("quant_method") == "compressed-tensors" and qc.get("format") == "pack-quantized":
         return "compressed-tensors"
     if qc.get("quant_method") == "awq" and str(qc.get("version", "gemm")).lower() == "gemm":
@@ -114,8 +118,10 @@ _AWQ_KEYS = ("qweight", "qzeros", "scales")
 def load_awq_model(folder: Path) -> tuple[Any, list[str]]:
     """The transformers model with int4 linears (CPU, float32 elsewhere) and the dense fallbacks."""
     import torch
+    from quantpress.core.validate import check_torch_folder
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    check_torch_folder(folder)  # before transformers: no custom code, sound headers and config
     fmt = awq_format(folder)
     if fmt is None:
         raise InvalidModel(f"{folder}: not an AWQ checkpoint (no pack-quantized or AWQ GEMM quantization_config)")
@@ -123,6 +129,9 @@ def load_awq_model(folder: Path) -> tuple[Any, list[str]]:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     state = _load_state(folder)
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise non_finite_weights(folder.name, name)
     keys, unpack = (_CT_KEYS, unpack_compressed_tensors) if fmt == "compressed-tensors" else (_AWQ_KEYS, unpack_autoawq)
     modules = sorted({k[: -len("." + keys[0])] for k in state if k.endswith("." + keys[0])})
     with torch.device("meta"):

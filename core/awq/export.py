@@ -16,6 +16,7 @@ from typing import Any
 from quantpress.core.awq.quantizer import pack_autoawq, pack_compressed_tensors
 from quantpress.core.calibration.layerwise import _WeightFiles
 from quantpress.core.errors import InvalidInput
+from quantpress.core.signals import AWQ_TMP, remove_stale
 
 FORMATS = ("compressed-tensors", "autoawq", "fp")  # "fp": scaled+clipped weights, unquantized
 SIDECAR = "quantpress_awq.json"
@@ -133,7 +134,10 @@ def write_config(src: Path, dst: Path, quantization_config: dict[str, Any] | Non
 
 
 def temp_folder(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from quantpress.core.outputs import make_folder
+
+    make_folder(out.parent)
+    remove_stale(out.parent, AWQ_TMP)  # what killed AWQ runs left behind
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -28,6 +28,7 @@ from quantpress.core.awq.export import (
 from quantpress.core.awq.run import DEFAULT_SETTINGS, AwqPlan, AwqRun, AwqSettings, plan_awq, run_awq
 from quantpress.core.errors import InvalidInput
 from quantpress.core.jobs import NEVER, CancelToken, Report, ignore
+from quantpress.core.outputs import check_output_folder, output_folder
 
 OUTPUT_FORMATS = ("compressed-tensors", "autoawq", "fp", "gguf:<TYPE>")
 
@@ -88,23 +89,25 @@ def awq_convert(model_dir: str | Path, out: str | Path, *, format: str = "compre
     if settings is None:
         settings = replace(DEFAULT_SETTINGS, clip_search=default_clip_search(format))
     model_dir, out = Path(model_dir), Path(out)
+    check_output_folder(out, [model_dir], what="AWQ")
     if out.exists() and not (out / SIDECAR).is_file():
         raise InvalidInput(f"output folder '{out}' exists and was not written by quantpress awq; "
                            f"choose another --out or remove it")
     plan = plan_awq(model_dir, settings, uniform=format == "autoawq")
     start = time.monotonic()
-    tmp = temp_folder(out)
-    try:
-        fmt = "fp" if format.startswith("gguf:") else format
-        run = _write_hf(plan, model_dir, tmp, fmt, text, report, cancel)
-        gguf_files: tuple[str, ...] = ()
-        if format.startswith("gguf:"):
-            gguf_files = _to_gguf(tmp, run, format[5:], out, report, cancel)
-        _write_sidecar(tmp, plan, run, format, calibration_label, gguf_files, start)
-        publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with output_folder(out.parent):
+        tmp = temp_folder(out)
+        try:
+            fmt = "fp" if format.startswith("gguf:") else format
+            run = _write_hf(plan, model_dir, tmp, fmt, text, report, cancel)
+            gguf_files: tuple[str, ...] = ()
+            if format.startswith("gguf:"):
+                gguf_files = _to_gguf(tmp, run, format[5:], out, report, cancel)
+            _write_sidecar(tmp, plan, run, format, calibration_label, gguf_files, start)
+            publish(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return AwqResult(str(out), format, time.monotonic() - start, peak_rss_bytes(), run.n_tokens, calibration_label,
                      plan.notes, tuple(str(out / Path(g).name) for g in gguf_files), run.device)
 

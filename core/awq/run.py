@@ -268,8 +268,12 @@ def _process_layer(lw: LayerwiseModel, layer: Any, index: int, hidden: list[Any]
             continue
         stage(f"searching scales ({group.inspect})", 0.2 + 0.6 * len(found) / len(spec.groups))
         x_mean = cap.abs_sum[group.linears[0]] / cap.count[group.linears[0]]
-        scale, ratio, gain = search_scale(layer, group, inputs[group.linears[0]], x_mean, _attn_kwargs(kwargs),
-                                          searchable, n_grid=s.n_grid, duo=s.duo_scaling)
+        try:
+            scale, ratio, gain = search_scale(layer, group, inputs[group.linears[0]], x_mean, _attn_kwargs(kwargs),
+                                              searchable, n_grid=s.n_grid, duo=s.duo_scaling)
+        except FloatingPointError as exc:  # every candidate overflowed: the weights are out of any sane range
+            raise InvalidModel(f"decoder layer {index}: {exc} (its outputs overflow to NaN/Inf); the checkpoint's "
+                               "weights are damaged or out of range") from None
         found.append((group, scale))
         rep.scale_ratios[group.prev] = ratio
         rep.scale_gain[group.prev] = gain

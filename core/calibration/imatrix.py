@@ -133,11 +133,17 @@ def load_imatrix(path: str | Path) -> Imatrix:
     with open(path, "rb") as f:
         magic = f.read(4)
     try:
-        return _read_gguf(path) if magic == b"GGUF" else _read_dat(path)
+        imatrix = _read_gguf(path) if magic == b"GGUF" else _read_dat(path)
     except InvalidInput:
         raise
     except (ValueError, KeyError, struct.error, OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"imatrix file '{path}' is damaged or not an imatrix ({exc})") from exc
+    for name in imatrix.names:  # sums of squares and token counts: finite and never negative
+        for what, values in (("sums", imatrix.sums[name]), ("counts", imatrix.counts[name])):
+            if not (np.isfinite(values).all() and (values >= 0).all()):
+                raise InvalidInput(f"imatrix file '{path}': the {what} of '{name}' hold NaN, Inf or negative "
+                                   "values; the file is damaged. Compute the imatrix again")
+    return imatrix
 
 
 def _read_gguf(path: Path) -> Imatrix:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from quantpress.core.errors import InvalidModel, UnsupportedArchitecture
+from quantpress.core.validate import non_finite_weights
 
 # HF class -> llama.cpp architecture, used only when the converter's table is not importable.
 _FALLBACK_GGUF_ARCH = {
@@ -76,6 +77,8 @@ class _WeightFiles:
             with safe_open(str(path), framework="pt") as f:
                 for k in keys:
                     t = f.get_tensor(k)
+                    if t.is_floating_point() and not bool(t.isfinite().all()):
+                        raise non_finite_weights(path.name, k)
                     out[k] = t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
         return out
 
@@ -106,14 +109,19 @@ class LayerwiseModel:
         self.model_dir = Path(model_dir)
         if not (self.model_dir / "config.json").is_file():
             raise InvalidModel(f"{self.model_dir}: not a Hugging Face model folder (no config.json)")
+        from quantpress.core.validate import check_config_file, check_torch_folder, refuse_custom_code
+
+        refuse_custom_code(self.model_dir)  # before transformers would ask to run the folder's own code
+        check_config_file(self.model_dir)  # values transformers' config validators would raise about
         self.device = device
         self.dtype = dtype or torch.float32
         try:
             self.config = AutoConfig.from_pretrained(str(self.model_dir), local_files_only=True, trust_remote_code=False)
-        except (OSError, ValueError, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001 - transformers' validators raise many kinds; all mean a bad config
             raise InvalidModel(f"{self.model_dir}: cannot read config.json ({exc})") from exc
         self.hf_class = (getattr(self.config, "architectures", None) or ["?"])[0]
         self.gguf_arch = gguf_arch_for(self.hf_class)
+        check_torch_folder(self.model_dir)  # sound safetensors headers, config values, every layer stored
         self.config._attn_implementation = "sdpa"  # no padding: masks stay None where causal suffices
         self.weights = _WeightFiles(self.model_dir)
         with torch.device("meta"):

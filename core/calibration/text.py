@@ -91,8 +91,10 @@ def load_tokenizer(model_dir: Path) -> Any:
     code). Long texts are tokenized whole and cut into rows here, so the model's length limit, whose
     only effect would be a "Token indices sequence length is longer than ..." message on every run
     (read by users as an error), is lifted."""
+    from quantpress.core.validate import refuse_custom_code
     from transformers import AutoTokenizer
 
+    refuse_custom_code(Path(model_dir))  # before transformers would ask to run the folder's tokenizer code
     try:
         return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True, trust_remote_code=False,
                                              model_max_length=UNLIMITED_TOKENS)

@@ -18,6 +18,7 @@ from quantpress.core.chat.llama_loader import kv_cache_bytes, open_llama
 from quantpress.core.chat.template import ChatTemplate
 from quantpress.core.chat.types import ChatSettings, MemoryUse, Message, Reply, ReplyStats, TokenCallback
 from quantpress.core.jobs import NEVER, CancelToken
+from quantpress.core.validate import non_finite_output
 
 
 def _rss_bytes() -> int:
@@ -99,6 +100,7 @@ class LlamaCppBackend:
             t_last = time.perf_counter()
             if n_sampled == 0:
                 t_first = t_last
+                _refuse_non_finite_logits(llm, self.path)
             n_sampled += 1
             if cancel.cancelled:
                 finish = "cancelled"
@@ -146,6 +148,18 @@ class LlamaCppBackend:
         llm, self._llm = self._llm, None
         if llm is not None:
             llm.close()
+
+
+def _refuse_non_finite_logits(llm: Any, path: Path) -> None:
+    """InvalidModel when the prompt's last logits hold NaN or Inf: the weights do, and every token
+    sampled from them would be noise ("....")."""
+    import llama_cpp
+    import numpy as np
+
+    n_vocab = int(llama_cpp.llama_vocab_n_tokens(llm._model.vocab))
+    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+    if not np.isfinite(logits).all():
+        raise non_finite_output(path.name)
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> str:

@@ -48,29 +48,35 @@ def _first(value: Any) -> int:
 def read_gguf_shape(path: str | Path) -> GgufShape:
     """Read architecture and attention shape with gguf.GGUFReader (no llama.cpp involved)."""
     from quantpress.core.gguf.reader import open_gguf
+    from quantpress.core.validate import check_gguf_model
 
     path = Path(path)
     with open_gguf(path) as g:
-        arch = g.architecture
-        n_head = _first(g.arch_value("attention.head_count", 0) or 0)
-        n_head_kv = _first(g.arch_value("attention.head_count_kv", n_head) or n_head)
-        n_embd = int(g.arch_value("embedding_length", 0) or 0)
-        head_dim = n_embd // n_head if n_head else 0
-        key_len = int(g.arch_value("attention.key_length", head_dim) or head_dim)
-        value_len = int(g.arch_value("attention.value_length", head_dim) or head_dim)
-        tokens = g.get("tokenizer.ggml.tokens")
-        n_vocab = len(tokens) if tokens else int(g.arch_value("vocab_size", 0) or 0)
-        template = g.get("tokenizer.chat_template")
-        return GgufShape(
-            path=path,
-            architecture=arch,
-            n_layers=int(g.arch_value("block_count", 0) or 0),
-            n_embd_k_gqa=key_len * n_head_kv,
-            n_embd_v_gqa=value_len * n_head_kv,
-            n_vocab=n_vocab,
-            file_bytes=path.stat().st_size,
-            chat_template=str(template) if template else None,
-        )
+        if g.architecture in LLAMA_CPP_ARCHITECTURES:  # else check_architecture() names the architecture
+            check_gguf_model(g)  # metadata of the right kind before llama.cpp (or int() below) reads it
+        try:
+            arch = g.architecture
+            n_head = _first(g.arch_value("attention.head_count", 0) or 0)
+            n_head_kv = _first(g.arch_value("attention.head_count_kv", n_head) or n_head)
+            n_embd = int(g.arch_value("embedding_length", 0) or 0)
+            head_dim = n_embd // n_head if n_head else 0
+            key_len = int(g.arch_value("attention.key_length", head_dim) or head_dim)
+            value_len = int(g.arch_value("attention.value_length", head_dim) or head_dim)
+            tokens = g.get("tokenizer.ggml.tokens")
+            n_vocab = len(tokens) if tokens else int(g.arch_value("vocab_size", 0) or 0)
+            template = g.get("tokenizer.chat_template")
+            return GgufShape(
+                path=path,
+                architecture=arch,
+                n_layers=int(g.arch_value("block_count", 0) or 0),
+                n_embd_k_gqa=key_len * n_head_kv,
+                n_embd_v_gqa=value_len * n_head_kv,
+                n_vocab=n_vocab,
+                file_bytes=path.stat().st_size,
+                chat_template=str(template) if template else None,
+            )
+        except (ValueError, TypeError) as exc:  # an architecture llama.cpp lacks, with odd values besides
+            raise InvalidModel(f"{path.name}: GGUF metadata of the wrong kind ({exc}); the file is damaged") from None
 
 
 def kv_cache_bytes(shape: GgufShape, ctx_tokens: int, kv_type_k: KVCacheType, kv_type_v: KVCacheType) -> int:

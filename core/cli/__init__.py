@@ -13,7 +13,9 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
+from quantpress.core.cli.output import end_progress_line
 from quantpress.core.errors import Cancelled, QuantpressError
+from quantpress.core.signals import Terminated, terminate_gracefully
 
 
 def _version() -> str:
@@ -48,17 +50,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # SIGTERM/SIGHUP unwind through every job's cleanup, like Ctrl-C (the GUI runs jobs in children
+    # that do the same: app/isolated.py).
+    restore_signals = terminate_gracefully() if args.command != "gui" else (lambda: None)
     try:
         return int(args.func(args) or 0)
+    except Terminated as exc:
+        end_progress_line()
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
     except Cancelled:
+        end_progress_line()
         print("cancelled", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
+        end_progress_line()
         print("interrupted", file=sys.stderr)
         return 130
     except QuantpressError as exc:
+        end_progress_line()
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        restore_signals()  # main() called in-process (tests, the GUI's helpers) leaves them as found
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run(args: argparse.Namespace) -> int:
+    from quantpress.core.awq.export import SIDECAR
     from quantpress.core.awq.pipeline import awq_convert, default_clip_search
     from quantpress.core.awq.run import AwqSettings, plan_awq
     from quantpress.core.calibration.text import load_calibration_text
@@ -64,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
     text = None if args.calibration == "default" else load_calibration_text(args.calibration)
+    if (Path(args.out) / SIDECAR).is_file():  # an older output of ours (any other folder is refused)
+        print(f"note: {args.out} exists; it will be replaced when the new output is complete", file=sys.stderr)
     result = awq_convert(model, args.out, format=args.format, settings=settings, text=text,
                          calibration_label=str(args.calibration), report=ignore if args.json else progress_line())
     if not args.json:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,18 +84,22 @@ def _overrides(args: argparse.Namespace) -> Overrides:
 
 def run(args: argparse.Namespace) -> int:
     from quantpress.core.cli.output import format_bytes, print_json, progress_line
-    from quantpress.core.gguf.convert import convert
+    from quantpress.core.gguf.convert import check_outputs, convert
     from quantpress.core.gguf.plan import plan_conversion
     from quantpress.core.gguf.source import open_source
     from quantpress.core.jobs import Throttle
+    from quantpress.core.outputs import check_output_file, make_folder, output_folder
 
     model = open_source(_resolve(args.model))
-    if args.out is not None and args.out.suffix.lower() != ".gguf":
-        args.out.mkdir(parents=True, exist_ok=True)
     plan = plan_conversion(model, args.formats, args.out, imatrix=args.imatrix, calibration=args.calibration,
                            overrides=_overrides(args), policy=args.policy, threads=args.threads,
                            engine=args.engine)
+    # Every input is validated before anything is created: a refused conversion leaves no folder.
+    if not args.dry_run:
+        check_outputs(plan)
     if args.save_plan:
+        check_output_file(args.save_plan, [Path(plan.local_path or plan.source)], what="plan")
+        make_folder(args.save_plan.parent)
         plan.save(args.save_plan)
     for w in plan.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -105,8 +110,14 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(plan.describe())
         return 0
-    results = convert(plan, report=Throttle(progress_line(40), 0.5) if not args.json else (lambda p: None),
-                      device=args.device)
+    for o in plan.outputs:
+        if Path(o.path).exists():
+            print(f"note: {o.path} exists; it will be replaced when the new file is complete", file=sys.stderr)
+    with ExitStack() as folders:  # created now, removed again if the conversion fails
+        for folder in sorted({Path(o.path).parent for o in plan.outputs}):
+            folders.enter_context(output_folder(folder))
+        results = convert(plan, report=Throttle(progress_line(40), 0.5) if not args.json else (lambda p: None),
+                          device=args.device)
     if not args.json:
         sys.stderr.write("\n")
         for r in results:

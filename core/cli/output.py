@@ -45,12 +45,27 @@ def format_bytes(n_bytes: float) -> str:
     return f"{value:.2f} TiB"
 
 
+_progress_open = False
+
+
+def end_progress_line() -> None:
+    """End a drawn progress line with a newline, so what follows (a result, an ``error:``) starts on a
+    line of its own; nothing when no progress line is showing."""
+    global _progress_open
+    if _progress_open:
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+        _progress_open = False
+
+
 def progress_line(width: int = 40) -> Callable[[Any], None]:
     """A progress reporter that redraws one stderr line: percent, message cut to ``width``, ETA."""
 
     def report(p: Any) -> None:
+        global _progress_open
         eta = f" ETA {p.eta_seconds:.0f}s" if p.eta_seconds is not None else ""
         sys.stderr.write(f"\r{p.fraction * 100:5.1f}% {p.message[:width]:{width}s}{eta}   ")
         sys.stderr.flush()
+        _progress_open = True
 
     return report

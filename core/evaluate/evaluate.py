@@ -26,9 +26,10 @@ from quantpress.core.evaluate.runner import (
     scored_per_chunk,
     vocab_size,
 )
-from quantpress.core.evaluate.sidecar import merge_evaluation
+from quantpress.core.evaluate.sidecar import merge_evaluation, read_sidecar
 from quantpress.core.evaluate.text import EvalText, default_eval_text
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle, ignore
+from quantpress.core.validate import non_finite_output
 
 DEFAULT_CTX_TOKENS = 512  # llama.cpp's KLD scoreboards use 512
 DEFAULT_MAX_TOKENS = 4096  # 8 chunks of 512: ~2 000 scored tokens
@@ -112,6 +113,8 @@ def evaluate(
     model, text = Path(model), text or default_eval_text()
     if not text.text.strip():
         raise InvalidInput(f"The evaluation text ({text.name}) is empty.")
+    if save:
+        read_sidecar(model)  # a damaged sidecar is refused now, not after the passes it would waste
     cache_dir = cache_dir or default_cache_dir()
     ref_path = Path(reference) if reference is not None else None
     ref: ReferenceLogits | None = None
@@ -128,7 +131,7 @@ def evaluate(
             n_chunks = count_chunks(len(tokens), ctx_tokens, max_tokens)
         else:
             tokens, n_chunks = _check_same_vocab(runner, ref, text, model, ref_path), len(ref.tokens) // ctx_tokens
-        numbers = _score(runner, tokens, n_chunks, ref, stages, cancel)
+        numbers = _score(runner, model, tokens, n_chunks, ref, stages, cancel)
     finally:
         runner.close()
     result = EvalResult(
@@ -211,6 +214,7 @@ def _reference(
             row = 0
             for i, (logits, targets) in enumerate(runner.chunks(tokens, n_chunks)):
                 cancel.raise_if_cancelled()
+                _refuse_non_finite(logits, path)
                 lp = metrics.log_softmax(logits)
                 writer.add(row, lp, metrics.token_nll(lp, targets))
                 row += len(targets)
@@ -227,6 +231,12 @@ def _reference(
     if loaded is None:
         raise InvalidInput(f"{final}: the reference cache just written cannot be read back (disk full?).")
     return loaded, fa, stages
+
+
+def _refuse_non_finite(logits: np.ndarray, path: Path) -> None:
+    """Perplexity of NaN logits is NaN: refuse instead of reporting it (convert refuses such weights too)."""
+    if not np.isfinite(logits).all():
+        raise non_finite_output(path.name)
 
 
 def _check_vocab_sizes(model: Path, ref_path: Path) -> None:
@@ -262,6 +272,7 @@ def _check_same_vocab(runner: Runner, ref: ReferenceLogits, text: EvalText, mode
 
 def _score(
     runner: Runner,
+    path: Path,
     tokens: np.ndarray,
     n_chunks: int,
     ref: ReferenceLogits | None,
@@ -272,6 +283,7 @@ def _score(
     row = 0
     for i, (logits, targets) in enumerate(runner.chunks(tokens, n_chunks)):
         cancel.raise_if_cancelled()
+        _refuse_non_finite(logits, path)
         lp = metrics.log_softmax(logits)
         nll_parts.append(metrics.token_nll(lp, targets))
         if ref is not None:

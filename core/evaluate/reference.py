@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from quantpress.core.signals import EVAL_REFERENCE_TMP, remove_stale
 
 CACHE_FORMAT = 1
 MAX_CACHED_REFERENCES = 8  # oldest passes beyond this are deleted (each is ~100-500 MiB)
@@ -110,7 +112,8 @@ class ReferenceWriter:
     def __init__(self, cache_dir: Path, key: str, tokens: np.ndarray, n_scored: int, n_vocab: int) -> None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.final = cache_dir / key
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=cache_dir))
+        remove_stale(cache_dir, EVAL_REFERENCE_TMP)  # what killed evaluations left behind
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{key}.{os.getpid()}.", dir=cache_dir))
         np.save(self.tmp / "tokens.npy", tokens.astype(np.int32))
         mm = np.lib.format.open_memmap
         self.dense = mm(self.tmp / "dense.npy", mode="w+", dtype=np.uint16, shape=(n_scored, n_vocab))

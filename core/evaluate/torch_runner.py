@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from quantpress.core.chat.types import KVCacheType
 from quantpress.core.errors import InvalidInput, InvalidModel, ModelLoadError
+from quantpress.core.validate import non_finite_weights
 
 AWQ_KIND, HF_KIND = "awq", "hf"
 
@@ -68,9 +69,27 @@ def _load_model(path: Path, kind: str) -> Any:
         return awq_model
     from transformers import AutoModelForCausalLM
 
-    model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True,
-                                                 trust_remote_code=False, use_safetensors=True)
+    # use_safetensors=True: a pytorch_model.bin beside the safetensors is never unpickled.
+    model, info = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True,
+                                                       trust_remote_code=False, use_safetensors=True,
+                                                       output_loading_info=True)
+    missing = sorted(info.get("missing_keys") or ()) + sorted(k for k, *_ in info.get("mismatched_keys") or ())
+    if missing:
+        raise InvalidModel(f"{path.name}: the weights do not match config.json: {len(missing)} tensors the model "
+                           f"needs are missing or of another shape (e.g. {missing[0]}); it would run on random "
+                           "numbers. Use the complete, matching checkpoint")
+    refuse_non_finite(model, path)
     return model.eval()
+
+
+def refuse_non_finite(model: Any, path: Path) -> None:
+    """InvalidModel naming the first parameter with NaN or Inf values (results would be garbage)."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.is_floating_point() and not bool(torch.isfinite(p).all()):
+                raise non_finite_weights(path.name, name)
 
 
 class TorchChunkRunner:
@@ -83,12 +102,14 @@ class TorchChunkRunner:
         import torch
         from quantpress.core.calibration.collect import resolve_device
         from quantpress.core.calibration.text import load_tokenizer
+        from quantpress.core.validate import check_torch_folder
 
         kind = folder_kind(path)
         if kind is None:
             raise InvalidInput(f"{path}: this folder is neither an AWQ output (config.json with a pack-quantized or "
                                "AWQ GEMM quantization_config) nor a Hugging Face model folder with safetensors "
                                "weights; evaluate a .gguf file or such a folder.")
+        check_torch_folder(path)  # before transformers: no custom code, sound headers, config and layers
         if kv_type != KVCacheType.F16 or flash_attn:
             raise InvalidInput(f"{path.name} is a folder evaluated in torch, which keeps no quantized KV cache and "
                                "has no flash-attention switch; KV-cache and flash-attention options apply to GGUF files.")

@@ -28,6 +28,8 @@ from quantpress.core.gguf.plan import ConversionPlan, OutputPlan, output_metadat
 from quantpress.core.gguf.source import HFReader, TensorPlan
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle, ignore
 from quantpress.core.model import SourceKind
+from quantpress.core.signals import CONVERT_PARTIAL, remove_stale
+from quantpress.core.validate import non_finite_weights
 
 SLAB_BYTES = 64 << 20  # float32 bytes per slab: bounds memory and the time between cancel checks
 DISK_MARGIN_BYTES = 16 << 20  # a GGUF's size is known to the byte: only header slack
@@ -51,8 +53,24 @@ def peak_rss_bytes() -> int:
     return int(peak if os.uname().sysname == "Darwin" else peak * 1024)
 
 
+def check_outputs(plan: ConversionPlan) -> None:
+    """Refuse outputs that are (or resolve to) the source, name a folder, or cannot be written; made
+    before any output folder is created."""
+    from quantpress.core.outputs import check_output_file
+
+    source = Path(plan.local_path or plan.source)
+    paths = [Path(o.path) for o in plan.outputs]
+    for path in paths:
+        check_output_file(path, [source], what="converted file")
+        check_output_file(path.with_name(path.name + ".json"), [source], what="sidecar")
+    if len(set(paths)) != len(paths):
+        raise InvalidInput("two formats of this conversion would write the same file; give --out a folder")
+
+
 def preflight(plan: ConversionPlan, disk_free: DiskFree | None = None) -> None:
-    """Refuse to start when an output folder lacks space for the plan's exact file sizes."""
+    """Refuse to start when an output is unusable (check_outputs) or its folder lacks space for the
+    plan's exact file sizes."""
+    check_outputs(plan)
     need: dict[Path, int] = {}
     for o in plan.outputs:
         folder = Path(o.path).parent
@@ -129,6 +147,7 @@ class _GGUFSourceReader:
         from quantpress.core.gguf.reader import open_gguf
 
         self.g = open_gguf(path)
+        self.label = path.name  # names the model in errors
 
     def raw(self, t: TensorPlan) -> np.ndarray:
         return np.asarray(self.g.raw(t.source))
@@ -189,6 +208,8 @@ def convert(plan: ConversionPlan, *, report: Report = ignore, cancel: CancelToke
     left behind on failure."""
     t0 = time.monotonic()
     preflight(plan, disk_free)
+    for folder in {Path(o.path).parent for o in plan.outputs}:  # what killed conversions left behind
+        remove_stale(folder, CONVERT_PARTIAL)
     source_kv = source_metadata(plan)
     outputs: list[_Output] = []
     reader = _open_reader(plan)
@@ -306,8 +327,7 @@ def _checked_slabs(reader: Any, t: TensorPlan) -> Iterator[np.ndarray]:
     """The tensor's float32 row slabs (SLAB_BYTES each at most); InvalidModel on NaN/Inf."""
     for x in reader.slabs(t, max(1, SLAB_BYTES // (4 * t.shape[-1]))):
         if not np.isfinite(x).all():
-            raise InvalidModel(f"tensor '{t.source or t.name}' contains NaN or Inf values; the checkpoint "
-                               "is damaged (re-download it) or was saved from a diverged training run")
+            raise non_finite_weights(reader.label, t.source or t.name)
         yield x
 
 

@@ -261,8 +261,18 @@ def _parse(path: Path, data: np.ndarray) -> GGUFFile:
                 f"{path.name}: tensor '{name}' uses GGML type {type_id}, unknown to the installed gguf "
                 "package; upgrade gguf (pip install -U gguf)"
             )
+        if any(d == 0 for d in ne):
+            raise InvalidModel(f"{path.name}: tensor '{name}' has a zero-size dimension {ne}; the file is damaged")
         infos.append((name, ne, type_names[type_id], offset))
-    alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT))
+    names = [i[0] for i in infos]
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise InvalidModel(f"{path.name}: tensor '{dup}' appears twice in the GGUF header; the file is damaged")
+    alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+    if not (isinstance(alignment, int) and not isinstance(alignment, bool) and alignment > 0
+            and alignment & (alignment - 1) == 0):
+        raise InvalidModel(f"{path.name}: GGUF metadata 'general.alignment' is {alignment!r}; it must be a power "
+                           "of two. The file is damaged")
     data_start = -(-cur.pos // alignment) * alignment
     tensors = []
     for name, ne, type_name, offset in infos:
@@ -282,6 +292,11 @@ def _parse(path: Path, data: np.ndarray) -> GGUFFile:
                 data_offset=data_start + offset,
             )
         )
+    spans = sorted((t.data_offset, t.data_offset + t.n_bytes, t.name) for t in tensors if t.n_bytes)
+    for (_a0, a1, a_name), (b0, _b1, b_name) in zip(spans, spans[1:], strict=False):
+        if b0 < a1:  # llama.cpp would read one tensor's bytes as another's
+            raise InvalidModel(f"{path.name}: the data of tensors '{a_name}' and '{b_name}' overlap; the file is "
+                               "damaged. Download or convert it again")
     return GGUFFile(path, data, metadata, value_types, tensors, version, order)
 
 

@@ -208,6 +208,7 @@ class HFReader:
 
     def __init__(self, folder: Path, config: Config, spec: ArchSpec | None) -> None:
         self.folder = Path(folder)
+        self.label = self.folder.name  # names the model in errors
         self.config = config
         self.spec = spec
         self._files: dict[str, tuple[Any, dict[str, Any], int]] = {}

@@ -38,6 +38,9 @@ from quantpress.core.disk import require_free_space
 from quantpress.core.errors import InvalidInput, UnsupportedArchitecture
 from quantpress.core.gguf.reader import GGUFFile, open_gguf
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle, ignore
+from quantpress.core.outputs import existing_ancestor, output_folder
+from quantpress.core.signals import UNPACK_TMP, remove_stale
+from quantpress.core.validate import check_gguf_model, non_finite_weights
 
 SHARD_BYTES = 5 * 1024**3  # the usual HF shard size; smaller models get one model.safetensors
 _DTYPES = {"F32": (np.float32, 4), "F16": (np.float16, 2), "BF16": (None, 2)}
@@ -413,10 +416,12 @@ def _plan(g: GGUFFile, spec: ArchSpec, dtype: str) -> list[_Planned]:
     return sorted(items, key=lambda p: p.hf_name)
 
 
-def _prepare_out(out_dir: Path) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+def _check_out(out_dir: Path, src: Path) -> None:
+    from quantpress.core.outputs import check_output_folder
+
+    check_output_folder(out_dir, [src], what="unpacked")
+    if out_dir.exists() and any(out_dir.iterdir()):
         raise InvalidInput(f"{out_dir}: already exists and is not empty; choose a new folder")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
 
 
 def unpack_gguf(
@@ -432,23 +437,26 @@ def unpack_gguf(
     src, out_dir = Path(gguf_path), Path(out_dir)
     if dtype not in _DTYPES:
         raise InvalidInput(f"unknown dtype '{dtype}'; choose one of {', '.join(_DTYPES)}")
-    _prepare_out(out_dir)
+    _check_out(out_dir, src)
     with open_gguf(src) as g:
+        check_gguf_model(g)
         spec = _arch_spec(g)
         plan = _plan(g, spec, dtype)
         tokenizer = build_tokenizer(g)  # before writing anything: fails fast on unknown tokenizers
-        require_free_space(out_dir.parent, sum(p.n_bytes for p in plan), what="unpacking",
+        require_free_space(existing_ancestor(out_dir.parent), sum(p.n_bytes for p in plan), what="unpacking",
                            advice="Free some space or choose an output folder on another disk.")
-        tmp = out_dir.parent / f".{out_dir.name}.{uuid.uuid4().hex[:8]}.tmp"
-        tmp.mkdir()  # not mkdtemp: its 0700 mode would stick to the renamed folder
-        try:
-            files = _write_folder(g, spec, plan, tokenizer, tmp, dtype, Throttle(report), cancel)
-            if out_dir.exists():
-                out_dir.rmdir()  # empty (checked above); rename() onto a folder is not portable
-            os.replace(tmp, out_dir)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with output_folder(out_dir.parent):  # only now: a refused or failed unpack leaves no folder behind
+            remove_stale(out_dir.parent, UNPACK_TMP)  # what killed unpacks left behind
+            tmp = out_dir.parent / f".{out_dir.name}.unpack-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+            tmp.mkdir()  # not mkdtemp: its 0700 mode would stick to the renamed folder
+            try:
+                files = _write_folder(g, spec, plan, tokenizer, tmp, dtype, Throttle(report), cancel)
+                if out_dir.exists():
+                    out_dir.rmdir()  # empty (checked above); rename() onto a folder is not portable
+                os.replace(tmp, out_dir)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
         types: dict[str, int] = {}
         for t in g.tensors:
             types[t.ggml_type] = types.get(t.ggml_type, 0) + 1
@@ -528,7 +536,10 @@ def _write_weights(
             f.write(_safetensors_header(shard, dtype, meta))
             for item in shard:
                 cancel.raise_if_cancelled()
-                f.write(_encode(_load(g, spec, config, item.gguf_name), dtype))
+                weights = _load(g, spec, config, item.gguf_name)
+                if not np.isfinite(weights).all():
+                    raise non_finite_weights(g.path.name, item.gguf_name)
+                f.write(_encode(weights, dtype))
                 done += item.n_bytes
                 report(Progress("unpack", done / total, item.hf_name, done, total))
     if len(shards) > 1:

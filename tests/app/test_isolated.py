@@ -6,8 +6,10 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
+from quantpress.app import isolated
 from quantpress.app.isolated import ChildProcessDied, run_isolated
 from quantpress.core.errors import Cancelled, InvalidInput
 from quantpress.core.jobs import CancelToken, Progress
@@ -29,6 +31,17 @@ def crash(*, report, cancel):  # type: ignore[no-untyped-def]
     report(Progress("crash", 0.5, "about to die"))
     time.sleep(0.2)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def deaf(path: str, *, report, cancel):  # type: ignore[no-untyped-def]
+    """A job that never checks cancel (like one stuck in a long native call) and cleans up in finally."""
+    temp = Path(path)
+    temp.write_text("partial output")
+    try:
+        report(Progress("deaf", 0.1, "writing"))
+        time.sleep(60)
+    finally:
+        temp.unlink()
 
 
 def test_result_and_progress_cross_the_process() -> None:
@@ -61,3 +74,15 @@ def test_cancel_reaches_the_child() -> None:
 def test_killed_child_is_a_clear_error() -> None:
     with pytest.raises(ChildProcessDied, match="killed"):
         run_isolated(crash, report=lambda p: None, cancel=CancelToken())
+
+
+def test_terminated_after_the_grace_period_the_child_still_cleans_up(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GUI terminate()s a child that ignores cancel for the grace period: SIGTERM must unwind the
+    job's cleanup (its temporary output removed), not kill it on the spot."""
+    monkeypatch.setattr(isolated, "CANCEL_GRACE_S", 0.5)
+    temp = tmp_path / ".out.gguf.partial-child"
+    token = CancelToken()
+    with pytest.raises(Cancelled):
+        run_isolated(deaf, str(temp), report=lambda p: token.cancel(), cancel=token)
+    assert not temp.exists()

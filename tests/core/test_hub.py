@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -24,7 +25,11 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def hub(tiny_dir: Path) -> Iterator[FakeHub]:
-    server = start_hub({"tiny/llama": tiny_model("llama", tiny_dir), "tiny/qwen2-sharded": tiny_model("qwen2", tiny_dir)})
+    bad = shutil.copytree(tiny_model("llama", tiny_dir), tiny_dir / "bad-config")
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps(dict(config, num_attention_heads=0)))
+    server = start_hub({"tiny/llama": tiny_model("llama", tiny_dir), "tiny/qwen2-sharded": tiny_model("qwen2", tiny_dir),
+                        "tiny/bad-config": bad})
     yield server
     server.shutdown()
     server.server_close()
@@ -84,6 +89,13 @@ def test_hub_repo_not_found(hub: FakeHub, tmp_path: Path) -> None:
     assert out.returncode == 2
     line = out.stderr.strip()
     assert "\n" not in line and "no such model on the Hub" in line
+
+
+def test_hub_repo_with_a_bad_config_is_refused_from_its_metadata(hub: FakeHub, tmp_path: Path) -> None:
+    out = _run(["estimate", "tiny/bad-config"], _url(hub), tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("error:") == 1 and "Traceback" not in out.stderr
+    assert "tiny/bad-config/config.json: 'num_attention_heads' is 0" in out.stderr
 
 
 def test_hub_offline_is_not_not_found(hub: FakeHub, tmp_path: Path) -> None:

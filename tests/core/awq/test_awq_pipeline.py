@@ -147,9 +147,10 @@ def test_nan_activations_name_the_layer(tiny, tmp_path: Path) -> None:  # type: 
     shutil.copytree(tiny("smollm"), src)
     f = src / "model.safetensors"
     state = load_file(f)
-    state["model.layers.1.mlp.down_proj.weight"][0, 0] = float("nan")
+    # Finite weights so large that layer 1 overflows (NaN weights are already refused when loaded).
+    state["model.layers.1.mlp.down_proj.weight"][:] = 3e38
     save_file(state, f, metadata={"format": "pt"})
-    with pytest.raises(InvalidModel, match="decoder layer 1 produced NaN"):
+    with pytest.raises(InvalidModel, match="decoder layer 1( produced NaN|: no finite loss)"):
         awq_convert(src, tmp_path / "d", settings=AwqSettings(**FAST))  # type: ignore[arg-type]
     assert not (tmp_path / "d").exists()
 
@@ -206,3 +207,16 @@ def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_device("auto") == "cpu"
     with pytest.raises(InvalidInput, match="torch sees no CUDA GPU"):
         resolve_device("cuda")
+
+
+def test_cli_says_when_it_replaces_an_earlier_output(tiny, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from quantpress.core.cli import main
+
+    out = tmp_path / "awq"
+    argv = ["awq", str(tiny("smollm")), "--out", str(out), "--samples", "4", "--seqlen", "64", "--json"]
+    assert main(argv) == 0
+    assert "will be replaced" not in capsys.readouterr().err
+    assert main(argv) == 0
+    assert f"note: {out} exists; it will be replaced" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["awq"]  # no temporary folder left beside it

@@ -15,6 +15,7 @@ def _write_gguf(path: Path, arch: str) -> Path:
 
     w = gguf.GGUFWriter(str(path), arch)
     w.add_block_count(1)
+    w.add_embedding_length(16)  # metadata quantpress checks before llama.cpp sees the file
     w.add_tensor("token_embd.weight", np.zeros((8, 16), dtype=np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()

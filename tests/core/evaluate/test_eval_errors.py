@@ -42,6 +42,7 @@ def _tiny_gguf(path: Path, n_vocab: int) -> Path:
 
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_block_count(1)
+    w.add_embedding_length(16)  # metadata quantpress checks before any runtime sees the file
     w.add_tokenizer_model("gpt2")
     w.add_token_list([f"t{i}" for i in range(n_vocab)])
     w.add_tensor("token_embd.weight", np.zeros((n_vocab, 16), dtype=np.float32))

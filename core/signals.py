@@ -1,0 +1,114 @@
+"""SIGTERM and SIGHUP end a job the way Ctrl-C does, and temporary outputs of dead jobs are swept.
+
+Python's default for SIGTERM/SIGHUP is to die on the spot, so no ``finally`` runs and a job's
+temporary outputs (``.NAME.partial-<pid>`` files, ``.NAME.tmp-<pid>/`` folders) stay on disk. With
+:func:`terminate_gracefully` installed, the signal raises :class:`Terminated` in the main thread
+instead; it unwinds through every job's cleanup like ``KeyboardInterrupt`` (but is not one, so a
+chat REPL's Ctrl-C handler does not swallow it), and the CLI exits ``128 + signum`` (143 for SIGTERM).
+
+A process killed harder (SIGKILL, a power cut) still leaves its temporary outputs. Each job kind names
+them with its PID, and :func:`remove_stale` deletes those whose process is gone at the next start of
+the same kind of job in the same folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+HANDLED = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None)
+
+
+class Terminated(BaseException):
+    """A termination signal arrived. A BaseException, like KeyboardInterrupt: ``except Exception``
+    cleanup code does not stop it, ``finally`` and ``except BaseException`` cleanups run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for death by a signal: 128 + its number (SIGTERM: 143, SIGHUP: 129)."""
+        return 128 + self.signum
+
+    def __reduce__(self) -> tuple[type, tuple[int]]:
+        return (type(self), (self.signum,))
+
+
+def _raise(signum: int, _frame: FrameType | None) -> None:
+    for s in HANDLED:  # once: a second signal must not interrupt the cleanup the first one started
+        signal.signal(s, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+def terminate_gracefully() -> Callable[[], None]:
+    """Turn SIGTERM and SIGHUP into :class:`Terminated` in this (main) thread; returns a function that
+    puts the previous handlers back (a no-op where nothing was installed: not the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {s: signal.getsignal(s) for s in HANDLED}
+    for s in HANDLED:
+        signal.signal(s, _raise)
+
+    def restore() -> None:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+    return restore
+
+
+# ----------------------------------------------------------------------------- stale temporary outputs
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists (one of another user counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(folder: Path, pattern: re.Pattern[str]) -> list[Path]:
+    """Delete the entries of ``folder`` whose name matches ``pattern`` (a ``pid`` group) and whose
+    process is no longer alive; returns what was removed. Never touches this process's own entries,
+    and a folder that cannot be listed is left alone (the job reports its own error about it)."""
+    removed: list[Path] = []
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if not m:
+            continue
+        pid = int(m.group("pid"))
+        if pid == os.getpid() or pid_alive(pid):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError:
+            continue
+        removed.append(entry)
+    return removed
+
+
+# Temporary names of each job kind (the sweeps below must match what the jobs write).
+CONVERT_PARTIAL = re.compile(r"^\..+\.partial-(?P<pid>\d+)$")  # core/gguf/convert.py (outputs, sidecars)
+AWQ_TMP = re.compile(r"^\..+\.tmp-(?P<pid>\d+)$")  # core/awq/export.py
+UNPACK_TMP = re.compile(r"^\..+\.unpack-(?P<pid>\d+)-[0-9a-f]+\.tmp$")  # core/gguf/unpack.py
+EVAL_REFERENCE_TMP = re.compile(r"^\.[0-9a-f]+\.(?P<pid>\d+)\..+$")  # core/evaluate/reference.py
