@@ -6,7 +6,11 @@ when calibrated. Measures wall time and peak RSS (each step in its own process, 
 KL-divergence to the F32 GGUF on held-out text (resources/eval/heldout.txt, never the calibration
 text), per format.
 
-    .venv/bin/python -m benchmarks.convert [--formats Q4_K_M,Q8_0] [--chunks 2] [--write]
+    .venv/bin/python -m benchmarks.convert [--model demo|finetuned|scratch] [--formats Q4_K_M,Q8_0] [--chunks 2] [--write]
+
+--model picks the test model (benchmarks/trained_models.py): the demo (weights on a Q4_1 grid), or one
+of the two whose weights were never quantized. Each writes its own section of BENCHMARKS.md; the
+"worse" column names every format whose quantpress KLD is above llama.cpp's by more than 2 paired SE.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 SDIST_DIR = Path(tempfile.gettempdir()) / "qp-bench-sdist"
-ALL = ["Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_1", "IQ4_NL", "IQ4_XS", "Q4_K_S", "Q4_K_M", "Q5_0",
+ALL = ["F16", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_1", "IQ4_NL", "IQ4_XS", "Q4_K_S", "Q4_K_M", "Q5_0",
        "Q5_1", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0"]
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -196,6 +200,8 @@ def main() -> None:
     ap.add_argument("--n-ctx", type=int, default=256)
     ap.add_argument("--no-imatrix", action="store_true")
     ap.add_argument("--write", action="store_true", help="replace this benchmark's section of BENCHMARKS.md")
+    ap.add_argument("--model", default="demo", choices=["demo", "finetuned", "scratch"],
+                    help="test model (benchmarks/trained_models.py); the trained ones are built on first use")
     ap.add_argument("--off-grid", action="store_true",
                     help="the demo model with its weights jittered off the Q4_1 grid they were dequantized from "
                          "(implies --no-imatrix: the cached imatrix belongs to the plain demo model)")
@@ -212,7 +218,9 @@ def main() -> None:
     from quantpress.core.gguf.reader import open_gguf
     from quantpress.core.gguf.reference import llama_quantize
 
-    model = ensure_demo_model()
+    from benchmarks.trained_models import build as build_test_model
+
+    model = build_test_model(args.model, ensure_demo_model())
     if args.off_grid:
         from benchmarks.generated_model import off_grid_demo
 
@@ -236,7 +244,7 @@ def main() -> None:
     def measure(path: Path) -> np.ndarray:
         return kld_tokens(ref, logprobs(path, chunks))
 
-    for fmt in formats:
+    for fmt in formats:  # (llama.cpp's F16 is its converter's own output, ref-F16.gguf)
         if not (work / f"ref-{fmt}.gguf").exists():
             llama_quantize(work / "ref-F16.gguf", work / f"ref-{fmt}.gguf", fmt)
         r = rows[fmt]
@@ -247,17 +255,19 @@ def main() -> None:
         r["qp_minus_ref"], r["qp_minus_ref_se"] = paired(k_qp, k_ref)
         r["qp_none_kld"] = float(measure(work / "none" / f"{model.name}-{fmt}.gguf").mean())
     if not args.no_imatrix:
-        from benchmarks.kquants import demo_imatrix  # cached across runs: computing it takes minutes
+        from benchmarks.kquants import model_imatrix  # cached across runs: computing it takes minutes
 
-        imx, imx_path = demo_imatrix()
+        imx, imx_path = model_imatrix(model, args.model)
         shutil.copy(imx_path, work / "imatrix.gguf")
         means = {n: imx.importance(n) for n in imx.names}
         (work / "im").mkdir()
         run_measured([py, "-m", "quantpress.core.cli", "convert", str(model), "--imatrix", str(work / "imatrix.gguf"),
                       "--out", str(work / "im"), "--json"] + fmt_args)
         for fmt in formats:
-            llama_quantize(work / "ref-F16.gguf", work / f"refim-{fmt}.gguf", fmt, imatrix=means)
-            k_ref, k_qp = measure(work / f"refim-{fmt}.gguf"), measure(work / "im" / f"{model.name}-{fmt}.gguf")
+            ref_im = work / ("ref-F16.gguf" if fmt == "F16" else f"refim-{fmt}.gguf")
+            if fmt != "F16":
+                llama_quantize(work / "ref-F16.gguf", ref_im, fmt, imatrix=means)
+            k_ref, k_qp = measure(ref_im), measure(work / "im" / f"{model.name}-{fmt}.gguf")
             rows[fmt]["ref_kld_im"], rows[fmt]["qp_kld_im"] = float(k_ref.mean()), float(k_qp.mean())
             rows[fmt]["qp_minus_ref_im"], rows[fmt]["qp_minus_ref_im_se"] = paired(k_qp, k_ref)
             rows[fmt]["qp_bytes_im"] = (work / "im" / f"{model.name}-{fmt}.gguf").stat().st_size
@@ -271,6 +281,15 @@ def main() -> None:
         write_section(report)
 
 
+TEST_MODELS = {
+    "demo": "SmolLM2-135M-Instruct rebuilt from its Q4_1 GGUF (F32 safetensors, 576-wide rows, weights on a Q4_1 grid)",
+    "finetuned": "the demo model after a short bf16 fine-tune on the calibration text (`benchmarks/trained_models.py`; "
+                 "576-wide rows, weights on no quantization grid)",
+    "scratch": "a 6-layer Llama (hidden 256, FFN 768) trained from scratch on the CPU, saved in bf16 "
+               "(`benchmarks/trained_models.py`; every row a multiple of 256)",
+}
+
+
 def _kld_cell(value: float, diff: float, se: float) -> str:
     """The KLD, bold when its paired difference to llama.cpp's is below zero by more than 2 SE."""
     return f"**{value:.4f}**" if diff < -2 * se else f"{value:.4f}"
@@ -280,27 +299,30 @@ def render(rows: dict[str, dict[str, float]], formats: list[str], t_all: float, 
            args: argparse.Namespace, n_tokens: int) -> str:
     mib = 2**20
     nan = float("nan")
-    flags = " --off-grid" if args.off_grid else ""
+    flags = " --off-grid" if args.off_grid else "" if args.model == "demo" else f" --model {args.model}"
     model = ("the demo model with every 2-D weight multiplied by 1 + 0.05·N(0,1) "
              "(`benchmarks/generated_model.py: off_grid_demo`), its own F32 GGUF as the reference" if args.off_grid
-             else "SmolLM2-135M-Instruct (F32 safetensors, 576-wide rows)")
+             else TEST_MODELS[args.model])
+    heading = ("### Off the Q4_1 grid" if args.off_grid else "## GGUF conversion" if args.model == "demo"
+               else f"### Never-quantized test model '{args.model}'")
     lines = [
-        "### Off the Q4_1 grid" if args.off_grid else "## GGUF conversion", "",
+        heading, "",
         f"Model: {model}; 2 shared CPU cores. llama.cpp = vendored convert_hf_to_gguf.py → F16 file, then "
         "llama_model_quantize; quantpress = `quantpress convert` (one pass, no intermediate file, policy quantpress). "
         f"KLD = mean KL-divergence to the F32 GGUF per token on held-out text ({args.chunks}×{args.n_ctx} tokens of "
         "resources/eval/heldout.txt, never the calibration text), F32 KV cache. Columns: quantpress = the default "
         "(importance estimated from the weights, no text); quantpress none = `--calibration none` (plain rounding); "
         "Δ = paired mean difference quantpress − llama.cpp over the same tokens ± its standard error; bold = lower "
-        "than llama.cpp by more than 2 SE."
+        "than llama.cpp by more than 2 SE; worse = higher than llama.cpp by more than 2 SE (must stay empty)."
         + ("" if args.no_imatrix else f" imatrix = the default calibration text ({n_tokens} tokens), the same "
            "matrix given to both."), "",
         f"Command: `.venv/bin/python -m benchmarks.convert{flags} --chunks {args.chunks} --n-ctx {args.n_ctx}"
         f"{'' if args.off_grid else ' --time-formats ' + args.time_formats} --write` "
         f"(load average {os.getloadavg()[0]:.1f} at the end, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
         "| format | MiB (both) | KLD llama.cpp | KLD quantpress | Δ ± SE | KLD quantpress none |"
-        + ("" if args.no_imatrix else " KLD llama.cpp+imatrix | KLD quantpress+imatrix | Δ ± SE (imatrix) |"),
-        "|---|---|---|---|---|---|" + ("" if args.no_imatrix else "---|---|---|"),
+        + ("" if args.no_imatrix else " KLD llama.cpp+imatrix | KLD quantpress+imatrix | Δ ± SE (imatrix) |")
+        + " worse |",
+        "|---|---|---|---|---|---|" + ("" if args.no_imatrix else "---|---|---|") + "---|",
     ]
     for f in sorted(formats, key=lambda f: rows[f]["qp_bytes"]):
         r = rows[f]
@@ -311,7 +333,9 @@ def render(rows: dict[str, dict[str, float]], formats: list[str], t_all: float, 
         if not args.no_imatrix:
             line += (f" {r['ref_kld_im']:.4f} | {_kld_cell(r['qp_kld_im'], r['qp_minus_ref_im'], r['qp_minus_ref_im_se'])}"
                      f" | {r['qp_minus_ref_im']:+.4f} ± {r['qp_minus_ref_im_se']:.4f} |")
-        lines.append(line)
+        worse = [label for label, key in (("default", ""), ("imatrix", "_im"))
+                 if f"qp_minus_ref{key}" in r and r[f"qp_minus_ref{key}"] > 2 * r[f"qp_minus_ref{key}_se"]]
+        lines.append(line + f" {', '.join(worse)} |")
     timed = [f for f in formats if "qp_s" in rows[f]]
     if timed:
         lines += ["", "End to end, each pipeline in its own processes (os.wait4); llama.cpp time = its F16 conversion "

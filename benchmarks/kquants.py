@@ -50,21 +50,26 @@ def importance_for(width: int) -> np.ndarray:
 
 
 def demo_imatrix() -> tuple[Any, Path]:
-    """The demo model's imatrix from the default calibration text (compute_imatrix defaults), and the
+    """The demo model's imatrix (see model_imatrix)."""
+    from quantpress.core.demo import ensure_demo_model
+
+    return model_imatrix(ensure_demo_model(), "demo")
+
+
+def model_imatrix(model: Path, label: str) -> tuple[Any, Path]:
+    """A model's imatrix from the default calibration text (compute_imatrix defaults), and the
     llama.cpp GGUF file it is cached in: computing it takes minutes, so it is reused across runs
     (keyed by the weights' and the text's size/mtime; delete the file to recompute)."""
     from quantpress.core.calibration import compute_imatrix, load_imatrix, save_imatrix
     from quantpress.core.calibration.text import default_calibration_text
-    from quantpress.core.demo import ensure_demo_model
 
-    model = ensure_demo_model()
     st = (model / "model.safetensors").stat()
     key = hashlib.sha256(f"{st.st_size}:{st.st_mtime_ns}:{default_calibration_text()}".encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / "quantpress-bench" / f"demo-imatrix-{key}.gguf"
+    path = Path(tempfile.gettempdir()) / "quantpress-bench" / f"{label}-imatrix-{key}.gguf"
     if path.is_file():
         return load_imatrix(path), path
     path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"computing the demo model's imatrix (default calibration text) -> {path}", flush=True)
+    print(f"computing the {label} model's imatrix (default calibration text) -> {path}", flush=True)
     imx = compute_imatrix(model)
     save_imatrix(imx, path)  # atomic: an interrupted run leaves no half file
     return imx, path

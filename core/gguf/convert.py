@@ -28,6 +28,7 @@ from quantpress.core.gguf.plan import ConversionPlan, OutputPlan, output_metadat
 from quantpress.core.gguf.source import HFReader, TensorPlan
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle, ignore
 from quantpress.core.model import SourceKind
+from quantpress.core.quant.auto import QuantChoice, choose
 from quantpress.core.signals import CONVERT_PARTIAL, remove_stale
 from quantpress.core.validate import non_finite_weights
 
@@ -117,10 +118,11 @@ def encode(x: np.ndarray, ggml_type: str, importance: np.ndarray | None, threads
 
 
 class _Output:
-    """One file being written: temp name, handle, the plan entry."""
+    """One file being written: temp name, handle, the plan entry and how its tensors are quantized."""
 
-    def __init__(self, plan: OutputPlan) -> None:
+    def __init__(self, plan: OutputPlan, quant_choice: QuantChoice) -> None:
         self.plan = plan
+        self.quant_choice = quant_choice
         self.final = Path(plan.path)
         self.tmp = self.final.with_name(f".{self.final.name}.partial-{os.getpid()}")
         self.f: BinaryIO = self.tmp.open("wb")
@@ -177,7 +179,8 @@ def _load_imatrix(plan: ConversionPlan, reader: Any, source_kv: list[Any], repor
     if kind == "none":
         return None, ""
     if kind == "weights":
-        if all(ty in _IMPORTANCE_FREE for o in plan.outputs for ty in o.tensor_types.values()):
+        if all(ty in _IMPORTANCE_FREE or not _quant_choice(plan, o).importance
+               for o in plan.outputs for ty in o.tensor_types.values()):
             return None, ""  # nothing would use it: skip the extra read of the weights
         from quantpress.core.calibration.weights import weight_importance
 
@@ -195,6 +198,10 @@ def _load_imatrix(plan: ConversionPlan, reader: Any, source_kv: list[Any], repor
     device = calibration.resolve_device(device)
     return calibration.compute_imatrix(Path(plan.local_path), text, device=device, report=report,
                                        cancel=cancel), device
+
+
+def _quant_choice(plan: ConversionPlan, out: OutputPlan) -> QuantChoice:
+    return choose(plan.engine, out.format, plan.calibration.kind)
 
 
 # ------------------------------------------------------------------------------ main
@@ -217,7 +224,7 @@ def convert(plan: ConversionPlan, *, report: Report = ignore, cancel: CancelToke
         imatrix, calibration_device = _load_imatrix(plan, reader, source_kv, report, cancel, device)
         n_tokens = int(getattr(imatrix, "n_tokens", 0) or 0)
         for o in plan.outputs:
-            outputs.append(_Output(o))
+            outputs.append(_Output(o, _quant_choice(plan, o)))
             _write_preamble(plan, outputs[-1], source_kv, n_tokens)
         _write_tensors(plan, outputs, reader, imatrix, Throttle(report), cancel)
         for out in outputs:
@@ -292,6 +299,7 @@ def _write_tensors(plan: ConversionPlan, outputs: list[_Output], reader: Any, im
         cancel.raise_if_cancelled()
         n_per_row = t.shape[-1]
         types = [o.plan.tensor_types[t.name] for o in outputs]
+        imp = _importance(imatrix, t.name, n_per_row)
         copy_raw = [ty == t.source_dtype and not t.transforms and plan.source_kind == SourceKind.GGUF.value
                     for ty in types]
         if all(copy_raw):
@@ -307,8 +315,8 @@ def _write_tensors(plan: ConversionPlan, outputs: list[_Output], reader: Any, im
                 for out, ty, raw_copy in zip(outputs, types, copy_raw, strict=False):
                     if raw_copy:
                         continue
-                    imp = _importance(imatrix, t.name, n_per_row)
-                    out.write(_buffer(encode(x, ty, imp, plan.threads, plan.engine)))
+                    how = out.quant_choice
+                    out.write(_buffer(encode(x, ty, imp if how.importance else None, plan.threads, how.engine)))
                 row += x.shape[0]
                 now = done + src_bytes * row // n_rows  # progress in source bytes: big tensors weigh more
                 report(Progress("convert", min(now / total, 0.999), t.name, now, total))

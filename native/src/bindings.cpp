@@ -202,6 +202,7 @@ NB_MODULE(native, m) {
             else if (key == "q5_window") p.q5_window = nb::cast<int>(v);
             else if (key == "q5_band") p.q5_band = nb::cast<int>(v);
             else if (key == "anchor_max") p.anchor_max = nb::cast<int>(v);
+            else if (key == "magnitude") p.magnitude = nb::cast<int>(v);
 
             else throw nb::value_error(("unknown search parameter " + key).c_str());
         }

@@ -19,7 +19,20 @@ THREADS = [1, 2, 7]
 
 
 def wrmse(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
-    return float(np.sqrt((((y - x) ** 2) * w).sum() / (w.sum() * x.shape[0])))
+    """Weighted RMS error; ``w`` per column (n,) or per element (rows, n)."""
+    w = np.broadcast_to(w, x.shape)
+    return float(np.sqrt((((y - x) ** 2) * w).sum() / w.sum()))
+
+
+def objective(x: np.ndarray, importance: np.ndarray | None, qtype: str) -> np.ndarray:
+    """The per-weight error weight the kernels minimise (native/include/quantpress/kquants.h,
+    SearchParams::magnitude): importance (or 1) x sqrt(sigma2 + x^2), sigma2 = 2 mean x^2 of the
+    super-block, the weighting ggml's k-quants use with an imatrix."""
+    block = 32 if qtype == "IQ4_NL" else 256
+    rows, n = x.shape
+    xb = x.reshape(rows, n // block, block).astype(np.float64)
+    w = np.sqrt(2 * (xb**2).mean(axis=2, keepdims=True) + xb**2).reshape(rows, n)
+    return w * (1.0 if importance is None else importance)
 
 
 def gguf_deq(q: np.ndarray, qtype: str, shape: tuple[int, int]) -> np.ndarray:
@@ -52,11 +65,10 @@ def test_threads_and_reference_build_agree(qtype: str) -> None:
 def test_error_not_above_ggml_random(qtype: str) -> None:
     x = random_rows(64, 1024, seed=11)
     imp = random_importance(1024)
-    ones = np.ones(1024, np.float32)
-    plain = wrmse(x, native.dequantize(native.quantize(x, qtype), qtype, 1024), ones)
-    plain_ggml = wrmse(x, gguf_deq(ggml_quantize(x, qtype), qtype, x.shape), ones)
-    weighted = wrmse(x, native.dequantize(native.quantize(x, qtype, imp), qtype, 1024), imp)
-    weighted_ggml = wrmse(x, gguf_deq(ggml_quantize(x, qtype, imp), qtype, x.shape), imp)
+    plain = wrmse(x, native.dequantize(native.quantize(x, qtype), qtype, 1024), objective(x, None, qtype))
+    plain_ggml = wrmse(x, gguf_deq(ggml_quantize(x, qtype), qtype, x.shape), objective(x, None, qtype))
+    weighted = wrmse(x, native.dequantize(native.quantize(x, qtype, imp), qtype, 1024), objective(x, imp, qtype))
+    weighted_ggml = wrmse(x, gguf_deq(ggml_quantize(x, qtype, imp), qtype, x.shape), objective(x, imp, qtype))
     assert plain <= plain_ggml
     assert weighted <= weighted_ggml
 
@@ -67,9 +79,8 @@ def test_error_not_above_ggml_demo_model(qtype: str, demo_model_dir) -> None:
     for name, w in demo_weights(demo_model_dir, names).items():
         if w.shape[1] % (32 if qtype == "IQ4_NL" else 256):
             continue
-        ones = np.ones(w.shape[1], np.float32)
-        ours = wrmse(w, native.dequantize(native.quantize(w, qtype), qtype, w.shape[1]), ones)
-        ref = wrmse(w, gguf_deq(ggml_quantize(w, qtype), qtype, w.shape), ones)
+        ours = wrmse(w, native.dequantize(native.quantize(w, qtype), qtype, w.shape[1]), objective(w, None, qtype))
+        ref = wrmse(w, gguf_deq(ggml_quantize(w, qtype), qtype, w.shape), objective(w, None, qtype))
         assert ours <= ref, name
 
 

@@ -23,6 +23,11 @@ struct SearchParams {
     // Code refinement neighbourhood of Q4_K / Q5_K: (scale, min) codes +-window, |d_scale - d_min| <= band.
     int q4_window = 1, q4_band = 2, q5_window = 1, q5_band = 2;
     int anchor_max = 7;  // bit 0/1/2: Q2_K/Q4_K/Q5_K fits also try candidates anchored at the sub-block's max
+    // Error weight of each x_j: base_j (importance, or 1) times sqrt(sigma2 + x_j^2), sigma2 = 2 mean x^2 of
+    // the super-block, when set (ggml's k-quant weighting: larger weights count more), else base_j alone.
+    // On by default: with plain squared error (0) the kernels beat ggml's RMSE but lost to it in
+    // KL-divergence on models whose weights were never quantized (benchmarks/auto_choice.py).
+    int magnitude = 1;
 };
 // [0] without importance, [1] with importance (a denser grid: weighted optima move away from
 // the largest weight, and ggml's importance path, the reference, is itself ~3x slower).

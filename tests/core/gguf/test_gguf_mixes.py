@@ -62,16 +62,11 @@ def test_overrides_win() -> None:
 
 
 @pytest.mark.parametrize("with_imatrix", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_bytes_identical_to_llama_quantize(with_imatrix: bool, tiny: Callable[[str], Path], tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """With ggml's quantizer selected (quantize_tensor otherwise prefers quantpress's native kernels),
-    the converter writes exactly llama-quantize's bytes: same types, same importance (none, or the
-    same imatrix), same layout
+def test_bytes_identical_to_llama_quantize(with_imatrix: bool, tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    """With ggml's quantizer selected (engine "ggml"), the converter writes exactly llama-quantize's
+    bytes: same types, same importance (none, or the same imatrix), same layout
     (bf16 weights are exact in F16, so llama.cpp's F16 intermediate loses nothing here)."""
-    from quantpress.core import quant
     from quantpress.core.calibration import compute_imatrix, save_imatrix
-
-    monkeypatch.setattr(quant, "ENGINES", {})  # every type -> ggml_quantize_chunk
 
     model = open_source(tiny("llama"))
     imatrix = None
@@ -83,7 +78,8 @@ def test_bytes_identical_to_llama_quantize(with_imatrix: bool, tiny: Callable[[s
         kw = {"imatrix": tmp_path / "imatrix.gguf"}
     (f16,) = convert(plan_conversion(model, ["F16"], tmp_path))
     formats = ["Q4_K_M", "Q2_K", "IQ4_XS", "Q5_0", "Q6_K"]
-    ours = convert(plan_conversion(model, formats, tmp_path / "ours.gguf", policy="llama.cpp", **kw))  # type: ignore[arg-type]
+    ours = convert(plan_conversion(model, formats, tmp_path / "ours.gguf", policy="llama.cpp", engine="ggml",
+                                   **kw))  # type: ignore[arg-type]
     means = {n: imatrix.importance(n) for n in imatrix.names} if imatrix is not None else None
     for r in ours:
         ref_path = tmp_path / f"ref-{r.format}.gguf"

@@ -1,0 +1,122 @@
+"""Test models whose weights were never quantized, trained here on the CPU (no download).
+
+The demo model's weights are dequantized Q4_1 values (core/demo.py): a 32-block type with a minimum
+represents them exactly, which flatters some quantizer choices. Quality decisions are therefore
+measured on these as well, saved in bf16 like real checkpoints:
+
+- ``finetuned``: the demo model after a short full fine-tune (AdamW) on the built-in calibration text
+  (never the evaluation text), saved in bf16. Same shapes as the demo (576-wide rows: most k-quants
+  fall back to 32-block types), weights off every quantization grid.
+- ``scratch``: a small Llama (hidden 256, 6 layers, GQA 4/2 heads, FFN 768, tied 49,152-token
+  embeddings, the demo's tokenizer) trained from random initialisation on the same text. Every row is
+  a multiple of 256, so the k-quants apply everywhere: the other kind of model.
+
+Each is built once into the benchmark cache (atomically: built aside, renamed) and reused; training
+is seeded, single-process, a few minutes on 2 cores.
+
+    .venv/bin/python -m benchmarks.trained_models finetuned|scratch
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.generated_model import TOKENIZER_FILES, _built_aside
+
+CACHE = Path(tempfile.gettempdir()) / "qp-trained"
+SCRATCH_CONFIG = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 256,
+    "intermediate_size": 768, "num_hidden_layers": 6, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "head_dim": 64, "max_position_embeddings": 2048, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
+    "hidden_act": "silu", "vocab_size": 49152, "tie_word_embeddings": True, "bos_token_id": 1,
+    "eos_token_id": 2, "torch_dtype": "bfloat16",
+}
+# (steps, learning rate, batch rows, tokens per row): chosen so each trains in a few minutes on
+# 2 cores while moving every weight well off its starting grid (the fine-tune: ~1e-3 per weight).
+RECIPES = {"finetuned": (40, 5e-5, 4, 128), "scratch": (120, 3e-3, 8, 128)}
+MODELS = ("demo", *RECIPES)
+
+
+def _training_rows(tokenizer_dir: Path, n_ctx: int) -> Any:
+    import torch
+    from quantpress.core.calibration.text import default_calibration_text
+    from tokenizers import Tokenizer
+
+    ids = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json")).encode(default_calibration_text()).ids
+    n = len(ids) // n_ctx
+    return torch.tensor(ids[: n * n_ctx]).view(n, n_ctx)
+
+
+def _train(model: Any, rows: Any, steps: int, lr: float, batch: int, seed: int) -> None:
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    model.train()
+    t0 = time.monotonic()
+    for step in range(steps):
+        pick = torch.randint(0, rows.shape[0], (batch,), generator=gen)
+        x = rows[pick]
+        # cosine decay after a short warm-up
+        scale = min(1.0, (step + 1) / 10) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        for g in opt.param_groups:
+            g["lr"] = lr * scale
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 20 == 0 or step == steps - 1:
+            print(f"  step {step + 1}/{steps} loss {loss.item():.3f} ({time.monotonic() - t0:.0f} s)",
+                  file=sys.stderr, flush=True)
+    model.eval()
+
+
+def _save_bf16(model: Any, tmp: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}
+    if model.config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+
+
+def build(kind: str, demo: Path, cache: Path = CACHE) -> Path:
+    """The folder of test model ``kind`` (``demo`` returns the demo folder itself)."""
+    if kind == "demo":
+        return demo
+    steps, lr, batch, n_ctx = RECIPES[kind]
+
+    def write(tmp: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(0)
+        if kind == "finetuned":
+            model = AutoModelForCausalLM.from_pretrained(str(demo), dtype=torch.float32, local_files_only=True,
+                                                         trust_remote_code=False, use_safetensors=True)
+            config = json.loads((demo / "config.json").read_text())
+        else:
+            config = dict(SCRATCH_CONFIG)
+            model = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in config.items() if k != "architectures"}))
+        print(f"training the '{kind}' test model ({steps} steps) -> {cache / kind}", file=sys.stderr, flush=True)
+        _train(model, _training_rows(demo, n_ctx), steps, lr, batch, seed=0)
+        _save_bf16(model, tmp)
+        config["torch_dtype"] = "bfloat16"
+        config.pop("dtype", None)
+        (tmp / "config.json").write_text(json.dumps(config, indent=1))
+
+    return _built_aside(cache / kind, demo, TOKENIZER_FILES, write)
+
+
+if __name__ == "__main__":
+    from quantpress.core.demo import ensure_demo_model
+
+    for name in sys.argv[1:] or list(RECIPES):
+        print(build(name, ensure_demo_model()))

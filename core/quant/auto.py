@@ -1,0 +1,84 @@
+"""What ``engine="auto"`` does for each GGUF mix: which quantizer, and whether importance is used.
+
+quantpress departs from llama-quantize only where a departure measured no worse than llama.cpp on
+every test model; everywhere else "auto" is ggml's own quantizer without importance, i.e.
+llama-quantize's exact bytes for that mix. The evidence is ``python -m benchmarks.auto_choice``
+(BENCHMARKS.md, "Choosing auto"): KL-divergence to each model's F32 GGUF on held-out text, as a
+paired difference to llama.cpp's pipeline ± its standard error, on the demo model (weights on a Q4_1
+grid) and two models whose weights were never quantized (benchmarks/trained_models.py).
+
+A choice depends on where the importance comes from:
+- ``weights``: estimated from the weights (core/calibration/weights.py), the converter's default;
+- ``none``: plain rounding (``--calibration none``);
+- ``measured``: an imatrix from calibration text or a llama.cpp imatrix file, compared with
+  llama.cpp given the same matrix.
+
+An explicit engine ("ggml" or "native") bypasses this table: it quantizes every type with that
+engine and uses whatever importance the plan has, as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quantpress.core.quant import ENGINE_CHOICES
+
+
+@dataclass(frozen=True)
+class QuantChoice:
+    """How one output's tensors are quantized: ``engine`` for core.quant.quantize_tensor and whether
+    the plan's importance (if any) is passed to it."""
+
+    engine: str
+    importance: bool
+
+
+LLAMA_CPP = QuantChoice("ggml", False)  # llama-quantize without an imatrix
+NATIVE = QuantChoice("native", True)
+GGML_WITH_IMPORTANCE = QuantChoice("ggml", True)
+NATIVE_PLAIN = QuantChoice("native", False)
+
+IMPORTANCE_SOURCES = ("weights", "none", "measured")
+
+# mix -> {importance source -> choice}; a mix or source not listed gets FALLBACK[source].
+# From `benchmarks.auto_choice` (BENCHMARKS.md, "Choosing auto"): a departure is listed where it was
+# not worse than llama.cpp (Δ ≤ 2 paired SE) on each test model and better on average. One more
+# model's figures count too: issue 21's bf16 fine-tune of the demo (further off the Q4_1 grid than
+# ours), on which the weights-estimated importance with the Q5_1 fallback made Q5_K_S 2.6x worse
+# (native and ggml), plain native rounding lost at Q5_K_S and Q4_K_M, and native with a measured
+# imatrix lost at Q4_K_M. Those mixes stay llama-quantize's (Q5_1, Q5_K_S, Q5_K_M share the Q5_1 path).
+AUTO: dict[str, dict[str, QuantChoice]] = {
+    "Q2_K": {"weights": NATIVE, "none": NATIVE_PLAIN, "measured": NATIVE},
+    "Q3_K_S": {"weights": NATIVE, "none": NATIVE_PLAIN},
+    "Q3_K_M": {"weights": GGML_WITH_IMPORTANCE, "none": NATIVE_PLAIN},
+    "Q3_K_L": {"weights": NATIVE},
+    "Q4_0": {"weights": NATIVE, "none": NATIVE_PLAIN, "measured": NATIVE},
+    "Q4_1": {"weights": NATIVE, "none": NATIVE_PLAIN, "measured": NATIVE},
+    "IQ4_NL": {"weights": GGML_WITH_IMPORTANCE, "none": NATIVE_PLAIN},
+    "IQ4_XS": {"none": NATIVE_PLAIN, "measured": NATIVE},
+    "Q4_K_S": {"weights": GGML_WITH_IMPORTANCE, "none": NATIVE_PLAIN, "measured": NATIVE},
+    "Q4_K_M": {"weights": GGML_WITH_IMPORTANCE},
+    "Q5_0": {"weights": NATIVE, "measured": NATIVE},
+    "Q5_1": {"measured": NATIVE},
+    "Q5_K_S": {"measured": NATIVE},
+    "Q5_K_M": {"measured": NATIVE},
+    "Q6_K": {"weights": GGML_WITH_IMPORTANCE, "none": NATIVE_PLAIN, "measured": NATIVE},
+}
+
+# Unlisted: llama-quantize's behaviour (without importance, or with the measured imatrix as given).
+FALLBACK: dict[str, QuantChoice] = {"weights": LLAMA_CPP, "none": LLAMA_CPP, "measured": GGML_WITH_IMPORTANCE}
+
+
+def importance_source(calibration_kind: str) -> str:
+    """``weights``, ``none`` or ``measured`` for a plan's calibration kind."""
+    return calibration_kind if calibration_kind in ("weights", "none") else "measured"
+
+
+def choose(engine: str, mix: str, calibration_kind: str) -> QuantChoice:
+    """The quantizer and importance use for output ``mix`` of a plan with ``engine`` and calibration."""
+    if engine not in ENGINE_CHOICES:
+        raise ValueError(f"unknown quantization engine {engine!r}; choose one of {', '.join(ENGINE_CHOICES)}")
+    if engine != "auto":
+        return QuantChoice(engine, True)
+    source = importance_source(calibration_kind)
+    return AUTO.get(mix, {}).get(source, FALLBACK[source])
