@@ -39,9 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "when torch sees a GPU, else the CPU), cpu or cuda")
     p.add_argument("--threads", type=int, default=0, help="quantization threads (0 = all cores)")
     p.add_argument("--policy", choices=POLICIES, default="quantpress",
-                   help="row-length fallbacks: quantpress (default, monotonic quality) or llama.cpp (identical types)")
+                   help="row-length fallbacks: quantpress (default: IQ4_NL where llama.cpp falls back from Q2_K/Q3_K "
+                        "to Q4_0) or llama.cpp (identical types)")
     p.add_argument("--engine", choices=ENGINE_CHOICES, default="auto",
-                   help="quantizer: auto (default, the benchmarked better one per type), ggml (llama.cpp's), "
+                   help="quantizer: auto (default: per format, quantpress's kernels or importance only where "
+                        "they measured no worse than llama.cpp on every test model), ggml (llama.cpp's), "
                         "native (quantpress's kernels wherever they exist)")
     p.add_argument("--output-type", help="type for output.weight (and tied embeddings), e.g. Q8_0")
     p.add_argument("--token-embedding-type", help="type for token_embd.weight, e.g. Q6_K")
