@@ -93,7 +93,10 @@ def awq_convert(model_dir: str | Path, out: str | Path, *, format: str = "compre
     if out.exists() and not (out / SIDECAR).is_file():
         raise InvalidInput(f"output folder '{out}' exists and was not written by quantpress awq; "
                            f"choose another --out or remove it")
-    plan = plan_awq(model_dir, settings, uniform=format == "autoawq")
+    # Packed formats get one group size for the whole model: AutoAWQ's format has a single one, and
+    # transformers/compressed-tensors refuse a checkpoint whose config groups give different sizes
+    # to layers of different widths (e.g. 576-wide rows at 64 beside 1536-wide ones at 128).
+    plan = plan_awq(model_dir, settings, uniform=format in ("autoawq", "compressed-tensors"))
     start = time.monotonic()
     with output_folder(out.parent):
         tmp = temp_folder(out)

@@ -117,6 +117,11 @@ def plan_awq(model_dir: str | Path, settings: AwqSettings = DEFAULT_SETTINGS, *,
         linears.append(LinearPlan(name, n_in, n_out, gs))
         if gs != settings.group_size:
             odd[n_in] = gs or 0
+    if uniform and common != settings.group_size:
+        widths = sorted({n_in for _, n_in in shapes.values() if n_in % settings.group_size})
+        notes.append(f"{', '.join(map(str, widths))}-wide inputs are not a multiple of {settings.group_size}: "
+                     f"group size {common} used for every layer (one size for the whole checkpoint)")
+        odd = {n_in: gs for n_in, gs in odd.items() if not gs}  # only the unquantized ones are left to say
     for n_in, gs in sorted(odd.items()):
         notes.append(f"{n_in}-wide inputs are not a multiple of {settings.group_size}: "
                      + (f"group size {gs} used there" if gs else "left unquantized"))

@@ -88,6 +88,27 @@ def test_compressed_tensors_output_loads_in_transformers_like_our_backend(packed
     assert reply.tokens <= 5
 
 
+def test_compressed_tensors_output_of_mixed_widths_loads_in_transformers(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The SmolLM2 shape (rows 96 wide beside 256 wide, like the demo's 576 and 1536): one group size
+    for the whole model, so transformers with compressed-tensors loads it, with our backend's logits."""
+    import warnings
+
+    from quantpress.core.awq.backend import AwqBackend
+    from quantpress.core.chat.types import ChatSettings
+    from transformers import CompressedTensorsConfig
+
+    out = tmp_path / "ct"
+    awq_convert(tiny("smollm"), out, settings=AwqSettings(**FAST))  # type: ignore[arg-type]
+    groups = json.loads((out / "config.json").read_text())["quantization_config"]["config_groups"]
+    assert [g["weights"]["group_size"] for g in groups.values()] == [32]
+    ids = torch.randint(0, 300, (1, 48))
+    with warnings.catch_warnings():  # our own quantization_config wins over the loading attributes
+        warnings.filterwarnings("ignore", "You passed `quantization_config`", UserWarning)
+        ref = _logits(out, ids, quantization_config=CompressedTensorsConfig(**_decompress_kwargs(CompressedTensorsConfig)))
+    ours = AwqBackend(out, ChatSettings()).logits(ids)
+    torch.testing.assert_close(ours, ref, rtol=1e-2, atol=5e-3)  # bf16-level tolerance
+
+
 def test_autoawq_output_holds_the_same_integers(packed: dict[str, Path]) -> None:
     from quantpress.core.awq.quantizer import unpack_autoawq, unpack_compressed_tensors
     from safetensors.torch import load_file
