@@ -113,8 +113,11 @@ def test_hub_folder_without_weights_plans_the_same_sizes(tiny: Callable[[str], P
     """A Hub model described by config and tokenizer files only: tensor list from config.json."""
     import shutil
 
-    folder = tiny("llama")
-    hub = tmp_path / "hub"
+    # Both folders side by side with names of one length: the GGUF metadata holds the model's name and
+    # source path, and a different length could move the 32-byte-aligned data offset.
+    folder = tmp_path / "full"
+    shutil.copytree(tiny("llama"), folder)
+    hub = tmp_path / "bare"
     hub.mkdir()
     for f in folder.iterdir():
         if f.suffix != ".safetensors":
