@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.trained_models import DESCRIPTIONS
+
 SDIST_DIR = Path(tempfile.gettempdir()) / "qp-bench-sdist"
 ALL = ["F16", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_0", "Q4_1", "IQ4_NL", "IQ4_XS", "Q4_K_S", "Q4_K_M", "Q5_0",
        "Q5_1", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0"]
@@ -200,7 +202,7 @@ def main() -> None:
     ap.add_argument("--n-ctx", type=int, default=256)
     ap.add_argument("--no-imatrix", action="store_true")
     ap.add_argument("--write", action="store_true", help="replace this benchmark's section of BENCHMARKS.md")
-    ap.add_argument("--model", default="demo", choices=["demo", "finetuned", "scratch"],
+    ap.add_argument("--model", default="demo", choices=list(DESCRIPTIONS),
                     help="test model (benchmarks/trained_models.py); the trained ones are built on first use")
     ap.add_argument("--off-grid", action="store_true",
                     help="the demo model with its weights jittered off the Q4_1 grid they were dequantized from "
@@ -281,13 +283,6 @@ def main() -> None:
         write_section(report)
 
 
-TEST_MODELS = {
-    "demo": "SmolLM2-135M-Instruct rebuilt from its Q4_1 GGUF (F32 safetensors, 576-wide rows, weights on a Q4_1 grid)",
-    "finetuned": "the demo model after a short bf16 fine-tune on the calibration text (`benchmarks/trained_models.py`; "
-                 "576-wide rows, weights on no quantization grid)",
-    "scratch": "a 6-layer Llama (hidden 256, FFN 768) trained from scratch on the CPU, saved in bf16 "
-               "(`benchmarks/trained_models.py`; every row a multiple of 256)",
-}
 
 
 def _kld_cell(value: float, diff: float, se: float) -> str:
@@ -302,7 +297,7 @@ def render(rows: dict[str, dict[str, float]], formats: list[str], t_all: float, 
     flags = " --off-grid" if args.off_grid else "" if args.model == "demo" else f" --model {args.model}"
     model = ("the demo model with every 2-D weight multiplied by 1 + 0.05·N(0,1) "
              "(`benchmarks/generated_model.py: off_grid_demo`), its own F32 GGUF as the reference" if args.off_grid
-             else TEST_MODELS[args.model])
+             else DESCRIPTIONS[args.model])
     heading = ("### Off the Q4_1 grid" if args.off_grid else "## GGUF conversion" if args.model == "demo"
                else f"### Never-quantized test model '{args.model}'")
     lines = [

@@ -179,8 +179,8 @@ def _load_imatrix(plan: ConversionPlan, reader: Any, source_kv: list[Any], repor
     if kind == "none":
         return None, ""
     if kind == "weights":
-        if all(ty in _IMPORTANCE_FREE or not _quant_choice(plan, o).importance
-               for o in plan.outputs for ty in o.tensor_types.values()):
+        if not any(_quant_choice(plan, o).importance and set(o.tensor_types.values()) - _IMPORTANCE_FREE
+                   for o in plan.outputs):
             return None, ""  # nothing would use it: skip the extra read of the weights
         from quantpress.core.calibration.weights import weight_importance
 
