@@ -24,7 +24,7 @@ class FormatKind(str, enum.Enum):
     INT8 = "int8"  # 8-bit integer weights, 16-bit activations
 
 
-# Source of every `quality` string below (see ../shared/reference/gguf-kquants.md §7).
+# Source of every `quality` string below: KLD_SOURCE, the llama.cpp README it names.
 KLD_SOURCE = "llama.cpp tools/perplexity README, Llama-3-8B, wikitext-2, no imatrix"
 
 

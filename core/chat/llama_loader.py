@@ -81,7 +81,7 @@ def read_gguf_shape(path: str | Path) -> GgufShape:
 
 def kv_cache_bytes(shape: GgufShape, ctx_tokens: int, kv_type_k: KVCacheType, kv_type_v: KVCacheType) -> int:
     """Bytes of llama.cpp's KV buffer: per layer, kv_size cells of one K row and one V row
-    (shared/reference/gguf-kquants.md §6; kv_size = n_ctx padded to 256)."""
+    (llama.cpp src/llama-kv-cache.cpp; kv_size = n_ctx padded to 256)."""
     kv_size = -(-ctx_tokens // KV_PAD_CELLS) * KV_PAD_CELLS
     k_row = shape.n_embd_k_gqa * KV_CACHE_TYPES[kv_type_k][1]
     v_row = shape.n_embd_v_gqa * KV_CACHE_TYPES[kv_type_v][1]

@@ -35,7 +35,7 @@ class KVCacheType(str, enum.Enum):
 
 
 # ggml type id and bytes per element of each KV cache type (ggml.h enum ggml_type; row size =
-# n/block * type_size: q8_0 34/32, q4_0 18/32; see shared/reference/gguf-kquants.md §6).
+# n/block * type_size: q8_0 34/32, q4_0 18/32; ggml/src/ggml-common.h block_q8_0, block_q4_0).
 KV_CACHE_TYPES: dict[KVCacheType, tuple[int, float]] = {
     KVCacheType.F16: (1, 2.0),
     KVCacheType.Q8_0: (8, 34 / 32),
