@@ -1,5 +1,5 @@
 // GGUF byte layouts of the k-quant and IQ4 formats: packing from KBlock and dequantization.
-// Layouts follow ggml-common.h (see shared/reference/gguf-kquants.md section 1); the tests check
+// Layouts follow ggml-common.h; the tests check
 // them against gguf.quants.dequantize and against ggml's own bytes.
 #include <cstring>
 
