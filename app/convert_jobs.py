@@ -1,5 +1,5 @@
-"""Glue between the panes and core's planner, converter and evaluator (imported lazily: the window opens
-without them and the pane says what is missing instead of pretending)."""
+"""Glue between the panes and core's planner, converter and evaluator: the jobs the runners run (the
+heavy ones in a child process, app/isolated.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantpress.app.core_access import core_function, module_exists
 from quantpress.app.isolated import run_in_helper, run_isolated
+from quantpress.core.formats import FORMATS
+from quantpress.core.gguf.mixes import MIXES
+from quantpress.core.model import SourceKind
 
 CALIBRATION_CHOICES = (  # (key, label, tooltip)
     ("weights", "From the weights (no text)",
@@ -33,19 +35,14 @@ class OutputView:
 
 def available_formats(model: Any) -> tuple[list[tuple[str, str, str]], str]:
     """(format, label, description) for the formats the converter offers, and a reason if none."""
-    mixes = core_function("quantpress.core.gguf.mixes", "MIXES")
-    plan = core_function("quantpress.core.gguf.plan", "plan_conversion")
-    if not mixes or not plan:
-        return [], f"GGUF conversion is not available yet: {mixes or plan}"
     order = ["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_K_S", "Q5_K_S", "IQ4_XS", "IQ4_NL", "Q3_K_L", "Q3_K_M",
              "Q3_K_S", "Q2_K", "Q5_0", "Q5_1", "Q4_0", "Q4_1", "F16", "BF16", "F32"]
-    names = [m for m in order if m in mixes] + [m for m in mixes if m not in order]
-    catalogue = core_function("quantpress.core.formats", "FORMATS") or {}
+    names = [m for m in order if m in MIXES] + [m for m in MIXES if m not in order]
     out = []
     for m in names:
-        fmt = catalogue.get(m)  # sizes are on the Fit page and in the plan preview (exact, per model)
-        out.append((m, f"GGUF {m}", str(getattr(fmt, "explanation", "") or "")))
-    if getattr(getattr(model, "kind", None), "value", "") == "hf_folder" and module_exists("quantpress.core.awq"):  # find_spec only: no torch
+        fmt = FORMATS.get(m)  # sizes are on the Fit page and in the plan preview (exact, per model)
+        out.append((m, f"GGUF {m}", fmt.explanation if fmt else ""))
+    if model.kind == SourceKind.HF_FOLDER:
         out.extend(AWQ_CHOICES)
     return out, ""
 
@@ -111,16 +108,16 @@ def _plan_kwargs(options: dict[str, Any]) -> dict[str, Any]:
     if options.get("threads"):
         kwargs["threads"] = int(options["threads"])
     if options.get("output_type") or options.get("embedding_type"):
-        overrides = core_function("quantpress.core.gguf.plan", "Overrides")
-        kwargs["overrides"] = overrides(output_type=options.get("output_type"),
+        from quantpress.core.gguf.plan import Overrides
+
+        kwargs["overrides"] = Overrides(output_type=options.get("output_type"),
                                         token_embd_type=options.get("embedding_type"))
     return kwargs
 
 
 def make_plan(model: Any, formats: list[str], out_dir: Path, options: dict[str, Any]) -> Any:
-    plan_conversion = core_function("quantpress.core.gguf.plan", "plan_conversion")
-    if not plan_conversion:
-        raise LookupError(str(plan_conversion))
+    from quantpress.core.gguf.plan import plan_conversion
+
     return plan_conversion(model, formats, out_dir, **_plan_kwargs(options))
 
 
@@ -141,10 +138,7 @@ def plan_job(model: Any, formats: list[str], out_dir: Path, options: dict[str, A
 def convert_in_child(model: Any, formats: list[str], out_dir: Path, options: dict[str, Any], *,
                      report: Any, cancel: Any) -> Any:
     """Plan (again, so the plan matches the files on disk now) and convert. Runs in a child process."""
-    convert = core_function("quantpress.core.gguf.convert", "convert")
-    if not convert:
-        raise LookupError(str(convert))
-    from quantpress.core.gguf.convert import check_outputs
+    from quantpress.core.gguf.convert import check_outputs, convert
     from quantpress.core.outputs import output_folder
 
     plan = make_plan(model, formats, out_dir, options)
@@ -167,9 +161,8 @@ def conversion_job(model: Any, formats: list[str], out_dir: Path, options: dict[
 def evaluate_in_child(model: Path, reference: Path | None, text_path: str | None, max_tokens: int, *,
                       report: Any, cancel: Any) -> Any:
     """core.evaluate.evaluate with an optional user text. Runs in a child process."""
-    evaluate = core_function("quantpress.core.evaluate.evaluate", "evaluate")
-    if not evaluate:
-        raise LookupError(str(evaluate))
+    from quantpress.core.evaluate.evaluate import evaluate
+
     kwargs: dict[str, Any] = {"max_tokens": max_tokens, "report": report, "cancel": cancel}
     if text_path:
         from quantpress.core.evaluate.text import read_eval_text
@@ -187,11 +180,10 @@ def evaluation_job(model: Path, reference: Path | None, text_path: str | None, m
 
 def estimate_in_helper(model: Any, hardware: Any, ctx_tokens: int, batch: int, kv_type: str) -> Any:
     """core.estimate.estimate with a RuntimeConfig. Runs in the helper process."""
-    estimate = core_function("quantpress.core.estimate", "estimate")
-    runtime_config = core_function("quantpress.core.memory", "RuntimeConfig")
-    if not estimate or not runtime_config:
-        raise LookupError(str(estimate or runtime_config))
-    return estimate(model, hardware, runtime_config(n_ctx=ctx_tokens, n_batch=batch, kv_type=kv_type))
+    from quantpress.core.estimate import estimate
+    from quantpress.core.memory import RuntimeConfig
+
+    return estimate(model, hardware, RuntimeConfig(n_ctx=ctx_tokens, n_batch=batch, kv_type=kv_type))
 
 
 def estimate_job(model: Any, hardware: Any, ctx_tokens: int, batch: int, kv_type: str) -> Callable[..., Any]:

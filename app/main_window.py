@@ -19,7 +19,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from quantpress.app import settings
-from quantpress.app.core_access import core_function
 from quantpress.app.icons import icon
 from quantpress.app.panes.chat_pane import ChatPane
 from quantpress.app.panes.convert_pane import ConvertPane
@@ -29,6 +28,8 @@ from quantpress.app.panes.model_pane import ModelPane
 from quantpress.app.state import AppState
 from quantpress.app.theme import apply_theme
 from quantpress.app.widgets.common import format_bytes
+from quantpress.core.hardware import detect_hardware
+from quantpress.core.inspect import is_demo_alias
 
 FLOW = (  # (key, label, icon, tooltip)
     ("model", "Model", "model", "Pick a model: a folder, a GGUF file, a Hub repo id or the demo model"),
@@ -144,7 +145,7 @@ class MainWindow(QMainWindow):
 
     def open_source(self, source: str) -> None:
         """Open a model given on the command line: a path, a Hub repo id, or 'demo'."""
-        if source.strip().lower() == "demo":
+        if is_demo_alias(source):
             self.model_pane.use_demo()
         else:
             self.model_pane.open_source(source)
@@ -165,12 +166,7 @@ class MainWindow(QMainWindow):
 
     # -- status bar --------------------------------------------------------------------------------
     def _detect_hardware(self) -> None:
-        detect = core_function("quantpress.core.hardware", "detect_hardware")
-        if not detect:
-            self.hardware_label.setText("Hardware detection not available yet")
-            self.hardware_label.setToolTip(str(detect))
-            return
-        task = self.state.quick_runner().submit("detect hardware", _call_plain(detect), background=True)
+        task = self.state.quick_runner().submit("detect hardware", _call_plain(detect_hardware), background=True)
         task.succeeded.connect(self._on_hardware)
         task.failed.connect(self._on_hardware_failed)
 

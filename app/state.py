@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
-from quantpress.app.core_access import core_function
 from quantpress.app.tasks import Runner
+from quantpress.core.awq.backend import awq_format
+from quantpress.core.awq.export import SIDECAR
 
 
 class AppState(QObject):
@@ -68,8 +69,7 @@ class AppState(QObject):
                     continue
                 if is_model_output(p):
                     found.append(p)
-                elif p.is_dir() and (sidecar := core_function("quantpress.core.awq.export", "SIDECAR")) \
-                        and (p / sidecar).is_file():  # an "AWQ for GGUF" folder
+                elif p.is_dir() and (p / SIDECAR).is_file():  # an "AWQ for GGUF" folder
                     found.extend(sorted(g for g in p.glob("*.gguf") if not g.name.startswith(".")))
             self.add_outputs(found)
 
@@ -84,9 +84,8 @@ def is_model_output(path: Path) -> bool:
         return path.suffix.lower() == ".gguf"
     if not path.is_dir():
         return False
-    awq_format = core_function("quantpress.core.awq.backend", "awq_format")
     try:
-        return bool(awq_format) and awq_format(path) is not None
+        return awq_format(path) is not None
     except (OSError, ValueError):  # an unreadable config.json: not something we can open
         return False
 

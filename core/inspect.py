@@ -296,9 +296,14 @@ def open_gguf_file(path: Path) -> ModelInfo:
 # ----------------------------------------------------------------------------- entry points
 
 
+def is_demo_alias(source: str | Path) -> bool:
+    """Whether ``source`` names the demo model ('demo', unless a file or folder of that name exists)."""
+    return str(source).strip().lower() == "demo" and not Path(str(source)).exists()
+
+
 def resolve_source(source: str | Path) -> str | Path:
     """'demo' -> the demo model folder (built on first use); anything else unchanged."""
-    if str(source).strip().lower() == "demo" and not Path(str(source)).exists():
+    if is_demo_alias(source):
         from quantpress.core.demo import ensure_demo_model
 
         return ensure_demo_model()

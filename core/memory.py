@@ -172,7 +172,7 @@ def compute_bytes(model: ModelInfo, cfg: RuntimeConfig) -> ComputeBytes:
     - attention (no flash-attn): KQ F32 [n_kv, n_ub, n_head] + KQ mask F32 [n_kv, n_ub]
       + activations (Q/K/V/residual 3*n_embd and the FFN hidden size, F32 per token);
       with flash-attn KQ is never materialized (mask F16, Q F32 instead);
-    - output: logits F32 [n_vocab, n_ub] + 2*n_embd per token (gguf-kquants.md §6).
+    - output: logits F32 [n_vocab, n_ub] + 2*n_embd per token (llama-context.cpp graph_reserve's output node).
     On CPU the mul_mat(V, KQ) also converts KQ to F16 in the backend's work buffer
     (ggml-cpu: src1 -> vec_dot_type), and only the last token's logits are computed."""
     n_ub, n_kv = cfg.ubatch, _max_kv(model, cfg)

@@ -31,21 +31,18 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from quantpress.app import settings
-from quantpress.app.core_access import Missing, core_function, module_exists
 from quantpress.app.errors import show_error
 from quantpress.app.icons import icon
 from quantpress.app.state import AppState
 from quantpress.app.tasks import Task
 from quantpress.app.widgets.common import Pane, format_bytes
+from quantpress.core.chat.types import ChatSettings, KVCacheType
 
 PLACEHOLDER = "Ask something, then press Ctrl+Return. Esc stops the answer."
 
 
 def _load_job(path: Path, chat_settings: Any) -> Any:
     def job(*, report: Any, cancel: Any) -> Any:
-        session_cls = core_function("quantpress.core.chat", "ChatSession")
-        if not session_cls:
-            raise LookupError(str(session_cls))
         from quantpress.app.chat_process import ChatProcess
 
         session = ChatProcess.start(path, chat_settings, cancel=cancel)
@@ -252,17 +249,12 @@ class ChatPane(Pane):
                 combo.setCurrentIndex(combo.findData(current))
         if self.model_b.count() > 1 and self.model_b.currentIndex() == self.model_a.currentIndex():
             self.model_b.setCurrentIndex(1)
-        # Import the chat core only once there is a model to chat with (keeps startup light).
-        available: Any = (self.model_a.count() == 0 or module_exists("quantpress.core.chat")
-                          or Missing("chat", "quantpress.core.chat is missing"))
-        if not available:
-            self.banner.show_message(f"Chat is not available yet: {available}", "warn")
-        elif self.model_a.count() == 0:
+        if self.model_a.count() == 0:
             self.banner.show_message("No converted model yet: convert the model first, or pick any GGUF with the button.",
                                      "info")
         else:
             self.banner.clear()
-        self.load_button.setEnabled(bool(available) and self.model_a.count() > 0)
+        self.load_button.setEnabled(self.model_a.count() > 0)
         self.model_b.setEnabled(self.compare_check.isChecked())
 
     @Slot()
@@ -279,12 +271,10 @@ class ChatPane(Pane):
         self.model_b.setEnabled(on)
         self.b.widget.setVisible(on)
 
-    def chat_settings(self) -> Any:
-        types = core_function("quantpress.core.chat", "ChatSettings")
-        kv_cls = core_function("quantpress.core.chat", "KVCacheType")
+    def chat_settings(self) -> ChatSettings:
         seed = self.seed.value()
-        kv = kv_cls(self.kv.currentData())
-        return types(system_prompt=self.system_edit.toPlainText().strip(), temperature=self.temperature.value(),
+        kv = KVCacheType(self.kv.currentData())
+        return ChatSettings(system_prompt=self.system_edit.toPlainText().strip(), temperature=self.temperature.value(),
                      top_p=self.top_p.value(), top_k=self.top_k.value(), repeat_penalty=self.repeat.value(),
                      max_tokens=self.max_tokens.value(), seed=None if seed < 0 else seed, ctx_tokens=self.ctx.value(),
                      threads=int(settings.get("threads")) or None, kv_type_k=kv, kv_type_v=kv)

@@ -28,7 +28,6 @@ from PySide6.QtWidgets import (
 )
 from quantpress.app import settings
 from quantpress.app.convert_jobs import evaluation_job
-from quantpress.app.core_access import Missing, core_function, module_exists
 from quantpress.app.errors import show_error
 from quantpress.app.icons import icon
 from quantpress.app.state import AppState, is_model_output
@@ -56,11 +55,10 @@ def format_of(path: Path) -> str:
 
 def saved_results(path: Path) -> list[dict[str, Any]]:
     """Evaluations stored in ``path``'s sidecar by core (empty when none or unreadable)."""
-    read = core_function("quantpress.core.evaluate.sidecar", "read_sidecar")
-    if not read:
-        return []
+    from quantpress.core.evaluate.sidecar import read_sidecar
+
     try:
-        data = read(path)
+        data = read_sidecar(path)
     except Exception:  # noqa: BLE001 - a broken sidecar just means no saved results to show
         return []
     evaluations = data.get("evaluations") or {}
@@ -176,10 +174,6 @@ class EvaluatePane(Pane):
         checked = set(self.checked_files())
         current_ref = self.reference()
         files = list(self.state.outputs)
-        # Import the evaluator only once there is something to evaluate (keeps startup light).
-        # find_spec of the package only: a submodule's find_spec would import the package (numpy, ...).
-        evaluate: Any = (not files) or module_exists("quantpress.core.evaluate") or Missing(
-            "evaluate", "quantpress.core.evaluate is missing")
         source = self.source_folder() if files else None
         self.files_list.clear()
         self.reference_combo.clear()
@@ -196,9 +190,7 @@ class EvaluatePane(Pane):
         ref = current_ref if current_ref in [*files, source] else best_reference(files, source)
         if ref is not None:
             self.reference_combo.setCurrentIndex(self.reference_combo.findData(str(ref)))
-        if not evaluate:
-            self.banner.show_message(f"Evaluation is not available yet: {evaluate}", "warn")
-        elif not files:
+        if not files:
             self.banner.show_message("No converted files yet. Convert the model to F32 or F16 (the reference) and "
                                      "to the formats you want to compare, then come back.", "info")
         elif ref is None or (format_of(ref) not in REFERENCE_PREFERENCE and not _is_demo_source(ref)
@@ -206,7 +198,7 @@ class EvaluatePane(Pane):
             self.banner.show_message("Tip: convert an F32 or F16 file to use as the reference.", "info")
         else:
             self.banner.clear()
-        self.run_button.setEnabled(bool(evaluate) and bool(files))
+        self.run_button.setEnabled(bool(files))
         self._mark_reference()
         self.load_saved()
 

@@ -24,7 +24,6 @@ from PySide6.QtWidgets import (
 )
 from quantpress.app import settings
 from quantpress.app.convert_jobs import estimate_job, gpu_probe_job
-from quantpress.app.core_access import core_function
 from quantpress.app.errors import show_error
 from quantpress.app.format_tips import tip
 from quantpress.app.state import AppState
@@ -32,6 +31,8 @@ from quantpress.app.tasks import Task
 from quantpress.app.theme import colors
 from quantpress.app.widgets.charts import Bar, Line, MemoryBarChart
 from quantpress.app.widgets.common import Pane, format_bytes, hint
+from quantpress.core.formats import FORMATS
+from quantpress.core.memory import gpu_runtime_bytes
 
 GIB = 1024 ** 3
 COLUMNS = ("Format", "Bits/weight", "File size", "Weights", "KV cache", "Total", "Fit", "Quality (published)")
@@ -44,9 +45,8 @@ FIT_TEXT = {  # fit code -> (badge text, colour attribute of theme.Colors, toolt
 
 
 def format_explanation(name: str) -> str:
-    get_format = core_function("quantpress.core.formats", "FORMATS")
-    fmt = get_format.get(name) if get_format else None
-    return str(getattr(fmt, "explanation", "") or "")
+    fmt = FORMATS.get(name)
+    return fmt.explanation if fmt else ""
 
 
 class FitPane(Pane):
@@ -351,10 +351,7 @@ def gpu_overhead_text(gpus: Any) -> str:
     """Which GPU runtime overhead the VRAM figures include: measured on this GPU, or the default."""
     if not gpus:
         return ""
-    runtime = core_function("quantpress.core.memory", "gpu_runtime_bytes")
-    if not runtime:
-        return ""
-    gpu, n = gpus[0], runtime(tuple(gpus))
+    gpu, n = gpus[0], gpu_runtime_bytes(tuple(gpus))
     if gpu.runtime_bytes is not None:
         return (f"VRAM figures include llama.cpp's runtime overhead of {format_bytes(n)}, measured on this GPU "
                 f"(driver {gpu.driver or '?'}).")

@@ -24,13 +24,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 from quantpress.app import settings
-from quantpress.app.core_access import core_function
 from quantpress.app.errors import show_error, user_message
 from quantpress.app.icons import icon
 from quantpress.app.state import AppState
 from quantpress.app.tasks import Runner, Task
 from quantpress.app.widgets.common import Pane, format_bytes, hint
 from quantpress.core.errors import GatedRepo
+from quantpress.core.inspect import open_model
 from quantpress.core.jobs import Progress
 
 
@@ -38,9 +38,6 @@ def _open_job(source: str) -> Any:
     """A runner job: describe ``source`` with core.inspect.open_model (reads metadata only)."""
 
     def job(*, report: Any, cancel: Any) -> Any:
-        open_model = core_function("quantpress.core.inspect", "open_model")
-        if not open_model:
-            raise RuntimeError(str(open_model))
         report(Progress("open", 0.0, f"Reading {source}"))
         return open_model(source)
 
@@ -91,9 +88,6 @@ def _demo_job(*, report: Any, cancel: Any) -> Any:
     from quantpress.core.demo import ensure_demo_model
 
     folder = ensure_demo_model(report=report, cancel=cancel)
-    open_model = core_function("quantpress.core.inspect", "open_model")
-    if not open_model:
-        raise RuntimeError(str(open_model))
     return open_model(folder)
 
 

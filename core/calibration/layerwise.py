@@ -19,26 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from quantpress.core.errors import InvalidModel, UnsupportedArchitecture
+from quantpress.core.gguf.arch import spec_for_hf_class
 from quantpress.core.validate import non_finite_weights
-
-# HF class -> llama.cpp architecture, used only when the converter's table is not importable.
-_FALLBACK_GGUF_ARCH = {
-    "LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
-    "Qwen3ForCausalLM": "qwen3", "Gemma3ForCausalLM": "gemma3", "Phi3ForCausalLM": "phi3",
-}
 
 
 def gguf_arch_for(hf_class: str) -> str:
-    """llama.cpp architecture name of ``hf_class`` (the converter's table when present)."""
-    try:
-        from quantpress.core.gguf.arch import spec_for_hf_class
-    except ImportError:  # converter not installed in this checkout: our own small table
-        arch = _FALLBACK_GGUF_ARCH.get(hf_class)
-        if arch is None:
-            raise UnsupportedArchitecture(
-                f"'{hf_class}' is not supported for calibration; supported: {', '.join(sorted(_FALLBACK_GGUF_ARCH))}"
-            ) from None
-        return arch
+    """llama.cpp architecture name of ``hf_class`` (the converter's table)."""
     return str(spec_for_hf_class(hf_class).gguf_arch)
 
 

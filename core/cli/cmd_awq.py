@@ -47,11 +47,9 @@ def run(args: argparse.Namespace) -> int:
                            seqlen=args.seqlen or defaults.seqlen, device=args.device,
                            scale_search=not args.no_scale_search,
                            clip_search=default_clip_search(args.format) if args.clip_search is None else args.clip_search)
-    model = Path(args.model)
-    if args.model == "demo":
-        from quantpress.core.demo import ensure_demo_model
+    from quantpress.core.inspect import resolve_source
 
-        model = Path(ensure_demo_model())
+    model = Path(resolve_source(args.model))
     plan = plan_awq(model, settings, uniform=args.format == "autoawq")
     if args.plan:
         if args.json:

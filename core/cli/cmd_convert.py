@@ -55,22 +55,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run)
 
 
-def _resolve(model: str) -> Path | str:
-    if model != "demo":
-        return model
-    try:
-        from quantpress.core.inspect import resolve_source
-
-        source = resolve_source("demo")
-        if isinstance(source, (str, Path)):
-            return source
-    except ImportError:
-        pass
-    from quantpress.core.demo import ensure_demo_model
-
-    return Path(ensure_demo_model())
-
-
 def _overrides(args: argparse.Namespace) -> Overrides:
     from quantpress.core.gguf.plan import Overrides
 
@@ -92,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from quantpress.core.jobs import Throttle
     from quantpress.core.outputs import check_output_file, make_folder, output_folder
 
-    model = open_source(_resolve(args.model))
+    model = open_source(args.model)  # 'demo' resolves in core.inspect
     plan = plan_conversion(model, args.formats, args.out, imatrix=args.imatrix, calibration=args.calibration,
                            overrides=_overrides(args), policy=args.policy, threads=args.threads,
                            engine=args.engine)

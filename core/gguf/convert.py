@@ -108,12 +108,8 @@ def encode(x: np.ndarray, ggml_type: str, importance: np.ndarray | None, threads
         from gguf.quants import quantize
 
         return np.asarray(quantize(x, GGMLQuantizationType.BF16)).view(np.uint8)
-    try:
-        from quantpress.core.quant import quantize_tensor
-    except ImportError:  # engine package absent: ggml's reference quantizer
-        from quantpress.core.quant.ggml_ref import ggml_quantize
+    from quantpress.core.quant import quantize_tensor
 
-        return np.asarray(ggml_quantize(np.ascontiguousarray(x), ggml_type, importance))
     return np.asarray(quantize_tensor(np.ascontiguousarray(x), ggml_type, importance, threads, engine))
 
 
@@ -186,10 +182,8 @@ def _load_imatrix(plan: ConversionPlan, reader: Any, source_kv: list[Any], repor
 
         return weight_importance(plan.tensors, lambda t: _checked_slabs(reader, t), source_kv, plan.gguf_arch,
                                  report=report, cancel=cancel), ""
-    try:
-        from quantpress.core import calibration
-    except ImportError as exc:
-        raise InvalidInput(f"calibration is not available in this build ({exc})") from None
+    from quantpress.core import calibration
+
     if kind == "imatrix":
         return calibration.load_imatrix(plan.calibration.path), ""
     if plan.local_path is None:

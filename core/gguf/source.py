@@ -278,30 +278,7 @@ class HFReader:
 
 
 def open_source(source: str | Path) -> Any:
-    """A ModelInfo for ``source``: ``quantpress.core.inspect.open_model`` when present, else a
-    minimal local reader (HF folder with config.json, or a .gguf file), enough to plan."""
-    try:
-        from quantpress.core.inspect import open_model
-    except ImportError:
-        return _minimal_model(Path(source))
+    """A ModelInfo for ``source`` (``quantpress.core.inspect.open_model``)."""
+    from quantpress.core.inspect import open_model
+
     return open_model(source)
-
-
-def _minimal_model(path: Path) -> Any:
-    from quantpress.core.model import ModelInfo, SourceKind
-
-    if path.is_file() and path.suffix.lower() == ".gguf":
-        return ModelInfo(source=str(path), kind=SourceKind.GGUF, architecture="", gguf_arch=None, n_params=0,
-                         n_layers=0, n_heads=0, n_kv_heads=0, head_dim=0, head_dim_v=0, hidden_size=0, ffn_size=0,
-                         vocab_size=0, context_length=0, local_path=path, name=path.stem)
-    if not (path / "config.json").is_file():
-        raise InvalidModel(f"{path}: not a model (expected a folder with config.json, or a .gguf file)")
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise InvalidModel(f"{path / 'config.json'}: cannot be read ({exc})") from None
-    archs = config.get("architectures") or [""]
-    return ModelInfo(source=str(path), kind=SourceKind.HF_FOLDER, architecture=str(archs[0]), gguf_arch=None,
-                     n_params=0, n_layers=int(config.get("num_hidden_layers", 0)), n_heads=0, n_kv_heads=0,
-                     head_dim=0, head_dim_v=0, hidden_size=0, ffn_size=0, vocab_size=0, context_length=0,
-                     local_path=path, config=config, name=path.name)

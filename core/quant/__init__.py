@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
+from quantpress.core.errors import InvalidInput
 from quantpress.core.quant.ggml_ref import GGML_TYPES, check_input, ggml_init, ggml_quantize, row_bytes
 
 __all__ = ["GGML_TYPES", "ENGINES", "ENGINE_CHOICES", "SEARCH_WITHOUT_IMPORTANCE", "engine_for", "quantize_tensor", "row_bytes", "ggml_quantize"]
@@ -81,10 +82,14 @@ SEARCH_WITHOUT_IMPORTANCE = frozenset({"Q4_0", "Q4_1", "Q5_0", "Q5_1"})
 
 
 def _native_types() -> set[str]:
+    """Types with a native kernel. A missing extension is an error, never a silent switch to ggml
+    (different bytes): only a user's explicit engine "ggml" runs without it."""
     try:
         from quantpress import native
-    except ImportError:  # a source tree without the built extension: ggml still works
-        return set()
+    except ImportError as exc:
+        raise InvalidInput(f"quantpress's native extension (quantpress.native) cannot be imported ({exc}). "
+                           "Reinstall quantpress (./setup.sh, or pip install -e .), or choose the ggml "
+                           "engine (--engine ggml) to quantize with llama.cpp's quantizer.") from None
     return set(native.formats())
 
 
@@ -96,7 +101,7 @@ def engine_for(qtype: str, has_importance: bool, engine: str = "auto") -> Engine
     if engine not in ENGINE_CHOICES:
         raise ValueError(f"unknown quantization engine {engine!r}; choose one of {', '.join(ENGINE_CHOICES)}")
     qtype = qtype.upper()
-    if engine == "ggml" or qtype not in _native_types():
+    if engine == "ggml" or qtype not in _native_types():  # the explicit choice needs no extension
         return "ggml"
     if engine == "native":
         return "native"

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-from app_support import core_has
-
-pytestmark = pytest.mark.skipif(not core_has("quantpress.core.chat", "ChatSession"),
-                                reason="quantpress.core.chat.ChatSession is not there yet")
-
 
 def _load(qtbot, pane, gguf):  # type: ignore[no-untyped-def]
     pane.state.add_outputs([gguf])

@@ -6,11 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from app_support import core_has
-
-pytestmark = pytest.mark.skipif(
-    not (core_has("quantpress.core.awq.pipeline", "awq_convert") and core_has("quantpress.core.inspect", "open_model")),
-    reason="AWQ core not there yet")
 
 
 @pytest.fixture(scope="module")

@@ -8,18 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from app_support import core_has
 from PySide6.QtCore import QObject, QTimer, Slot
 from quantpress.app.jobqueue import JobState
-
-HAVE_OPEN = core_has("quantpress.core.inspect", "open_model")
-HAVE_ESTIMATE = core_has("quantpress.core.estimate", "estimate")
-HAVE_CONVERT = core_has("quantpress.core.gguf.convert", "convert")
-HAVE_EVAL = core_has("quantpress.core.evaluate.evaluate", "evaluate")
-HAVE_CHAT = core_has("quantpress.core.chat", "ChatSession")
-
-needs_open = pytest.mark.skipif(not HAVE_OPEN, reason="quantpress.core.inspect.open_model is not there yet")
-needs_convert = pytest.mark.skipif(not (HAVE_OPEN and HAVE_CONVERT), reason="open_model/convert not there yet")
 
 
 def open_demo(qtbot, window):  # type: ignore[no-untyped-def]
@@ -54,7 +44,6 @@ class Heartbeat(QObject):
         self.ticks += 1
 
 
-@needs_open
 def test_open_demo_shows_card_and_recent(qtbot, window) -> None:  # type: ignore[no-untyped-def]
     model = open_demo(qtbot, window)
     pane = window.model_pane
@@ -64,7 +53,6 @@ def test_open_demo_shows_card_and_recent(qtbot, window) -> None:  # type: ignore
     assert pane.continue_button.isEnabled()
 
 
-@needs_open
 def test_open_bad_folder_shows_error(qtbot, window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from quantpress.app.errors import hub
 
@@ -74,7 +62,6 @@ def test_open_bad_folder_shows_error(qtbot, window, tmp_path: Path) -> None:  # 
     assert window.state.model is None
 
 
-@pytest.mark.skipif(not (HAVE_OPEN and HAVE_ESTIMATE), reason="open_model/estimate not there yet")
 def test_fit_table_for_demo(qtbot, window) -> None:  # type: ignore[no-untyped-def]
     open_demo(qtbot, window)
     if window.state.hardware is None:
@@ -98,7 +85,6 @@ def test_fit_table_for_demo(qtbot, window) -> None:  # type: ignore[no-untyped-d
     assert "8 GiB" in window.fit_pane.chart.lines[0].label or any(line.label == "VRAM" for line in pane.chart.lines)
 
 
-@needs_convert
 def test_flow_convert_evaluate_chat(qtbot, window, tmp_path: Path, demo_gguf: Path) -> None:  # type: ignore[no-untyped-def]
     open_demo(qtbot, window)
     pane = window.convert_pane
@@ -123,43 +109,40 @@ def test_flow_convert_evaluate_chat(qtbot, window, tmp_path: Path, demo_gguf: Pa
     assert out in window.state.outputs
     assert pane.rows[id(job)].open_button.isVisible() or not pane.isVisible()
 
-    if HAVE_EVAL:
-        ev = window.evaluate_pane
-        window.go_to("evaluate")
-        window.state.add_outputs([demo_gguf])  # the demo's weights are exactly these Q4_1 values: a true reference
-        ev.reference_combo.setCurrentIndex(ev.reference_combo.findData(str(demo_gguf)))
-        ev.tokens_spin.setValue(1024)
-        tasks = ev.run_selected()
-        assert len(tasks) == 1
-        with qtbot.waitSignals([t.finished for t in tasks], timeout=600000):
-            pass
-        assert ev.table.rowCount() == 1
-        kld = float(ev.table.item(0, 3).text())
-        assert 0 < kld < 1
-        assert len(ev.chart.points) == 1
-        # persisted: a fresh pane state reads it back from the sidecar
-        ev.results.clear()
-        ev.load_saved()
-        assert ev.table.rowCount() == 1
+    ev = window.evaluate_pane
+    window.go_to("evaluate")
+    window.state.add_outputs([demo_gguf])  # the demo's weights are exactly these Q4_1 values: a true reference
+    ev.reference_combo.setCurrentIndex(ev.reference_combo.findData(str(demo_gguf)))
+    ev.tokens_spin.setValue(1024)
+    tasks = ev.run_selected()
+    assert len(tasks) == 1
+    with qtbot.waitSignals([t.finished for t in tasks], timeout=600000):
+        pass
+    assert ev.table.rowCount() == 1
+    kld = float(ev.table.item(0, 3).text())
+    assert 0 < kld < 1
+    assert len(ev.chart.points) == 1
+    # persisted: a fresh pane state reads it back from the sidecar
+    ev.results.clear()
+    ev.load_saved()
+    assert ev.table.rowCount() == 1
 
-    if HAVE_CHAT:
-        chat = window.chat_pane
-        window.go_to("chat")
-        chat.model_a.setCurrentIndex(chat.model_a.findData(str(out)))
-        chat.max_tokens.setValue(16)
-        tasks = chat.load()
-        with qtbot.waitSignals([t.finished for t in tasks], timeout=120000):
-            pass
-        chat.input.setPlainText("Name a color.")
-        chunks: list[str] = []
-        tasks = chat.send()
-        tasks[0].streamed.connect(chunks.append)
-        with qtbot.waitSignal(tasks[0].finished, timeout=120000):
-            pass
-        assert len(chunks) >= 2 and chat.a.turns[-1][1].strip()
+    chat = window.chat_pane
+    window.go_to("chat")
+    chat.model_a.setCurrentIndex(chat.model_a.findData(str(out)))
+    chat.max_tokens.setValue(16)
+    tasks = chat.load()
+    with qtbot.waitSignals([t.finished for t in tasks], timeout=120000):
+        pass
+    chat.input.setPlainText("Name a color.")
+    chunks: list[str] = []
+    tasks = chat.send()
+    tasks[0].streamed.connect(chunks.append)
+    with qtbot.waitSignal(tasks[0].finished, timeout=120000):
+        pass
+    assert len(chunks) >= 2 and chat.a.turns[-1][1].strip()
 
 
-@needs_convert
 def test_cancel_conversion_leaves_nothing(qtbot, window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     open_demo(qtbot, window)
     pane = window.convert_pane
@@ -176,7 +159,6 @@ def test_cancel_conversion_leaves_nothing(qtbot, window, tmp_path: Path) -> None
     assert [p.name for p in tmp_path.iterdir()] == []  # no output, no temporary file
 
 
-@needs_convert
 def test_failing_job_shows_error_and_keeps_log(qtbot, window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     open_demo(qtbot, window)
     pane = window.convert_pane
@@ -195,7 +177,6 @@ def test_failing_job_shows_error_and_keeps_log(qtbot, window, tmp_path: Path) ->
     assert not list(tmp_path.glob("*.gguf"))
 
 
-@needs_convert
 def test_gui_stays_responsive_during_conversion(qtbot, window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     open_demo(qtbot, window)
     pane = window.convert_pane
@@ -215,7 +196,6 @@ def test_gui_stays_responsive_during_conversion(qtbot, window, tmp_path: Path) -
     assert beat.max_gap < 0.100, f"GUI thread blocked for {beat.max_gap * 1000:.0f} ms"
 
 
-@needs_convert
 def test_close_with_running_job_asks_and_cancels(qtbot, window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from PySide6.QtWidgets import QApplication, QMessageBox
 
@@ -235,7 +215,6 @@ def test_close_with_running_job_asks_and_cancels(qtbot, window, tmp_path: Path) 
     assert not list(tmp_path.glob("*.gguf"))
 
 
-@needs_open
 def test_open_gguf_file_and_recent_list(qtbot, window, demo_gguf: Path) -> None:  # type: ignore[no-untyped-def]
     from quantpress.app import settings
 
@@ -249,8 +228,6 @@ def test_open_gguf_file_and_recent_list(qtbot, window, demo_gguf: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # AWQ calibration on CPU: over 20 min on this shared 2-core machine
-@pytest.mark.skipif(not (HAVE_OPEN and core_has("quantpress.core.awq.pipeline", "awq_convert")),
-                    reason="AWQ core not there yet")
 def test_awq_job_from_the_queue(qtbot, window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     open_demo(qtbot, window)
     pane = window.convert_pane

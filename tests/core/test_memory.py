@@ -25,7 +25,8 @@ def _model(**kw: object) -> ModelInfo:
 
 
 def test_kv_cache_llama3_8b_reference_example() -> None:
-    # gguf-kquants.md §6: Llama-3-8B, n_ctx 8192, f16 -> 32 * 8192 * (1024 + 1024) * 2 B = 1 GiB
+    # llama.cpp's KV cache (src/llama-kv-cache.cpp): per layer n_ctx × n_embd_k_gqa + n_ctx × n_embd_v_gqa
+    # elements. Llama-3-8B, n_ctx 8192, f16 -> 32 * 8192 * (1024 + 1024) * 2 B = 1 GiB
     assert mem.kv_cache_bytes(_model(), mem.RuntimeConfig(n_ctx=8192)) == 1024**3
     q8 = mem.kv_cache_bytes(_model(), mem.RuntimeConfig(n_ctx=8192, kv_type="q8_0"))
     assert q8 == 1024**3 * 34 // 64  # 34 bytes per 32 values instead of 64

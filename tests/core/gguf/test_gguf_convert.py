@@ -125,10 +125,11 @@ def test_hub_folder_without_weights_plans_the_same_sizes(tiny: Callable[[str], P
     full = plan_conversion(open_source(folder), ["Q4_K_M", "F16"], tmp_path)
     from dataclasses import replace
 
-    from quantpress.core.gguf.source import _minimal_model
     from quantpress.core.model import SourceKind
 
-    hub_info = replace(_minimal_model(hub), kind=SourceKind.HUB)  # what the estimator makes of a Hub repo
+    # What the estimator makes of a Hub repo: config and tokenizer files, tensors from the config.
+    hub_info = replace(open_source(folder), kind=SourceKind.HUB, tensors=(), source=str(hub), local_path=hub,
+                       name=hub.name)
     bare = plan_conversion(hub_info, ["Q4_K_M", "F16"], tmp_path)
     assert [o.file_bytes for o in bare.outputs] == [o.file_bytes for o in full.outputs]
     assert [o.tensor_types for o in bare.outputs] == [o.tensor_types for o in full.outputs]
