@@ -37,9 +37,6 @@ class TaskState(str, enum.Enum):
     CANCELLED = "cancelled"
 
 
-_DONE_STATES = (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
-
-
 class Task(QObject):
     """One submitted job, seen from the GUI thread.
 

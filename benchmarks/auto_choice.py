@@ -14,6 +14,7 @@ quantpress variants, each as a paired difference to llama.cpp over the same toke
 - ``…+imatrix``: given the model's imatrix from the default calibration text, compared with llama.cpp
   given the same matrix
 
+    .venv/bin/pip install -q -e . --no-deps -Ccmake.define.QUANTPRESS_BENCH_HOOKS=ON   # the tuning hook
     .venv/bin/python -m benchmarks.auto_choice [--models demo,finetuned,scratch] [--chunks 4] [--out results.json]
 
 Prints one table per model and, per mix, the variants that are not worse than llama.cpp (Δ ≤ 2 SE)
@@ -217,6 +218,11 @@ def decide(all_results: dict[str, dict[str, dict[str, dict[str, float]]]]) -> di
 
 
 def main() -> None:
+    from quantpress import native
+
+    if not hasattr(native, "_set_search_params"):
+        sys.exit("this study needs the native tuning hook: .venv/bin/pip install -q -e . --no-deps "
+                 "-Ccmake.define.QUANTPRESS_BENCH_HOOKS=ON (and a plain reinstall afterwards)")
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="demo,finetuned,scratch")
     ap.add_argument("--formats", default=",".join(ALL))

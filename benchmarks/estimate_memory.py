@@ -22,6 +22,8 @@ from quantpress.core.estimate import estimate
 from quantpress.core.hardware import detect_hardware
 from quantpress.core.inspect import open_model
 
+from tests.rss_probe import measure_rss_increase
+
 MIB = 1024**2
 DEMO_FORMATS = ("F16", "Q8_0", "Q4_K_M", "Q2_K")
 
@@ -84,7 +86,7 @@ def run(contexts: tuple[int, ...], quick: bool) -> list[Point]:
     for label, path, file_pred in build_ggufs(cache_dir() / "bench" / "estimate_memory", quick):
         for n_ctx in contexts:
             cfg = mem.RuntimeConfig(n_ctx=n_ctx)
-            points.append(Point(label, n_ctx, predict_cpu(path, cfg), mem.measure_rss_increase(str(path), cfg),
+            points.append(Point(label, n_ctx, predict_cpu(path, cfg), measure_rss_increase(str(path), cfg),
                                 file_pred, path.stat().st_size))
     return points
 

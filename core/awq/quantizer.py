@@ -21,7 +21,6 @@ from typing import Any
 
 ALLOWED_GROUP_SIZES = (128, 64, 32)
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)  # nibble i of a GEMM word holds output column 8c + AWQ_ORDER[i]
-AWQ_REVERSE = (0, 4, 1, 5, 2, 6, 3, 7)  # inverse permutation (AutoAWQ packing_utils)
 
 
 def group_size_for(in_features: int, requested: int) -> int | None:

@@ -10,9 +10,8 @@ Public API:
 - ``Reply(text, tokens, stats: ReplyStats)``; ``ReplyStats.prompt_tokens_per_second`` /
   ``.generation_tokens_per_second``, ``.finish_reason`` ("stop" | "length" | "cancelled"), ``.dropped_turns``.
 - ``ContextOverflow`` (an ``InvalidInput``): a message that cannot fit even after dropping old turns.
-- ``ChatBackend`` (Protocol), ``register_backend(BackendEntry(name, accepts, load))``: how another runtime
-  (torch/AWQ) plugs in. ``LlamaCppBackend`` serves ``.gguf`` files.
-- ``compare(models, prompt, settings) -> ABResult``: A/B of the same prompt on several models.
+- ``ChatBackend`` (Protocol) and the ``backend.BACKENDS`` table of ``BackendEntry(name, accepts, load)``:
+  ``LlamaCppBackend`` serves ``.gguf`` files, ``AwqBackend`` AWQ folders.
 - ``kv_cache_bytes(shape, ctx_tokens, kv_type_k, kv_type_v)`` / ``read_gguf_shape(path)``: KV memory math
   (equals llama.cpp's own KV buffer; tested). ``gpu_layers=None`` asks ``core.estimate`` for the fit verdict
   (in a separate process: no NVML work where CUDA is then initialised)
@@ -24,8 +23,7 @@ Errors: ``ModelLoadError`` (unknown architecture: names it and the llama-cpp-pyt
 
 from __future__ import annotations
 
-from quantpress.core.chat.ab import ABAnswer, ABResult, compare
-from quantpress.core.chat.backend import BackendEntry, ChatBackend, load_backend, register_backend
+from quantpress.core.chat.backend import BackendEntry, ChatBackend, load_backend
 from quantpress.core.chat.llama_loader import kv_cache_bytes, read_gguf_shape
 from quantpress.core.chat.session import ChatSession, ContextOverflow
 from quantpress.core.chat.types import (
@@ -41,8 +39,6 @@ from quantpress.core.chat.types import (
 )
 
 __all__ = [
-    "ABAnswer",
-    "ABResult",
     "BackendEntry",
     "ChatBackend",
     "ChatSession",
@@ -56,9 +52,7 @@ __all__ = [
     "ReplyStats",
     "Role",
     "TokenCallback",
-    "compare",
     "kv_cache_bytes",
     "load_backend",
     "read_gguf_shape",
-    "register_backend",
 ]

@@ -1,7 +1,7 @@
 """The one interface a chat runtime implements, and the table that picks a runtime for a model.
 
-``ChatSession`` only talks to a ``ChatBackend``: llama.cpp for GGUF files now; the AWQ work adds a
-torch backend by calling :func:`register_backend` (no edit of the session needed).
+``ChatSession`` only talks to a ``ChatBackend``: llama.cpp for GGUF files, torch's int4 kernels for
+AWQ folders; another runtime is one more row of ``BACKENDS``.
 """
 
 from __future__ import annotations
@@ -84,11 +84,6 @@ BACKENDS: list[BackendEntry] = [
     BackendEntry("llama.cpp", _is_gguf, _load_llama),
     BackendEntry("awq (torch int4)", _is_awq_folder, _load_awq),
 ]
-
-
-def register_backend(entry: BackendEntry) -> None:
-    """Add a runtime (e.g. torch for AWQ folders). Later registrations are tried first."""
-    BACKENDS.insert(0, entry)
 
 
 def load_backend(path: str | Path, settings: ChatSettings) -> ChatBackend:

@@ -24,7 +24,13 @@ import numpy as np
 from quantpress.core.disk import DiskFree, require_free_space
 from quantpress.core.errors import InvalidInput, InvalidModel, NotEnoughDiskSpace
 from quantpress.core.gguf import layout
-from quantpress.core.gguf.plan import ConversionPlan, OutputPlan, output_metadata, source_metadata
+from quantpress.core.gguf.plan import (
+    CalibrationKind,
+    ConversionPlan,
+    OutputPlan,
+    output_metadata,
+    source_metadata,
+)
 from quantpress.core.gguf.source import HFReader, TensorPlan
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle, ignore
 from quantpress.core.model import SourceKind
@@ -172,9 +178,9 @@ def _load_imatrix(plan: ConversionPlan, reader: Any, source_kv: list[Any], repor
     """The importance weights for ``plan`` (None for plain rounding) and the torch device a
     calibration pass ran on ("" when none ran)."""
     kind = plan.calibration.kind
-    if kind == "none":
+    if kind == CalibrationKind.NONE:
         return None, ""
-    if kind == "weights":
+    if kind == CalibrationKind.WEIGHTS:
         if not any(_quant_choice(plan, o).importance and set(o.tensor_types.values()) - _IMPORTANCE_FREE
                    for o in plan.outputs):
             return None, ""  # nothing would use it: skip the extra read of the weights
@@ -184,11 +190,11 @@ def _load_imatrix(plan: ConversionPlan, reader: Any, source_kv: list[Any], repor
                                  report=report, cancel=cancel), ""
     from quantpress.core import calibration
 
-    if kind == "imatrix":
+    if kind == CalibrationKind.IMATRIX:
         return calibration.load_imatrix(plan.calibration.path), ""
     if plan.local_path is None:
         raise InvalidInput("calibration needs the model weights on disk")
-    text = None if kind == "default" else calibration.load_calibration_text(plan.calibration.path)
+    text = None if kind == CalibrationKind.DEFAULT else calibration.load_calibration_text(plan.calibration.path)
     device = calibration.resolve_device(device)
     return calibration.compute_imatrix(Path(plan.local_path), text, device=device, report=report,
                                        cancel=cancel), device

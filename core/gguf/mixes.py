@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from quantpress.core.errors import InvalidInput
 from quantpress.core.gguf.layout import GGML_TYPES, block_size
+from quantpress.core.model import StrChoice
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,17 @@ MIXES: dict[str, Mix] = {m.name: m for m in (
     Mix("Q2_K", 10, "Q2_K"), Mix("IQ4_NL", 25, "IQ4_NL"), Mix("IQ4_XS", 30, "IQ4_XS"),
 )}
 FLOAT_MIXES = ("F32", "F16", "BF16")
-POLICIES = ("quantpress", "llama.cpp")
+
+
+class Policy(StrChoice):
+    """Row-length fallbacks: llama.cpp's table, or quantpress's (IQ4_NL where llama.cpp falls back
+    from Q2_K/Q3_K to Q4_0)."""
+
+    QUANTPRESS = "quantpress"
+    LLAMA_CPP = "llama.cpp"
+
+
+POLICIES = tuple(p.value for p in Policy)
 
 # tensor_type_fallback: a 256-block type whose row length does not divide -> a 32-block type.
 FALLBACK: dict[str, dict[str, str]] = {
@@ -60,7 +71,7 @@ class MixContext:
     n_layers: int
     n_gqa: int = 1  # n_head / n_head_kv
     has_imatrix: bool = False
-    policy: str = "quantpress"
+    policy: Policy = Policy.QUANTPRESS
     output_type: str | None = None  # user override for output.weight (and tied token_embd)
     token_embd_type: str | None = None  # user override for token_embd.weight
     tensor_overrides: tuple[tuple[str, str], ...] = ()  # (regex, type): first match wins
@@ -163,8 +174,7 @@ def tensor_types(shapes: dict[str, tuple[int, ...]], mix_name: str, ctx: MixCont
     """GGML type for every tensor (``shapes``: GGUF name -> numpy-order shape), in llama.cpp order."""
     if mix_name not in MIXES:
         raise InvalidInput(f"unknown format '{mix_name}'; choose one of {', '.join(MIXES)}")
-    if ctx.policy not in POLICIES:
-        raise InvalidInput(f"unknown policy '{ctx.policy}'; choose one of {', '.join(POLICIES)}")
+    Policy.parse(ctx.policy, "policy")
     mix = MIXES[mix_name]
     overrides = [(re.compile(p), _check_type(t, f"override '{p}'")) for p, t in ctx.tensor_overrides]
     order = llama_order(list(shapes))

@@ -23,14 +23,28 @@ from typing import Any
 from quantpress.core.errors import InvalidInput, InvalidModel, UnsupportedArchitecture
 from quantpress.core.gguf import layout
 from quantpress.core.gguf.arch import KV, ArchSpec, arch_kv, spec_for_hf_class
-from quantpress.core.gguf.mixes import MIXES, POLICIES, MixContext, llama_order, tensor_types
+from quantpress.core.gguf.mixes import MIXES, MixContext, Policy, llama_order, tensor_types
 from quantpress.core.gguf.source import TensorPlan, list_hf_tensors, map_hf_tensors, synthesize_hf_tensors
 from quantpress.core.gguf.tokenizer import tokenizer_kv
-from quantpress.core.model import ModelInfo, SourceKind
-from quantpress.core.quant import ENGINE_CHOICES
+from quantpress.core.model import ModelInfo, SourceKind, StrChoice
+from quantpress.core.quant import QuantEngine
+
+
+class CalibrationKind(StrChoice):
+    """Where importance weights come from: WEIGHTS (estimated from the model's own weights, no text:
+    core/calibration/weights.py; plan_conversion's default), NONE (plain rounding, llama-quantize's
+    behaviour without an imatrix), DEFAULT (built-in text), FILE (user text), IMATRIX (a llama.cpp
+    imatrix file)."""
+
+    WEIGHTS = "weights"
+    NONE = "none"
+    DEFAULT = "default"
+    FILE = "file"
+    IMATRIX = "imatrix"
+
 
 # Calibration kinds that need no text; "weights" is what plan_conversion uses when given none.
-TEXTLESS_CALIBRATIONS = ("weights", "none")
+TEXTLESS_CALIBRATIONS = (CalibrationKind.WEIGHTS.value, CalibrationKind.NONE.value)
 
 # Source GGUF keys that a requantized file gets afresh.
 _REPLACED_PREFIXES = ("general.file_type", "general.quantization_version", "general.quantized_by", "quantpress.",
@@ -48,16 +62,19 @@ class Overrides:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Where importance weights come from: 'weights' (estimated from the model's own weights, no
-    text: core/calibration/weights.py), 'none' (plain rounding, llama-quantize's behaviour without an
-    imatrix), 'default' (built-in text), 'file' (user text), 'imatrix' (a llama.cpp imatrix file)."""
+    """Where importance weights come from (see CalibrationKind) and, for FILE and IMATRIX, the file."""
 
-    kind: str = "none"  # what a saved plan without this field meant; plan_conversion's default is "weights"
+    # NONE is what a saved plan without this field meant; plan_conversion's default is WEIGHTS.
+    kind: CalibrationKind = CalibrationKind.NONE
     path: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", CalibrationKind.parse(self.kind, "calibration"))
 
     @property
     def label(self) -> str:
-        return self.kind if self.kind in TEXTLESS_CALIBRATIONS + ("default",) else Path(self.path or "").name
+        named = self.kind in (CalibrationKind.FILE, CalibrationKind.IMATRIX)
+        return Path(self.path or "").name if named else self.kind.value
 
     @property
     def from_data(self) -> bool:
@@ -83,17 +100,21 @@ class ConversionPlan:
     gguf_arch: str
     tensors: tuple[TensorPlan, ...]  # in file order
     outputs: tuple[OutputPlan, ...]
-    policy: str = "quantpress"
+    policy: Policy = Policy.QUANTPRESS
     overrides: Overrides = Overrides()
     calibration: Calibration = Calibration()
     threads: int = 0
     # Which quantizer writes the blocks (core.quant.engine_for, ENGINE_CHOICES). Not written into the GGUF
     # (the file size must not depend on it); the sidecar's plan records it. Older plans replay as "auto".
-    engine: str = "auto"
+    engine: QuantEngine = QuantEngine.AUTO
     model_name: str = ""
     quantpress_version: str = ""
     warnings: tuple[str, ...] = ()
     config: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:  # saved plans and older callers give plain strings
+        object.__setattr__(self, "policy", Policy.parse(self.policy, "policy"))
+        object.__setattr__(self, "engine", QuantEngine.parse(self.engine, "quantization engine"))
 
     @property
     def source_bytes(self) -> int:
@@ -129,7 +150,7 @@ class ConversionPlan:
         """A short human summary (CLI ``--dry-run``, GUI tooltip)."""
         lines = [f"{self.model_name or self.source} ({self.gguf_arch}, {len(self.tensors)} tensors), "
                  f"policy {self.policy}, calibration {self.calibration.label}"
-                 + ("" if self.engine == "auto" else f", engine {self.engine}")]
+                 + ("" if self.engine == QuantEngine.AUTO else f", engine {self.engine}")]
         for o in self.outputs:
             counts: dict[str, int] = {}
             for t in o.tensor_types.values():
@@ -290,8 +311,8 @@ def _output_paths(model: ModelInfo, name: str, formats: Sequence[str], out: Path
 
 def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None = None, *,
                     imatrix: str | Path | None = None, calibration: str | Path | None = None,
-                    overrides: Overrides = Overrides(), policy: str = "quantpress", threads: int = 0,
-                    engine: str = "auto") -> ConversionPlan:
+                    overrides: Overrides = Overrides(), policy: Policy | str = Policy.QUANTPRESS, threads: int = 0,
+                    engine: QuantEngine | str = QuantEngine.AUTO) -> ConversionPlan:
     """Plan converting ``model`` to each of ``formats`` (see module docstring); ``engine``: see
     ENGINE_CHOICES. Importance: ``imatrix`` (a llama.cpp file) or ``calibration``: "default" (built-in
     text), a .txt/.jsonl path, "none" (plain rounding), or "weights" (estimated from the weights; what
@@ -304,20 +325,18 @@ def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None =
             raise InvalidInput(f"unknown format '{f}'; choose from {', '.join(MIXES)}")
     if len(set(formats)) != len(formats):
         raise InvalidInput("the same format is listed twice")
-    if policy not in POLICIES:
-        raise InvalidInput(f"unknown policy '{policy}'; choose one of {', '.join(POLICIES)}")
-    if engine not in ENGINE_CHOICES:
-        raise InvalidInput(f"unknown quantization engine '{engine}'; choose one of {', '.join(ENGINE_CHOICES)}")
+    policy = Policy.parse(policy, "policy")
+    engine = QuantEngine.parse(engine, "quantization engine")
     if imatrix is not None and calibration is not None:
         raise InvalidInput("give either a calibration text or an imatrix file, not both")
     calib = _calibration(imatrix, calibration)
-    for p in (imatrix, calibration if calib.kind == "file" else None):
+    for p in (imatrix, calibration if calib.kind == CalibrationKind.FILE else None):
         if p is not None and not Path(p).is_file():
             raise InvalidInput(f"{p}: no such file")
     if model.kind == SourceKind.GGUF:
         config: dict[str, Any] = {}
         src = _gguf_source(model)
-        if calib.kind in ("default", "file"):
+        if calib.kind in (CalibrationKind.DEFAULT, CalibrationKind.FILE):
             raise InvalidInput("calibration text needs the original Hugging Face model; for a GGUF source "
                                "pass a llama.cpp imatrix file with --imatrix")
     else:
@@ -353,12 +372,12 @@ def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None =
 
 def _calibration(imatrix: str | Path | None, calibration: str | Path | None) -> Calibration:
     if imatrix is not None:
-        return Calibration("imatrix", str(imatrix))
+        return Calibration(CalibrationKind.IMATRIX, str(imatrix))
     if calibration is None:
-        return Calibration("weights")
+        return Calibration(CalibrationKind.WEIGHTS)
     if str(calibration) in TEXTLESS_CALIBRATIONS + ("default",):  # reserved words (a file: ./default)
-        return Calibration(str(calibration))
-    return Calibration("file", str(calibration))
+        return Calibration(CalibrationKind(str(calibration)))
+    return Calibration(CalibrationKind.FILE, str(calibration))
 
 
 def _check_types(tensors: Sequence[TensorPlan], types: dict[str, str]) -> None:

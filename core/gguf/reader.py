@@ -323,9 +323,3 @@ def open_gguf(path: str | Path) -> GGUFFile:
                 f"but the file has {len(data)} bytes. Download or convert it again."
             )
     return g
-
-
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """All metadata of a GGUF file as plain Python values."""
-    with open_gguf(path) as g:
-        return dict(g.metadata)

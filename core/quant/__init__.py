@@ -32,12 +32,23 @@ from typing import Literal
 
 import numpy as np
 from quantpress.core.errors import InvalidInput
+from quantpress.core.model import StrChoice
 from quantpress.core.quant.ggml_ref import GGML_TYPES, check_input, ggml_init, ggml_quantize, row_bytes
 
-__all__ = ["GGML_TYPES", "ENGINES", "ENGINE_CHOICES", "SEARCH_WITHOUT_IMPORTANCE", "engine_for", "quantize_tensor", "row_bytes", "ggml_quantize"]
+__all__ = ["GGML_TYPES", "ENGINES", "ENGINE_CHOICES", "QuantEngine", "SEARCH_WITHOUT_IMPORTANCE", "engine_for", "quantize_tensor", "row_bytes", "ggml_quantize"]
 
 Engine = Literal["native", "ggml"]
-ENGINE_CHOICES = ("auto", "ggml", "native")
+
+
+class QuantEngine(StrChoice):
+    """Which quantizer a conversion asks for: the benchmarked winner per type, or one for all."""
+
+    AUTO = "auto"
+    GGML = "ggml"
+    NATIVE = "native"
+
+
+ENGINE_CHOICES = tuple(e.value for e in QuantEngine)
 
 # qtype -> (engine without importance, engine with importance).
 # Legacy types: `python -m benchmarks.quantize` (BENCHMARKS.md, "## Native quantize kernels"): the

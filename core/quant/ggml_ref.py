@@ -145,11 +145,6 @@ def row_bytes(qtype: str, n_per_row: int) -> int:
     return n_per_row // t.block_size * t.type_size
 
 
-def requires_importance(qtype: str) -> bool:
-    """True for types ggml refuses to quantize without an importance matrix (IQ2_XXS, IQ2_XS, IQ1_S)."""
-    return bool(_load().ggml_quantize_requires_imatrix(ggml_type(qtype).type_id))
-
-
 def check_input(x: np.ndarray, qtype: str, importance: np.ndarray | None) -> GgmlType:
     """Validate (rows, n_per_row) float32 C-contiguous finite input and importance; ValueError if not."""
     t = ggml_type(qtype)

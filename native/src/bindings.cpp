@@ -176,6 +176,7 @@ NB_MODULE(native, m) {
           nb::arg("x").noconvert(), nb::arg("qtype"), nb::arg("importance") = nb::none(), nb::arg("threads") = 0,
           "Like quantize() but with the scalar reference kernel (the slow twin the tests compare against).");
 
+#ifdef QUANTPRESS_BENCH_HOOKS  // only in builds for benchmarks/auto_choice.py (native/CMakeLists.txt)
     m.def("_set_search_params", [](nb::dict kw, bool importance) {
         qp::SearchParams& p = qp::g_search[importance ? 1 : 0];
         for (auto [k, v] : kw) {
@@ -207,7 +208,8 @@ NB_MODULE(native, m) {
             else throw nb::value_error(("unknown search parameter " + key).c_str());
         }
     }, nb::arg("params"), nb::arg("importance") = false,
-       "Tuning hook for benchmarks/kquants.py (not thread-safe; never needed in normal use).");
+       "Tuning hook for benchmarks/auto_choice.py (not thread-safe; never needed in normal use).");
+#endif
 
     m.def("dequantize", &dequantize_impl, nb::arg("data").noconvert(), nb::arg("qtype"), nb::arg("n_per_row"),
           "Decode GGUF blocks (uint8, rows x row_bytes or flat) to float32 (rows, n_per_row).");

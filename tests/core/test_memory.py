@@ -12,6 +12,7 @@ from quantpress.core.estimate import estimate
 from quantpress.core.hardware import detect_hardware
 from quantpress.core.inspect import open_model
 from quantpress.core.model import ModelInfo, SourceKind
+from rss_probe import measure_rss_increase
 
 MIB = 1024**2
 
@@ -87,7 +88,7 @@ def test_cpu_prediction_tiny_models_two_contexts(arch: str, tmp_path: Path) -> N
     convert(plan)
     path = Path(plan.outputs[0].path)
     for n_ctx in (512, 2048):
-        measured = mem.measure_rss_increase(str(path), mem.RuntimeConfig(n_ctx=n_ctx))
+        measured = measure_rss_increase(str(path), mem.RuntimeConfig(n_ctx=n_ctx))
         predicted = _predict(path, n_ctx)
         assert abs(predicted - measured) / measured < 0.10, (arch, n_ctx, predicted / MIB, measured / MIB)
 
@@ -98,7 +99,7 @@ def test_cpu_prediction_within_10_percent_of_measured_rss(n_ctx: int) -> None:
     from quantpress.core.demo import demo_gguf_path
 
     path = demo_gguf_path()
-    measured = mem.measure_rss_increase(str(path), mem.RuntimeConfig(n_ctx=n_ctx))
+    measured = measure_rss_increase(str(path), mem.RuntimeConfig(n_ctx=n_ctx))
     predicted = _predict(path, n_ctx)
     assert abs(predicted - measured) / measured < 0.10, (predicted / MIB, measured / MIB)
 
@@ -113,6 +114,6 @@ def test_cpu_prediction_converted_formats(fmt: str, demo_model_dir: Path, tmp_pa
     convert(plan)
     path = Path(plan.outputs[0].path)
     for n_ctx in (512, 2048):
-        measured = mem.measure_rss_increase(str(path), mem.RuntimeConfig(n_ctx=n_ctx))
+        measured = measure_rss_increase(str(path), mem.RuntimeConfig(n_ctx=n_ctx))
         predicted = _predict(path, n_ctx)
         assert abs(predicted - measured) / measured < 0.10, (fmt, n_ctx, predicted / MIB, measured / MIB)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from quantpress.core.chat import ChatSession, ChatSettings, compare
+from quantpress.core.chat import ChatSession, ChatSettings
 from quantpress.core.errors import InvalidModel, ModelLoadError, QuantpressError
 
 
@@ -56,9 +56,17 @@ def test_truncated_and_foreign_files(tmp_path: Path, demo_gguf: Path) -> None:
 
 def test_ab_same_prompt_two_models(demo_gguf: Path) -> None:
     settings = ChatSettings(temperature=0.0, max_tokens=12, ctx_tokens=512, threads=1)
-    result = compare([demo_gguf, demo_gguf], "What is the capital of Japan?", settings)
-    assert [a.model for a in result.answers] == [demo_gguf, demo_gguf]
-    a, b = result.answers
-    assert a.reply.text == b.reply.text and "Tokyo" in a.reply.text
-    assert a.tokens_per_second and b.tokens_per_second
-    assert a.memory.model_bytes == demo_gguf.stat().st_size
+    models = [demo_gguf, demo_gguf]
+    replies, memories = [], []
+    for model in models:  # what the Chat pane's A/B mode does: one session per side, the same prompt
+        session = ChatSession.load(model, settings)
+        try:
+            replies.append(session.send("What is the capital of Japan?"))
+            memories.append(session.memory())
+        finally:
+            session.close()
+    assert len(replies) == len(models)
+    a, b = replies
+    assert a.text == b.text and "Tokyo" in a.text
+    assert a.stats.generation_tokens_per_second and b.stats.generation_tokens_per_second
+    assert memories[0].model_bytes == demo_gguf.stat().st_size
