@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gguf.constants import Keys
 from quantpress.core import memory as mem
 from quantpress.core.errors import QuantpressError
 from quantpress.core.formats import FORMATS, Format, FormatKind, all_formats
@@ -227,7 +228,7 @@ def _n_merges(model: ModelInfo) -> int:
         from quantpress.core.gguf.reader import open_gguf
 
         with open_gguf(Path(model.local_path or model.source)) as g:
-            return model.vocab_size if g.get("tokenizer.ggml.model") == "gpt2" else 0
+            return model.vocab_size if g.get(Keys.Tokenizer.MODEL) == "gpt2" else 0
     if folder is not None and (folder / "tokenizer.model").is_file() and not (folder / "tokenizer.json").is_file():
         return 0
     return model.vocab_size

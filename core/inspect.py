@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gguf.constants import Keys
 from quantpress.core.errors import InvalidModel, UnsupportedArchitecture
 from quantpress.core.model import ModelInfo, SourceKind, TensorInfo
 from quantpress.core.validate import (
@@ -248,6 +249,17 @@ def open_hf_folder(folder: Path) -> ModelInfo:
 # ----------------------------------------------------------------------------- GGUF
 
 
+def gguf_swa_layers(arch: str, n_layers: int, window: int, pattern: Any) -> tuple[int, ...]:
+    """Indices of the sliding-window layers of a GGUF model (``pattern``: the file's
+    ``attention.sliding_window_pattern``, a per-layer list or a period; else the architecture's)."""
+    if not window or arch not in GGUF_SWA:
+        return ()
+    if isinstance(pattern, list) and len(pattern) == n_layers:
+        return tuple(i for i, is_swa in enumerate(pattern) if is_swa)
+    p = int(pattern or GGUF_SWA[arch])
+    return tuple(i for i in range(n_layers) if (i + 1) % p)
+
+
 def open_gguf_file(path: Path) -> ModelInfo:
     from quantpress.core.gguf.reader import open_gguf
 
@@ -264,19 +276,13 @@ def open_gguf_file(path: Path) -> ModelInfo:
         head_dim = int(av("attention.key_length", 0) or (hidden // n_heads if n_heads else 0))
         window = int(av("attention.sliding_window", 0) or 0)
         pattern = av("attention.sliding_window_pattern")
-        n_vocab = av("vocab_size") or len(g.get("tokenizer.ggml.tokens", []) or [])
+        n_vocab = av("vocab_size") or len(g.get(Keys.Tokenizer.LIST, []) or [])
         ffn = av("feed_forward_length", 0)
-        name = str(g.get("general.name") or path.stem)
+        name = str(g.get(Keys.General.NAME) or path.stem)
         info = dict(context_length=int(av("context_length", 0) or 0), head_dim_v=int(av("attention.value_length", 0)
                     or head_dim), ffn_size=int(max(ffn) if isinstance(ffn, list) else ffn or 0),
                     n_experts=int(av("expert_count", 0) or 0), n_experts_used=int(av("expert_used_count", 0) or 0))
-    swa: tuple[int, ...] = ()
-    if window and arch in GGUF_SWA:
-        if isinstance(pattern, list) and len(pattern) == n_layers:
-            swa = tuple(i for i, is_swa in enumerate(pattern) if is_swa)
-        else:
-            p = int(pattern or GGUF_SWA[arch])
-            swa = tuple(i for i in range(n_layers) if (i + 1) % p)
+    swa = gguf_swa_layers(arch, n_layers, window, pattern)
     from quantpress.core.gguf.arch import spec_for_gguf_arch
 
     names = {t.name for t in tensors}

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from quantpress.core.errors import InvalidInput
 from quantpress.core.hardware import Gpu
 from quantpress.core.model import ModelInfo
@@ -25,11 +26,11 @@ MIB = 1024**2
 # llama-context.cpp pads n_ctx the same way).
 KV_PAD = 256
 
-# (block size, bytes per block) of the cache types llama.cpp allows (common/arg.cpp kv_cache_types;
-# block layouts from ggml-common.h).
+# (block size, bytes per block) of the cache types llama.cpp allows (common/arg.cpp kv_cache_types),
+# from gguf-py's table of ggml's block layouts.
 KV_TYPES: dict[str, tuple[int, int]] = {
-    "f32": (1, 4), "f16": (1, 2), "bf16": (1, 2), "q8_0": (32, 34), "q4_0": (32, 18), "q4_1": (32, 20),
-    "q5_0": (32, 22), "q5_1": (32, 24), "iq4_nl": (32, 18),
+    name.lower(): GGML_QUANT_SIZES[GGMLQuantizationType[name]]
+    for name in ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "IQ4_NL")
 }
 
 # --- Calibrated CPU constants (benchmarks/estimate_memory.py fits them; see BENCHMARKS.md) ---------
@@ -95,19 +96,22 @@ class RuntimeConfig:
     n_ctx: int = 4096
     n_batch: int = 512
     n_ubatch: int = 512
-    kv_type: str = "f16"
+    kv_type: str = "f16"  # of K, and of V unless kv_type_v says otherwise
     flash_attn: bool | None = None
     n_seq: int = 1
+    kv_type_v: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kv_type not in KV_TYPES:
-            raise InvalidInput(f"unknown KV cache type '{self.kv_type}'; choose from {', '.join(KV_TYPES)}")
+        for t in (self.kv_type, self.kv_type_v or self.kv_type):
+            if t not in KV_TYPES:
+                raise InvalidInput(f"unknown KV cache type '{t}'; choose from {', '.join(KV_TYPES)}")
         if self.n_ctx < 1 or self.n_batch < 1 or self.n_ubatch < 1:
             raise InvalidInput("context and batch sizes must be positive")
 
     @property
     def fa(self) -> bool:
-        return self.kv_type not in ("f16", "f32", "bf16") if self.flash_attn is None else self.flash_attn
+        quantized_v = (self.kv_type_v or self.kv_type) not in ("f16", "f32", "bf16")
+        return quantized_v if self.flash_attn is None else self.flash_attn
 
     @property
     def ubatch(self) -> int:
@@ -134,7 +138,26 @@ def kv_row_bytes(kv_type: str, n: int) -> int:
     return -(-n // blck) * size  # ggml_row_size
 
 
-def kv_cells(model: ModelInfo, cfg: RuntimeConfig, layer: int) -> int:
+@dataclass(frozen=True)
+class KVShape:
+    """What llama.cpp's KV cache size depends on, for a model known only from its GGUF header
+    (the chat) as for a ModelInfo (the estimator): one formula for both."""
+
+    n_layers: int
+    n_embd_k_gqa: int  # key width per layer summed over KV heads
+    n_embd_v_gqa: int
+    sliding_window: int | None = None
+    swa_layers: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, model: ModelInfo | KVShape) -> KVShape:
+        if isinstance(model, KVShape):
+            return model
+        return cls(model.n_layers, model.head_dim * model.n_kv_heads, model.head_dim_v * model.n_kv_heads,
+                   model.sliding_window, model.swa_layers)
+
+
+def kv_cells(model: ModelInfo | KVShape, cfg: RuntimeConfig, layer: int) -> int:
     """Cells of one layer's cache: kv_size, or the SWA size for sliding-window layers
     (llama-kv-cache-iswa.cpp: size_swa = GGML_PAD(min(kv_size, n_swa*n_seq + n_ubatch), 256))."""
     kv_size = pad(cfg.n_ctx, KV_PAD)
@@ -143,16 +166,19 @@ def kv_cells(model: ModelInfo, cfg: RuntimeConfig, layer: int) -> int:
     return kv_size
 
 
-def kv_layer_bytes(model: ModelInfo, cfg: RuntimeConfig, layer: int) -> int:
+def kv_layer_bytes(model: ModelInfo | KVShape, cfg: RuntimeConfig, layer: int) -> int:
     """K [n_embd_k_gqa, cells] + V [n_embd_v_gqa, cells] (llama-kv-cache.cpp:209-234)."""
-    cells = kv_cells(model, cfg, layer) * cfg.n_seq
-    k = kv_row_bytes(cfg.kv_type, model.head_dim * model.n_kv_heads)
-    v = kv_row_bytes(cfg.kv_type, model.head_dim_v * model.n_kv_heads)
+    shape = KVShape.of(model)
+    cells = kv_cells(shape, cfg, layer) * cfg.n_seq
+    k = kv_row_bytes(cfg.kv_type, shape.n_embd_k_gqa)
+    v = kv_row_bytes(cfg.kv_type_v or cfg.kv_type, shape.n_embd_v_gqa)
     return cells * (k + v)
 
 
-def kv_cache_bytes(model: ModelInfo, cfg: RuntimeConfig, layers: range | None = None) -> int:
-    return sum(kv_layer_bytes(model, cfg, i) for i in (layers if layers is not None else range(model.n_layers)))
+def kv_cache_bytes(model: ModelInfo | KVShape, cfg: RuntimeConfig, layers: range | None = None) -> int:
+    """Bytes of llama.cpp's KV cache (all layers, or ``layers``), sliding-window layers included."""
+    shape = KVShape.of(model)
+    return sum(kv_layer_bytes(shape, cfg, i) for i in (layers if layers is not None else range(shape.n_layers)))
 
 
 def _max_kv(model: ModelInfo, cfg: RuntimeConfig) -> int:

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeGuard
 
+from gguf.constants import Keys
 from quantpress.core.errors import InvalidModel
 
 # Bytes per element of the safetensors dtypes (safetensors' own list, sub-byte types excluded).
@@ -214,7 +215,7 @@ def _gguf_count(g: Any, key: str, *, required: bool, allow_list: bool = False) -
 def check_gguf_model(g: Any) -> None:
     """The metadata a model GGUF must carry for quantpress and llama.cpp: the architecture, positive
     counts and sizes of the right type, and a vocabulary as long as the token embedding."""
-    arch = g.get("general.architecture")
+    arch = g.get(Keys.General.ARCHITECTURE)
     if not isinstance(arch, str) or not arch:
         raise InvalidModel(f"{g.path.name}: GGUF metadata 'general.architecture' is missing or not a string; "
                            "this is not a model file llama.cpp can load")
@@ -225,7 +226,7 @@ def check_gguf_model(g: Any) -> None:
     _gguf_count(g, "feed_forward_length", required=False, allow_list=True)
     for key in ("context_length", "attention.key_length", "attention.value_length", "vocab_size"):
         _gguf_count(g, key, required=False)
-    tokens = g.get("tokenizer.ggml.tokens")
+    tokens = g.get(Keys.Tokenizer.LIST)
     if tokens is not None and (not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens)):
         raise InvalidModel(f"{g.path.name}: GGUF metadata 'tokenizer.ggml.tokens' is not a list of strings")
     names = {t.name: t for t in g.tensors}

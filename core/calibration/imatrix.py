@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gguf.constants import Keys
 from quantpress.core.errors import InvalidInput
 
 FORMATS = ("gguf", "dat")
@@ -93,11 +94,11 @@ def _write_gguf(imatrix: Imatrix, path: Path) -> None:
     import gguf
 
     writer = gguf.GGUFWriter(str(path), arch="imatrix")
-    writer.kv_data[0].pop("general.architecture", None)  # llama.cpp's imatrix files have none
-    writer.add_string("general.type", "imatrix")
-    writer.add_array("imatrix.datasets", list(imatrix.datasets))
-    writer.add_uint32("imatrix.chunk_count", int(imatrix.chunk_count))
-    writer.add_uint32("imatrix.chunk_size", int(imatrix.chunk_size))
+    writer.kv_data[0].pop(Keys.General.ARCHITECTURE, None)  # llama.cpp's imatrix files have none
+    writer.add_string(Keys.General.TYPE, "imatrix")
+    writer.add_array(Keys.IMatrix.DATASETS, list(imatrix.datasets))
+    writer.add_uint32(Keys.IMatrix.CHUNK_COUNT, int(imatrix.chunk_count))
+    writer.add_uint32(Keys.IMatrix.CHUNK_SIZE, int(imatrix.chunk_size))
     for name in imatrix.names:
         sums = np.ascontiguousarray(imatrix.sums[name], dtype=np.float32)
         counts = np.asarray(imatrix.counts[name], dtype=np.float32).reshape(-1, 1)
@@ -171,8 +172,8 @@ def _read_gguf(path: Path) -> Imatrix:
     if not sums:
         raise InvalidInput(f"imatrix file '{path}' holds no importance data (no '*.in_sum2' tensors)")
     n_tokens = int(max(float(c.max()) for c in counts.values()))
-    return Imatrix(sums, counts, tuple(str(d) for d in value("imatrix.datasets", [])),
-                   int(value("imatrix.chunk_count", 0)), int(value("imatrix.chunk_size", 0)), n_tokens,
+    return Imatrix(sums, counts, tuple(str(d) for d in value(Keys.IMatrix.DATASETS, [])),
+                   int(value(Keys.IMatrix.CHUNK_COUNT, 0)), int(value(Keys.IMatrix.CHUNK_SIZE, 0)), n_tokens,
                    source=str(path))
 
 

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gguf.constants import GGMLQuantizationType, Keys
 from quantpress.core.chat.architectures import LLAMA_CPP_ARCHITECTURES
-from quantpress.core.chat.types import KV_CACHE_TYPES, KVCacheType
+from quantpress.core.chat.types import KVCacheType
 from quantpress.core.errors import InvalidInput, InvalidModel, ModelLoadError
+from quantpress.core.inspect import gguf_swa_layers
 
-KV_PAD_CELLS = 256  # llama.cpp pads the KV cache to a multiple of 256 cells (llama-kv-cache.cpp)
 GPU_LAYERS_TIMEOUT_S = 120.0  # the separate estimate process (default_gpu_layers); then 0 layers
 
 
@@ -30,6 +31,8 @@ class GgufShape:
     n_vocab: int
     file_bytes: int
     chat_template: str | None
+    sliding_window: int | None = None
+    swa_layers: tuple[int, ...] = ()
 
 
 def llama_cpp_version() -> str:
@@ -62,30 +65,37 @@ def read_gguf_shape(path: str | Path) -> GgufShape:
             head_dim = n_embd // n_head if n_head else 0
             key_len = int(g.arch_value("attention.key_length", head_dim) or head_dim)
             value_len = int(g.arch_value("attention.value_length", head_dim) or head_dim)
-            tokens = g.get("tokenizer.ggml.tokens")
+            tokens = g.get(Keys.Tokenizer.LIST)
             n_vocab = len(tokens) if tokens else int(g.arch_value("vocab_size", 0) or 0)
-            template = g.get("tokenizer.chat_template")
+            template = g.get(Keys.Tokenizer.CHAT_TEMPLATE)
+            n_layers = int(g.arch_value("block_count", 0) or 0)
+            window = int(g.arch_value("attention.sliding_window", 0) or 0)
+            swa = gguf_swa_layers(arch, n_layers, window, g.arch_value("attention.sliding_window_pattern"))
             return GgufShape(
                 path=path,
                 architecture=arch,
-                n_layers=int(g.arch_value("block_count", 0) or 0),
+                n_layers=n_layers,
                 n_embd_k_gqa=key_len * n_head_kv,
                 n_embd_v_gqa=value_len * n_head_kv,
                 n_vocab=n_vocab,
                 file_bytes=path.stat().st_size,
                 chat_template=str(template) if template else None,
+                sliding_window=window or None,
+                swa_layers=swa,
             )
         except (ValueError, TypeError) as exc:  # an architecture llama.cpp lacks, with odd values besides
             raise InvalidModel(f"{path.name}: GGUF metadata of the wrong kind ({exc}); the file is damaged") from None
 
 
 def kv_cache_bytes(shape: GgufShape, ctx_tokens: int, kv_type_k: KVCacheType, kv_type_v: KVCacheType) -> int:
-    """Bytes of llama.cpp's KV buffer: per layer, kv_size cells of one K row and one V row
-    (llama.cpp src/llama-kv-cache.cpp; kv_size = n_ctx padded to 256)."""
-    kv_size = -(-ctx_tokens // KV_PAD_CELLS) * KV_PAD_CELLS
-    k_row = shape.n_embd_k_gqa * KV_CACHE_TYPES[kv_type_k][1]
-    v_row = shape.n_embd_v_gqa * KV_CACHE_TYPES[kv_type_v][1]
-    return int(shape.n_layers * kv_size * (k_row + v_row))
+    """Bytes of llama.cpp's KV buffer for this file: core.memory's formula (the Fit pane's and the
+    estimator's), sliding-window layers included."""
+    from quantpress.core.memory import KVShape, RuntimeConfig
+    from quantpress.core.memory import kv_cache_bytes as model_kv_cache_bytes
+
+    kv = KVShape(shape.n_layers, shape.n_embd_k_gqa, shape.n_embd_v_gqa, shape.sliding_window, shape.swa_layers)
+    return model_kv_cache_bytes(kv, RuntimeConfig(n_ctx=ctx_tokens, kv_type=kv_type_k.value,
+                                                  kv_type_v=kv_type_v.value))
 
 
 def default_gpu_layers(path: Path, ctx_tokens: int, kv_type: KVCacheType) -> int:
@@ -179,9 +189,9 @@ def llama_kwargs(
     wanted: dict[str, Any] = dict(n_ctx=ctx_tokens, n_gpu_layers=n_gpu_layers, n_batch=n_batch,
                                   logits_all=logits_all, verbose=False)
     if kv_type_k != KVCacheType.F16:
-        wanted["type_k"] = KV_CACHE_TYPES[kv_type_k][0]
+        wanted["type_k"] = int(GGMLQuantizationType[kv_type_k.name])  # ggml.h enum ggml_type
     if kv_type_v != KVCacheType.F16:
-        wanted["type_v"] = KV_CACHE_TYPES[kv_type_v][0]
+        wanted["type_v"] = int(GGMLQuantizationType[kv_type_v.name])
     fa = needs_flash_attention(kv_type_v) if flash_attn is None else flash_attn
     if fa:
         wanted["flash_attn"] = True

@@ -34,15 +34,6 @@ class KVCacheType(str, enum.Enum):
     Q4_0 = "q4_0"
 
 
-# ggml type id and bytes per element of each KV cache type (ggml.h enum ggml_type; row size =
-# n/block * type_size: q8_0 34/32, q4_0 18/32; ggml/src/ggml-common.h block_q8_0, block_q4_0).
-KV_CACHE_TYPES: dict[KVCacheType, tuple[int, float]] = {
-    KVCacheType.F16: (1, 2.0),
-    KVCacheType.Q8_0: (8, 34 / 32),
-    KVCacheType.Q4_0: (2, 18 / 32),
-}
-
-
 class OverflowPolicy(str, enum.Enum):
     """What to do when the conversation no longer fits in the context."""
 

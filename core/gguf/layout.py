@@ -6,6 +6,10 @@ so a plan's predicted ``file_bytes`` is the written size by construction; tests 
 File = header (magic, version, n_tensors u64, n_kv u64) + KV pairs + tensor infos
        + zero padding to ALIGNMENT + each tensor's data padded to ALIGNMENT (gguf.cpp, GGUFWriter).
 Shapes are given in numpy order (rows first) and written reversed (ggml ``ne``).
+
+The facts (magic, version, alignment, value type ids, GGML type ids and block geometry) come from
+gguf-py (llama.cpp's own ``gguf`` package, ``gguf.constants``); only the encoding is ours, because it
+must give a file's exact size without writing it.
 """
 
 from __future__ import annotations
@@ -14,24 +18,53 @@ import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-GGUF_MAGIC = b"GGUF"
-GGUF_VERSION = 3
-ALIGNMENT = 32
+from gguf.constants import (
+    GGML_QUANT_SIZES,
+    GGUF_DEFAULT_ALIGNMENT,
+    GGUF_VERSION,
+    GGMLQuantizationType,
+    GGUFValueType,
+)
+from gguf.constants import GGUF_MAGIC as _GGUF_MAGIC_U32
 
-# gguf.h enum gguf_type
-VALUE_TYPES: dict[str, tuple[int, str]] = {
-    "UINT8": (0, "<B"), "INT8": (1, "<b"), "UINT16": (2, "<H"), "INT16": (3, "<h"),
-    "UINT32": (4, "<I"), "INT32": (5, "<i"), "FLOAT32": (6, "<f"), "BOOL": (7, "<?"),
-    "STRING": (8, ""), "ARRAY": (9, ""), "UINT64": (10, "<Q"), "INT64": (11, "<q"), "FLOAT64": (12, "<d"),
+GGUF_MAGIC = struct.pack("<I", _GGUF_MAGIC_U32)  # b"GGUF"
+ALIGNMENT = GGUF_DEFAULT_ALIGNMENT
+
+# struct format of each fixed-size value type (STRING and ARRAY are length-prefixed).
+STRUCT_FORMATS: dict[GGUFValueType, str] = {
+    GGUFValueType.UINT8: "B", GGUFValueType.INT8: "b", GGUFValueType.UINT16: "H", GGUFValueType.INT16: "h",
+    GGUFValueType.UINT32: "I", GGUFValueType.INT32: "i", GGUFValueType.FLOAT32: "f", GGUFValueType.BOOL: "?",
+    GGUFValueType.UINT64: "Q", GGUFValueType.INT64: "q", GGUFValueType.FLOAT64: "d",
 }
 
-# ggml.h enum ggml_type ids and (block size, bytes per block) of every type quantpress writes or reads.
-GGML_TYPES: dict[str, tuple[int, int, int]] = {
-    "F32": (0, 1, 4), "F16": (1, 1, 2), "Q4_0": (2, 32, 18), "Q4_1": (3, 32, 20), "Q5_0": (6, 32, 22),
-    "Q5_1": (7, 32, 24), "Q8_0": (8, 32, 34), "Q2_K": (10, 256, 84), "Q3_K": (11, 256, 110),
-    "Q4_K": (12, 256, 144), "Q5_K": (13, 256, 176), "Q6_K": (14, 256, 210), "IQ4_NL": (20, 32, 18),
-    "IQ4_XS": (23, 256, 136), "BF16": (30, 1, 2),
-}
+
+def ggml_geometry(names: Iterable[str]) -> dict[str, tuple[int, int, int]]:
+    """name -> (ggml type id, weights per block, bytes per block), from gguf-py's tables."""
+    out = {}
+    for name in names:
+        t = GGMLQuantizationType[name]
+        out[name] = (int(t), *GGML_QUANT_SIZES[t])
+    return out
+
+
+# Every type quantpress writes or reads in a conversion.
+GGML_TYPES: dict[str, tuple[int, int, int]] = ggml_geometry(
+    ("F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL",
+     "IQ4_XS", "BF16"))
+
+
+def value_type(vtype: str) -> tuple[GGUFValueType, GGUFValueType | None]:
+    """A value type written as in quantpress's KV tables: 'UINT32' -> (UINT32, None),
+    'ARRAY[STRING]' -> (ARRAY, STRING). KeyError for a name gguf-py does not know."""
+    outer, _, inner = vtype.partition("[")
+    if inner:
+        return GGUFValueType.ARRAY, GGUFValueType[inner.removesuffix("]")]
+    return GGUFValueType[outer], None
+
+
+def value_type_name(vtype: GGUFValueType, item: GGUFValueType | None = None) -> str:
+    """The inverse of :func:`value_type`."""
+    return f"ARRAY[{item.name}]" if item is not None else vtype.name
 
 
 def pad(n: int, align: int = ALIGNMENT) -> int:
@@ -59,30 +92,29 @@ def _string(s: str) -> bytes:
     return struct.pack("<Q", len(raw)) + raw
 
 
-def _scalar(vtype: str, value: Any) -> bytes:
-    if vtype == "STRING":
+def _scalar(vtype: GGUFValueType, value: Any) -> bytes:
+    if vtype == GGUFValueType.STRING:
         return _string(value if isinstance(value, str) else bytes(value).decode("utf-8"))
-    return struct.pack(VALUE_TYPES[vtype][1], value)
+    return struct.pack("<" + STRUCT_FORMATS[vtype], value)
 
 
-def _array(item_type: str, values: Sequence[Any]) -> bytes:
-    head = struct.pack("<IQ", VALUE_TYPES[item_type][0], len(values))
-    if item_type == "STRING":
+def _array(item_type: GGUFValueType, values: Sequence[Any]) -> bytes:
+    head = struct.pack("<IQ", int(item_type), len(values))
+    if item_type == GGUFValueType.STRING:
         parts = [head]
         for v in values:
             raw = v.encode("utf-8") if isinstance(v, str) else bytes(v)
             parts.append(struct.pack("<Q", len(raw)))
             parts.append(raw)
         return b"".join(parts)
-    fmt = VALUE_TYPES[item_type][1]
-    return head + struct.pack(f"<{len(values)}{fmt[1]}", *values)
+    return head + struct.pack(f"<{len(values)}{STRUCT_FORMATS[item_type]}", *values)
 
 
 def encode_kv(key: str, value: Any, vtype: str) -> bytes:
     """One key/value pair. ``vtype`` is a value type name or ``ARRAY[<item type>]``."""
-    if vtype.startswith("ARRAY["):
-        return _string(key) + struct.pack("<I", VALUE_TYPES["ARRAY"][0]) + _array(vtype[6:-1], value)
-    return _string(key) + struct.pack("<I", VALUE_TYPES[vtype][0]) + _scalar(vtype, value)
+    outer, item = value_type(vtype)
+    head = _string(key) + struct.pack("<I", int(outer))
+    return head + (_array(item, value) if item is not None else _scalar(outer, value))
 
 
 def encode_metadata(kvs: Iterable[tuple[str, Any, str]]) -> bytes:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gguf.constants import Keys
 from quantpress.core.errors import InvalidInput, InvalidModel, UnsupportedArchitecture
 from quantpress.core.gguf import layout
 from quantpress.core.gguf.arch import KV, ArchSpec, arch_kv, spec_for_hf_class
@@ -47,8 +48,8 @@ class CalibrationKind(StrChoice):
 TEXTLESS_CALIBRATIONS = (CalibrationKind.WEIGHTS.value, CalibrationKind.NONE.value)
 
 # Source GGUF keys that a requantized file gets afresh.
-_REPLACED_PREFIXES = ("general.file_type", "general.quantization_version", "general.quantized_by", "quantpress.",
-                      "quantize.imatrix.", "split.")
+_REPLACED_PREFIXES = (Keys.General.FILE_TYPE, Keys.General.QUANTIZATION_VERSION, Keys.General.QUANTIZED_BY,
+                      "quantpress.", "quantize.imatrix.", "split.")
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ def _hf_source(model: ModelInfo, config: dict[str, Any]) -> _Source:
                            "download them first")
     folder = Path(model.local_path)
     tok = tokenizer_kv(folder, spec, config)
-    n_vocab = len(next(v for k, v, _ in tok if k == "tokenizer.ggml.tokens"))
+    n_vocab = len(next(v for k, v, _ in tok if k == Keys.Tokenizer.LIST))
     has_weights = any(folder.glob("*.safetensors"))
     infos = list_hf_tensors(folder) if has_weights else (list(model.tensors) or synthesize_hf_tensors(spec, config))
     tensors = map_hf_tensors(spec, config, infos, n_vocab)
@@ -228,7 +229,7 @@ def _gguf_source(model: ModelInfo) -> _Source:
         arch = g.architecture
         types = g.value_types
         kv = [(k, v, types[k]) for k, v in g.metadata.items()
-              if not k.startswith(_REPLACED_PREFIXES) and k != "general.architecture"]
+              if not k.startswith(_REPLACED_PREFIXES) and k != Keys.General.ARCHITECTURE]
         tensors = [TensorPlan(t.name, t.shape, t.name, str(path), t.ggml_type) for t in g.tensors]
         n_layers = int(g.arch_value("block_count", 0) or 0)
         n_head = int(g.arch_value("attention.head_count", 1) or 1)
@@ -253,14 +254,14 @@ def general_kv(plan: ConversionPlan, fmt: str, calibration_tokens: int = 0) -> l
     n_params = sum(t.n_elements for t in plan.tensors)
     name = plan.model_name or Path(plan.source).name
     kv: list[KV] = [
-        ("general.architecture", plan.gguf_arch, "STRING"),
-        ("general.type", "model", "STRING"),
-        ("general.name", name, "STRING"),
-        ("general.basename", re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-") or "model", "STRING"),
-        ("general.size_label", gguf.size_label(n_params, 0, 0, 0), "STRING"),
-        ("general.quantized_by", "quantpress", "STRING"),
-        ("general.file_type", MIXES[fmt].ftype, "UINT32"),
-        ("general.quantization_version", 2, "UINT32"),
+        (Keys.General.ARCHITECTURE, plan.gguf_arch, "STRING"),
+        (Keys.General.TYPE, "model", "STRING"),
+        (Keys.General.NAME, name, "STRING"),
+        (Keys.General.BASENAME, re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-") or "model", "STRING"),
+        (Keys.General.SIZE_LABEL, gguf.size_label(n_params, 0, 0, 0), "STRING"),
+        (Keys.General.QUANTIZED_BY, "quantpress", "STRING"),
+        (Keys.General.FILE_TYPE, MIXES[fmt].ftype, "UINT32"),
+        (Keys.General.QUANTIZATION_VERSION, 2, "UINT32"),
         ("quantpress.version", plan.quantpress_version, "STRING"),
         ("quantpress.source", plan.source, "STRING"),
         ("quantpress.format", fmt, "STRING"),

@@ -20,27 +20,13 @@ from types import TracebackType
 from typing import Any, Literal
 
 import numpy as np
+from gguf.constants import GGUFValueType, Keys
 from quantpress.core.errors import InvalidModel
+from quantpress.core.gguf.layout import ALIGNMENT, GGUF_MAGIC, STRUCT_FORMATS
 
-GGUF_MAGIC = b"GGUF"
-DEFAULT_ALIGNMENT = 32
-# GGUF value types (gguf.GGUFValueType): id -> (name, struct format, numpy dtype)
-_VALUE_TYPES: dict[int, tuple[str, str, str]] = {
-    0: ("UINT8", "B", "u1"),
-    1: ("INT8", "b", "i1"),
-    2: ("UINT16", "H", "u2"),
-    3: ("INT16", "h", "i2"),
-    4: ("UINT32", "I", "u4"),
-    5: ("INT32", "i", "i4"),
-    6: ("FLOAT32", "f", "f4"),
-    7: ("BOOL", "?", "?"),
-    8: ("STRING", "", ""),
-    9: ("ARRAY", "", ""),
-    10: ("UINT64", "Q", "u8"),
-    11: ("INT64", "q", "i8"),
-    12: ("FLOAT64", "d", "f8"),
-}
-_STRING, _ARRAY = 8, 9
+DEFAULT_ALIGNMENT = ALIGNMENT
+_STRING, _ARRAY = GGUFValueType.STRING, GGUFValueType.ARRAY
+_IDS = {int(t) for t in GGUFValueType}
 _PLAIN_DTYPES = {"F32": "f4", "F16": "f2", "F64": "f8", "I8": "i1", "I16": "i2", "I32": "i4", "I64": "i8"}
 
 
@@ -97,20 +83,20 @@ class _Cursor:
             if sub in (_STRING, _ARRAY):
                 items = [self.value(sub) for _ in range(n)]
                 return [v for v, _ in items], f"ARRAY[{items[0][1] if items else _type_name(sub)}]"
-            if sub not in _VALUE_TYPES:
+            if sub not in _IDS:
                 raise ValueError(f"unknown array element type {sub}")
-            dtype = np.dtype(_VALUE_TYPES[sub][2]).newbyteorder(self.order)
+            dtype = np.dtype(STRUCT_FORMATS[GGUFValueType(sub)]).newbyteorder(self.order)
             self._need(n * dtype.itemsize)
             arr = np.frombuffer(self.buf, dtype, n, self.pos)
             self.pos += n * dtype.itemsize
             return arr.tolist(), f"ARRAY[{_type_name(sub)}]"
-        if vtype not in _VALUE_TYPES:
+        if vtype not in _IDS:
             raise ValueError(f"unknown value type {vtype} at offset {self.pos}")
-        return self.take(_VALUE_TYPES[vtype][1]), _type_name(vtype)
+        return self.take(STRUCT_FORMATS[GGUFValueType(vtype)]), _type_name(vtype)
 
 
 def _type_name(vtype: int) -> str:
-    return _VALUE_TYPES[vtype][0] if vtype in _VALUE_TYPES else f"TYPE{vtype}"
+    return GGUFValueType(vtype).name if vtype in _IDS else f"TYPE{vtype}"
 
 
 class GGUFFile:
@@ -150,7 +136,7 @@ class GGUFFile:
 
     @property
     def architecture(self) -> str:
-        return str(self.get("general.architecture", ""))
+        return str(self.get(Keys.General.ARCHITECTURE, ""))
 
     def arch_value(self, suffix: str, default: Any = None) -> Any:
         """``{architecture}.{suffix}``, e.g. ``arch_value('block_count')``."""
@@ -268,7 +254,7 @@ def _parse(path: Path, data: np.ndarray) -> GGUFFile:
     if len(set(names)) != len(names):
         dup = next(n for n in names if names.count(n) > 1)
         raise InvalidModel(f"{path.name}: tensor '{dup}' appears twice in the GGUF header; the file is damaged")
-    alignment = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
+    alignment = metadata.get(Keys.General.ALIGNMENT, DEFAULT_ALIGNMENT)
     if not (isinstance(alignment, int) and not isinstance(alignment, bool) and alignment > 0
             and alignment & (alignment - 1) == 0):
         raise InvalidModel(f"{path.name}: GGUF metadata 'general.alignment' is {alignment!r}; it must be a power "

@@ -15,11 +15,13 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
+from gguf.constants import Keys, TokenType
 from quantpress.core.errors import InvalidModel
 from quantpress.core.gguf.arch import KV, ArchSpec, Config
 
-# Token types (llama.h llama_token_type / gguf.TokenType)
-NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
+# Token types (llama.h llama_token_type), as plain ints for the INT32 array
+NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = (int(t) for t in (
+    TokenType.NORMAL, TokenType.UNKNOWN, TokenType.CONTROL, TokenType.USER_DEFINED, TokenType.UNUSED, TokenType.BYTE))
 
 CHECK_TEXT = (
     "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n🚀 (normal) 😶\u200d🌫️ (multiple emojis concatenated) ✅ "
@@ -193,7 +195,7 @@ def _special_kv(folder: Path, n_vocab: int, load_merges: bool) -> list[KV]:
     out: list[KV] = []
     if load_merges and sv.merges:
         merges = [m if isinstance(m, str) else " ".join(m) for m in sv.merges]
-        out.append(("tokenizer.ggml.merges", merges, "ARRAY[STRING]"))
+        out.append((Keys.Tokenizer.MERGES, merges, "ARRAY[STRING]"))
     for typ, tid in sv.special_token_ids.items():
         if typ in _SPECIAL_KEYS:
             out.append((f"tokenizer.ggml.{_SPECIAL_KEYS[typ]}", int(tid), "UINT32"))
@@ -201,7 +203,7 @@ def _special_kv(folder: Path, n_vocab: int, load_merges: bool) -> list[KV]:
         out.append((f"tokenizer.ggml.add_{typ}_token", bool(flag), "BOOL"))
     template = sv.chat_template
     if isinstance(template, str) and template:
-        out.append(("tokenizer.chat_template", template, "STRING"))
+        out.append((Keys.Tokenizer.CHAT_TEMPLATE, template, "STRING"))
     elif isinstance(template, list):
         names = []
         for t in template:
@@ -209,12 +211,12 @@ def _special_kv(folder: Path, n_vocab: int, load_merges: bool) -> list[KV]:
             if not name or not text:
                 continue
             if name == "default":
-                out.append(("tokenizer.chat_template", text, "STRING"))
+                out.append((Keys.Tokenizer.CHAT_TEMPLATE, text, "STRING"))
             else:
                 names.append(name)
                 out.append((f"tokenizer.chat_template.{name}", text, "STRING"))
         if names:
-            out.append(("tokenizer.chat_templates", names, "ARRAY[STRING]"))
+            out.append((Keys.Tokenizer.CHAT_TEMPLATES, names, "ARRAY[STRING]"))
     return out
 
 
@@ -226,28 +228,28 @@ def tokenizer_kv(folder: Path, spec: ArchSpec, config: Config) -> list[KV]:
     out: list[KV] = []
     if (folder / "tokenizer.model").is_file():
         tokens, scores, types = _spm_vocab(folder, vocab_size)
-        out += [("tokenizer.ggml.model", "llama", "STRING"), ("tokenizer.ggml.pre", "default", "STRING"),
-                ("tokenizer.ggml.tokens", tokens, "ARRAY[STRING]"),
-                ("tokenizer.ggml.scores", scores, "ARRAY[FLOAT32]"),
-                ("tokenizer.ggml.token_type", types, "ARRAY[INT32]")]
+        out += [(Keys.Tokenizer.MODEL, "llama", "STRING"), (Keys.Tokenizer.PRE, "default", "STRING"),
+                (Keys.Tokenizer.LIST, tokens, "ARRAY[STRING]"),
+                (Keys.Tokenizer.SCORES, scores, "ARRAY[FLOAT32]"),
+                (Keys.Tokenizer.TOKEN_TYPE, types, "ARRAY[INT32]")]
         out += _special_kv(folder, len(tokens), load_merges=False)
         if spec.spm_add_space_prefix is not None:
-            out.append(("tokenizer.ggml.add_space_prefix", spec.spm_add_space_prefix, "BOOL"))
+            out.append((Keys.Tokenizer.ADD_PREFIX, spec.spm_add_space_prefix, "BOOL"))
     elif (folder / "tokenizer.json").is_file():
         tokens, types = _bpe_vocab(folder, vocab_size)
-        out += [("tokenizer.ggml.model", "gpt2", "STRING"), ("tokenizer.ggml.pre", bpe_pre_name(folder), "STRING"),
-                ("tokenizer.ggml.tokens", tokens, "ARRAY[STRING]"),
-                ("tokenizer.ggml.token_type", types, "ARRAY[INT32]")]
+        out += [(Keys.Tokenizer.MODEL, "gpt2", "STRING"), (Keys.Tokenizer.PRE, bpe_pre_name(folder), "STRING"),
+                (Keys.Tokenizer.LIST, tokens, "ARRAY[STRING]"),
+                (Keys.Tokenizer.TOKEN_TYPE, types, "ARRAY[INT32]")]
         out += _special_kv(folder, len(tokens), load_merges=True)
     else:
         raise InvalidModel(
             f"{folder}: no tokenizer (expected tokenizer.model or tokenizer.json); a GGUF needs the vocabulary. "
             "Copy the tokenizer files from the original model into this folder.")
     if spec.gguf_arch == "llama" and "add_prefix_space" in tok_cfg and tok_cfg["add_prefix_space"] is not None:
-        out.append(("tokenizer.ggml.add_space_prefix", bool(tok_cfg["add_prefix_space"]), "BOOL"))
+        out.append((Keys.Tokenizer.ADD_PREFIX, bool(tok_cfg["add_prefix_space"]), "BOOL"))
     if spec.gguf_arch == "llama" and vocab_size == 49152:
         # llama.cpp's LlamaModel turns BOS off for 49152-token vocabularies (Granite small, SmolLM).
-        out.append(("tokenizer.ggml.add_bos_token", False, "BOOL"))
+        out.append((Keys.Tokenizer.ADD_BOS, False, "BOOL"))
     return _dedupe(out)
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from gguf.constants import Keys
 from quantpress.core.disk import require_free_space
 from quantpress.core.errors import InvalidInput, UnsupportedArchitecture
 from quantpress.core.gguf.reader import GGUFFile, open_gguf
@@ -240,13 +241,13 @@ class _Vocab:
 
 
 def _read_vocab(g: GGUFFile) -> _Vocab:
-    model = g.get("tokenizer.ggml.model")
+    model = g.get(Keys.Tokenizer.MODEL)
     if model != "gpt2":
         raise UnsupportedArchitecture(
             f"{g.path.name}: tokenizer type '{model}' cannot be rebuilt yet; only byte-level BPE ('gpt2')"
         )
-    tokens = [str(t) for t in g.get("tokenizer.ggml.tokens", [])]
-    types = [int(t) for t in g.get("tokenizer.ggml.token_type", [TOKEN_NORMAL] * len(tokens))]
+    tokens = [str(t) for t in g.get(Keys.Tokenizer.LIST, [])]
+    types = [int(t) for t in g.get(Keys.Tokenizer.TOKEN_TYPE, [TOKEN_NORMAL] * len(tokens))]
     ids: dict[str, int] = {}
     for key, gguf_key in _SPECIAL_KEYS.items():
         value = g.get(f"tokenizer.ggml.{gguf_key}_token_id")
@@ -260,13 +261,13 @@ def build_tokenizer(g: GGUFFile) -> Any:
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
 
     vocab = _read_vocab(g)
-    pre = str(g.get("tokenizer.ggml.pre", "default"))
+    pre = str(g.get(Keys.Tokenizer.PRE, "default"))
     if pre not in PRE_TOKENIZERS:
         raise UnsupportedArchitecture(
             f"{g.path.name}: pre-tokenizer '{pre}' is not known here, so the tokenizer cannot be rebuilt "
             f"exactly; known: {', '.join(sorted(PRE_TOKENIZERS))}"
         )
-    merges = [tuple(m.split(" ", 1)) for m in g.get("tokenizer.ggml.merges", [])]
+    merges = [tuple(m.split(" ", 1)) for m in g.get(Keys.Tokenizer.MERGES, [])]
     ids: dict[str, int] = {}
     for i, tok in enumerate(vocab.tokens):
         ids.setdefault(tok, i)  # duplicates (padding tokens) keep their first id
@@ -292,7 +293,7 @@ def build_tokenizer(g: GGUFFile) -> Any:
 
 
 def _add_bos(g: GGUFFile, spec: PreTokenizer) -> bool:
-    return bool(g.get("tokenizer.ggml.add_bos_token", spec.add_bos_default))
+    return bool(g.get(Keys.Tokenizer.ADD_BOS, spec.add_bos_default))
 
 
 def _post_processor(vocab: _Vocab, add_bos: bool) -> Any:
@@ -323,8 +324,8 @@ def _tokenizer_config(g: GGUFFile, vocab: _Vocab, max_length: int) -> dict[str, 
         if t in (TOKEN_CONTROL, TOKEN_USER_DEFINED)
     }
     cfg: dict[str, Any] = {
-        "add_bos_token": _add_bos(g, PRE_TOKENIZERS[str(g.get("tokenizer.ggml.pre", "default"))]),
-        "add_eos_token": bool(g.get("tokenizer.ggml.add_eos_token", False)),
+        "add_bos_token": _add_bos(g, PRE_TOKENIZERS[str(g.get(Keys.Tokenizer.PRE, "default"))]),
+        "add_eos_token": bool(g.get(Keys.Tokenizer.ADD_EOS, False)),
         "add_prefix_space": False,
         "added_tokens_decoder": added,
         "clean_up_tokenization_spaces": False,
@@ -333,7 +334,7 @@ def _tokenizer_config(g: GGUFFile, vocab: _Vocab, max_length: int) -> dict[str, 
     }
     for key, idx in vocab.special_ids.items():
         cfg[f"{key}_token"] = vocab.tokens[idx]
-    template = g.get("tokenizer.chat_template")
+    template = g.get(Keys.Tokenizer.CHAT_TEMPLATE)
     if template:
         cfg["chat_template"] = str(template)
     return cfg

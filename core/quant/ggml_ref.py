@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+from quantpress.core.gguf.layout import ggml_geometry
 
 
 class GgmlType(NamedTuple):
@@ -30,32 +31,11 @@ class GgmlType(NamedTuple):
     type_size: int
 
 
-# ggml.h `enum ggml_type` ids and block geometry (ggml-common.h) of the types quantpress writes.
-# Checked against the loaded library in _load() so a mismatching ggml build fails loudly.
-GGML_TYPES: dict[str, GgmlType] = {
-    "F32": GgmlType(0, 1, 4),
-    "F16": GgmlType(1, 1, 2),
-    "Q4_0": GgmlType(2, 32, 18),
-    "Q4_1": GgmlType(3, 32, 20),
-    "Q5_0": GgmlType(6, 32, 22),
-    "Q5_1": GgmlType(7, 32, 24),
-    "Q8_0": GgmlType(8, 32, 34),
-    "Q2_K": GgmlType(10, 256, 84),
-    "Q3_K": GgmlType(11, 256, 110),
-    "Q4_K": GgmlType(12, 256, 144),
-    "Q5_K": GgmlType(13, 256, 176),
-    "Q6_K": GgmlType(14, 256, 210),
-    "IQ2_XXS": GgmlType(16, 256, 66),
-    "IQ2_XS": GgmlType(17, 256, 74),
-    "IQ3_XXS": GgmlType(18, 256, 98),
-    "IQ1_S": GgmlType(19, 256, 50),
-    "IQ4_NL": GgmlType(20, 32, 18),
-    "IQ3_S": GgmlType(21, 256, 110),
-    "IQ2_S": GgmlType(22, 256, 82),
-    "IQ4_XS": GgmlType(23, 256, 136),
-    "IQ1_M": GgmlType(29, 256, 56),
-    "BF16": GgmlType(30, 1, 2),
-}
+# The types ggml's quantizer is called for: ids and block geometry from gguf-py (ggml.h, ggml-common.h),
+# checked against the loaded library in _load() so a mismatching ggml build fails loudly.
+GGML_TYPES: dict[str, GgmlType] = {name: GgmlType(*geometry) for name, geometry in ggml_geometry((
+    "F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ2_XXS",
+    "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "IQ1_M", "BF16")).items()}
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None

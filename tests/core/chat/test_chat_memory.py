@@ -4,6 +4,7 @@ both by llama.cpp's account and by the process's resident memory."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import subprocess
 import sys
@@ -77,3 +78,23 @@ def test_rss_confirms_the_kv_saving(demo_gguf: Path) -> None:
     )
     saved = _rss_delta(demo_gguf, 1) - _rss_delta(demo_gguf, 8)
     assert saved == pytest.approx(expected, rel=0.15)
+
+
+def test_chat_kv_cache_counts_sliding_windows_like_the_estimator() -> None:
+    """One KV formula: the Chat pane's figure for a Gemma-3-like file (5 of 6 layers sliding) equals
+    the Fit pane's (core.memory), and is below a cache without sliding windows."""
+    from quantpress.core.chat.llama_loader import GgufShape
+    from quantpress.core.memory import RuntimeConfig
+    from quantpress.core.memory import kv_cache_bytes as estimator_kv_cache_bytes
+    from quantpress.core.model import ModelInfo, SourceKind
+
+    model = ModelInfo(source="g", kind=SourceKind.GGUF, architecture="gemma3", gguf_arch="gemma3", n_params=0,
+                      n_layers=6, n_heads=4, n_kv_heads=1, head_dim=256, head_dim_v=256, hidden_size=1024,
+                      ffn_size=4096, vocab_size=1000, context_length=32768, sliding_window=512,
+                      swa_layers=(0, 1, 2, 3, 4))
+    shape = GgufShape(Path("g.gguf"), "gemma3", 6, 256, 256, 1000, 0, None, sliding_window=512,
+                      swa_layers=(0, 1, 2, 3, 4))
+    chat = kv_cache_bytes(shape, 16384, KVCacheType.Q8_0, KVCacheType.Q8_0)
+    assert chat == estimator_kv_cache_bytes(model, RuntimeConfig(n_ctx=16384, kv_type="q8_0"))
+    full = kv_cache_bytes(dataclasses.replace(shape, swa_layers=()), 16384, KVCacheType.Q8_0, KVCacheType.Q8_0)
+    assert chat < full // 2
