@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantpress.core import memory as mem
-from quantpress.core.demo import cache_dir, demo_gguf_path, ensure_demo_model
+from quantpress.core.demo import demo_gguf_path, ensure_demo_model
 from quantpress.core.estimate import estimate
 from quantpress.core.hardware import detect_hardware
 from quantpress.core.inspect import open_model
+from quantpress.core.paths import cache_dir
 
 from tests.rss_probe import measure_rss_increase
 

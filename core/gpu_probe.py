@@ -215,7 +215,7 @@ def gpu_key(backend: str, name: str, driver: str, llama_version: str) -> str:
 
 
 def cache_path() -> Path:
-    from quantpress.core.demo import cache_dir
+    from quantpress.core.paths import cache_dir
 
     return cache_dir() / CACHE_NAME
 

@@ -53,7 +53,7 @@ def reachable(url: str | None = None, timeout_s: float = PROBE_TIMEOUT_S) -> boo
 
 
 def cache_folder(repo_id: str) -> Path:
-    from quantpress.core.demo import cache_dir
+    from quantpress.core.paths import cache_dir
 
     return cache_dir() / "hub" / repo_id.replace("/", "--")
 

@@ -14,10 +14,12 @@ handling), one file at a time so cancel is checked between files; within a file 
 hook counts bytes and is where cancel is checked (each 10 MB chunk). The token is huggingface_hub's own
 (``hf auth login``, ``HF_TOKEN`` or :func:`login_token`), never a quantpress setting.
 
-A cancelled or failed download removes the snapshot entries it created and its partial ``.incomplete``
-blob, so the snapshot folder never looks like a complete model; blobs of files it completed stay in
-huggingface_hub's content store, so a retry does not fetch them again. A completed download is recorded
-in quantpress's cache (``downloads/*.json``) so that offline it is found again without the network.
+huggingface_hub's cache is read and changed only through its own APIs: a cancelled or failed download
+deletes the revision it created (``scan_cache_dir().delete_revisions``), so no snapshot folder looks like
+a complete model (a retry fetches those files again), plus the partial ``.incomplete`` blob of the file
+in flight, for which huggingface_hub has no API. Offline, an earlier complete download is found with
+``snapshot_download(local_files_only=True)`` / ``try_to_load_from_cache``; which repo a snapshot
+folder belongs to, with ``scan_cache_dir``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from quantpress.core.errors import (
     NetworkUnavailable,
 )
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle, ignore
+from quantpress.core.paths import hub_cache_dir, models_dir
 
 CONFIG = "config.json"
 INDEX = "model.safetensors.index.json"
@@ -81,7 +84,7 @@ class DownloadPlan:
 
     @property
     def snapshot_dir(self) -> Path:
-        return Path(self.cache_dir) / _repo_folder(self.repo_id) / "snapshots" / self.commit
+        return Path(self.cache_dir) / _repo_folder(self.repo_id) / "snapshots" / self.commit  # HF's layout
 
     @property
     def result_path(self) -> Path:
@@ -106,22 +109,34 @@ def mb(n_bytes: int) -> str:
 
 
 def _repo_folder(repo_id: str) -> str:
-    return "models--" + repo_id.replace("/", "--")
+    from huggingface_hub.file_download import repo_folder_name
+
+    return str(repo_folder_name(repo_id=repo_id, repo_type="model"))
 
 
-def hub_cache_dir() -> Path:
-    from huggingface_hub import constants
+def _cached_revisions(repo_id: str | None = None) -> list[tuple[str, Any]]:
+    """(repo id, huggingface_hub's CachedRevisionInfo) of every model revision in its cache (of
+    ``repo_id`` only, if given), newest first; empty when there is no cache yet."""
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound, CorruptedCacheException
 
-    return Path(constants.HF_HUB_CACHE)
+    try:
+        info = scan_cache_dir(hub_cache_dir())
+    except (CacheNotFound, CorruptedCacheException, OSError):
+        return []
+    found = [(repo.repo_id, rev) for repo in info.repos
+             if repo.repo_type == "model" and repo_id in (None, repo.repo_id) for rev in repo.revisions]
+    return sorted(found, key=lambda r: -r[1].last_modified)
 
 
 def repo_of_snapshot(folder: Path) -> str | None:
-    """'org/name' when ``folder`` is a snapshot in huggingface_hub's cache
-    (``.../models--org--name/snapshots/<commit>``), else None."""
-    parent = folder.parent
-    if parent.name != "snapshots" or not parent.parent.name.startswith("models--"):
-        return None
-    return parent.parent.name.removeprefix("models--").replace("--", "/")
+    """'org/name' when ``folder`` is a snapshot in huggingface_hub's cache, else None."""
+    try:
+        Path(folder).resolve().relative_to(hub_cache_dir().resolve())
+    except (ValueError, OSError):
+        return None  # not below the cache: no need to scan it
+    folder = Path(folder).resolve()
+    return next((repo for repo, rev in _cached_revisions() if Path(rev.snapshot_path).resolve() == folder), None)
 
 
 def output_parent(local_path: Path) -> Path:
@@ -130,9 +145,7 @@ def output_parent(local_path: Path) -> Path:
     folder = local_path if local_path.is_dir() else local_path.parent
     if repo_of_snapshot(folder) is None:
         return local_path.parent
-    from quantpress.core.demo import models_dir
-
-    return Path(models_dir())
+    return models_dir()
 
 
 def _gated_message(repo_id: str) -> str:
@@ -362,56 +375,70 @@ def _byte_hook_supported() -> bool:
     return "tqdm_class" in inspect.signature(hf_hub_download).parameters  # huggingface_hub >= 1.2
 
 
-def _entries(folder: Path) -> set[Path]:
-    return {p for p in folder.rglob("*") if p.is_file() or p.is_symlink()} if folder.is_dir() else set()
+def _undo(repo_id: str, revisions_before: set[str], partial_before: set[Path]) -> None:
+    """Delete the revisions this run added to the cache (through huggingface_hub) and the partial blob
+    of the file in flight: no half model folder is left to look like a model."""
+    from huggingface_hub import scan_cache_dir
 
-
-def _undo(repo_dir: Path, before: set[Path], partial_before: set[Path]) -> None:
-    """Remove what this run added to the repo's snapshots (links, and the shard index the plan read),
-    and its partial blob: no half model folder is left to look like a model."""
-    snapshots = repo_dir / "snapshots"
-    for path in _entries(snapshots) - before:
+    new = {rev.commit_hash for _, rev in _cached_revisions(repo_id)} - revisions_before
+    if new:
+        scan_cache_dir(hub_cache_dir()).delete_revisions(*new).execute()
+    for path in _partials(repo_id) - partial_before:
         path.unlink(missing_ok=True)
-    for path in set((repo_dir / "blobs").glob("*.incomplete")) - partial_before:
-        path.unlink(missing_ok=True)
-    if snapshots.is_dir():
-        for folder in sorted((p for p in snapshots.rglob("*") if p.is_dir()), reverse=True):
-            if not any(folder.iterdir()):
-                folder.rmdir()
 
 
-def _record_path(repo_id: str, revision: str) -> Path:
-    from quantpress.core.demo import cache_dir
-
-    safe = revision.replace("/", "--")
-    return Path(cache_dir()) / "downloads" / f"{_repo_folder(repo_id)}@{safe}.json"
+def _partials(repo_id: str) -> set[Path]:
+    """huggingface_hub's resumable partial downloads of ``repo_id`` (it has no API to list or drop them)."""
+    return set((hub_cache_dir() / _repo_folder(repo_id) / "blobs").glob("*.incomplete"))
 
 
-def _write_record(plan: DownloadPlan) -> None:
-    record = {"repo_id": plan.repo_id, "revision": plan.revision, "commit": plan.commit,
-              "path": str(plan.result_path), "files": {f.name: f.n_bytes for f in plan.files}}
-    path = _record_path(plan.repo_id, plan.revision)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
-
-
-def _earlier(repo_id: str, revision: str | None) -> tuple[Path, dict[str, int]] | None:
+def _complete_files(folder: Path) -> tuple[str, ...] | None:
+    """The files of a complete model snapshot (config and every weight file it needs), else None."""
+    if not (folder / CONFIG).is_file():
+        return None
+    index = folder / INDEX
     try:
-        record = json.loads(_record_path(repo_id, revision or "main").read_text())
-        path = Path(record["path"])
-        files = {str(k): int(v) for k, v in record["files"].items()}
-        folder = path if path.is_dir() else path.parent
-        complete = all((folder / name).is_file() and (folder / name).stat().st_size == n for name, n in files.items())
+        shards = set(json.loads(index.read_text())["weight_map"].values()) if index.is_file() else set()
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return (path, files) if complete else None
+    if not all((folder / s).is_file() for s in shards) or not (shards or (folder / "model.safetensors").is_file()):
+        return None
+    return tuple(sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()))
+
+
+def _earlier(repo_id: str, revision: str | None, filename: str | None) -> tuple[Path, tuple[str, ...]] | None:
+    """A complete earlier download found in huggingface_hub's cache without the network: the
+    revision ``revision`` names (a branch ref or a commit), else the newest complete one (downloads
+    pin the commit, so huggingface_hub records no branch ref for them)."""
+    from huggingface_hub import snapshot_download, try_to_load_from_cache
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    cache = hub_cache_dir()
+    revisions = [rev for _, rev in _cached_revisions(repo_id)]
+    named = [r for r in revisions if revision in r.refs or r.commit_hash == revision]
+    for rev in named or revisions:
+        if filename is not None:
+            hit = try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=rev.commit_hash)
+            if isinstance(hit, str):
+                return Path(hit), (filename,)
+            continue
+        try:
+            folder = Path(snapshot_download(repo_id, revision=rev.commit_hash, cache_dir=cache,
+                                            local_files_only=True))
+        except (LocalEntryNotFoundError, OSError, ValueError):
+            continue
+        files = _complete_files(folder)
+        if files is not None:
+            return folder, files
+        ggufs = sorted(folder.glob("*.gguf"))  # a GGUF-only repo: its one file
+        if len(ggufs) == 1:
+            return ggufs[0], (ggufs[0].name,)
+    return None
 
 
 def downloaded_path(repo_id: str, revision: str | None = None) -> Path | None:
-    """The path of a complete earlier download of ``repo_id`` (every file there with its size), or None."""
-    earlier = _earlier(repo_id, revision)
+    """The path of a complete earlier download of ``repo_id``, or None."""
+    earlier = _earlier(repo_id, revision, None)
     return earlier[0] if earlier else None
 
 
@@ -424,19 +451,21 @@ def download(repo_id: str, *, revision: str | None = None, filename: str | None 
 
     start = time.monotonic()
     if not _online():
-        earlier = _earlier(repo_id, revision)
-        if earlier is None or filename not in (None, earlier[0].name):
+        earlier = _earlier(repo_id, revision, filename)
+        if earlier is None:
             raise _offline_error(repo_id)
         path, files = earlier
+        folder = path if path.is_dir() else path.parent
         report(Progress("download", 1.0, f"{repo_id}: already downloaded (offline)"))
-        return DownloadResult(repo_id, path, tuple(files), sum(files.values()), time.monotonic() - start)
-    repo_dir = hub_cache_dir() / _repo_folder(repo_id)
-    before = _entries(repo_dir / "snapshots")  # before planning: the plan may fetch the shard index
-    partial_before = set((repo_dir / "blobs").glob("*.incomplete"))
+        return DownloadResult(repo_id, path, files, sum((folder / f).stat().st_size for f in files),
+                              time.monotonic() - start)
+    # Before planning: the plan may fetch the shard index.
+    revisions_before = {rev.commit_hash for _, rev in _cached_revisions(repo_id)}
+    partial_before = _partials(repo_id)
     try:
         plan = _plan(repo_id, revision, filename)
     except BaseException:
-        _undo(repo_dir, before, partial_before)
+        _undo(repo_id, revisions_before, partial_before)
         raise
     report(Progress("download", 0.0, f"{repo_id}: {len(plan.files)} files, {mb(plan.total_bytes)} MB "
                     f"({mb(plan.missing_bytes)} MB to fetch)", 0, plan.total_bytes))
@@ -451,11 +480,10 @@ def download(repo_id: str, *, revision: str | None = None, filename: str | None 
                                 endpoint=endpoint(), **hook)
             meter.finish(f)
     except BaseException as exc:
-        _undo(repo_dir, before, partial_before)
+        _undo(repo_id, revisions_before, partial_before)
         if cancel.cancelled and not isinstance(exc, Cancelled):
             raise Cancelled() from None  # e.g. an error raised out of Xet's progress callback
         raise
-    _write_record(plan)
     report(Progress("download", 1.0, f"{repo_id}: downloaded {mb(plan.total_bytes)} MB", plan.total_bytes,
                     plan.total_bytes))
     return DownloadResult(repo_id, plan.result_path, tuple(f.name for f in plan.files), plan.total_bytes,

@@ -64,9 +64,9 @@ def cache_key(reference: Path, text_sha256: str, ctx_tokens: int, n_chunks: int,
 
 
 def default_cache_dir() -> Path:
-    import platformdirs
+    from quantpress.core.paths import eval_reference_dir
 
-    return Path(platformdirs.user_cache_dir("quantpress")) / "eval-reference"
+    return eval_reference_dir()
 
 
 @dataclass

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from quantpress.core.evaluate import metrics
 from quantpress.core.evaluate.reference import TOP_K, ReferenceLogits, encode_rows, prune
 
@@ -32,3 +33,12 @@ def test_prune_keeps_the_newest_passes(tmp_path: Path) -> None:
         os.utime(tmp_path / f"k{i}", (i, i))
     prune(tmp_path, keep=tmp_path / "k0", limit=8)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k0", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9"]
+
+
+def test_reference_cache_follows_the_one_cache_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluations cache under the same root as the demo model (core.paths), $QUANTPRESS_CACHE_DIR included."""
+    from quantpress.core.demo import demo_model_dir
+    from quantpress.core.evaluate.reference import default_cache_dir
+
+    monkeypatch.setenv("QUANTPRESS_CACHE_DIR", str(tmp_path))
+    assert default_cache_dir().is_relative_to(tmp_path) and demo_model_dir().is_relative_to(tmp_path)
