@@ -4,24 +4,35 @@ heavy ones in a child process, app/isolated.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from quantpress.app.isolated import run_in_helper, run_isolated
+from quantpress.core.errors import InvalidInput
 from quantpress.core.formats import FORMATS
 from quantpress.core.gguf.mixes import MIXES
-from quantpress.core.model import SourceKind
+from quantpress.core.gguf.plan import CalibrationKind, ConversionPlan
+from quantpress.core.gguf.request import ConversionRequest
+from quantpress.core.jobs import CancelToken, Report
+from quantpress.core.model import ModelInfo, SourceKind
+from quantpress.core.outputs import default_output_dir
 
-CALIBRATION_CHOICES = (  # (key, label, tooltip)
-    ("weights", "From the weights (no text)",
+RunnerJob = Callable[..., Any]  # what a Runner runs: fn(*, report, cancel) -> result
+
+CALIBRATION_CHOICES = (  # (CalibrationKind value, label, tooltip)
+    (CalibrationKind.WEIGHTS.value, "From the weights (no text)",
      "Estimates which weights matter from the model's own weights: no text needed, one extra read of the "
      "model; lower error than plain rounding for most formats (equal for Q8_0)"),
-    ("none", "None (plain rounding)", "Rounds every weight alike, as llama-quantize does without an imatrix"),
-    ("default", "Built-in text (recommended for ≤ 4 bits)",
+    (CalibrationKind.NONE.value, "None (plain rounding)",
+     "Rounds every weight alike, as llama-quantize does without an imatrix"),
+    (CalibrationKind.DEFAULT.value, "Built-in text (recommended for ≤ 4 bits)",
      "Runs the model over quantpress's mixed prose/code/dialogue text to learn which weights matter"),
-    ("text", "My text file…", "Your own .txt or .jsonl, e.g. text like what you will use the model for"),
-    ("imatrix", "llama.cpp imatrix file…", "An importance matrix computed elsewhere (.gguf or legacy .dat)"),
+    (CalibrationKind.FILE.value, "My text file…",
+     "Your own .txt or .jsonl, e.g. text like what you will use the model for"),
+    (CalibrationKind.IMATRIX.value, "llama.cpp imatrix file…",
+     "An importance matrix computed elsewhere (.gguf or legacy .dat)"),
 )
 
 
@@ -33,8 +44,8 @@ class OutputView:
     tensor_types: dict[str, str]
 
 
-def available_formats(model: Any) -> tuple[list[tuple[str, str, str]], str]:
-    """(format, label, description) for the formats the converter offers, and a reason if none."""
+def available_formats(model: ModelInfo) -> list[tuple[str, str, str]]:
+    """(format key, label, description) for the formats the converter offers for ``model``."""
     order = ["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_K_S", "Q5_K_S", "IQ4_XS", "IQ4_NL", "Q3_K_L", "Q3_K_M",
              "Q3_K_S", "Q2_K", "Q5_0", "Q5_1", "Q4_0", "Q4_1", "F16", "BF16", "F32"]
     names = [m for m in order if m in MIXES] + [m for m in MIXES if m not in order]
@@ -43,117 +54,110 @@ def available_formats(model: Any) -> tuple[list[tuple[str, str, str]], str]:
         fmt = FORMATS.get(m)  # sizes are on the Fit page and in the plan preview (exact, per model)
         out.append((m, f"GGUF {m}", fmt.explanation if fmt else ""))
     if model.kind == SourceKind.HF_FOLDER:
-        out.extend(AWQ_CHOICES)
-    return out, ""
+        out.extend((c.key, c.label, c.explanation) for c in AWQ_CHOICES)
+    return out
 
 
-AWQ_PREFIX = "AWQ:"
-AWQ_CHOICES = (  # (key, label, explanation); key = AWQ:<awq format>:<group size>
-    ("AWQ:compressed-tensors:128", "AWQ int4 g128  ·  compressed-tensors",
-     "Activation-aware 4-bit for GPUs: loads in vLLM and transformers (needs calibration, minutes on CPU)"),
-    ("AWQ:autoawq:128", "AWQ int4 g128  ·  AutoAWQ GEMM",
-     "The same AWQ weights in the older AutoAWQ layout, for loaders that only read that"),
-    ("AWQ:compressed-tensors:64", "AWQ int4 g64  ·  compressed-tensors",
-     "Smaller groups: a little more accurate and a little larger than g128"),
-    ("AWQ:gguf:Q4_K_M:128", "AWQ → GGUF Q4_K_M",
-     "AWQ's scales applied to the weights, then a calibrated GGUF Q4_K_M for llama.cpp "
-     "(on the demo model it beat calibrated Q4_K_M; see BENCHMARKS.md)"),
+@dataclass(frozen=True)
+class AwqChoice:
+    """One AWQ output the Convert pane offers: an AWQ format (core.awq.pipeline) and group size."""
+
+    format: str
+    group_size: int
+    label: str
+    explanation: str
+
+    @property
+    def key(self) -> str:  # what the formats list (and the saved default formats) store
+        return f"AWQ:{self.format}:{self.group_size}"
+
+
+AWQ_CHOICES = (
+    AwqChoice("compressed-tensors", 128, "AWQ int4 g128  ·  compressed-tensors",
+              "Activation-aware 4-bit for GPUs: loads in vLLM and transformers (needs calibration, minutes on CPU)"),
+    AwqChoice("autoawq", 128, "AWQ int4 g128  ·  AutoAWQ GEMM",
+              "The same AWQ weights in the older AutoAWQ layout, for loaders that only read that"),
+    AwqChoice("compressed-tensors", 64, "AWQ int4 g64  ·  compressed-tensors",
+              "Smaller groups: a little more accurate and a little larger than g128"),
+    AwqChoice("gguf:Q4_K_M", 128, "AWQ → GGUF Q4_K_M",
+              "AWQ's scales applied to the weights, then a calibrated GGUF Q4_K_M for llama.cpp "
+              "(on the demo model it beat calibrated Q4_K_M; see BENCHMARKS.md)"),
 )
+AWQ_BY_KEY = {c.key: c for c in AWQ_CHOICES}
 
 
-def is_awq(fmt: str) -> bool:
-    return fmt.startswith(AWQ_PREFIX)
-
-
-def awq_in_child(model: Any, key: str, out_dir: Path, options: dict[str, Any], *, report: Any, cancel: Any) -> Any:
-    """Run AWQ for one choice of AWQ_CHOICES. Runs in a child process."""
+def awq_in_child(model: ModelInfo, choice: AwqChoice, request: ConversionRequest, *, report: Report,
+                 cancel: CancelToken) -> Any:
+    """Run AWQ for one of AWQ_CHOICES, with the request's calibration and folder. Runs in a child process."""
     from quantpress.core.awq.pipeline import awq_convert, default_clip_search
     from quantpress.core.awq.run import AwqSettings
-    from quantpress.core.errors import InvalidInput
 
-    _, rest = key.split(":", 1)
-    fmt, group = rest.rsplit(":", 1)
-    cal, path = options.get("calibration", "weights"), options.get("calibration_path")
     text = None
-    if cal == "text" and path:
+    if request.calibration == CalibrationKind.FILE:
         from quantpress.core.calibration import load_calibration_text
 
-        text = load_calibration_text(path)
-    elif cal == "imatrix":
-        raise InvalidInput("AWQ computes its own statistics from text; choose the built-in text or a text file.")
-    name = getattr(model, "name", "") or Path(str(model.local_path)).name
-    out = out_dir / f"{name}-AWQ-{fmt.replace(':', '-')}-g{group}"  # awq_convert creates (and cleans up) folders
-    settings = AwqSettings(group_size=int(group), clip_search=default_clip_search(fmt))
-    return awq_convert(model.local_path, out, format=fmt, settings=settings, text=text,
-                       calibration_label=Path(path).name if text else "default", report=report, cancel=cancel)
-
-
-def _plan_kwargs(options: dict[str, Any]) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    cal, path = options.get("calibration", "weights"), options.get("calibration_path")
-    if cal in ("default", "weights", "none"):
-        kwargs["calibration"] = cal
-    elif cal == "text":
-        if not path:
-            from quantpress.core.errors import InvalidInput
-
+        if request.calibration_path is None:
             raise InvalidInput("Choose the calibration text file (or pick another calibration).")
-        kwargs["calibration"] = path
-    elif cal == "imatrix":
-        if not path:
-            from quantpress.core.errors import InvalidInput
-
-            raise InvalidInput("Choose the imatrix file (or pick another calibration).")
-        kwargs["imatrix"] = path
-    if options.get("threads"):
-        kwargs["threads"] = int(options["threads"])
-    if options.get("output_type") or options.get("embedding_type"):
-        from quantpress.core.gguf.plan import Overrides
-
-        kwargs["overrides"] = Overrides(output_type=options.get("output_type"),
-                                        token_embd_type=options.get("embedding_type"))
-    return kwargs
+        text = load_calibration_text(request.calibration_path)
+    elif request.calibration == CalibrationKind.IMATRIX:
+        raise InvalidInput("AWQ computes its own statistics from text; choose the built-in text or a text file.")
+    name = model.name or Path(str(model.local_path)).name
+    out_dir = request.out or default_output_dir(model) or Path.cwd()
+    # awq_convert creates (and cleans up) its folders
+    out = out_dir / f"{name}-AWQ-{choice.format.replace(':', '-')}-g{choice.group_size}"
+    settings = AwqSettings(group_size=choice.group_size, clip_search=default_clip_search(choice.format))
+    label = Path(request.calibration_path).name if text is not None and request.calibration_path else "default"
+    if model.local_path is None:
+        raise InvalidInput(f"{model.source}: AWQ needs the model's files on disk; download it first.")
+    return awq_convert(model.local_path, out, format=choice.format, settings=settings, text=text,
+                       calibration_label=label, report=report, cancel=cancel)
 
 
-def make_plan(model: Any, formats: list[str], out_dir: Path, options: dict[str, Any]) -> Any:
-    from quantpress.core.gguf.plan import plan_conversion
-
-    return plan_conversion(model, formats, out_dir, **_plan_kwargs(options))
-
-
-def describe_plan(plan: Any) -> tuple[list[OutputView], int]:
+def describe_plan(plan: ConversionPlan) -> tuple[list[OutputView], int]:
     outputs = [OutputView(Path(o.path), o.format, int(o.file_bytes), dict(o.tensor_types)) for o in plan.outputs]
     return outputs, sum(o.file_bytes for o in outputs)
 
 
-def plan_job(model: Any, formats: list[str], out_dir: Path, options: dict[str, Any]) -> Callable[..., Any]:
+def plan_in_helper(model: ModelInfo, request: ConversionRequest) -> ConversionPlan:
+    return request.plan(model)
+
+
+def plan_job(model: ModelInfo, request: ConversionRequest) -> RunnerJob:
     """A runner job returning the plan (for the preview)."""
 
-    def job(*, report: Any, cancel: Any) -> Any:
-        return run_in_helper(make_plan, model, formats, out_dir, options)
+    def job(*, report: Report, cancel: CancelToken) -> Any:
+        return run_in_helper(plan_in_helper, model, request)
 
     return job
 
 
-def convert_in_child(model: Any, formats: list[str], out_dir: Path, options: dict[str, Any], *,
-                     report: Any, cancel: Any) -> Any:
-    """Plan (again, so the plan matches the files on disk now) and convert. Runs in a child process."""
+def convert_in_child(model: ModelInfo, request: ConversionRequest, plan: ConversionPlan | None = None, *,
+                     report: Report, cancel: CancelToken) -> Any:
+    """Convert every GGUF format of ``request`` in one pass: the previewed ``plan`` when given (the
+    writer re-checks the outputs and the source's files), else a fresh plan. Runs in a child process."""
     from quantpress.core.gguf.convert import check_outputs, convert
     from quantpress.core.outputs import output_folder
 
-    plan = make_plan(model, formats, out_dir, options)
+    plan = plan or request.plan(model)
     check_outputs(plan)  # before the folder exists: a refused job creates nothing
-    with output_folder(out_dir):  # a failed or cancelled job leaves nothing, not even its folder
+    with ExitStack() as folders:  # a failed or cancelled job leaves nothing, not even its folders
+        for folder in sorted({Path(o.path).parent for o in plan.outputs}):
+            folders.enter_context(output_folder(folder))
         return convert(plan, report=report, cancel=cancel)
 
 
-def conversion_job(model: Any, formats: list[str], out_dir: Path, options: dict[str, Any]) -> Callable[..., Any]:
-    """A runner job converting in a child process (see app/isolated.py for why)."""
+def conversion_job(model: ModelInfo, request: ConversionRequest, plan: ConversionPlan | None = None) -> RunnerJob:
+    """A runner job converting all GGUF formats of ``request`` in a child process (app/isolated.py: why)."""
 
-    def job(*, report: Any, cancel: Any) -> Any:
-        if len(formats) == 1 and is_awq(formats[0]):
-            return run_isolated(awq_in_child, model, formats[0], out_dir, options, report=report, cancel=cancel)
-        return run_isolated(convert_in_child, model, formats, out_dir, options, report=report, cancel=cancel)
+    def job(*, report: Report, cancel: CancelToken) -> Any:
+        return run_isolated(convert_in_child, model, request, plan, report=report, cancel=cancel)
+
+    return job
+
+
+def awq_job(model: ModelInfo, choice: AwqChoice, request: ConversionRequest) -> RunnerJob:
+    def job(*, report: Report, cancel: CancelToken) -> Any:
+        return run_isolated(awq_in_child, model, choice, request, report=report, cancel=cancel)
 
     return job
 

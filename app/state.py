@@ -16,6 +16,7 @@ from PySide6.QtCore import QObject, Signal
 from quantpress.app.tasks import Runner
 from quantpress.core.awq.backend import awq_format
 from quantpress.core.awq.export import SIDECAR
+from quantpress.core.outputs import default_output_dir
 
 
 class AppState(QObject):
@@ -61,7 +62,7 @@ class AppState(QObject):
     def scan_outputs(self) -> None:
         """Find outputs already made from this model in the default output folder: GGUF files, AWQ
         folders, and the GGUF files inside "AWQ for GGUF" folders."""
-        folder = default_output_dir(self.model)
+        folder = default_output_dir(self.model) if self.model is not None else None
         if folder is not None and folder.is_dir():
             found: list[Path] = []
             for p in sorted(folder.iterdir()):
@@ -88,18 +89,3 @@ def is_model_output(path: Path) -> bool:
         return awq_format(path) is not None
     except (OSError, ValueError):  # an unreadable config.json: not something we can open
         return False
-
-
-def default_output_dir(model: Any) -> Path | None:
-    """Where converted files go by default: a ``<name>-gguf`` folder next to the model source."""
-    local = getattr(model, "local_path", None)
-    if local is None:
-        return None
-    from quantpress.core.hub_download import output_parent, repo_of_snapshot
-
-    local = Path(local)
-    name = local.stem if local.is_file() else local.name
-    repo = repo_of_snapshot(local)  # a Hub download: a folder in huggingface_hub's cache named by commit
-    if repo:
-        name = repo.split("/")[-1]
-    return output_parent(local) / f"{name}-gguf"

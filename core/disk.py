@@ -31,6 +31,14 @@ def existing_parent(path: Path) -> Path:
     return path
 
 
+def available_bytes(folder: Path) -> int | None:
+    """Free bytes where ``folder`` is (or will be created), None when that cannot be told."""
+    try:
+        return free_bytes(existing_parent(folder))
+    except OSError:
+        return None
+
+
 def mib(n_bytes: int) -> str:
     return f"{n_bytes / 2**20:,.0f} MiB"
 

@@ -136,7 +136,15 @@ def repo_of_snapshot(folder: Path) -> str | None:
     except (ValueError, OSError):
         return None  # not below the cache: no need to scan it
     folder = Path(folder).resolve()
-    return next((repo for repo, rev in _cached_revisions() if Path(rev.snapshot_path).resolve() == folder), None)
+    if folder not in _SNAPSHOT_REPOS:  # a scan stats the whole cache: the estimator asks once per format
+        repo = next((repo for repo, rev in _cached_revisions() if Path(rev.snapshot_path).resolve() == folder), None)
+        if repo is None:
+            return None
+        _SNAPSHOT_REPOS[folder] = repo
+    return _SNAPSHOT_REPOS[folder]
+
+
+_SNAPSHOT_REPOS: dict[Path, str] = {}  # snapshot folder -> repo id (a snapshot never changes repo)
 
 
 def output_parent(local_path: Path) -> Path:

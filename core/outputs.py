@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from quantpress.core.errors import InvalidInput
+from quantpress.core.model import ModelInfo
 
 
 def _same(a: Path, b: Path) -> bool:
@@ -105,3 +106,17 @@ def output_folder(path: Path) -> Iterator[None]:
             except OSError:
                 break
         raise
+
+
+def default_output_dir(model: ModelInfo) -> Path | None:
+    """Where converted files go unless the user says otherwise (CLI and GUI alike): a ``<name>-gguf``
+    folder beside the model source, named after the repo for a Hub download, whose outputs go to
+    quantpress's models folder (never into huggingface_hub's cache). None for a model without local files."""
+    if model.local_path is None:
+        return None
+    from quantpress.core.hub_download import output_parent, repo_of_snapshot
+
+    local = Path(model.local_path)
+    repo = repo_of_snapshot(local)  # a Hub download: a folder in huggingface_hub's cache named by commit
+    name = repo.split("/")[-1] if repo else (local.stem if local.is_file() else local.name)
+    return output_parent(local) / f"{name}-gguf"

@@ -1,11 +1,14 @@
 """Convert: pick formats, calibration and output folder, preview the plan (per-tensor types, sizes,
-disk space), then queue jobs that run one after another with progress, ETA, cancel and a log."""
+disk space), then queue jobs that run one after another with progress, ETA, cancel and a log.
+
+The pane's choices become one core ``ConversionRequest`` (the object ``quantpress convert`` builds
+from its arguments). All GGUF formats of a model are one job: the one-pass converter reads each
+source tensor once for all of them, and the job runs the plan the preview showed when the choices
+have not changed since."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
@@ -29,21 +32,27 @@ from PySide6.QtWidgets import (
 )
 from quantpress.app import settings
 from quantpress.app.convert_jobs import (
+    AWQ_BY_KEY,
     CALIBRATION_CHOICES,
     available_formats,
+    awq_job,
     conversion_job,
     describe_plan,
-    is_awq,
     plan_job,
 )
 from quantpress.app.errors import show_error
 from quantpress.app.format_tips import tip
 from quantpress.app.icons import icon
 from quantpress.app.jobqueue import Job, JobQueue
-from quantpress.app.state import AppState, default_output_dir, is_model_output
+from quantpress.app.state import AppState, is_model_output
 from quantpress.app.tasks import Task
 from quantpress.app.widgets.common import Pane, format_bytes, hint
 from quantpress.app.widgets.job_row import JobRow
+from quantpress.core.disk import available_bytes
+from quantpress.core.gguf.plan import CalibrationKind, ConversionPlan, Overrides
+from quantpress.core.gguf.request import ConversionRequest
+from quantpress.core.model import ModelInfo
+from quantpress.core.outputs import default_output_dir
 
 
 class ConvertPane(Pane):
@@ -61,6 +70,8 @@ class ConvertPane(Pane):
         self.queue.job_succeeded.connect(self._on_job_succeeded)
         self.rows: dict[int, JobRow] = {}
         self._plan_task: Task | None = None
+        self._planning: tuple[ModelInfo, ConversionRequest] | None = None  # what the running preview plans
+        self._previewed: tuple[ModelInfo, ConversionRequest, ConversionPlan] | None = None  # what it showed
         self._build()
         state.model_changed.connect(self._on_model)
         self._on_model(state.model)
@@ -176,10 +187,10 @@ class ConvertPane(Pane):
 
     # -- model & options ---------------------------------------------------------------------------
     @Slot(object)
-    def _on_model(self, model: Any) -> None:
+    def _on_model(self, model: ModelInfo | None) -> None:
         self.formats_list.clear()
-        # Only with a model: importing the planner costs ~0.5 s, kept off the window's first paint.
-        formats, reason = available_formats(model) if model is not None else ([], "")
+        self._previewed = None
+        formats = available_formats(model) if model is not None else []
         defaults = set(settings.get("default_formats"))
         for fmt, label, description in formats:
             item = QListWidgetItem(label)
@@ -188,7 +199,7 @@ class ConvertPane(Pane):
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Checked if fmt in defaults else Qt.CheckState.Unchecked)
             self.formats_list.addItem(item)
-        out = default_output_dir(model)
+        out = default_output_dir(model) if model is not None else None
         self.out_edit.setText(str(out) if out else str(settings.get("last_output_dir")))
         self.out_edit.setToolTip(self.out_edit.text())
         enabled = model is not None and bool(formats)
@@ -196,8 +207,6 @@ class ConvertPane(Pane):
             w.setEnabled(enabled)
         if model is None:
             self.banner.show_message("Open a model first (Model page, Ctrl+1).", "info")
-        elif reason:
-            self.banner.show_message(reason, "warn")
         elif not getattr(model, "convertible", True):
             self.banner.show_message(f"This model cannot be converted: {model.not_convertible_reason}", "warn")
         else:
@@ -222,14 +231,17 @@ class ConvertPane(Pane):
     def out_dir(self) -> Path:
         return Path(self.out_edit.text().strip()).expanduser()
 
-    def options(self) -> dict[str, Any]:
-        return {
-            "calibration": self.calibration_combo.currentData(),
-            "calibration_path": self.calibration_path.text().strip() or None,
-            "output_type": self.output_type_combo.currentData() or None,
-            "embedding_type": self.embed_type_combo.currentData() or None,
-            "threads": self.threads_spin.value(),
-        }
+    def request(self) -> ConversionRequest:
+        """The GGUF conversion the pane's choices ask for (AWQ choices use its calibration and folder)."""
+        return ConversionRequest(
+            formats=tuple(f for f in self.selected_formats() if f not in AWQ_BY_KEY),
+            out=self.out_dir(),
+            calibration=CalibrationKind(self.calibration_combo.currentData()),
+            calibration_path=self.calibration_path.text().strip() or None,
+            overrides=Overrides(output_type=self.output_type_combo.currentData() or None,
+                                token_embd_type=self.embed_type_combo.currentData() or None),
+            threads=self.threads_spin.value(),
+        )
 
     @Slot(int)
     def _on_threads(self, value: int) -> None:
@@ -237,14 +249,14 @@ class ConvertPane(Pane):
 
     @Slot()
     def _on_calibration_changed(self) -> None:
-        needs_file = self.calibration_combo.currentData() in ("text", "imatrix")
+        needs_file = self.calibration_combo.currentData() in (CalibrationKind.FILE, CalibrationKind.IMATRIX)
         self.calibration_path.setEnabled(needs_file)
         self.calibration_browse.setEnabled(needs_file)
 
     @Slot()
     def _browse_calibration(self) -> None:
         kind = self.calibration_combo.currentData()
-        pattern = "imatrix files (*.gguf *.dat)" if kind == "imatrix" else "Text (*.txt *.jsonl)"
+        pattern = "imatrix files (*.gguf *.dat)" if kind == CalibrationKind.IMATRIX else "Text (*.txt *.jsonl)"
         path, _ = QFileDialog.getOpenFileName(self, "Calibration file", str(settings.get("last_file_dir")), pattern)
         if path:
             settings.put("last_file_dir", str(Path(path).parent))
@@ -260,12 +272,13 @@ class ConvertPane(Pane):
     # -- plan --------------------------------------------------------------------------------------
     @Slot()
     def preview(self) -> Task | None:
-        model, formats = self.state.model, [f for f in self.selected_formats() if not is_awq(f)]
-        if model is None or not formats:
+        model, request = self.state.model, self.request()
+        if model is None or not request.formats:
             self.plan_summary.setText("Tick at least one GGUF format (AWQ jobs show their plan in their log).")
             return None
         # Planning reads the tokenizer and tensor headers (~0.5-2 s): never on the GUI thread.
-        task = self.state.quick_runner().submit("plan", plan_job(model, formats, self.out_dir(), self.options()))
+        task = self.state.quick_runner().submit("plan", plan_job(model, request))
+        self._planning = (model, request)
         task.succeeded.connect(self.show_plan)
         task.failed.connect(self._on_plan_failed)
         task.finished.connect(self._on_plan_finished)
@@ -287,7 +300,9 @@ class ConvertPane(Pane):
         self.preview_button.setEnabled(self.state.model is not None)
 
     @Slot(object)
-    def show_plan(self, plan: Any) -> None:
+    def show_plan(self, plan: ConversionPlan) -> None:
+        if self._planning is not None:
+            self._previewed = (*self._planning, plan)  # what "Add to queue" runs if nothing changes
         outputs, total_bytes = describe_plan(plan)
         self.plan_tree.clear()
         for out in outputs:
@@ -303,7 +318,7 @@ class ConvertPane(Pane):
         if self.plan_tree.topLevelItemCount() == 1:
             self.plan_tree.topLevelItem(0).setExpanded(True)  # one file: show its per-tensor types
         folder = self.out_dir()
-        free = _free_bytes(folder)
+        free = available_bytes(folder)
         disk = f"{format_bytes(free)} free in {folder}" if free is not None else f"{folder} (not created yet)"
         enough = free is None or free > total_bytes
         self.plan_summary.setText(
@@ -314,18 +329,22 @@ class ConvertPane(Pane):
     # -- queue -------------------------------------------------------------------------------------
     @Slot()
     def enqueue(self) -> list[Job]:
+        """One job for all ticked GGUF formats (one read of the model), one per AWQ choice."""
         model, formats = self.state.model, self.selected_formats()
         if model is None or not formats:
             self.plan_summary.setText("Tick at least one format.")
             return []
         settings.put("default_formats", formats)
-        out_dir = self.out_dir()
-        settings.put("last_output_dir", str(out_dir))
-        jobs = []
-        for fmt in formats:  # one job per format: each can be cancelled and retried on its own
-            fn = conversion_job(model, [fmt], out_dir, self.options())
-            label = fmt.replace("AWQ:", "AWQ ").replace(":", " ") if is_awq(fmt) else fmt
-            jobs.append(self.queue.add(Job(f"{model.name or 'model'} → {label}", fn, out_dir)))
+        request = self.request()
+        settings.put("last_output_dir", str(request.out))
+        name, jobs = model.name or "model", []
+        if request.formats:
+            previewed = self._previewed
+            plan = previewed[2] if previewed and previewed[0] is model and previewed[1] == request else None
+            fn = conversion_job(model, request, plan)
+            jobs.append(self.queue.add(Job(f"{name} → {', '.join(request.formats)}", fn, request.out)))
+        for choice in (AWQ_BY_KEY[f] for f in formats if f in AWQ_BY_KEY):
+            jobs.append(self.queue.add(Job(f"{name} → {choice.label}", awq_job(model, choice, request), request.out)))
         return jobs
 
     @Slot(object)
@@ -353,13 +372,3 @@ class ConvertPane(Pane):
             if row is not None:
                 row.deleteLater()
         self.queue_empty.setVisible(not self.rows)
-
-
-def _free_bytes(folder: Path) -> int | None:
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        return shutil.disk_usage(probe).free
-    except OSError:
-        return None

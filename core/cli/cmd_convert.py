@@ -13,6 +13,7 @@ from quantpress.core.errors import InvalidInput
 
 if TYPE_CHECKING:
     from quantpress.core.gguf.plan import Overrides
+    from quantpress.core.gguf.request import ConversionRequest
 
 ORDER = 30
 
@@ -27,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("model", help="HF folder, .gguf file, or 'demo'")
     p.add_argument("--format", "-f", dest="formats", action="append", required=True, metavar="FORMAT",
                    type=str.upper, help=f"output format, repeatable: {', '.join(MIXES)}")
-    p.add_argument("--out", "-o", type=Path, help="output folder or .gguf file (default: beside the model)")
+    p.add_argument("--out", "-o", type=Path, help="output folder or .gguf file (default: a MODEL-gguf folder "
+                   "beside the model, the one the GUI uses)")
     cal = p.add_mutually_exclusive_group()
     cal.add_argument("--calibration", metavar="FILE|default|weights|none",
                      help="importance weights: from a .txt/.jsonl text, 'default' (built-in text), 'weights' "
@@ -68,18 +70,32 @@ def _overrides(args: argparse.Namespace) -> Overrides:
                      args.token_embedding_type and args.token_embedding_type.upper(), tuple(rules))
 
 
+def request_from_args(args: argparse.Namespace) -> ConversionRequest:
+    """The ConversionRequest the Convert pane would build for the same choices."""
+    from quantpress.core.gguf.plan import TEXTLESS_CALIBRATIONS, CalibrationKind
+    from quantpress.core.gguf.request import ConversionRequest
+
+    if args.imatrix is not None:
+        kind, path = CalibrationKind.IMATRIX, args.imatrix
+    elif args.calibration is None:
+        kind, path = CalibrationKind.WEIGHTS, None
+    elif args.calibration in (*TEXTLESS_CALIBRATIONS, CalibrationKind.DEFAULT.value):  # reserved words
+        kind, path = CalibrationKind(args.calibration), None
+    else:
+        kind, path = CalibrationKind.FILE, args.calibration
+    return ConversionRequest(tuple(args.formats), args.out, kind, path, _overrides(args), args.policy,
+                             args.engine, args.threads)
+
+
 def run(args: argparse.Namespace) -> int:
     from quantpress.core.cli.output import format_bytes, print_json, progress_line
     from quantpress.core.gguf.convert import check_outputs, convert
-    from quantpress.core.gguf.plan import plan_conversion
     from quantpress.core.gguf.source import open_source
     from quantpress.core.jobs import Throttle
     from quantpress.core.outputs import check_output_file, make_folder, output_folder
 
     model = open_source(args.model)  # 'demo' resolves in core.inspect
-    plan = plan_conversion(model, args.formats, args.out, imatrix=args.imatrix, calibration=args.calibration,
-                           overrides=_overrides(args), policy=args.policy, threads=args.threads,
-                           engine=args.engine)
+    plan = request_from_args(args).plan(model)
     # Every input is validated before anything is created: a refused conversion leaves no folder.
     if not args.dry_run:
         check_outputs(plan)

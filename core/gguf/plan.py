@@ -298,10 +298,9 @@ def _plan_model(plan: ConversionPlan) -> ModelInfo:
 
 def _output_paths(model: ModelInfo, name: str, formats: Sequence[str], out: Path | None) -> list[Path]:
     if out is None:
-        from quantpress.core.hub_download import output_parent  # never inside huggingface_hub's cache
+        from quantpress.core.outputs import default_output_dir
 
-        base = output_parent(Path(model.local_path)) if model.local_path else Path.cwd()
-        return [base / f"{name}-{f}.gguf" for f in formats]
+        out = default_output_dir(model) or Path.cwd()
     out = Path(out)
     if out.suffix.lower() == ".gguf":
         if len(formats) == 1:
