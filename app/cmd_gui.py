@@ -7,14 +7,14 @@ import argparse
 ORDER = 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gui", help="open the desktop app (default when no command is given)")
     p.add_argument("model", nargs="?", help="a model to open: HF folder, GGUF file, Hub repo id or 'demo'")
-    p.set_defaults(func=run)
+    # The GUI's job children end on SIGTERM/SIGHUP themselves (app/isolated.py); the window must not.
+    p.set_defaults(func=run, own_signals=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    # Imported here so that every other command works without Qt installed.
-    from quantpress.app.main import run_gui
+    from quantpress.app.main import run_gui  # Qt only when the GUI is asked for
 
     return run_gui(args.model)

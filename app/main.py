@@ -1,4 +1,4 @@
-"""Entry point of the desktop app: ``quantpress`` / ``quantpress gui [MODEL]`` call :func:`run_gui`.
+"""The desktop app: ``quantpress`` / ``quantpress gui [MODEL]`` (app/entry.py, app/cmd_gui.py) call :func:`run_gui`.
 
 Startup stays light: no torch, transformers or llama_cpp here (benchmarks/startup.py checks it);
 panes import core modules lazily when they need them.

@@ -1,4 +1,5 @@
-"""The ``quantpress`` command: the GUI's twin. ``quantpress`` alone opens the GUI.
+"""The ``quantpress`` command's headless part: the GUI's twin. The installed ``quantpress`` is
+``quantpress.app.entry:main``, which adds the ``gui`` subcommand (the default) to these.
 
 Each subcommand lives in its own module ``cmd_<name>.py`` in this package and exposes
 ``register(subparsers)``, which adds a parser whose ``func(args) -> int`` runs it. Modules are
@@ -12,6 +13,7 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from quantpress.core.cli.output import end_progress_line
 from quantpress.core.errors import Cancelled, QuantpressError
@@ -24,7 +26,7 @@ def _version() -> str:
     return str(getattr(quantpress, "__version__", "unknown"))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra_commands: Sequence[ModuleType] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quantpress",
         description="Estimate, quantize (GGUF k-quants, AWQ), evaluate and chat with local LLMs. "
@@ -36,23 +38,26 @@ def build_parser() -> argparse.ArgumentParser:
     for info in pkgutil.iter_modules(__path__):
         if info.name.startswith("cmd_"):
             modules.append(importlib.import_module(f"{__name__}.{info.name}"))
-    for module in sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__)):
+    for module in sorted([*modules, *extra_commands], key=lambda m: (getattr(m, "ORDER", 100), m.__name__)):
         module.register(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, extra_commands: Sequence[ModuleType] = (),
+         default_command: str | None = None) -> int:
+    """Run one subcommand; ``extra_commands`` are more ``cmd_`` modules (the app's ``gui``), and
+    ``default_command`` what no arguments mean (else the help)."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    if not args_list:
-        args_list = ["gui"]
+    parser = build_parser(extra_commands)
+    if not args_list and default_command:
+        args_list = [default_command]
     args = parser.parse_args(args_list)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     # SIGTERM/SIGHUP unwind through every job's cleanup, like Ctrl-C (the GUI runs jobs in children
     # that do the same: app/isolated.py).
-    restore_signals = terminate_gracefully() if args.command != "gui" else (lambda: None)
+    restore_signals = terminate_gracefully() if not getattr(args, "own_signals", False) else (lambda: None)
     try:
         return int(args.func(args) or 0)
     except Terminated as exc:
