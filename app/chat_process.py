@@ -56,6 +56,12 @@ def _why(exitcode: int | None) -> str:
 # -- the child ---------------------------------------------------------------------------------------
 
 
+def _configured(session: Any, chat_settings: Any) -> Any:
+    """Apply new settings, then answer the memory use they give."""
+    session.configure(chat_settings)
+    return session.memory()
+
+
 def _serve(conn: Any, stop_event: Any, path: str, settings: Any) -> None:
     """The child's main loop: load the model, then answer requests until "close" or EOF."""
     from quantpress.core.chat import ChatSession
@@ -82,7 +88,7 @@ def _serve(conn: Any, stop_event: Any, path: str, settings: Any) -> None:
                                       session.send(text, on_token=on_token, cancel=token))[1],
         "rewind": session.rewind,
         "clear": session.clear,
-        "configure": lambda s: (session.configure(s), session.memory())[1],
+        "configure": lambda s: _configured(session, s),
         "memory": session.memory,
     }
     try:

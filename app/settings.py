@@ -36,7 +36,7 @@ def get(key: str) -> Any:
         return [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
     if isinstance(default, int) and not isinstance(default, bool):
         try:
-            return int(value)
+            return int(str(value))
         except (TypeError, ValueError):
             return default
     return value

@@ -279,7 +279,7 @@ def open_gguf_file(path: Path) -> ModelInfo:
         n_vocab = av("vocab_size") or len(g.get(Keys.Tokenizer.LIST, []) or [])
         ffn = av("feed_forward_length", 0)
         name = str(g.get(Keys.General.NAME) or path.stem)
-        info = dict(context_length=int(av("context_length", 0) or 0), head_dim_v=int(av("attention.value_length", 0)
+        info: dict[str, Any] = dict(context_length=int(av("context_length", 0) or 0), head_dim_v=int(av("attention.value_length", 0)
                     or head_dim), ffn_size=int(max(ffn) if isinstance(ffn, list) else ffn or 0),
                     n_experts=int(av("expert_count", 0) or 0), n_experts_used=int(av("expert_used_count", 0) or 0))
     swa = gguf_swa_layers(arch, n_layers, window, pattern)

@@ -132,9 +132,9 @@ class EvaluatePane(Pane):
         self.progress_label.setWordWrap(True)
         self.cancel_button = QPushButton(icon("cancel"), "Cancel")
         self.cancel_button.clicked.connect(self.cancel)
-        for w in (self.progress_label, self.progress, self.cancel_button):
-            ll.addWidget(w)
-            w.hide()
+        for widget in (self.progress_label, self.progress, self.cancel_button):
+            ll.addWidget(widget)
+            widget.hide()
         splitter.addWidget(left)
 
         right = QSplitter(Qt.Orientation.Vertical)

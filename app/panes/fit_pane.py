@@ -111,8 +111,8 @@ class FitPane(Pane):
         self.ram_spin.setDecimals(1)
         self.ram_spin.setValue(32.0)
         self.ram_spin.setSuffix(" GiB RAM")
-        for w in (self.whatif_check, self.vram_spin, self.ram_spin):
-            row.addWidget(w)
+        for widget in (self.whatif_check, self.vram_spin, self.ram_spin):
+            row.addWidget(widget)
         self.measure_button = QPushButton("Measure my GPU")
         self.measure_button.setToolTip(
             "Load the demo model with every layer on this NVIDIA GPU and measure llama.cpp's runtime overhead "
@@ -122,8 +122,8 @@ class FitPane(Pane):
         self.measure_button.clicked.connect(self.measure_gpu)
         row.addWidget(self.measure_button)
         self.body.addLayout(row)
-        for w in (self.ctx_spin, self.batch_spin, self.vram_spin, self.ram_spin):
-            w.valueChanged.connect(self._schedule)
+        for spin in (self.ctx_spin, self.batch_spin, self.vram_spin, self.ram_spin):
+            spin.valueChanged.connect(self._schedule)
         self.kv_combo.currentIndexChanged.connect(self._schedule)
         self.whatif_check.toggled.connect(self._schedule)
 
@@ -303,7 +303,7 @@ class FitPane(Pane):
             fit = str(getattr(row.fit, "value", row.fit))
             badge, color_name, fit_tip = FIT_TEXT.get(fit, (fit, "neutral", ""))
             badge = badge.format(n=getattr(row, "gpu_layers", "?"), m=getattr(self.state.model, "n_layers", "?"))
-            if fit == "gpu" and getattr(row, "max_context_on_gpu", 0):
+            if fit == "gpu" and row.max_context_on_gpu:
                 fit_tip += f" Largest context fully on the GPU: {row.max_context_on_gpu:,} tokens."
             quality = quality_hint(row)
             explanation = tip(fmt, format_explanation(fmt))
@@ -329,8 +329,7 @@ class FitPane(Pane):
             fit_item.setFont(font)
             if fmt == recommended:
                 for col in range(len(COLUMNS)):
-                    item = self.table.item(r, col)
-                    item.setBackground(QBrush(_blend(c.warn, c.base, 0.22)))
+                    self.table.item(r, col).setBackground(QBrush(_blend(c.warn, c.base, 0.22)))
                 self.table.item(r, 0).setText(f"★ {fmt}")
             other = max(0, row.total_bytes - row.weights_bytes - row.kv_cache_bytes)
             bars.append(Bar(fmt, (row.weights_bytes, row.kv_cache_bytes, other), fmt == recommended))

@@ -116,7 +116,8 @@ def _post_norm(w: _Weights, name: str, update: np.ndarray) -> np.ndarray:
     """A post-norm (Gemma) rescales a block's output to γ² per channel before the residual add."""
     if not w.has(name):
         return update
-    return w.vector(name) ** 2 * _normalised(update)
+    scaled: np.ndarray = w.vector(name) ** 2 * _normalised(update)
+    return scaled
 
 
 def weight_importance(tensors: Sequence[Any], read: Callable[[Any], Iterator[np.ndarray]],
@@ -175,7 +176,8 @@ def _attention(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarra
     cols = np.arange(n_head * head_dim)
     o_in = v_var[(cols // head_dim) // max(1, n_head // n_kv) * head_dim + cols % head_dim]
     means[o_name] = o_in
-    return r + _post_norm(w, blk + "post_attention_norm.weight", w.row_energy(o_name, o_in))
+    out: np.ndarray = r + _post_norm(w, blk + "post_attention_norm.weight", w.row_energy(o_name, o_in))
+    return out
 
 
 def _ffn(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarray, arch: str) -> np.ndarray:
@@ -194,7 +196,8 @@ def _ffn(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarray, arc
     if not w.has(d_name):
         return r
     means[d_name] = down_in
-    return r + _post_norm(w, blk + "post_ffw_norm.weight", w.row_energy(d_name, down_in))
+    out: np.ndarray = r + _post_norm(w, blk + "post_ffw_norm.weight", w.row_energy(d_name, down_in))
+    return out
 
 
 def _imatrix(means: dict[str, np.ndarray]) -> Imatrix:

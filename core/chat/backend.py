@@ -28,7 +28,9 @@ class ChatBackend(Protocol):
 
     path: Path
     ctx_tokens: int
-    uses_fallback_template: bool
+
+    @property
+    def uses_fallback_template(self) -> bool: ...
 
     def encode_chat(self, messages: Sequence[Message]) -> list[int]: ...
 

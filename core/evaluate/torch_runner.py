@@ -70,9 +70,10 @@ def _load_model(path: Path, kind: str) -> Any:
     from transformers import AutoModelForCausalLM
 
     # use_safetensors=True: a pytorch_model.bin beside the safetensors is never unpickled.
-    model, info = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True,
+    loaded: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32, local_files_only=True,
                                                        trust_remote_code=False, use_safetensors=True,
                                                        output_loading_info=True)
+    model, info = loaded  # with output_loading_info: (model, what was missing or mismatched)
     missing = sorted(info.get("missing_keys") or ()) + sorted(k for k, *_ in info.get("mismatched_keys") or ())
     if missing:
         raise InvalidModel(f"{path.name}: the weights do not match config.json: {len(missing)} tensors the model "

@@ -190,11 +190,12 @@ def _load_imatrix(plan: ConversionPlan, reader: Any, source_kv: list[Any], repor
                                  report=report, cancel=cancel), ""
     from quantpress.core import calibration
 
+    path = plan.calibration.path or ""  # FILE and IMATRIX plans always name one (plan_conversion checks it)
     if kind == CalibrationKind.IMATRIX:
-        return calibration.load_imatrix(plan.calibration.path), ""
+        return calibration.load_imatrix(path), ""
     if plan.local_path is None:
         raise InvalidInput("calibration needs the model weights on disk")
-    text = None if kind == CalibrationKind.DEFAULT else calibration.load_calibration_text(plan.calibration.path)
+    text = None if kind == CalibrationKind.DEFAULT else calibration.load_calibration_text(path)
     device = calibration.resolve_device(device)
     return calibration.compute_imatrix(Path(plan.local_path), text, device=device, report=report,
                                        cancel=cancel), device
