@@ -94,7 +94,7 @@ class DownloadPlan:
 @dataclass(frozen=True)
 class DownloadResult:
     repo_id: str
-    path: Path
+    path: Path  # the snapshot folder, or the GGUF file of a GGUF-only repo
     files: tuple[str, ...]
     n_bytes: int
     seconds: float

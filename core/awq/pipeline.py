@@ -37,9 +37,9 @@ OUTPUT_FORMATS = ("compressed-tensors", "autoawq", "fp", "gguf:<TYPE>")
 class AwqResult:
     output: str
     format: str
-    seconds: float
+    seconds: float  # wall time of the whole job
     peak_rss_bytes: int
-    n_tokens: int
+    n_tokens: int  # calibration tokens
     calibration: str
     notes: tuple[str, ...]
     gguf_files: tuple[str, ...] = ()

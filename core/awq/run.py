@@ -61,7 +61,7 @@ class LinearPlan:
 class AwqPlan:
     model_dir: str
     hf_class: str
-    n_layers: int
+    n_layers: int  # decoder layers, calibrated one at a time
     settings: AwqSettings
     linears: tuple[LinearPlan, ...]
     notes: tuple[str, ...] = ()

@@ -34,14 +34,8 @@ class ChatBackend(Protocol):
 
     def encode_chat(self, messages: Sequence[Message]) -> list[int]: ...
 
-    def generate(
-        self,
-        prompt_tokens: Sequence[int],
-        settings: ChatSettings,
-        max_new_tokens: int,
-        on_token: TokenCallback | None = None,
-        cancel: CancelToken = NEVER,
-    ) -> Reply: ...
+    def generate(self, prompt_tokens: Sequence[int], settings: ChatSettings, max_new_tokens: int,
+                 on_token: TokenCallback | None = None, cancel: CancelToken = NEVER) -> Reply: ...
 
     def memory(self) -> MemoryUse: ...
 

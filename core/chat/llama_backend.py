@@ -32,15 +32,9 @@ class LlamaCppBackend:
 
     def __init__(self, path: Path, settings: ChatSettings) -> None:
         rss_before = _rss_bytes()
-        self._llm, self.shape = open_llama(
-            path,
-            ctx_tokens=settings.ctx_tokens,
-            kv_type_k=settings.kv_type_k,
-            kv_type_v=settings.kv_type_v,
-            gpu_layers=settings.gpu_layers,
-            threads=settings.threads,
-            seed=settings.seed,
-        )
+        self._llm, self.shape = open_llama(path, ctx_tokens=settings.ctx_tokens, kv_type_k=settings.kv_type_k,
+                                           kv_type_v=settings.kv_type_v, gpu_layers=settings.gpu_layers,
+                                           threads=settings.threads, seed=settings.seed)
         self._rss_delta = _rss_bytes() - rss_before
         self.path = Path(path)
         self.load_settings = settings

@@ -52,13 +52,8 @@ def run(args: argparse.Namespace) -> int:
     model = Path(resolve_source(args.model))
     plan = plan_awq(model, settings, uniform=args.format == "autoawq")
     if args.plan:
-        if args.json:
-            print_json(plan)
-        else:
-            print(f"{plan.hf_class}, {plan.n_layers} layers, {len(plan.linears)} linears, "
-                  f"group size {settings.group_size}")
-            for note in plan.notes:
-                print(f"note: {note}")
+        summary = f"{plan.hf_class}, {plan.n_layers} layers, {len(plan.linears)} linears, group size {settings.group_size}"
+        _show(args, plan, [summary, *(f"note: {note}" for note in plan.notes)])
         return 0
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -69,11 +64,15 @@ def run(args: argparse.Namespace) -> int:
                          calibration_label=str(args.calibration), report=ignore if args.json else progress_line())
     if not args.json:
         sys.stderr.write("\n")
-    if args.json:
-        print_json(result)
-    else:
-        print(f"wrote {result.output} ({result.format}) in {result.seconds:.0f} s on {result.device}, "
-              f"peak RSS {format_bytes(result.peak_rss_bytes)}, {result.n_tokens} calibration tokens")
-        for g in result.gguf_files:
-            print(f"  {g}")
+    _show(args, result, [f"wrote {result.output} ({result.format}) in {result.seconds:.0f} s on {result.device}, "
+                         f"peak RSS {format_bytes(result.peak_rss_bytes)}, {result.n_tokens} calibration tokens",
+                         *(f"  {g}" for g in result.gguf_files)])
     return 0
+
+
+def _show(args: argparse.Namespace, value: object, lines: list[str]) -> None:
+    """``value`` as JSON with --json, else the human lines."""
+    if args.json:
+        print_json(value)
+    else:
+        print("\n".join(lines))

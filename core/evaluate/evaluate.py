@@ -63,7 +63,7 @@ class EvalResult:
 @dataclass(frozen=True)
 class _Numbers:
     perplexity: float
-    tokens: int
+    tokens: int  # scored tokens
     reference_perplexity: float | None = None
     delta_perplexity: float | None = None
     kld_mean: float | None = None

@@ -65,18 +65,8 @@ ENGINE_CHOICES = tuple(e.value for e in QuantEngine)
 # as Q4_K_M / Q3_K_M is not above ggml's, with and without imatrix.
 # A type is native only if both hold; types not listed (IQ2/IQ3/IQ1, ...) always use ggml.
 ENGINES: dict[str, tuple[Engine, Engine]] = {
-    "Q8_0": ("native", "native"),
-    "Q4_0": ("native", "native"),
-    "Q4_1": ("native", "native"),
-    "Q5_0": ("native", "native"),
-    "Q5_1": ("native", "native"),
-    "Q2_K": ("native", "native"),
-    "Q3_K": ("native", "native"),
-    "Q4_K": ("native", "native"),
-    "Q5_K": ("native", "native"),
-    "Q6_K": ("native", "native"),
-    "IQ4_NL": ("native", "native"),
-    "IQ4_XS": ("native", "native"),
+    qtype: ("native", "native")
+    for qtype in ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS")
 }
 
 
