@@ -7,17 +7,19 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quantpress.app.isolated import run_in_helper, run_isolated
+from quantpress.core.choices import CalibrationKind
 from quantpress.core.errors import InvalidInput
 from quantpress.core.formats import FORMATS
-from quantpress.core.gguf.mixes import MIXES
-from quantpress.core.gguf.plan import CalibrationKind, ConversionPlan
-from quantpress.core.gguf.request import ConversionRequest
 from quantpress.core.jobs import CancelToken, Report
 from quantpress.core.model import ModelInfo, SourceKind
 from quantpress.core.outputs import default_output_dir
+
+if TYPE_CHECKING:  # the planner imports numpy and gguf: only inside the jobs (the window opens without them)
+    from quantpress.core.gguf.plan import ConversionPlan
+    from quantpress.core.gguf.request import ConversionRequest
 
 RunnerJob = Callable[..., Any]  # what a Runner runs: fn(*, report, cancel) -> result
 
@@ -46,6 +48,8 @@ class OutputView:
 
 def available_formats(model: ModelInfo) -> list[tuple[str, str, str]]:
     """(format key, label, description) for the formats the converter offers for ``model``."""
+    from quantpress.core.gguf.mixes import MIXES  # when a model is open, not at startup
+
     order = ["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_K_S", "Q5_K_S", "IQ4_XS", "IQ4_NL", "Q3_K_L", "Q3_K_M",
              "Q3_K_S", "Q2_K", "Q5_0", "Q5_1", "Q4_0", "Q4_1", "F16", "BF16", "F32"]
     names = [m for m in order if m in MIXES] + [m for m in MIXES if m not in order]

@@ -1,7 +1,8 @@
 """The desktop app: ``quantpress`` / ``quantpress gui [MODEL]`` (app/entry.py, app/cmd_gui.py) call :func:`run_gui`.
 
 Startup stays light: no torch, transformers or llama_cpp here (benchmarks/startup.py checks it);
-panes import core modules lazily when they need them.
+panes import core like any library, and core imports those heavy libraries only inside the functions
+that need them.
 """
 
 from __future__ import annotations

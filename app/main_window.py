@@ -29,7 +29,6 @@ from quantpress.app.state import AppState
 from quantpress.app.theme import apply_theme
 from quantpress.app.widgets.common import format_bytes
 from quantpress.core.hardware import detect_hardware
-from quantpress.core.inspect import is_demo_alias
 
 FLOW = (  # (key, label, icon, tooltip)
     ("model", "Model", "model", "Pick a model: a folder, a GGUF file, a Hub repo id or the demo model"),
@@ -145,6 +144,8 @@ class MainWindow(QMainWindow):
 
     def open_source(self, source: str) -> None:
         """Open a model given on the command line: a path, a Hub repo id, or 'demo'."""
+        from quantpress.core.inspect import is_demo_alias
+
         if is_demo_alias(source):
             self.model_pane.use_demo()
         else:

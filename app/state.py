@@ -14,8 +14,6 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 from quantpress.app.tasks import Runner
-from quantpress.core.awq.backend import awq_format
-from quantpress.core.awq.export import SIDECAR
 from quantpress.core.outputs import default_output_dir
 
 
@@ -62,6 +60,8 @@ class AppState(QObject):
     def scan_outputs(self) -> None:
         """Find outputs already made from this model in the default output folder: GGUF files, AWQ
         folders, and the GGUF files inside "AWQ for GGUF" folders."""
+        from quantpress.core.awq.export import SIDECAR  # numpy: not at the window's first paint
+
         folder = default_output_dir(self.model) if self.model is not None else None
         if folder is not None and folder.is_dir():
             found: list[Path] = []
@@ -85,6 +85,8 @@ def is_model_output(path: Path) -> bool:
         return path.suffix.lower() == ".gguf"
     if not path.is_dir():
         return False
+    from quantpress.core.awq.backend import awq_format
+
     try:
         return awq_format(path) is not None
     except (OSError, ValueError):  # an unreadable config.json: not something we can open

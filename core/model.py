@@ -6,31 +6,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
-
-_C = TypeVar("_C", bound="StrChoice")
-
-
-class StrChoice(str, enum.Enum):
-    """A choice that compares, hashes, prints and serialises as its value (Python 3.11's StrEnum,
-    also on 3.10): CLI arguments, saved plans and GGUF metadata stay plain strings."""
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self.value), spec)
-
-    @classmethod
-    def parse(cls: type[_C], value: str, what: str) -> _C:
-        """The member for ``value``; InvalidInput naming ``what`` and the choices otherwise."""
-        try:
-            return cls(value)
-        except ValueError:
-            from quantpress.core.errors import InvalidInput
-
-            raise InvalidInput(f"unknown {what} '{value}'; choose one of "
-                               f"{', '.join(m.value for m in cls)}") from None
+from typing import Any
 
 
 class SourceKind(str, enum.Enum):

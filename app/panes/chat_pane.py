@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtGui import QKeySequence, QShortcut
@@ -36,7 +36,9 @@ from quantpress.app.icons import icon
 from quantpress.app.state import AppState
 from quantpress.app.tasks import Task
 from quantpress.app.widgets.common import Pane, format_bytes
-from quantpress.core.chat.types import ChatSettings, KVCacheType
+
+if TYPE_CHECKING:
+    from quantpress.core.chat.types import ChatSettings
 
 PLACEHOLDER = "Ask something, then press Ctrl+Return. Esc stops the answer."
 
@@ -272,6 +274,8 @@ class ChatPane(Pane):
         self.b.widget.setVisible(on)
 
     def chat_settings(self) -> ChatSettings:
+        from quantpress.core.chat.types import ChatSettings, KVCacheType  # core.chat: gguf, numpy
+
         seed = self.seed.value()
         kv = KVCacheType(self.kv.currentData())
         return ChatSettings(system_prompt=self.system_edit.toPlainText().strip(), temperature=self.temperature.value(),

@@ -9,6 +9,7 @@ have not changed since."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import (
@@ -48,11 +49,14 @@ from quantpress.app.state import AppState, is_model_output
 from quantpress.app.tasks import Task
 from quantpress.app.widgets.common import Pane, format_bytes, hint
 from quantpress.app.widgets.job_row import JobRow
+from quantpress.core.choices import CalibrationKind
 from quantpress.core.disk import available_bytes
-from quantpress.core.gguf.plan import CalibrationKind, ConversionPlan, Overrides
-from quantpress.core.gguf.request import ConversionRequest
 from quantpress.core.model import ModelInfo
 from quantpress.core.outputs import default_output_dir
+
+if TYPE_CHECKING:  # the planner imports numpy and gguf: not at the window's first paint
+    from quantpress.core.gguf.plan import ConversionPlan
+    from quantpress.core.gguf.request import ConversionRequest
 
 
 class ConvertPane(Pane):
@@ -233,6 +237,9 @@ class ConvertPane(Pane):
 
     def request(self) -> ConversionRequest:
         """The GGUF conversion the pane's choices ask for (AWQ choices use its calibration and folder)."""
+        from quantpress.core.gguf.plan import Overrides
+        from quantpress.core.gguf.request import ConversionRequest
+
         return ConversionRequest(
             formats=tuple(f for f in self.selected_formats() if f not in AWQ_BY_KEY),
             out=self.out_dir(),

@@ -32,7 +32,6 @@ from quantpress.app.theme import colors
 from quantpress.app.widgets.charts import Bar, Line, MemoryBarChart
 from quantpress.app.widgets.common import Pane, format_bytes, hint
 from quantpress.core.formats import FORMATS
-from quantpress.core.memory import gpu_runtime_bytes
 
 GIB = 1024 ** 3
 COLUMNS = ("Format", "Bits/weight", "File size", "Weights", "KV cache", "Total", "Fit", "Quality (published)")
@@ -265,12 +264,6 @@ class FitPane(Pane):
         task = self.sender()
         if task is not self._task:
             return
-        if isinstance(exc, LookupError):
-            self.result = None
-            self.table.setRowCount(0)
-            self.chart.set_data([], [])
-            self.banner.show_message(f"The memory estimator is not available yet: {exc}", "warn")
-            return
         self.summary.setText("The estimate failed (see the message).")
         show_error(self, exc, title="Cannot estimate this model",
                    details=task.error_details if isinstance(task, Task) else "")
@@ -350,6 +343,8 @@ def gpu_overhead_text(gpus: Any) -> str:
     """Which GPU runtime overhead the VRAM figures include: measured on this GPU, or the default."""
     if not gpus:
         return ""
+    from quantpress.core.memory import gpu_runtime_bytes  # numpy/gguf: not at the window's first paint
+
     gpu, n = gpus[0], gpu_runtime_bytes(tuple(gpus))
     if gpu.runtime_bytes is not None:
         return (f"VRAM figures include llama.cpp's runtime overhead of {format_bytes(n)}, measured on this GPU "

@@ -30,7 +30,6 @@ from quantpress.app.state import AppState
 from quantpress.app.tasks import Runner, Task
 from quantpress.app.widgets.common import Pane, format_bytes, hint
 from quantpress.core.errors import GatedRepo
-from quantpress.core.inspect import open_model
 from quantpress.core.jobs import Progress
 
 
@@ -38,6 +37,8 @@ def _open_job(source: str) -> Any:
     """A runner job: describe ``source`` with core.inspect.open_model (reads metadata only)."""
 
     def job(*, report: Any, cancel: Any) -> Any:
+        from quantpress.core.inspect import open_model  # in the worker: numpy and gguf stay off startup
+
         report(Progress("open", 0.0, f"Reading {source}"))
         return open_model(source)
 
@@ -88,6 +89,8 @@ def _demo_job(*, report: Any, cancel: Any) -> Any:
     from quantpress.core.demo import ensure_demo_model
 
     folder = ensure_demo_model(report=report, cancel=cancel)
+    from quantpress.core.inspect import open_model
+
     return open_model(folder)
 
 

@@ -37,7 +37,7 @@ def format_seconds(seconds: float | None) -> str:
 
 
 class Banner(QFrame):
-    """A one-line notice inside a pane (info, warning or 'not available yet'); hidden when empty."""
+    """A one-line notice inside a pane (info or warning); hidden when empty."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)

@@ -23,9 +23,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from quantpress.core.choices import Policy as Policy  # re-exported: the mix rules own it
 from quantpress.core.errors import InvalidInput
 from quantpress.core.gguf.layout import GGML_TYPES, block_size
-from quantpress.core.model import StrChoice
 
 
 @dataclass(frozen=True)
@@ -43,14 +43,6 @@ MIXES: dict[str, Mix] = {m.name: m for m in (
     Mix("Q2_K", 10, "Q2_K"), Mix("IQ4_NL", 25, "IQ4_NL"), Mix("IQ4_XS", 30, "IQ4_XS"),
 )}
 FLOAT_MIXES = ("F32", "F16", "BF16")
-
-
-class Policy(StrChoice):
-    """Row-length fallbacks: llama.cpp's table, or quantpress's (IQ4_NL where llama.cpp falls back
-    from Q2_K/Q3_K to Q4_0)."""
-
-    QUANTPRESS = "quantpress"
-    LLAMA_CPP = "llama.cpp"
 
 
 POLICIES = tuple(p.value for p in Policy)

@@ -21,28 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from gguf.constants import Keys
+from quantpress.core.choices import CalibrationKind as CalibrationKind  # re-exported: plans own it
 from quantpress.core.errors import InvalidInput, InvalidModel, UnsupportedArchitecture
 from quantpress.core.gguf import layout
 from quantpress.core.gguf.arch import KV, ArchSpec, arch_kv, spec_for_hf_class
 from quantpress.core.gguf.mixes import MIXES, MixContext, Policy, llama_order, tensor_types
 from quantpress.core.gguf.source import TensorPlan, list_hf_tensors, map_hf_tensors, synthesize_hf_tensors
 from quantpress.core.gguf.tokenizer import tokenizer_kv
-from quantpress.core.model import ModelInfo, SourceKind, StrChoice
+from quantpress.core.model import ModelInfo, SourceKind
 from quantpress.core.quant import QuantEngine
-
-
-class CalibrationKind(StrChoice):
-    """Where importance weights come from: WEIGHTS (estimated from the model's own weights, no text:
-    core/calibration/weights.py; plan_conversion's default), NONE (plain rounding, llama-quantize's
-    behaviour without an imatrix), DEFAULT (built-in text), FILE (user text), IMATRIX (a llama.cpp
-    imatrix file)."""
-
-    WEIGHTS = "weights"
-    NONE = "none"
-    DEFAULT = "default"
-    FILE = "file"
-    IMATRIX = "imatrix"
-
 
 # Calibration kinds that need no text; "weights" is what plan_conversion uses when given none.
 TEXTLESS_CALIBRATIONS = (CalibrationKind.WEIGHTS.value, CalibrationKind.NONE.value)

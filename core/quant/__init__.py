@@ -31,21 +31,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
+from quantpress.core.choices import QuantEngine
 from quantpress.core.errors import InvalidInput
-from quantpress.core.model import StrChoice
 from quantpress.core.quant.ggml_ref import GGML_TYPES, check_input, ggml_init, ggml_quantize, row_bytes
 
 __all__ = ["GGML_TYPES", "ENGINES", "ENGINE_CHOICES", "QuantEngine", "SEARCH_WITHOUT_IMPORTANCE", "engine_for", "quantize_tensor", "row_bytes", "ggml_quantize"]
 
 Engine = Literal["native", "ggml"]
-
-
-class QuantEngine(StrChoice):
-    """Which quantizer a conversion asks for: the benchmarked winner per type, or one for all."""
-
-    AUTO = "auto"
-    GGML = "ggml"
-    NATIVE = "native"
 
 
 ENGINE_CHOICES = tuple(e.value for e in QuantEngine)
