@@ -88,3 +88,20 @@ def test_table_decides_engine_and_importance(tiny: Callable[[str], Path], tmp_pa
 def _tensor_bytes(path: str) -> dict[str, bytes]:
     with open_gguf(Path(path)) as g:
         return {t.name: bytes(g.raw(t.name).tobytes()) for t in g.tensors}
+
+
+def test_missing_native_extension_is_an_error_unless_ggml_was_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No silent switch to ggml's quantizer (other bytes) when quantpress.native cannot be imported."""
+    import sys
+
+    import quantpress
+    from quantpress.core.errors import InvalidInput
+    from quantpress.core.quant import engine_for
+
+    monkeypatch.delattr(quantpress, "native", raising=False)
+    monkeypatch.setitem(sys.modules, "quantpress.native", None)  # import fails as for an unbuilt tree
+    with pytest.raises(InvalidInput, match="native extension"):
+        engine_for("Q4_K", False, "auto")
+    with pytest.raises(InvalidInput, match="--engine ggml"):
+        engine_for("Q4_K", True, "native")
+    assert engine_for("Q4_K", False, "ggml") == "ggml"
