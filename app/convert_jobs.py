@@ -48,7 +48,10 @@ class OutputView:
 
 def available_formats(model: ModelInfo) -> list[tuple[str, str, str]]:
     """(format key, label, description) for the formats the converter offers for ``model``."""
-    from quantpress.core.gguf.mixes import MIXES  # when a model is open, not at startup
+    # When a model opens, not at startup: the planner (numpy, gguf, tokenizers: ~0.5 s) is imported here
+    # so that the pane's request() and preview never import it while a job's progress is on screen.
+    import quantpress.core.gguf.request  # noqa: F401
+    from quantpress.core.gguf.mixes import MIXES
 
     order = ["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_K_S", "Q5_K_S", "IQ4_XS", "IQ4_NL", "Q3_K_L", "Q3_K_M",
              "Q3_K_S", "Q2_K", "Q5_0", "Q5_1", "Q4_0", "Q4_1", "F16", "BF16", "F32"]
