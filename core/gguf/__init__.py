@@ -13,7 +13,8 @@ Public API (converter):
   peak_rss_bytes, ..., calibration_device)``.
 - ``mixes.tensor_types(shapes, mix, MixContext) -> {name: type}``, ``mixes.MIXES`` (format -> ftype,
   base type), policies ``"quantpress"`` (default) and ``"llama.cpp"`` (llama-quantize's exact types).
-- ``source.open_source(path)``: a ModelInfo for a local HF folder or .gguf (uses core.inspect when present).
+- ``source.open_source(path)``: a ModelInfo for a local HF folder or .gguf (core.inspect.open_model).
+- ``request.ConversionRequest(formats, out, calibration, ...)``: what the CLI and the GUI ask; ``.plan(model)``.
 - ``arch``: one declarative ``ArchSpec`` per family (llama, mistral, qwen2, qwen3, gemma3, phi3).
 - ``tokenizer.tokenizer_kv(folder, spec, config)``: tokenizer.* metadata (SentencePiece / BPE + pre).
 - ``reference.llama_quantize(src, dst, fmt, imatrix=...)``: llama.cpp's quantizer, for comparisons.

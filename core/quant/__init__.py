@@ -7,8 +7,9 @@ Public API:
 - ``engine_for(qtype, has_importance, engine="auto") -> "native" | "ggml"``: which one
   ``quantize_tensor`` uses. ``engine`` (also a ConversionPlan field, so saved plans replay the same
   choice): "auto" = the ENGINES table (the benchmarked winner per type), "ggml" = ggml's quantizer
-  for every type (llama.cpp's bytes), "native" = quantpress's kernel wherever one exists.
-- ``row_bytes(qtype, n_per_row)``, ``GGML_TYPES`` (name -> id, block size, bytes per block).
+  for every type (llama.cpp's bytes), "native" = quantpress's kernel wherever one exists. Without the
+  native extension only "ggml" works; the others raise InvalidInput (never a silent switch).
+- ``row_bytes(qtype, n_per_row)``, ``GGML_TYPES`` (name -> id, block size, bytes per block; from gguf-py).
 - ``ggml_ref.ggml_quantize(x, qtype, importance=None)``: ggml's ``ggml_quantize_chunk`` (reference).
 
 Native kernels (quantpress.native): Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 write ggml's exact bytes; Q2_K..Q6_K,
