@@ -16,6 +16,7 @@ from quantpress.core.formats import FORMATS
 from quantpress.core.jobs import CancelToken, Report
 from quantpress.core.model import ModelInfo, SourceKind
 from quantpress.core.outputs import default_output_dir
+from quantpress.core.paths import models_dir
 
 if TYPE_CHECKING:  # the planner imports numpy and gguf: only inside the jobs (the window opens without them)
     from quantpress.core.gguf.plan import ConversionPlan
@@ -109,7 +110,7 @@ def awq_in_child(model: ModelInfo, choice: AwqChoice, request: ConversionRequest
     elif request.calibration == CalibrationKind.IMATRIX:
         raise InvalidInput("AWQ computes its own statistics from text; choose the built-in text or a text file.")
     name = model.name or Path(str(model.local_path)).name
-    out_dir = request.out or default_output_dir(model) or Path.cwd()
+    out_dir = request.out or default_output_dir(model) or models_dir()
     # awq_convert creates (and cleans up) its folders
     out = out_dir / f"{name}-AWQ-{choice.format.replace(':', '-')}-g{choice.group_size}"
     settings = AwqSettings(group_size=choice.group_size, clip_search=default_clip_search(choice.format))

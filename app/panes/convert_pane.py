@@ -53,6 +53,7 @@ from quantpress.core.choices import CalibrationKind
 from quantpress.core.disk import available_bytes
 from quantpress.core.model import ModelInfo
 from quantpress.core.outputs import default_output_dir
+from quantpress.core.paths import models_dir
 
 if TYPE_CHECKING:  # the planner imports numpy and gguf: not at the window's first paint
     from quantpress.core.gguf.plan import ConversionPlan
@@ -206,6 +207,7 @@ class ConvertPane(Pane):
         out = default_output_dir(model) if model is not None else None
         self.out_edit.setText(str(out) if out else str(settings.get("last_output_dir")))
         self.out_edit.setToolTip(self.out_edit.text())
+        self.out_edit.setPlaceholderText(f"empty: {self.default_out_dir()}")
         enabled = model is not None and bool(formats)
         for w in (self.preview_button, self.queue_button):
             w.setEnabled(enabled)
@@ -232,8 +234,21 @@ class ConvertPane(Pane):
             checked = item.data(Qt.ItemDataRole.UserRole) in formats
             item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
 
+    def default_out_dir(self) -> Path:
+        """Where outputs go when the Output folder is empty: the model's folder from core.outputs (for a
+        model without local files, quantpress's models folder), never the process's working directory,
+        which for a desktop launcher is $HOME or /."""
+        model = self.state.model
+        default = default_output_dir(model) if model is not None else None
+        return default if default is not None else models_dir()
+
     def out_dir(self) -> Path:
-        return Path(self.out_edit.text().strip()).expanduser()
+        """The Output folder as typed; empty means the default folder, a relative path is taken beside it."""
+        text = self.out_edit.text().strip()
+        if not text:
+            return self.default_out_dir()
+        typed = Path(text).expanduser()
+        return typed if typed.is_absolute() else self.default_out_dir().parent / typed
 
     def request(self) -> ConversionRequest:
         """The GGUF conversion the pane's choices ask for (AWQ choices use its calibration and folder)."""
@@ -343,7 +358,8 @@ class ConvertPane(Pane):
             return []
         settings.put("default_formats", formats)
         request = self.request()
-        settings.put("last_output_dir", str(request.out))
+        if self.out_edit.text().strip():  # an empty field stays "the model's default folder"
+            settings.put("last_output_dir", str(request.out))
         name, jobs = model.name or "model", []
         if request.formats:
             previewed = self._previewed

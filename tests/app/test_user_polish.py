@@ -1,0 +1,61 @@
+"""What a new user trips on (issue 18), each driven through the real window: where outputs go,
+output folders that cannot be written, stale Chat text, Fit verdicts, the CPU recommendation, and
+small polish in the Convert and Chat panes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from quantpress.app.jobqueue import JobState
+
+
+@pytest.fixture
+def demo_link(tmp_path: Path) -> Path:
+    """The demo model reached through a link in a temporary folder: outputs "beside the model" land
+    in tmp_path, never in the shared cache."""
+    from quantpress.core.demo import ensure_demo_model
+
+    link = tmp_path / "models" / "tiny"
+    link.parent.mkdir()
+    link.symlink_to(ensure_demo_model(), target_is_directory=True)
+    return link
+
+
+def open_model(qtbot, window, source: Path):  # type: ignore[no-untyped-def]
+    with qtbot.waitSignal(window.state.model_changed, timeout=300000):
+        window.model_pane.open_source(str(source))
+    assert window.state.model is not None
+    return window.state.model
+
+
+def test_empty_output_folder_means_the_models_default_folder(qtbot, window, demo_link: Path,
+                                                             monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Point 2: an empty Output folder writes beside the model (core.outputs), not into the CWD."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # a desktop launcher's working directory: $HOME or /
+    open_model(qtbot, window, demo_link)
+    pane = window.convert_pane
+    window.go_to("convert")
+    expected = demo_link.parent / "tiny-gguf"
+    pane.out_edit.clear()
+    assert str(expected) in pane.out_edit.placeholderText()
+    pane.set_selected_formats(["Q8_0"])
+    with qtbot.waitSignal(pane.preview().finished, timeout=120000):
+        pass
+    top = pane.plan_tree.topLevelItem(0)
+    assert Path(top.toolTip(0)).parent == expected
+    assert str(expected) in pane.plan_summary.text()
+    (job,) = pane.enqueue()
+    assert job.out_dir == expected
+    with qtbot.waitSignal(pane.queue.job_changed, timeout=600000,
+                          check_params_cb=lambda j: j is job and not j.active):
+        pass
+    assert job.state is JobState.DONE, job.log
+    assert [p.parent for p in job.outputs] == [expected]
+    assert list(cwd.iterdir()) == []
+    # a relative name is taken beside the model too, never under the working directory
+    pane.out_edit.setText("mine")
+    assert pane.out_dir() == demo_link.parent / "mine"
