@@ -8,6 +8,7 @@ have not changed since."""
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,12 +53,22 @@ from quantpress.app.widgets.job_row import JobRow
 from quantpress.core.choices import CalibrationKind
 from quantpress.core.disk import available_bytes
 from quantpress.core.model import ModelInfo
-from quantpress.core.outputs import default_output_dir
+from quantpress.core.errors import InvalidInput
+from quantpress.core.outputs import check_writable, default_output_dir
 from quantpress.core.paths import models_dir
 
 if TYPE_CHECKING:  # the planner imports numpy and gguf: not at the window's first paint
     from quantpress.core.gguf.plan import ConversionPlan
     from quantpress.core.gguf.request import ConversionRequest
+
+
+def write_problem(folder: Path) -> str | None:
+    """Why files cannot be created in ``folder`` (or where it would be created), or None when they can."""
+    try:
+        check_writable(folder / "output")
+    except InvalidInput as exc:
+        return str(exc)
+    return None
 
 
 class ConvertPane(Pane):
@@ -340,13 +351,14 @@ class ConvertPane(Pane):
         if self.plan_tree.topLevelItemCount() == 1:
             self.plan_tree.topLevelItem(0).setExpanded(True)  # one file: show its per-tensor types
         folder = self.out_dir()
+        unwritable = write_problem(folder)
         free = available_bytes(folder)
         disk = f"{format_bytes(free)} free in {folder}" if free is not None else f"{folder} (not created yet)"
         enough = free is None or free > total_bytes
+        warning = f"  <b>Not writable: {escape(unwritable)}</b>" if unwritable else (
+            "" if enough else "  <b>Not enough disk space.</b>")
         self.plan_summary.setText(
-            f"{len(outputs)} file(s), {format_bytes(total_bytes)} in total (exact). Disk: {disk}."
-            + ("" if enough else "  <b>Not enough disk space.</b>")
-        )
+            f"{len(outputs)} file(s), {format_bytes(total_bytes)} in total (exact). Disk: {disk}." + warning)
 
     # -- queue -------------------------------------------------------------------------------------
     @Slot()
@@ -358,6 +370,12 @@ class ConvertPane(Pane):
             return []
         settings.put("default_formats", formats)
         request = self.request()
+        try:  # refuse now, with the folder named, rather than queue a job that fails with raw OS text
+            check_writable(request.out / "output")
+        except InvalidInput as exc:
+            show_error(self, exc, title="Cannot write to the output folder")
+            self.plan_summary.setText(f"<b>Not writable:</b> {escape(str(exc))}")
+            return []
         if self.out_edit.text().strip():  # an empty field stays "the model's default folder"
             settings.put("last_output_dir", str(request.out))
         name, jobs = model.name or "model", []

@@ -59,3 +59,46 @@ def test_empty_output_folder_means_the_models_default_folder(qtbot, window, demo
     # a relative name is taken beside the model too, never under the working directory
     pane.out_edit.setText("mine")
     assert pane.out_dir() == demo_link.parent / "mine"
+
+
+@pytest.fixture
+def unwritable_folder(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A folder where files cannot be created: a read-only folder, or (as root, whom permissions do not
+    stop) a kernel folder that refuses writes."""
+    import os
+
+    if os.geteuid() != 0:
+        folder = tmp_path / "locked"
+        folder.mkdir()
+        folder.chmod(0o555)
+        yield folder / "out"
+        folder.chmod(0o755)
+        return
+    folder = Path("/proc/sys")
+    if os.access(folder, os.W_OK):
+        pytest.skip("no folder here refuses writes to root")
+    yield folder / "quantpress-out"
+
+
+def test_unwritable_output_folder_is_refused_before_queuing(qtbot, window, demo_link: Path,
+                                                            unwritable_folder: Path) -> None:  # type: ignore[no-untyped-def]
+    """Point 7: Preview says "not writable" (not "not enough disk space"); Add to queue refuses with a
+    message naming the folder, and no job is queued."""
+    from quantpress.app.errors import hub
+
+    open_model(qtbot, window, demo_link)
+    pane = window.convert_pane
+    window.go_to("convert")
+    pane.out_edit.setText(str(unwritable_folder))
+    pane.set_selected_formats(["Q8_0"])
+    with qtbot.waitSignal(pane.preview().finished, timeout=120000):
+        pass
+    summary = pane.plan_summary.text()
+    assert "Not writable" in summary and "disk space" not in summary
+    with qtbot.waitSignal(hub().shown, timeout=10000) as blocker:
+        jobs = pane.enqueue()
+    assert jobs == [] and not pane.rows
+    title, message = blocker.args
+    assert "write" in title.lower() and str(unwritable_folder.parent) in message
+    assert "Errno" not in message and "Traceback" not in message
+    assert not unwritable_folder.exists()
