@@ -57,6 +57,13 @@ class AppState(QObject):
         if changed:
             self.outputs_changed.emit()
 
+    def remove_outputs(self, paths: list[Path]) -> None:
+        """Forget files that turned out unusable (a GGUF that failed to load), so no list offers them again."""
+        kept = [p for p in self.outputs if p not in paths]
+        if len(kept) != len(self.outputs):
+            self.outputs = kept
+            self.outputs_changed.emit()
+
     def scan_outputs(self) -> None:
         """Find outputs already made from this model in the default output folder: GGUF files, AWQ
         folders, and the GGUF files inside "AWQ for GGUF" folders."""

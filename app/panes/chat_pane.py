@@ -324,6 +324,7 @@ class ChatPane(Pane):
         side.title.setText(f"Model {side.name}: {side.path.name if side.path else ''}{note}")
         side.memory_line = memory_text(memory)
         side.stats.setText(side.memory_line)
+        self.banner.clear()  # a stale "Load a model first" no longer applies
 
     def unload_sessions(self) -> None:
         sessions = [s.session for s in (self.a, self.b) if s.session is not None]
@@ -416,6 +417,7 @@ class ChatPane(Pane):
         side.turns.append(("assistant", reply.text))
         side.streaming = ""
         side.render()
+        self.banner.clear()  # a stale "Load a model first" no longer applies
         side.stats.setText(reply_text(reply) + ("\n" + side.memory_line if side.memory_line else ""))
 
     @Slot()
@@ -458,7 +460,22 @@ class ChatPane(Pane):
             side.render()
         if side is not None and side.session is not None and not getattr(side.session, "alive", True):
             self._lost(side)
+        if side is not None and isinstance(task, Task) and task.name.startswith("load"):
+            self._load_failed(side)
         show_error(self, exc, title="Chat", details=task.error_details if isinstance(task, Task) else "")
+
+    def _load_failed(self, side: ChatSide) -> None:
+        """A file that cannot be loaded: the title says so (not "loading…" forever) and the file leaves the
+        Chat and Evaluate lists, so it is not picked again by accident (Browse can still add it back)."""
+        broken, side.path = side.path, None
+        side.title.setText(f"Model {side.name}: not loaded ({broken.name if broken else 'the file'} failed to load)")
+        if broken is not None:
+            for combo in (self.model_a, self.model_b):  # refresh_models keeps a combo's current file
+                index = combo.findData(str(broken))
+                if index >= 0:
+                    combo.removeItem(index)
+            self.state.remove_outputs([broken])
+            self.refresh_models()
 
     def _lost(self, side: ChatSide) -> None:
         """The side's model process died: forget it (it cannot answer again) and say what to do."""

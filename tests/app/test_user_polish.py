@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import Qt
 from quantpress.app.jobqueue import JobState
 
 
@@ -102,3 +103,40 @@ def test_unwritable_output_folder_is_refused_before_queuing(qtbot, window, demo_
     assert "write" in title.lower() and str(unwritable_folder.parent) in message
     assert "Errno" not in message and "Traceback" not in message
     assert not unwritable_folder.exists()
+
+
+def test_chat_text_is_never_stale(qtbot, window, demo_gguf: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Point 4: "Load a model first" goes once a model answers; a file that fails to load resets the
+    title (not "loading…" forever) and leaves the Chat and Evaluate lists."""
+    from quantpress.app.errors import hub
+
+    pane = window.chat_pane
+    window.go_to("chat")
+    fake = tmp_path / "fake.gguf"
+    fake.write_bytes(b"not a gguf file at all")
+    window.state.add_outputs([demo_gguf, fake])
+    pane.input.setPlainText("Hello")
+    assert pane.send() == []
+    assert "Load a model first" in pane.banner.text()
+
+    pane.model_a.setCurrentIndex(pane.model_a.findData(str(fake)))
+    with qtbot.waitSignal(hub().shown, timeout=120000):
+        assert pane.load()
+    qtbot.waitUntil(lambda: not pane.busy(), timeout=120000)  # the failed load's task has finished
+    assert "loading" not in pane.a.title.text() and "not loaded" in pane.a.title.text()
+    assert pane.model_a.findData(str(fake)) < 0 and pane.model_b.findData(str(fake)) < 0
+    assert window.evaluate_pane.files_list.findItems("fake.gguf", Qt.MatchFlag.MatchExactly) == []
+    assert fake not in window.state.outputs
+
+    pane.model_a.setCurrentIndex(pane.model_a.findData(str(demo_gguf)))
+    pane.max_tokens.setValue(8)
+    tasks = pane.load()
+    with qtbot.waitSignals([t.finished for t in tasks], timeout=120000):
+        pass
+    assert pane.a.session is not None, pane.a.title.text()
+    pane.input.setPlainText("Hello")
+    tasks = pane.send()
+    with qtbot.waitSignal(tasks[0].finished, timeout=120000):
+        pass
+    assert pane.a.turns[-1][0] == "assistant"
+    assert "Load a model first" not in pane.banner.text()
