@@ -367,10 +367,15 @@ def _other_estimate(c: _Ctx, fmt: Format, hw: Hardware) -> FormatEstimate:
         room = _vram_budget(hw) - (w.total + comp + over)
         max_ctx = int(min(room / per_token, c.model.context_length or 131072)) // mem.KV_PAD * mem.KV_PAD if room > 0 else 0
     note = "approximate (not calibrated); needs a CUDA GPU" if not gpu_ok else "approximate (not calibrated)"
+    cpu_bytes = w.total + kv + comp  # no CUDA context: quantpress's own AWQ backend runs from RAM
+    ram = 0
+    if not gpu_ok and fmt.kind is FormatKind.AWQ:  # vLLM needs CUDA, but quantpress runs AWQ on the CPU
+        fit, ram, vram, over = ("cpu" if cpu_bytes <= hw.ram_available_bytes else "no"), cpu_bytes, 0, 0
+        note = "approximate (not calibrated); runs on the CPU with quantpress (vLLM needs a CUDA GPU)"
     return FormatEstimate(
         format=fmt.name, kind=fmt.kind.value, bits_per_weight=round(w.total * 8 / max(1, c.model.n_params), 4),
         weights_bytes=w.total, file_bytes=None, file_bytes_exact=False, kv_cache_bytes=kv, compute_bytes=comp,
-        overhead_bytes=over, total_bytes=vram, cpu_only_bytes=0, ram_bytes=0, vram_bytes=vram, fit=fit,
+        overhead_bytes=over, total_bytes=vram + ram, cpu_only_bytes=cpu_bytes if fmt.kind is FormatKind.AWQ else 0, ram_bytes=ram, vram_bytes=vram, fit=fit,
         gpu_layers=c.model.n_layers if fit == "gpu" else 0, max_context_on_gpu=max_ctx, runtime=fmt.runtime,
         quality=fmt.quality, note=note)
 

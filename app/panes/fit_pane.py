@@ -41,6 +41,14 @@ FIT_TEXT = {  # fit code -> (badge text, colour attribute of theme.Colors, toolt
     "cpu": ("CPU only", "neutral", "Runs from RAM on the CPU (no GPU, or not even one layer fits in VRAM)."),
     "no": ("Won't fit", "bad", "Needs more memory than the RAM (and VRAM) available."),
 }
+# What a format needs, said in the Fit cell itself (not only in a tooltip), keyed by (kind, fit).
+RUNTIME_TEXT = {
+    ("awq", "cpu"): ("Runs on CPU with quantpress", "neutral",
+                     "vLLM and transformers need a CUDA GPU for AWQ; quantpress's own backend runs it from RAM "
+                     "on the CPU (slower than a GGUF of the same size)."),
+}
+NEEDS_GPU_TEXT = ("Needs a CUDA GPU for vLLM", "neutral",
+                  "This format runs in vLLM / transformers on a CUDA GPU; none is detected (or set in What if).")
 
 
 def format_explanation(name: str) -> str:
@@ -103,15 +111,19 @@ class FitPane(Pane):
         self.vram_spin = QDoubleSpinBox()
         self.vram_spin.setRange(0, 1024)
         self.vram_spin.setDecimals(1)
-        self.vram_spin.setValue(24.0)
+        self.vram_spin.setValue(0.0)  # set from the detected GPU; 0 = none
         self.vram_spin.setSuffix(" GiB VRAM")
         self.ram_spin = QDoubleSpinBox()
         self.ram_spin.setRange(1, 4096)
         self.ram_spin.setDecimals(1)
         self.ram_spin.setValue(32.0)
         self.ram_spin.setSuffix(" GiB RAM")
+        self.vram_spin.setSpecialValueText("no GPU")  # 0 GiB: plan for a machine without one
         for widget in (self.whatif_check, self.vram_spin, self.ram_spin):
             row.addWidget(widget)
+        for spin in (self.vram_spin, self.ram_spin):  # they only count while the box is ticked
+            spin.setEnabled(False)
+            self.whatif_check.toggled.connect(spin.setEnabled)
         self.measure_button = QPushButton("Measure my GPU")
         self.measure_button.setToolTip(
             "Load the demo model with every layer on this NVIDIA GPU and measure llama.cpp's runtime overhead "
@@ -169,8 +181,8 @@ class FitPane(Pane):
     @Slot(object)
     def _on_hardware(self, hw: Any) -> None:
         gpus = getattr(hw, "gpus", ()) or ()
-        if gpus:
-            self.vram_spin.setValue(round(gpus[0].vram_total_bytes / GIB, 1))
+        # The what-if fields start from this machine: no made-up 24 GiB GPU on a machine without one.
+        self.vram_spin.setValue(round(gpus[0].vram_total_bytes / GIB, 1) if gpus else 0.0)
         self.ram_spin.setValue(round(hw.ram_total_bytes / GIB, 1))
         measurable = any(g.backend == "cuda" for g in gpus)
         self.measure_button.setEnabled(measurable and self._probe is None)
@@ -295,6 +307,10 @@ class FitPane(Pane):
             fmt = str(row.format)
             fit = str(getattr(row.fit, "value", row.fit))
             badge, color_name, fit_tip = FIT_TEXT.get(fit, (fit, "neutral", ""))
+            if (str(row.kind), fit) in RUNTIME_TEXT:
+                badge, color_name, fit_tip = RUNTIME_TEXT[(str(row.kind), fit)]
+            elif fit == "no" and _needs_gpu(fmt) and not _has_cuda(hardware):
+                badge, color_name, fit_tip = NEEDS_GPU_TEXT
             badge = badge.format(n=getattr(row, "gpu_layers", "?"), m=getattr(self.state.model, "n_layers", "?"))
             if fit == "gpu" and row.max_context_on_gpu:
                 fit_tip += f" Largest context fully on the GPU: {row.max_context_on_gpu:,} tokens."
@@ -380,6 +396,15 @@ def summary_text(result: Any, recommended: str | None, ctx_tokens: int) -> str:
     for warning in getattr(result, "warnings", ()):
         lines.append(f"<i>Note: {warning}</i>")
     return "<br>".join(lines)
+
+
+def _needs_gpu(name: str) -> bool:
+    fmt = FORMATS.get(name)
+    return bool(fmt and fmt.needs_gpu)
+
+
+def _has_cuda(hardware: Any) -> bool:
+    return any(g.backend in ("cuda", "override") for g in getattr(hardware, "gpus", ()) or ())
 
 
 def _bytes_or_dash(n: Any) -> str:

@@ -140,3 +140,36 @@ def test_chat_text_is_never_stale(qtbot, window, demo_gguf: Path, tmp_path: Path
         pass
     assert pane.a.turns[-1][0] == "assistant"
     assert "Load a model first" not in pane.banner.text()
+
+
+def fit_rows(pane) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Format name -> the text of its Fit cell."""
+    return {pane.table.item(r, 0).text().lstrip("★ "): pane.table.item(r, 6).text() for r in range(pane.table.rowCount())}
+
+
+def test_fit_verdicts_say_what_a_format_needs(qtbot, window, demo_link: Path) -> None:  # type: ignore[no-untyped-def]
+    """Point 5: without a CUDA GPU, AWQ runs on the CPU with quantpress and the GPU-only formats say
+    "needs a CUDA GPU for vLLM" in the cell, not a red "Won't fit"; the What-if fields follow their box
+    and start from this machine (no invented 24 GiB GPU)."""
+    open_model(qtbot, window, demo_link)
+    if window.state.hardware is None:
+        with qtbot.waitSignal(window.state.hardware_changed, timeout=60000):
+            pass
+    pane = window.fit_pane
+    window.go_to("fit")
+    assert not pane.vram_spin.isEnabled() and not pane.ram_spin.isEnabled()
+    if not window.state.hardware.gpus:
+        assert pane.vram_spin.value() == 0 and pane.vram_spin.text() == "no GPU"
+    pane.whatif_check.click()
+    assert pane.vram_spin.isEnabled() and pane.ram_spin.isEnabled()
+    pane.vram_spin.setValue(0.0)  # plan for a machine without a GPU, whatever this one has
+    pane.ram_spin.setValue(16.0)
+    with qtbot.waitSignal(pane.estimated, timeout=120000):
+        pane.refresh()
+    rows = fit_rows(pane)
+    assert rows["AWQ_INT4_G128"] == "Runs on CPU with quantpress"
+    for name in ("GPTQ_INT4_G128", "NF4", "FP8_E4M3", "INT8"):
+        assert rows[name] == "Needs a CUDA GPU for vLLM", (name, rows[name])
+    assert "Won't fit" not in rows.values()
+    pane.whatif_check.click()
+    assert not pane.vram_spin.isEnabled()
