@@ -399,6 +399,32 @@ def gpu_buffers_bytes(model: ModelInfo, runtime: mem.RuntimeConfig) -> int:
 _FIT_ORDER = {"gpu": 0, "partial": 1, "cpu": 2, "no": 3}
 
 
+_PLACE_TEXT = {"gpu": "fully on the GPU", "partial": "partly on the GPU, the rest on the CPU", "cpu": "on the CPU from RAM"}
+
+# On a CPU, generation reads every weight for every token, so speed falls with file size; the best quality
+# is rarely worth it. The balanced pick is the smallest file whose published loss stays small: llama.cpp's
+# KLD table for Llama-3-8B (tools/perplexity/README.md) puts Q4_K_M at 0.031 and the next smaller mixes at
+# 0.036 (IQ4_XS, with an imatrix) and 0.043 (Q4_K_S); Ollama and LM Studio default to Q4_K_M for the same reason.
+BALANCED_MAX_KLD = 0.035
+
+
+def _balanced_cpu_pick(runs: Sequence[FormatEstimate]) -> Recommendation:
+    """The CPU-only recommendation: quality per byte, said in words a user can act on."""
+    small_loss = [e for e in runs if (kld := FORMATS[e.format].kld) is not None and kld <= BALANCED_MAX_KLD]
+    if not small_loss:  # only lossy formats fit: the best of them
+        best = runs[0]
+        return Recommendation("best that runs here", best.format,
+                              f"{best.format} is the best quality that fits in RAM (runs on the CPU); it loses "
+                              "noticeable quality: more RAM would allow a better format")
+    pick = min(small_loss, key=lambda e: (e.weights_bytes, FORMATS[e.format].quality_rank))
+    kld = FORMATS[pick.format].kld or 0.0
+    return Recommendation(
+        "best that runs here", pick.format,
+        f"{pick.format} runs on the CPU from RAM ({pick.cpu_only_bytes / 1024**3:.2f} GiB): on a CPU speed falls "
+        f"with file size, and it is the smallest file whose published quality loss is small (KLD {kld:.3f} on "
+        "Llama-3-8B); larger formats are a little better but slower")
+
+
 def _recommend(est: Sequence[FormatEstimate], budget_bytes: int | None) -> tuple[Recommendation, ...]:
     gguf = [e for e in est if e.kind == FormatKind.GGUF.value and e.format in FORMATS and e.format != "F32"]
     rank: Callable[[FormatEstimate], int] = lambda e: FORMATS[e.format].quality_rank  # noqa: E731
@@ -408,8 +434,12 @@ def _recommend(est: Sequence[FormatEstimate], budget_bytes: int | None) -> tuple
                               f"{on_gpu[0].format} fits entirely in VRAM at this context" if on_gpu
                               else "no GGUF format fits entirely on the GPU at this context"))
     runs = sorted((e for e in gguf if e.fit != "no"), key=lambda e: (_FIT_ORDER[e.fit], rank(e)))
-    out.append(Recommendation("best that runs here", runs[0].format if runs else None,
-                              f"{runs[0].format}: {runs[0].fit}" if runs else "nothing fits in RAM + VRAM"))
+    if runs and runs[0].fit == "cpu":
+        out.append(_balanced_cpu_pick(runs))
+    else:
+        out.append(Recommendation("best that runs here", runs[0].format if runs else None,
+                                  f"{runs[0].format} runs {_PLACE_TEXT[runs[0].fit]} at this context" if runs
+                                  else "nothing fits in RAM + VRAM"))
     if budget_bytes is not None:
         # The model's own runtime memory (weights + KV + compute + overhead, no GPU runtime).
         under = sorted((e for e in gguf if e.cpu_only_bytes <= budget_bytes), key=rank)

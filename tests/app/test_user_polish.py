@@ -173,3 +173,36 @@ def test_fit_verdicts_say_what_a_format_needs(qtbot, window, demo_link: Path) ->
     assert "Won't fit" not in rows.values()
     pane.whatif_check.click()
     assert not pane.vram_spin.isEnabled()
+
+
+def test_cpu_only_recommendation_is_balanced_and_in_words(qtbot, window, demo_link: Path) -> None:  # type: ignore[no-untyped-def]
+    """Point 6: on a machine without a GPU the star goes to the balanced pick (the smallest format
+    whose published loss is small), explained in words, not "F16 — F16: cpu"."""
+    from quantpress.core.estimate import BALANCED_MAX_KLD
+    from quantpress.core.formats import FORMATS
+
+    open_model(qtbot, window, demo_link)
+    if window.state.hardware is None:
+        with qtbot.waitSignal(window.state.hardware_changed, timeout=60000):
+            pass
+    pane = window.fit_pane
+    window.go_to("fit")
+    pane.whatif_check.click()
+    pane.vram_spin.setValue(0.0)
+    pane.ram_spin.setValue(64.0)
+    with qtbot.waitSignal(pane.estimated, timeout=120000) as blocker:
+        pane.refresh()
+    result = blocker.args[0]
+    starred = [pane.table.item(r, 0).text()[2:] for r in range(pane.table.rowCount())
+               if pane.table.item(r, 0).text().startswith("★")]
+    assert len(starred) == 1
+    pick = starred[0]
+    assert pick not in ("F16", "BF16", "F32")
+    kld = FORMATS[pick].kld
+    assert kld is not None and kld <= BALANCED_MAX_KLD
+    rows = {e.format: e for e in result.formats}
+    for name, fmt in FORMATS.items():  # nothing smaller has a small published loss
+        if name in rows and fmt.kld is not None and fmt.kld <= BALANCED_MAX_KLD and rows[name].fit == "cpu":
+            assert rows[name].weights_bytes >= rows[pick].weights_bytes, name
+    summary = pane.summary.text()
+    assert ": cpu" not in summary and "on the CPU" in summary and "file size" in summary
