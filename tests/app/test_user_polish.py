@@ -147,16 +147,21 @@ def fit_rows(pane) -> dict[str, str]:  # type: ignore[no-untyped-def]
     return {pane.table.item(r, 0).text().lstrip("★ "): pane.table.item(r, 6).text() for r in range(pane.table.rowCount())}
 
 
+def fit_pane_with_model(qtbot, window, source: Path):  # type: ignore[no-untyped-def]
+    """The Fit pane on screen for ``source``, with the hardware detected."""
+    open_model(qtbot, window, source)
+    if window.state.hardware is None:
+        with qtbot.waitSignal(window.state.hardware_changed, timeout=60000):
+            pass
+    window.go_to("fit")
+    return window.fit_pane
+
+
 def test_fit_verdicts_say_what_a_format_needs(qtbot, window, demo_link: Path) -> None:  # type: ignore[no-untyped-def]
     """Point 5: without a CUDA GPU, AWQ runs on the CPU with quantpress and the GPU-only formats say
     "needs a CUDA GPU for vLLM" in the cell, not a red "Won't fit"; the What-if fields follow their box
     and start from this machine (no invented 24 GiB GPU)."""
-    open_model(qtbot, window, demo_link)
-    if window.state.hardware is None:
-        with qtbot.waitSignal(window.state.hardware_changed, timeout=60000):
-            pass
-    pane = window.fit_pane
-    window.go_to("fit")
+    pane = fit_pane_with_model(qtbot, window, demo_link)
     assert not pane.vram_spin.isEnabled() and not pane.ram_spin.isEnabled()
     if not window.state.hardware.gpus:
         assert pane.vram_spin.value() == 0 and pane.vram_spin.text() == "no GPU"
@@ -181,12 +186,7 @@ def test_cpu_only_recommendation_is_balanced_and_in_words(qtbot, window, demo_li
     from quantpress.core.estimate import BALANCED_MAX_KLD
     from quantpress.core.formats import FORMATS
 
-    open_model(qtbot, window, demo_link)
-    if window.state.hardware is None:
-        with qtbot.waitSignal(window.state.hardware_changed, timeout=60000):
-            pass
-    pane = window.fit_pane
-    window.go_to("fit")
+    pane = fit_pane_with_model(qtbot, window, demo_link)
     pane.whatif_check.click()
     pane.vram_spin.setValue(0.0)
     pane.ram_spin.setValue(64.0)
