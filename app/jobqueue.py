@@ -62,15 +62,27 @@ class Job:
         return self.state in (JobState.QUEUED, JobState.RUNNING)
 
     def status_text(self) -> str:
+        if self.active and self.cancel_requested:
+            return "Cancelling… (stopping at the next tensor; its partial file is removed)"
         if self.state is JobState.RUNNING:
+            if self.fraction <= 0 and not self.message:
+                return "Starting…"  # no "0% · " before the first report
             eta = f" · ETA {format_seconds(self.eta_seconds)}" if self.eta_seconds is not None else ""
-            return f"{self.fraction * 100:.0f}% · {self.message}{eta}"
+            return " · ".join(filter(None, (f"{self.fraction * 100:.0f}%", self.message))) + eta
         if self.state is JobState.DONE and self.started_at and self.ended_at:
             return f"Done in {format_seconds(self.ended_at - self.started_at)}"
         if self.state is JobState.FAILED:
             return f"Failed: {str(self.error) or type(self.error).__name__}"
         return {"queued": "Waiting for the job before it", "cancelled": "Cancelled; nothing was left behind"}.get(
             self.state.value, self.state.value)
+
+
+def log_line(p: Progress) -> str:
+    """A progress message for the log, with its stage in front unless the message already starts with it
+    (no "importance: importance: …")."""
+    if not p.stage or p.message.lower().startswith(p.stage.lower()):
+        return p.message
+    return f"{p.stage}: {p.message}"
 
 
 def outputs_of(result: Any) -> list[Path]:
@@ -163,7 +175,7 @@ class JobQueue(QObject):
         if job is None:
             return
         if p.message and p.message != job.message:
-            job.add_log(f"{p.stage}: {p.message}" if p.stage else p.message)
+            job.add_log(log_line(p))
         job.fraction = p.fraction
         job.message = p.message or p.stage
         job.eta_seconds = p.eta_seconds

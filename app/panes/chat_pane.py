@@ -249,6 +249,8 @@ class ChatPane(Pane):
                 combo.addItem(Path(current).name, current)
             if current:
                 combo.setCurrentIndex(combo.findData(current))
+            elif combo.count():  # a first fill: the best-quality file, not the first name (Q2_K) alphabetically
+                combo.setCurrentIndex(combo.findData(str(min(self.state.outputs, key=quality_order))))
         if self.model_b.count() > 1 and self.model_b.currentIndex() == self.model_a.currentIndex():
             self.model_b.setCurrentIndex(1)
         if self.model_a.count() == 0:
@@ -507,6 +509,15 @@ class ChatPane(Pane):
         self.send_button.setEnabled(not busy)
         self.regen_button.setEnabled(not busy)
         self.stop_button.setEnabled(busy)
+
+
+def quality_order(path: Path) -> tuple[int, str]:
+    """Sort key of a model file by its format's quality (quantpress names outputs ``<model>-<FORMAT>.gguf``);
+    files of unknown format come after every known one."""
+    from quantpress.core.formats import FORMATS
+
+    fmt = FORMATS.get(path.stem.rsplit("-", 1)[-1].upper())
+    return (fmt.quality_rank if fmt else len(FORMATS) + 1, path.name)
 
 
 def memory_text(memory: Any) -> str:

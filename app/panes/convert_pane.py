@@ -103,6 +103,10 @@ class ConvertPane(Pane):
         self.formats_list = QListWidget()
         self.formats_list.setToolTip("Tick every format you want; each becomes one file")
         self.formats_list.setSpacing(1)
+        # A click on a format's name ticks it too (not only a click on the small box).
+        self._pressed_check: tuple[QListWidgetItem, Qt.CheckState] | None = None
+        self.formats_list.itemPressed.connect(self._on_format_pressed)
+        self.formats_list.itemClicked.connect(self._on_format_clicked)
         fl.addWidget(self.formats_list)
         left_layout.addWidget(formats_box, 1)
 
@@ -204,6 +208,7 @@ class ConvertPane(Pane):
     # -- model & options ---------------------------------------------------------------------------
     @Slot(object)
     def _on_model(self, model: ModelInfo | None) -> None:
+        self._pressed_check = None
         self.formats_list.clear()
         self._previewed = None
         formats = available_formats(model) if model is not None else []
@@ -230,6 +235,18 @@ class ConvertPane(Pane):
             self.banner.clear()
         self.plan_tree.clear()
         self.plan_summary.setText("Press Preview plan to see what will be written.")
+
+    @Slot(QListWidgetItem)
+    def _on_format_pressed(self, item: QListWidgetItem) -> None:
+        self._pressed_check = (item, item.checkState())
+
+    @Slot(QListWidgetItem)
+    def _on_format_clicked(self, item: QListWidgetItem) -> None:
+        # A click on the box itself has already toggled it; a click on the name has not.
+        if self._pressed_check == (item, item.checkState()):
+            checked = item.checkState() == Qt.CheckState.Checked
+            item.setCheckState(Qt.CheckState.Unchecked if checked else Qt.CheckState.Checked)
+        self._pressed_check = None
 
     def selected_formats(self) -> list[str]:
         out = []

@@ -77,7 +77,8 @@ class JobRow(QFrame):
         job = self.job
         c = colors()
         color = getattr(c, STATE_COLOR.get(job.state.value, "neutral"))
-        self.state_label.setText(job.state.value.capitalize())
+        cancelling = job.active and job.cancel_requested
+        self.state_label.setText("Cancelling…" if cancelling else job.state.value.capitalize())
         self.state_label.setStyleSheet(f"color: {color}; font-weight: 600;")
         self.progress.setValue(int(job.fraction * 1000))
         self.progress.setVisible(job.state in (JobState.RUNNING, JobState.QUEUED))

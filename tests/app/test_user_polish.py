@@ -206,3 +206,55 @@ def test_cpu_only_recommendation_is_balanced_and_in_words(qtbot, window, demo_li
             assert rows[name].weights_bytes >= rows[pick].weights_bytes, name
     summary = pane.summary.text()
     assert ": cpu" not in summary and "on the CPU" in summary and "file size" in summary
+
+
+def test_convert_and_chat_polish(qtbot, window, demo_link: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Point 14: a click on a format's name ticks it (a click on its box still toggles once); a fresh
+    job says "Starting…", not "0% · "; Cancel shows "Cancelling…" until the job stops; the log has no
+    doubled stage prefix; Chat's model A is the best-quality file, not the first name alphabetically."""
+    from PySide6.QtCore import QPoint
+    from PySide6.QtTest import QTest
+    from quantpress.app.jobqueue import Job, log_line
+    from quantpress.core.jobs import Progress
+
+    open_model(qtbot, window, demo_link)
+    pane = window.convert_pane
+    window.go_to("convert")
+    pane.set_selected_formats([])
+    view = pane.formats_list
+    item = next(view.item(i) for i in range(view.count()) if view.item(i).data(Qt.ItemDataRole.UserRole) == "Q8_0")
+    view.scrollToItem(item)
+    rect = view.visualItemRect(item)
+    name_point = QPoint(rect.left() + rect.width() // 2, rect.center().y())
+    QTest.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=name_point)
+    assert pane.selected_formats() == ["Q8_0"]
+    QTest.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=name_point)
+    assert pane.selected_formats() == []
+    box_point = QPoint(rect.left() + 10, rect.center().y())  # the check box at the row's left edge
+    QTest.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=box_point)
+    assert pane.selected_formats() == ["Q8_0"]
+
+    fresh = Job("fresh", lambda **_: [], state=JobState.RUNNING)
+    assert fresh.status_text() == "Starting…"
+    assert log_line(Progress("importance", 0.25, "importance: layer 1")) == "importance: layer 1"
+    assert log_line(Progress("convert", 0.25, "blk.0.attn_q")) == "convert: blk.0.attn_q"
+
+    pane.out_edit.setText(str(tmp_path / "out"))
+    (job,) = pane.enqueue()
+    with qtbot.waitSignal(job.task.progress, timeout=120000):
+        pass
+    row = pane.rows[id(job)]
+    row.cancel_button.click()
+    assert row.state_label.text() == "Cancelling…" and row.detail.text().startswith("Cancelling…")
+    assert not row.cancel_button.isEnabled()
+    with qtbot.waitSignal(pane.queue.job_changed, timeout=120000, check_params_cb=lambda j: j is job and not j.active):
+        pass
+    assert job.state is JobState.CANCELLED and row.state_label.text() == "Cancelled"
+
+    chat = window.chat_pane
+    files = [tmp_path / f"tiny-{fmt}.gguf" for fmt in ("Q2_K", "Q4_K_M", "Q8_0")]
+    for f in files:
+        f.write_bytes(b"")
+    window.state.add_outputs(files)
+    window.go_to("chat")
+    assert chat.model_a.currentData() == str(files[2])  # Q8_0: the best quality of the three
