@@ -52,8 +52,8 @@ from quantpress.app.widgets.common import Pane, format_bytes, hint
 from quantpress.app.widgets.job_row import JobRow
 from quantpress.core.choices import CalibrationKind
 from quantpress.core.disk import available_bytes
-from quantpress.core.model import ModelInfo
 from quantpress.core.errors import InvalidInput
+from quantpress.core.model import ModelInfo
 from quantpress.core.outputs import check_writable, default_output_dir
 from quantpress.core.paths import models_dir
 
@@ -388,7 +388,7 @@ class ConvertPane(Pane):
         settings.put("default_formats", formats)
         request = self.request()
         try:  # refuse now, with the folder named, rather than queue a job that fails with raw OS text
-            check_writable(request.out / "output")
+            check_writable(self.out_dir() / "output")
         except InvalidInput as exc:
             show_error(self, exc, title="Cannot write to the output folder")
             self.plan_summary.setText(f"<b>Not writable:</b> {escape(str(exc))}")
