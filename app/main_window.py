@@ -64,7 +64,7 @@ class MainWindow(QMainWindow):
         self.sidebar.setObjectName("sidebar")
         self.sidebar.setFixedWidth(168)
         self.sidebar.setIconSize(QSize(22, 22))
-        self.sidebar.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.sidebar.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # reachable by Tab; arrows change page
         self.stack = QStackedWidget()
         self.model_pane = ModelPane(self.state)
         self.fit_pane = FitPane(self.state)
@@ -93,24 +93,65 @@ class MainWindow(QMainWindow):
         self.model_pane.continue_requested.connect(self.go_fit)
 
     def _build_actions(self) -> None:
+        """Every action lives in the menu bar (File, View, Help), so each shortcut can be found there."""
+        menus = self.menuBar()
+        file_menu, view_menu, help_menu = menus.addMenu("&File"), menus.addMenu("&View"), menus.addMenu("&Help")
+        self.menus = [file_menu, view_menu, help_menu]
+        open_action = QAction("Open model…", self)
+        open_action.setShortcut(QKeySequence.StandardKey.Open)
+        open_action.triggered.connect(self.model_pane.browse_folder)
+        quit_action = QAction("Quit", self)
+        quit_action.setShortcut(QKeySequence("Ctrl+Q"))  # StandardKey.Quit is empty on some Linux platforms
+        quit_action.triggered.connect(self.close)
+        file_menu.addActions([open_action, quit_action])
         for i, (_key, label, _icon, _tip) in enumerate(FLOW):
             action = QAction(f"Go to {label}", self)
             action.setShortcut(QKeySequence(f"Ctrl+{i + 1}"))
             action.setData(i)
             action.triggered.connect(self._go_to_action)
-            self.addAction(action)
-        open_action = QAction("Open model…", self)
-        open_action.setShortcut(QKeySequence.StandardKey.Open)
-        open_action.triggered.connect(self.model_pane.browse_folder)
-        self.addAction(open_action)
-        quit_action = QAction("Quit", self)
-        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
-        quit_action.triggered.connect(self.close)
-        self.addAction(quit_action)
-        theme_action = QAction("Toggle light/dark theme", self)
-        theme_action.setShortcut(QKeySequence("Ctrl+Shift+T"))
-        theme_action.triggered.connect(self.toggle_theme)
-        self.addAction(theme_action)
+            view_menu.addAction(action)
+        view_menu.addSeparator()
+        self.theme_action = QAction("Toggle light/dark theme", self)
+        self.theme_action.setShortcut(QKeySequence("Ctrl+Shift+T"))
+        self.theme_action.triggered.connect(self.toggle_theme)
+        view_menu.addAction(self.theme_action)
+        shortcuts_action = QAction("Keyboard shortcuts", self)
+        shortcuts_action.setShortcut(QKeySequence.StandardKey.HelpContents)
+        shortcuts_action.triggered.connect(self.show_shortcuts)
+        about_action = QAction("About quantpress", self)
+        about_action.triggered.connect(self.show_about)
+        help_menu.addActions([shortcuts_action, about_action])
+
+    def shortcuts_text(self) -> str:
+        """Every menu action with a shortcut, as the menus list them (plus the Convert pane's own)."""
+        lines = []
+        for menu in self.menus:
+            for action in menu.actions():
+                if not action.shortcut().isEmpty():
+                    key = action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+                    lines.append(f"{key}\t{action.text()}")
+        lines.append("Ctrl+Return\tAdd the ticked formats to the queue (Convert)")
+        return "\n".join(lines)
+
+    @Slot()
+    def show_shortcuts(self) -> QMessageBox:
+        box = QMessageBox(QMessageBox.Icon.Information, "Keyboard shortcuts", self.shortcuts_text(),
+                          QMessageBox.StandardButton.Close, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()  # not exec(): the window keeps running its jobs
+        return box
+
+    @Slot()
+    def show_about(self) -> QMessageBox:
+        from quantpress import __version__
+
+        box = QMessageBox(QMessageBox.Icon.Information, "About quantpress",
+                          f"quantpress {__version__}\n\nQuantize a local language model to GGUF or AWQ, see what fits "
+                          "your hardware, measure what each format loses, and chat with the result.",
+                          QMessageBox.StandardButton.Close, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+        return box
 
     def _build_status(self) -> None:
         bar = self.statusBar()

@@ -121,9 +121,9 @@ class FitPane(Pane):
         self.vram_spin.setSpecialValueText("no GPU")  # 0 GiB: plan for a machine without one
         for widget in (self.whatif_check, self.vram_spin, self.ram_spin):
             row.addWidget(widget)
-        for spin in (self.vram_spin, self.ram_spin):  # they only count while the box is ticked
-            spin.setEnabled(False)
-            self.whatif_check.toggled.connect(spin.setEnabled)
+        for override in (self.vram_spin, self.ram_spin):  # they only count while the box is ticked
+            override.setEnabled(False)
+            self.whatif_check.toggled.connect(override.setEnabled)
         self.measure_button = QPushButton("Measure my GPU")
         self.measure_button.setToolTip(
             "Load the demo model with every layer on this NVIDIA GPU and measure llama.cpp's runtime overhead "
@@ -151,6 +151,7 @@ class FitPane(Pane):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setAlternatingRowColors(True)
+        self.table.setTabKeyNavigation(False)  # Tab leaves the table; arrow keys move between cells
         self.table.setWordWrap(False)  # one line per format; the full quality note is in the tooltip
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)

@@ -258,3 +258,45 @@ def test_convert_and_chat_polish(qtbot, window, demo_link: Path, tmp_path: Path)
     window.state.add_outputs(files)
     window.go_to("chat")
     assert chat.model_a.currentData() == str(files[2])  # Q8_0: the best quality of the three
+
+
+def test_menu_bar_lists_every_action_and_shortcut(qtbot, window) -> None:  # type: ignore[no-untyped-def]
+    """Point 8 (menus): File, View (theme) and Help (shortcuts, About); the shortcuts list names the
+    page keys, Open, Quit and the theme key; the theme toggles from the View menu."""
+    from quantpress.app import settings
+
+    menus = {a.text().replace("&", ""): a.menu() for a in window.menuBar().actions()}
+    assert list(menus) == ["File", "View", "Help"]
+    texts = {name: [a.text() for a in menu.actions() if a.text()] for name, menu in menus.items()}
+    assert "Open model…" in texts["File"] and "Quit" in texts["File"]
+    assert "Go to Chat" in texts["View"] and "Toggle light/dark theme" in texts["View"]
+    assert texts["Help"] == ["Keyboard shortcuts", "About quantpress"]
+    box = window.show_shortcuts()
+    for key in ("Ctrl+1", "Ctrl+5", "Ctrl+O", "Ctrl+Q", "Ctrl+Shift+T"):
+        assert key in box.text(), key
+    box.close()
+    about = window.show_about()
+    assert "quantpress" in about.text()
+    about.close()
+    before = str(settings.get("theme"))
+    next(a for a in menus["View"].actions() if a.text() == "Toggle light/dark theme").trigger()
+    assert str(settings.get("theme")) != before
+
+
+def test_tab_moves_focus_out_of_text_and_tables(qtbot, window) -> None:  # type: ignore[no-untyped-def]
+    """Point 8 (keyboard): Tab leaves the chat input, the system prompt and the Fit table instead of
+    inserting a tab or walking cells; the sidebar takes focus and arrows change the page."""
+    from PySide6.QtTest import QTest
+
+    chat = window.chat_pane
+    window.go_to("chat")
+    for edit in (chat.input, chat.system_edit):
+        edit.setFocus()
+        qtbot.waitUntil(edit.hasFocus, timeout=5000)
+        QTest.keyClick(edit, Qt.Key.Key_Tab)
+        assert "\t" not in edit.toPlainText() and not edit.hasFocus()
+    assert not window.fit_pane.table.tabKeyNavigation()
+    window.sidebar.setFocus()
+    qtbot.waitUntil(window.sidebar.hasFocus, timeout=5000)
+    QTest.keyClick(window.sidebar, Qt.Key.Key_Up)
+    assert window.stack.currentWidget() is window.evaluate_pane
