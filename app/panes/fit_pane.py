@@ -244,7 +244,8 @@ class FitPane(Pane):
         if model is None:
             self._show_empty()
             return None
-        settings.put("context_tokens", self.ctx_spin.value())
+        if not self.beyond_training(self.ctx_spin.value()):  # a typo like 1,048,576 is not remembered
+            settings.put("context_tokens", self.ctx_spin.value())
         settings.put("kv_type", self.kv_combo.currentData())
         hardware = self.hardware()
         if hardware is None:
@@ -264,6 +265,11 @@ class FitPane(Pane):
             self.chart.empty_text = "Estimating…"
             self.chart.update()
         return task
+
+    def beyond_training(self, ctx_tokens: int) -> int | None:
+        """The model's trained context when ``ctx_tokens`` exceeds it, else None."""
+        trained = int(getattr(self.state.model, "context_length", 0) or 0)
+        return trained if trained and ctx_tokens > trained else None
 
     @Slot(object)
     def _on_estimate(self, result: Any) -> None:
@@ -349,7 +355,12 @@ class FitPane(Pane):
             break
         lines.append(Line("RAM", hardware.ram_total_bytes, c.bad))
         self.chart.set_data(bars, lines)
-        self.summary.setText(summary_text(result, recommended, self.ctx_spin.value()))
+        summary = summary_text(result, recommended, self.ctx_spin.value())
+        trained = self.beyond_training(self.ctx_spin.value())
+        if trained:
+            summary += (f"<br><i>Note: {self.ctx_spin.value():,} tokens of context is more than this model was "
+                        f"trained for ({trained:,}); this value is not remembered for next time.</i>")
+        self.summary.setText(summary)
         self.footer.setText(
             "★ = recommended. Quality column: llama.cpp's published KL-divergence on Llama-3-8B (lower is better), "
             "a guide only. Hover a format for what it means."

@@ -300,3 +300,21 @@ def test_tab_moves_focus_out_of_text_and_tables(qtbot, window) -> None:  # type:
     qtbot.waitUntil(window.sidebar.hasFocus, timeout=5000)
     QTest.keyClick(window.sidebar, Qt.Key.Key_Up)
     assert window.stack.currentWidget() is window.evaluate_pane
+
+
+def test_context_beyond_training_is_flagged_and_not_remembered(qtbot, window, demo_link: Path) -> None:  # type: ignore[no-untyped-def]
+    """Point 14: an absurd typed context is said to exceed the model's training and is not saved."""
+    from quantpress.app import settings
+
+    pane = fit_pane_with_model(qtbot, window, demo_link)
+    trained = window.state.model.context_length
+    saved = int(settings.get("context_tokens"))
+    pane.ctx_spin.setValue(1_048_576)
+    with qtbot.waitSignal(pane.estimated, timeout=120000):
+        pane.refresh()
+    assert f"trained for ({trained:,})" in pane.summary.text()
+    assert int(settings.get("context_tokens")) == saved
+    pane.ctx_spin.setValue(1024)
+    with qtbot.waitSignal(pane.estimated, timeout=120000):
+        pane.refresh()
+    assert "trained for" not in pane.summary.text() and int(settings.get("context_tokens")) == 1024
