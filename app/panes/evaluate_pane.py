@@ -36,7 +36,7 @@ from quantpress.app.widgets.charts import Point, ScatterChart
 from quantpress.app.widgets.common import Pane, format_bytes, hint
 from quantpress.core.jobs import Progress
 
-COLUMNS = ("File", "Format", "Size", "KLD mean", "KLD p99", "Top-1 agree", "Perplexity", "Δ PPL", "Tokens")
+COLUMNS = ("File", "Format", "Size", "KLD mean", "KLD p99", "Top-1 agree", "Perplexity", "Δ PPL", "Scored tokens")
 REFERENCE_PREFERENCE = ("F32", "BF16", "F16", "Q8_0")
 _FORMAT_RE = re.compile(r"[-.]((?:I?Q\d_[A-Z0-9_]+)|F32|F16|BF16)\.gguf$", re.IGNORECASE)
 _AWQ_GROUP_RE = re.compile(r"-g(\d+)$")  # app/convert_jobs.py names AWQ folders <model>-AWQ-<format>-g<size>
@@ -76,6 +76,7 @@ class EvaluatePane(Pane):
         )
         self.state = state
         self.tasks: list[Task] = []
+        self._failed_runs: list[str] = []  # files whose evaluation failed in the current batch
         self.results: dict[str, dict[str, Any]] = {}  # model path -> result dict
         self._build()
         state.outputs_changed.connect(self.refresh_files)
@@ -288,6 +289,8 @@ class EvaluatePane(Pane):
             task.failed.connect(self._on_failed)
             task.finished.connect(self._on_finished)
             tasks.append(task)
+        if not self.tasks:
+            self._failed_runs = []  # a new batch: earlier failures are no longer news
         self.tasks.extend(tasks)
         self._set_busy(True)
         self.progress_label.setText(f"Queued {len(tasks)} evaluation(s)…")
@@ -319,6 +322,7 @@ class EvaluatePane(Pane):
     @Slot(object)
     def _on_failed(self, exc: BaseException) -> None:
         task = self.sender()
+        self._failed_runs.append(task.name.removeprefix("evaluate ") if isinstance(task, Task) else "")
         show_error(self, exc, title="Evaluation failed", details=task.error_details if isinstance(task, Task) else "")
 
     @Slot()
@@ -326,7 +330,10 @@ class EvaluatePane(Pane):
         self.tasks = [t for t in self.tasks if t is not self.sender()]
         if not self.tasks:
             self._set_busy(False)
-            self.progress_label.setText("Done." if self.results else "")
+            if self._failed_runs:  # never "Done." over a failure
+                self.progress_label.setText(f"Failed: {', '.join(self._failed_runs)} (see the message).")
+            else:
+                self.progress_label.setText("Done." if self.results else "")
 
     # -- results -----------------------------------------------------------------------------------
     def load_saved(self) -> None:

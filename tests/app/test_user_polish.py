@@ -318,3 +318,22 @@ def test_context_beyond_training_is_flagged_and_not_remembered(qtbot, window, de
     with qtbot.waitSignal(pane.estimated, timeout=120000):
         pane.refresh()
     assert "trained for" not in pane.summary.text() and int(settings.get("context_tokens")) == 1024
+
+
+def test_evaluate_never_says_done_over_a_failure(qtbot, window, demo_gguf: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Point 10 (part): a failed evaluation leaves "Failed: <file>", not "Done."; the token column says
+    what it counts (scored tokens)."""
+    from quantpress.app.errors import hub
+
+    ev = window.evaluate_pane
+    window.go_to("evaluate")
+    fake = tmp_path / "fake-Q4_K_M.gguf"
+    fake.write_bytes(b"not a gguf file at all")
+    window.state.add_outputs([demo_gguf, fake])
+    ev.reference_combo.setCurrentIndex(ev.reference_combo.findData(str(demo_gguf)))
+    with qtbot.waitSignal(hub().shown, timeout=300000):
+        tasks = ev.run_selected()
+        assert len(tasks) == 1
+    qtbot.waitUntil(lambda: not ev.tasks, timeout=120000)
+    assert ev.progress_label.text().startswith("Failed: fake-Q4_K_M.gguf")
+    assert ev.table.horizontalHeaderItem(ev.table.columnCount() - 1).text() == "Scored tokens"
