@@ -77,6 +77,7 @@ class EvaluatePane(Pane):
         self.state = state
         self.tasks: list[Task] = []
         self._failed_runs: list[str] = []  # files whose evaluation failed in the current batch
+        self._batch_fraction: dict[int, float] = {}  # id(task) -> its fraction, for one bar over the batch
         self.results: dict[str, dict[str, Any]] = {}  # model path -> result dict
         self._build()
         state.outputs_changed.connect(self.refresh_files)
@@ -291,6 +292,9 @@ class EvaluatePane(Pane):
             tasks.append(task)
         if not self.tasks:
             self._failed_runs = []  # a new batch: earlier failures are no longer news
+            self._batch_fraction = {}
+            self.progress.setRange(0, 0)  # busy until the first report (loading the reference takes a while)
+        self._batch_fraction.update({id(t): 0.0 for t in tasks})
         self.tasks.extend(tasks)
         self._set_busy(True)
         self.progress_label.setText(f"Queued {len(tasks)} evaluation(s)…")
@@ -310,7 +314,10 @@ class EvaluatePane(Pane):
     @Slot(object)
     def _on_progress(self, p: Progress) -> None:
         task = self.sender()
-        self.progress.setValue(int(p.fraction * 1000))
+        # One bar for the whole batch: each file's share, so it never restarts per file.
+        self._batch_fraction[id(task)] = p.fraction
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(int(sum(self._batch_fraction.values()) / max(1, len(self._batch_fraction)) * 1000))
         name = task.name if isinstance(task, Task) else ""
         self.progress_label.setText(f"{name}: {p.message}")
 
@@ -327,6 +334,7 @@ class EvaluatePane(Pane):
 
     @Slot()
     def _on_finished(self) -> None:
+        self._batch_fraction[id(self.sender())] = 1.0
         self.tasks = [t for t in self.tasks if t is not self.sender()]
         if not self.tasks:
             self._set_busy(False)

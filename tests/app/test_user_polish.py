@@ -334,6 +334,7 @@ def test_evaluate_never_says_done_over_a_failure(qtbot, window, demo_gguf: Path,
     with qtbot.waitSignal(hub().shown, timeout=300000):
         tasks = ev.run_selected()
         assert len(tasks) == 1
+        assert ev.progress.maximum() == 0  # busy, not an empty bar, until the first report
     qtbot.waitUntil(lambda: not ev.tasks, timeout=120000)
     assert ev.progress_label.text().startswith("Failed: fake-Q4_K_M.gguf")
     assert ev.table.horizontalHeaderItem(ev.table.columnCount() - 1).text() == "Scored tokens"
