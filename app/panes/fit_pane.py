@@ -41,6 +41,8 @@ FIT_TEXT = {  # fit code -> (badge text, colour attribute of theme.Colors, toolt
     "cpu": ("CPU only", "neutral", "Runs from RAM on the CPU (no GPU, or not even one layer fits in VRAM)."),
     "no": ("Won't fit", "bad", "Needs more memory than the RAM (and VRAM) available."),
 }
+# A GGUF row this much above its format's nominal bits/weight gets the fallback note.
+FALLBACK_RATIO = 1.15
 # What a format needs, said in the Fit cell itself (not only in a tooltip), keyed by (kind, fit).
 RUNTIME_TEXT = {
     ("awq", "cpu"): ("Runs on CPU with quantpress", "neutral",
@@ -310,6 +312,7 @@ class FitPane(Pane):
         self.table.setRowCount(len(rows))
         c = colors()
         bars: list[Bar] = []
+        fallbacks: list[str] = []  # formats far above their nominal size on this model
         for r, row in enumerate(rows):
             fmt = str(row.format)
             fit = str(getattr(row.fit, "value", row.fit))
@@ -325,8 +328,12 @@ class FitPane(Pane):
             explanation = tip(fmt, format_explanation(fmt))
             if getattr(row, "note", ""):
                 explanation += f"\n{row.note}"
+            nominal = FORMATS[fmt].bits_per_weight if fmt in FORMATS and str(row.kind) == "gguf" else None
+            fell_back = nominal is not None and row.bits_per_weight > nominal * FALLBACK_RATIO
+            if fell_back:
+                fallbacks.append(fmt)
             values = (
-                fmt, f"{row.bits_per_weight:.2f}", _bytes_or_dash(getattr(row, "file_bytes", None)),
+                fmt, f"{row.bits_per_weight:.2f}" + (" *" if fell_back else ""), _bytes_or_dash(getattr(row, "file_bytes", None)),
                 format_bytes(row.weights_bytes), format_bytes(row.kv_cache_bytes), format_bytes(row.total_bytes),
                 badge, quality,
             )
@@ -364,6 +371,10 @@ class FitPane(Pane):
         self.footer.setText(
             "★ = recommended. Quality column: llama.cpp's published KL-divergence on Llama-3-8B (lower is better), "
             "a guide only. Hover a format for what it means."
+            + (f"<br>* {', '.join(fallbacks)}: larger than the format's nominal bits on this model. llama.cpp's "
+               "k-quants need rows of a multiple of 256 values: other tensors fall back to a larger type, and "
+               "the embedding and output tensors keep more bits: a big share of a small model. A lower format can "
+               "then be no smaller (compare the File size column)." if fallbacks else "")
         )
 
 

@@ -338,3 +338,21 @@ def test_evaluate_never_says_done_over_a_failure(qtbot, window, demo_gguf: Path,
     qtbot.waitUntil(lambda: not ev.tasks, timeout=120000)
     assert ev.progress_label.text().startswith("Failed: fake-Q4_K_M.gguf")
     assert ev.table.horizontalHeaderItem(ev.table.columnCount() - 1).text() == "Scored tokens"
+
+
+def test_fit_explains_formats_larger_than_nominal(qtbot, window, demo_link: Path) -> None:  # type: ignore[no-untyped-def]
+    """Point 6 (fallbacks): where a format is far above its nominal bits on this model (the demo's
+    576-wide rows are no multiple of 256), the table marks it and the footer says why."""
+    from quantpress.app.panes.fit_pane import FALLBACK_RATIO
+    from quantpress.core.formats import FORMATS
+
+    pane = fit_pane_with_model(qtbot, window, demo_link)
+    with qtbot.waitSignal(pane.estimated, timeout=120000) as blocker:
+        pane.refresh()
+    above = {e.format for e in blocker.args[0].formats if e.kind == "gguf" and e.format in FORMATS
+             and e.bits_per_weight > FORMATS[e.format].bits_per_weight * FALLBACK_RATIO}
+    assert above, "the demo model has formats above their nominal size"
+    marked = {pane.table.item(r, 0).text().lstrip("★ ") for r in range(pane.table.rowCount())
+              if pane.table.item(r, 1).text().endswith(" *")}
+    assert marked == above
+    assert "multiple of 256" in pane.footer.text() and sorted(above)[0] in pane.footer.text()
