@@ -500,6 +500,9 @@ class ChatPane(Pane):
             side.turns.append(("assistant", side.streaming + " *(stopped)*"))
             side.streaming = ""
             side.render()
+        elif side is not None and side.turns and side.turns[-1][0] == "user":
+            side.turns.pop()  # stopped before it began: no unanswered "You:" and no "Assistant: …" forever
+            side.render()
 
     @Slot()
     def _on_finished(self) -> None:

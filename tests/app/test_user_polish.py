@@ -356,3 +356,28 @@ def test_fit_explains_formats_larger_than_nominal(qtbot, window, demo_link: Path
               if pane.table.item(r, 1).text().endswith(" *")}
     assert marked == above
     assert "multiple of 256" in pane.footer.text() and sorted(above)[0] in pane.footer.text()
+
+
+def test_stop_in_ab_leaves_no_unanswered_turn(qtbot, window, demo_gguf: Path) -> None:  # type: ignore[no-untyped-def]
+    """Point 3 (part): Stop while A answers leaves neither side with an unanswered "You:" turn or an
+    "Assistant: …" placeholder, whether B had started or was still waiting."""
+    pane = window.chat_pane
+    window.go_to("chat")
+    pane.compare_check.setChecked(True)
+    window.state.add_outputs([demo_gguf])
+    for combo in (pane.model_a, pane.model_b):
+        combo.setCurrentIndex(combo.findData(str(demo_gguf)))
+    pane.max_tokens.setValue(400)
+    tasks = pane.load()
+    with qtbot.waitSignals([t.finished for t in tasks], timeout=120000):
+        pass
+    assert pane.a.session is not None and pane.b.session is not None
+    pane.input.setPlainText("Write a long story about a robot.")
+    tasks = pane.send()
+    with qtbot.waitSignal(tasks[0].streamed, timeout=120000):
+        pass
+    pane.stop()
+    qtbot.waitUntil(lambda: not pane.busy(), timeout=120000)
+    for side in (pane.a, pane.b):
+        assert not side.turns or side.turns[-1][0] == "assistant", side.turns
+        assert not side.view.toPlainText().rstrip().endswith("…")
