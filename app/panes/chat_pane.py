@@ -390,6 +390,11 @@ class ChatPane(Pane):
         if not sides:
             self.banner.show_message("Load a model first (pick a file above and press Load).", "info")
             return []
+        if len(sides) < len(self.sides()):  # Compare is on: answering with A alone is not a comparison
+            missing = ", ".join(s.name for s in self.sides() if s.session is None)
+            self.banner.show_message(f"Model {missing} is not loaded: press Load to compare both "
+                                     "(or untick Compare).", "info")
+            return []
         if self.busy():
             return []
         self.last_prompt = text

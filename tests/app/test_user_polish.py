@@ -381,3 +381,19 @@ def test_stop_in_ab_leaves_no_unanswered_turn(qtbot, window, demo_gguf: Path) ->
     for side in (pane.a, pane.b):
         assert not side.turns or side.turns[-1][0] == "assistant", side.turns
         assert not side.view.toPlainText().rstrip().endswith("…")
+
+
+def test_compare_without_both_models_loaded_says_so(qtbot, window, demo_gguf: Path) -> None:  # type: ignore[no-untyped-def]
+    """Point 3 (part): Compare + Send with only A loaded asks to load B instead of answering with A alone."""
+    pane = window.chat_pane
+    window.go_to("chat")
+    window.state.add_outputs([demo_gguf])
+    pane.model_a.setCurrentIndex(pane.model_a.findData(str(demo_gguf)))
+    tasks = pane.load()
+    with qtbot.waitSignals([t.finished for t in tasks], timeout=120000):
+        pass
+    assert pane.a.session is not None
+    pane.compare_check.setChecked(True)
+    pane.input.setPlainText("Hello")
+    assert pane.send() == []
+    assert "Model B is not loaded" in pane.banner.text() and pane.a.turns == []
