@@ -65,6 +65,8 @@ ARCHITECTURES: dict[str, ArchRow] = {
     "Qwen3ForCausalLM": ArchRow("qwen3"),
     "Gemma3ForCausalLM": ArchRow("gemma3", "pattern", 6),
     "Phi3ForCausalLM": ArchRow("phi3"),
+    # Mixture-of-experts families.
+    "Qwen3MoeForCausalLM": ArchRow("qwen3moe"),
 }
 GGUF_SWA = {"gemma3": 6, "gemma2": 2}  # llama.cpp archs with interleaved SWA and their default pattern
 

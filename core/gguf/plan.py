@@ -108,7 +108,8 @@ class ConversionPlan:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ConversionPlan:
         d = dict(d)
-        d["tensors"] = tuple(TensorPlan(**{**t, "shape": tuple(t["shape"]), "transforms": tuple(t["transforms"])})
+        d["tensors"] = tuple(TensorPlan(**{**t, "shape": tuple(t["shape"]), "transforms": tuple(t["transforms"]),
+                                           "parts": tuple((str(a), str(b)) for a, b in t.get("parts", ()))})
                              for t in d["tensors"])
         d["outputs"] = tuple(OutputPlan(**o) for o in d["outputs"])
         ov = d.get("overrides") or {}
@@ -180,6 +181,7 @@ class _Source:
     n_layers: int
     n_gqa: int
     warnings: tuple[str, ...]
+    n_expert: int = 0
 
 
 def _hf_source(model: ModelInfo, config: dict[str, Any]) -> _Source:
@@ -195,8 +197,14 @@ def _hf_source(model: ModelInfo, config: dict[str, Any]) -> _Source:
     tensors = map_hf_tensors(spec, config, infos, n_vocab)
     n_head = int(config["num_attention_heads"])
     n_kv = int(config.get("num_key_value_heads") or n_head)
+    n_expert = spec.experts.n_experts(config) if spec.experts else 0
+    warnings: tuple[str, ...] = ()
+    if spec.experts and config.get("norm_topk_prob") is not None and bool(config["norm_topk_prob"]) != spec.experts.norm_topk:
+        warnings = (f"config.json sets norm_topk_prob={config['norm_topk_prob']}, but llama.cpp's {spec.gguf_arch} "
+                    f"graph always {'renormalises' if spec.experts.norm_topk else 'keeps'} the top-k expert weights; "
+                    "the GGUF will not compute exactly what the checkpoint does",)
     return _Source(spec, tensors, arch_kv(spec, config) + tok, int(config["num_hidden_layers"]),
-                   max(1, n_head // n_kv), ())
+                   max(1, n_head // n_kv), warnings, n_expert)
 
 
 def _gguf_source(model: ModelInfo) -> _Source:
@@ -212,6 +220,7 @@ def _gguf_source(model: ModelInfo) -> _Source:
         n_layers = int(g.arch_value("block_count", 0) or 0)
         n_head = int(g.arch_value("attention.head_count", 1) or 1)
         n_kv = int(g.arch_value("attention.head_count_kv", n_head) or n_head)
+        n_expert = int(g.arch_value("expert_count", 0) or 0)
     quantized = sorted({t.source_dtype for t in tensors} - {"F32", "F16", "BF16"})
     warnings: tuple[str, ...] = ()
     if quantized:
@@ -219,7 +228,8 @@ def _gguf_source(model: ModelInfo) -> _Source:
                     "of it. Convert from the original F16/BF16 weights when you can.",)
     from quantpress.core.gguf.arch import spec_for_gguf_arch
 
-    return _Source(spec_for_gguf_arch(arch), tensors, kv, n_layers, max(1, n_head // max(1, n_kv)), warnings)
+    return _Source(spec_for_gguf_arch(arch), tensors, kv, n_layers, max(1, n_head // max(1, n_kv)), warnings,
+                   n_expert)
 
 
 # ------------------------------------------------------------------------------------- metadata
@@ -227,16 +237,17 @@ def _gguf_source(model: ModelInfo) -> _Source:
 
 def general_kv(plan: ConversionPlan, fmt: str, calibration_tokens: int = 0) -> list[KV]:
     """general.* and quantpress.* keys of one output (numbers fixed-width: sizes stay exact)."""
-    import gguf
 
-    n_params = sum(t.n_elements for t in plan.tensors)
+    from quantpress.core.gguf.moe import param_counts
+
+    counts = param_counts((t.name, t.shape) for t in plan.tensors)
     name = plan.model_name or Path(plan.source).name
     kv: list[KV] = [
         ("general.architecture", plan.gguf_arch, "STRING"),
         ("general.type", "model", "STRING"),
         ("general.name", name, "STRING"),
         ("general.basename", re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-") or "model", "STRING"),
-        ("general.size_label", gguf.size_label(n_params, 0, 0, 0), "STRING"),
+        ("general.size_label", counts.size_label, "STRING"),
         ("general.quantized_by", "quantpress", "STRING"),
         ("general.file_type", MIXES[fmt].ftype, "UINT32"),
         ("general.quantization_version", 2, "UINT32"),
@@ -336,7 +347,8 @@ def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None =
     ctx = MixContext(n_layers=src.n_layers, n_gqa=src.n_gqa, has_imatrix=calib.from_data, policy=policy,
                      output_type=overrides.output_type, token_embd_type=overrides.token_embd_type,
                      tensor_overrides=overrides.tensor_types,
-                     is_70b_llama=gguf_arch == "llama" and src.n_layers == 80 and src.n_gqa > 1)
+                     is_70b_llama=gguf_arch == "llama" and src.n_layers == 80 and src.n_gqa > 1,
+                     n_expert=src.n_expert)
     shapes = {t.name: t.shape for t in ordered}
     outputs = []
     for fmt, path in zip(formats, _output_paths(model, name, formats, out), strict=False):
