@@ -65,8 +65,9 @@ ARCHITECTURES: dict[str, ArchRow] = {
     "Qwen3ForCausalLM": ArchRow("qwen3"),
     "Gemma3ForCausalLM": ArchRow("gemma3", "pattern", 6),
     "Phi3ForCausalLM": ArchRow("phi3"),
-    # Mixture-of-experts families.
+    # Mixture-of-experts families (llama.cpp runs Mixtral as 'llama' with experts).
     "Qwen3MoeForCausalLM": ArchRow("qwen3moe"),
+    "MixtralForCausalLM": ArchRow("llama"),
 }
 GGUF_SWA = {"gemma3": 6, "gemma2": 2}  # llama.cpp archs with interleaved SWA and their default pattern
 

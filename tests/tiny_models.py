@@ -123,6 +123,10 @@ MOE_SPECS: dict[str, TinySpec] = {
                                                       num_experts=4, head_dim=64, norm_topk_prob=True),
                                "smollm2", "bfloat16",
                                extra={"router_std": 0.5, "fused": True}),
+    # Mixtral: block_sparse_moe.experts.<e>.w1/w2/w3, 8 experts (llama.cpp's n_expert == 8 type rules).
+    "mixtral": TinySpec("MixtralConfig", dict(_MOE, hidden_size=128, intermediate_size=256, num_local_experts=8,
+                                              rope_theta=1e6, sliding_window=None), "smollm2", "bfloat16",
+                        extra={"router_std": 0.5}),
 }
 MOE_ARCHS: tuple[str, ...] = tuple(MOE_SPECS)
 
