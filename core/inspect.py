@@ -67,6 +67,7 @@ ARCHITECTURES: dict[str, ArchRow] = {
     "Phi3ForCausalLM": ArchRow("phi3"),
     # Mixture-of-experts families (llama.cpp runs Mixtral as 'llama' with experts).
     "Qwen3MoeForCausalLM": ArchRow("qwen3moe"),
+    "Qwen2MoeForCausalLM": ArchRow("qwen2moe"),
     "MixtralForCausalLM": ArchRow("llama"),
 }
 GGUF_SWA = {"gemma3": 6, "gemma2": 2}  # llama.cpp archs with interleaved SWA and their default pattern

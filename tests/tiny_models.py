@@ -127,6 +127,10 @@ MOE_SPECS: dict[str, TinySpec] = {
     "mixtral": TinySpec("MixtralConfig", dict(_MOE, hidden_size=128, intermediate_size=256, num_local_experts=8,
                                               rope_theta=1e6, sliding_window=None), "smollm2", "bfloat16",
                         extra={"router_std": 0.5}),
+    # Qwen2-MoE: q/k/v biases, routed experts plus a gated shared expert.
+    "qwen2moe": TinySpec("Qwen2MoeConfig", dict(_MOE, intermediate_size=512, moe_intermediate_size=128, num_experts=4,
+                                                 shared_expert_intermediate_size=256, norm_topk_prob=False),
+                         "smollm2", "bfloat16", extra={"router_std": 0.5}),
 }
 MOE_ARCHS: tuple[str, ...] = tuple(MOE_SPECS)
 
