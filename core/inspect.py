@@ -69,6 +69,7 @@ ARCHITECTURES: dict[str, ArchRow] = {
     "Qwen3MoeForCausalLM": ArchRow("qwen3moe"),
     "Qwen2MoeForCausalLM": ArchRow("qwen2moe"),
     "MixtralForCausalLM": ArchRow("llama"),
+    "OlmoeForCausalLM": ArchRow("olmoe"),
 }
 GGUF_SWA = {"gemma3": 6, "gemma2": 2}  # llama.cpp archs with interleaved SWA and their default pattern
 

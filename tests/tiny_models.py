@@ -131,6 +131,11 @@ MOE_SPECS: dict[str, TinySpec] = {
     "qwen2moe": TinySpec("Qwen2MoeConfig", dict(_MOE, intermediate_size=512, moe_intermediate_size=128, num_experts=4,
                                                  shared_expert_intermediate_size=256, norm_topk_prob=False),
                          "smollm2", "bfloat16", extra={"router_std": 0.5}),
+    # OLMoE: q/k norms over the whole projection (llama.cpp's graph sizes k_norm by n_embd, so no
+    # grouped-query attention, as in the real model), 8 experts, f32 storage.
+    "olmoe": TinySpec("OlmoeConfig", dict(_MOE, num_key_value_heads=4, intermediate_size=128, num_experts=8,
+                                          clip_qkv=None),
+                      "smollm2", "float32", extra={"router_std": 0.5}),
 }
 MOE_ARCHS: tuple[str, ...] = tuple(MOE_SPECS)
 

@@ -167,7 +167,7 @@ def gating_func_kv(config: Config) -> list[KV]:
     return [("expert_gating_func", GATING_FUNCS[func], "UINT32")]
 
 
-_MODULES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "qwen3moe", "mixtral", "qwen2moe")
+_MODULES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "qwen3moe", "mixtral", "qwen2moe", "olmoe")
 
 
 def _load_all() -> list[ArchSpec]:

@@ -171,6 +171,6 @@ def test_unsupported_moe_architecture_names_class_and_list(tiny: Callable[[str],
     cfg["architectures"] = ["JambaForCausalLM"]
     (folder / "config.json").write_text(json.dumps(cfg))
     supported = sorted(c for s in all_specs() for c in s.hf_classes)
-    assert {"Qwen3MoeForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM"} <= set(supported)
+    assert {"Qwen3MoeForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "OlmoeForCausalLM"} <= set(supported)
     with pytest.raises(UnsupportedArchitecture, match="'JambaForCausalLM'.*supported: .*Qwen3MoeForCausalLM"):
         plan_conversion(open_source(folder), ["Q8_0"], tmp_path)
