@@ -17,6 +17,25 @@ def is_expert_tensor(name: str) -> bool:
     return "_exps." in name
 
 
+def is_routed_expert(name: str) -> bool:
+    """A routed-expert tensor under GGUF names (``ffn_*_exps``) or Hugging Face names (one
+    ``...experts.<e>.<proj>`` per expert, or transformers 5's stacked ``...experts.gate_up_proj``);
+    shared experts (``shared_expert``, ``*_shexp``) are not routed."""
+    return "_exps." in name or ".experts." in name
+
+
+def active_params(shapes: Iterable[tuple[str, tuple[int, ...]]], n_expert: int, n_used: int) -> int:
+    """Parameters one token runs through: everything but the routed experts, plus n_used/n_expert
+    of those (any naming, see is_routed_expert)."""
+    shared = routed = 0
+    for name, shape in shapes:
+        if is_routed_expert(name):
+            routed += math.prod(shape)
+        else:
+            shared += math.prod(shape)
+    return shared + (routed * n_used // n_expert if n_expert else routed)
+
+
 @dataclass(frozen=True)
 class ParamCounts:
     """Parameters split the way gguf-py counts them for ``general.size_label`` ("8x7B")."""

@@ -110,10 +110,24 @@ _LAYER_SHAPES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "gemma_norms": (("pre_feedforward_layernorm.weight", ("h",)), ("post_feedforward_layernorm.weight", ("h",))),
     "phi3": (("self_attn.qkv_proj.weight", ("qkk", "h")), ("self_attn.o_proj.weight", ("h", "q")),
              ("mlp.gate_up_proj.weight", ("ff", "h")), ("mlp.down_proj.weight", ("h", "f"))),
+    # Mixture of experts ({e}: once per routed expert; m expert width, E expert count).
+    "experts": (("mlp.gate.weight", ("E", "h")), ("mlp.experts.{e}.gate_proj.weight", ("m", "h")),
+                ("mlp.experts.{e}.up_proj.weight", ("m", "h")), ("mlp.experts.{e}.down_proj.weight", ("h", "m"))),
+    "mixtral_experts": (("block_sparse_moe.gate.weight", ("E", "h")),
+                        ("block_sparse_moe.experts.{e}.w1.weight", ("m", "h")),
+                        ("block_sparse_moe.experts.{e}.w3.weight", ("m", "h")),
+                        ("block_sparse_moe.experts.{e}.w2.weight", ("h", "m"))),
+    "shared_expert": (("mlp.shared_expert.gate_proj.weight", ("s", "h")), ("mlp.shared_expert.up_proj.weight", ("s", "h")),
+                      ("mlp.shared_expert.down_proj.weight", ("h", "s")), ("mlp.shared_expert_gate.weight", ("1", "h"))),
+    "olmoe_norm": (("self_attn.q_norm.weight", ("q",)), ("self_attn.k_norm.weight", ("k",))),
 }
+# Keyed by ArchSpec.name (families sharing a llama.cpp arch, like Mixtral, differ in layout).
 _ARCH_LAYERS = {"llama": ("attn", "mlp", "norms"), "qwen2": ("attn", "mlp", "norms", "qkv_bias"),
                 "qwen3": ("attn", "mlp", "norms", "qk_norm"),
-                "gemma3": ("attn", "mlp", "norms", "qk_norm", "gemma_norms"), "phi3": ("phi3", "norms")}
+                "gemma3": ("attn", "mlp", "norms", "qk_norm", "gemma_norms"), "phi3": ("phi3", "norms"),
+                "qwen3moe": ("attn", "norms", "qk_norm", "experts"), "mixtral": ("attn", "norms", "mixtral_experts"),
+                "qwen2moe": ("attn", "norms", "qkv_bias", "experts", "shared_expert"),
+                "olmoe": ("attn", "norms", "olmoe_norm", "experts")}
 
 
 def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
@@ -122,7 +136,9 @@ def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
     h, f = int(config["hidden_size"]), int(config["intermediate_size"])
     q, k = int(config["num_attention_heads"]) * d, int(config.get("num_key_value_heads") or
                                                       config["num_attention_heads"]) * d
-    dims = {"h": h, "f": f, "q": q, "k": k, "d": d, "qkk": q + 2 * k, "ff": 2 * f}
+    n_expert = spec.experts.n_experts(config) if spec.experts else 0
+    dims = {"h": h, "f": f, "q": q, "k": k, "d": d, "qkk": q + 2 * k, "ff": 2 * f, "E": n_expert, "1": 1,
+            "m": int(config.get("moe_intermediate_size") or f), "s": int(config.get("shared_expert_intermediate_size") or 0)}
     dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
     st = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}.get(dtype, "BF16")
     nb = _DTYPE_BYTES[st]
@@ -134,11 +150,12 @@ def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
     out = [info("model.embed_tokens.weight", (vocab, h)), info("model.norm.weight", (h,))]
     if not config.get("tie_word_embeddings", False):
         out.append(info("lm_head.weight", (vocab, h)))
-    groups = _ARCH_LAYERS["llama" if spec.gguf_arch == "llama" else spec.gguf_arch]
+    groups = _ARCH_LAYERS.get(spec.name) or _ARCH_LAYERS["llama" if spec.gguf_arch == "llama" else spec.gguf_arch]
     for i in range(int(config["num_hidden_layers"])):
         for group in groups:
             for suffix, sym in _LAYER_SHAPES[group]:
-                out.append(info(f"model.layers.{i}.{suffix}", tuple(dims[s] for s in sym)))
+                for e in range(n_expert) if "{e}" in suffix else (0,):
+                    out.append(info(f"model.layers.{i}.{suffix.format(e=e)}", tuple(dims[s] for s in sym)))
     return out
 
 

@@ -174,3 +174,23 @@ def test_unsupported_moe_architecture_names_class_and_list(tiny: Callable[[str],
     assert {"Qwen3MoeForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "OlmoeForCausalLM"} <= set(supported)
     with pytest.raises(UnsupportedArchitecture, match="'JambaForCausalLM'.*supported: .*Qwen3MoeForCausalLM"):
         plan_conversion(open_source(folder), ["Q8_0"], tmp_path)
+
+
+@pytest.mark.parametrize("arch", [_family(a) for a in MOE_ARCHS])
+def test_hub_moe_without_weights_plans_the_same_sizes(arch: str, tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    """A Hub MoE model described by config and tokenizer files only: per-expert tensors from config.json."""
+    from dataclasses import replace
+
+    from quantpress.core.gguf.source import _minimal_model
+    from quantpress.core.model import SourceKind
+
+    folder, hub = tmp_path / "full", tmp_path / "bare"  # names of one length (the metadata holds the path)
+    shutil.copytree(tiny(arch), folder)
+    hub.mkdir()
+    for f in folder.iterdir():
+        if f.suffix != ".safetensors":
+            shutil.copy(f, hub / f.name)
+    full = plan_conversion(open_source(folder), ["Q4_K_M", "F16"], tmp_path)
+    bare = plan_conversion(replace(_minimal_model(hub), kind=SourceKind.HUB), ["Q4_K_M", "F16"], tmp_path)
+    assert [o.file_bytes for o in bare.outputs] == [o.file_bytes for o in full.outputs]
+    assert [o.tensor_types for o in bare.outputs] == [o.tensor_types for o in full.outputs]
