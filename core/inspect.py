@@ -70,6 +70,7 @@ ARCHITECTURES: dict[str, ArchRow] = {
     "Qwen2MoeForCausalLM": ArchRow("qwen2moe"),
     "MixtralForCausalLM": ArchRow("llama"),
     "OlmoeForCausalLM": ArchRow("olmoe"),
+    "Glm4MoeForCausalLM": ArchRow("glm4moe"),
 }
 GGUF_SWA = {"gemma3": 6, "gemma2": 2}  # llama.cpp archs with interleaved SWA and their default pattern
 

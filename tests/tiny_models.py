@@ -136,6 +136,14 @@ MOE_SPECS: dict[str, TinySpec] = {
     "olmoe": TinySpec("OlmoeConfig", dict(_MOE, num_key_value_heads=4, intermediate_size=128, num_experts=8,
                                           clip_qkv=None),
                       "smollm2", "float32", extra={"router_std": 0.5}),
+    # GLM-4 MoE: a dense first layer, then a sigmoid router with score-correction bias, routed and
+    # shared experts, partial RoPE, q/k/v biases; GLM's special tokens added to the tokenizer.
+    "glm4moe": TinySpec("Glm4MoeConfig", dict(_MOE, num_hidden_layers=3, intermediate_size=512, moe_intermediate_size=128,
+                                              n_routed_experts=8, n_shared_experts=1, first_k_dense_replace=1,
+                                              routed_scaling_factor=1.5, norm_topk_prob=True, n_group=1,
+                                              topk_group=1, num_nextn_predict_layers=0, attention_bias=True,
+                                              head_dim=64, use_qk_norm=False), "smollm2-glm", "bfloat16",
+                        extra={"router_std": 0.5}),
 }
 MOE_ARCHS: tuple[str, ...] = tuple(MOE_SPECS)
 
@@ -213,15 +221,29 @@ def _write_spm(folder: Path) -> dict[str, int]:
     return {"bos_token_id": 1, "eos_token_id": 2}
 
 
-def _copy_smollm2_tokenizer(folder: Path) -> dict[str, int]:
-    """SmolLM2's tokenizer files (49152-token BPE, ChatML template) from the demo model."""
+# GLM's special tokens, which llama.cpp's GLM converter looks up by text.
+GLM_SPECIALS = ("[gMASK]", "<sop>", "<|user|>", "<|assistant|>", "<|observation|>")
+
+
+def _copy_smollm2_tokenizer(folder: Path, extra_specials: tuple[str, ...] = ()) -> dict[str, int]:
+    """SmolLM2's tokenizer files (49152-token BPE, ChatML template) from the demo model, with
+    ``extra_specials`` appended as special tokens."""
     from quantpress.core.demo import ensure_demo_model
-    from tokenizers import Tokenizer
+    from tokenizers import AddedToken, Tokenizer
 
     demo = ensure_demo_model()
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(demo / name, folder / name)
     tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    if extra_specials:
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in extra_specials])
+        tok.save(str(folder / "tokenizer.json"))
+        cfg = json.loads((folder / "tokenizer_config.json").read_text())
+        for t in extra_specials:
+            cfg.setdefault("added_tokens_decoder", {})[str(tok.token_to_id(t))] = {
+                "content": t, "special": True, "lstrip": False, "rstrip": False, "normalized": False,
+                "single_word": False}
+        (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=1))
     return {"vocab_size": tok.get_vocab_size(), "bos_token_id": tok.token_to_id("<|im_start|>"),
             "eos_token_id": tok.token_to_id("<|im_end|>"), "pad_token_id": tok.token_to_id("<|im_end|>")}
 
@@ -237,8 +259,8 @@ def build_tiny_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
 
     spec = {**SPECS, **MOE_SPECS}[arch]
     folder.mkdir(parents=True)
-    if spec.tokenizer == "smollm2":
-        ids = _copy_smollm2_tokenizer(folder)
+    if spec.tokenizer.startswith("smollm2"):
+        ids = _copy_smollm2_tokenizer(folder, GLM_SPECIALS if spec.tokenizer == "smollm2-glm" else ())
     else:
         ids = _write_spm(folder) if spec.tokenizer == "spm" else _write_bpe(folder, spec.tokenizer)
     kwargs = dict(spec.config)

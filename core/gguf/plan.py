@@ -22,7 +22,7 @@ from typing import Any
 
 from quantpress.core.errors import InvalidInput, InvalidModel, UnsupportedArchitecture
 from quantpress.core.gguf import layout
-from quantpress.core.gguf.arch import KV, ArchSpec, arch_kv, spec_for_hf_class
+from quantpress.core.gguf.arch import KV, ArchSpec, arch_kv, block_count, spec_for_hf_class
 from quantpress.core.gguf.mixes import MIXES, POLICIES, MixContext, llama_order, tensor_types
 from quantpress.core.gguf.source import TensorPlan, list_hf_tensors, map_hf_tensors, synthesize_hf_tensors
 from quantpress.core.gguf.tokenizer import tokenizer_kv
@@ -199,11 +199,12 @@ def _hf_source(model: ModelInfo, config: dict[str, Any]) -> _Source:
     n_kv = int(config.get("num_key_value_heads") or n_head)
     n_expert = spec.experts.n_experts(config) if spec.experts else 0
     warnings: tuple[str, ...] = ()
-    if spec.experts and config.get("norm_topk_prob") is not None and bool(config["norm_topk_prob"]) != spec.experts.norm_topk:
+    norm = spec.experts.norm_topk if spec.experts else None
+    if norm is not None and config.get("norm_topk_prob") is not None and bool(config["norm_topk_prob"]) != norm:
         warnings = (f"config.json sets norm_topk_prob={config['norm_topk_prob']}, but llama.cpp's {spec.gguf_arch} "
-                    f"graph always {'renormalises' if spec.experts.norm_topk else 'keeps'} the top-k expert weights; "
+                    f"graph always {'renormalises' if norm else 'keeps'} the top-k expert weights; "
                     "the GGUF will not compute exactly what the checkpoint does",)
-    return _Source(spec, tensors, arch_kv(spec, config) + tok, int(config["num_hidden_layers"]),
+    return _Source(spec, tensors, arch_kv(spec, config) + tok, block_count(spec, config),
                    max(1, n_head // n_kv), warnings, n_expert)
 
 

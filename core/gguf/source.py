@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from quantpress.core.errors import InvalidModel, UnsupportedArchitecture
-from quantpress.core.gguf.arch import ArchSpec, Config, head_dim
+from quantpress.core.gguf.arch import ArchSpec, Config, block_count, head_dim
 from quantpress.core.model import TensorInfo
 
 # HF tensors llama.cpp's converter drops.
@@ -167,7 +167,7 @@ def map_hf_tensors(spec: ArchSpec, config: Config, tensors: list[TensorInfo], n_
     import gguf
 
     arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == spec.gguf_arch)
-    n_layers = int(config["num_hidden_layers"])
+    n_layers = block_count(spec, config)
     name_map = gguf.get_tensor_name_map(arch, n_layers)
     n_head = int(config["num_attention_heads"])
     n_kv = int(config.get("num_key_value_heads") or n_head)
@@ -176,6 +176,8 @@ def map_hf_tensors(spec: ArchSpec, config: Config, tensors: list[TensorInfo], n_
         if t.name.endswith(IGNORED_SUFFIXES):
             continue
         name = t.name.replace("language_model.", "") if t.name.startswith("model.language_model.") else t.name
+        # DeepSeek-style router score bias: gguf-py's table knows it as '...e_score_correction' + '.bias'
+        name = name.replace("e_score_correction_bias", "e_score_correction.bias")
         gname = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
         if gname is None:
             raise UnsupportedArchitecture(

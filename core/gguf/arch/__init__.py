@@ -50,9 +50,9 @@ class ExpertSpec:
     # Name of the transformers 5 fused gate/up parameter inside the experts module.
     fused_gate_up: str = "gate_up_proj"
     # Whether llama.cpp's graph for this architecture renormalises the top-k router weights to sum
-    # to 1 (a constant in src/models/<arch>.cpp, not a GGUF key); a config whose norm_topk_prob
-    # says otherwise would compute something else, so planning warns.
-    norm_topk: bool = True
+    # to 1 (a constant in src/models/<arch>.cpp); a config whose norm_topk_prob says otherwise would
+    # compute something else, so planning warns. None: the GGUF carries it (expert_weights_norm).
+    norm_topk: bool | None = True
 
     def n_experts(self, config: Config) -> int:
         return int(next((config[k] for k in self.count_keys if config.get(k)), 0))
@@ -82,6 +82,12 @@ class ArchSpec:
     extra_tensors: Callable[[Config], dict[str, Any]] | None = None
     # Routed experts (mixture-of-experts families); None for dense models.
     experts: ExpertSpec | None = None
+    # Special tokens llama.cpp's converter sets by their text for this family, (SpecialVocab type,
+    # token), e.g. GLM's ('bos', '[gMASK]'): they override what tokenizer_config.json says.
+    special_tokens: tuple[tuple[str, str], ...] = ()
+    # Config key counting extra next-token-prediction (MTP) blocks stored after the decoder's layers;
+    # llama.cpp appends them as blocks n_layer.. and counts them in block_count.
+    nextn_key: str | None = None
 
 
 def rope_theta(config: Config, default: float | None = None, *, sliding: bool = False) -> float | None:
@@ -167,7 +173,8 @@ def gating_func_kv(config: Config) -> list[KV]:
     return [("expert_gating_func", GATING_FUNCS[func], "UINT32")]
 
 
-_MODULES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "qwen3moe", "mixtral", "qwen2moe", "olmoe")
+_MODULES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "qwen3moe", "mixtral", "qwen2moe", "olmoe",
+            "glm4moe")
 
 
 def _load_all() -> list[ArchSpec]:
@@ -182,6 +189,12 @@ def all_specs() -> tuple[ArchSpec, ...]:
     if not _specs:
         _specs = tuple(_load_all())
     return _specs
+
+
+def block_count(spec: ArchSpec, config: Config) -> int:
+    """Decoder layers plus the next-token-prediction blocks llama.cpp appends (GLM-4 MoE's MTP)."""
+    extra = int(config.get(spec.nextn_key) or 0) if spec.nextn_key else 0
+    return int(config["num_hidden_layers"]) + extra
 
 
 def supported_names() -> str:
@@ -211,6 +224,9 @@ def arch_kv(spec: ArchSpec, config: Config) -> list[KV]:
         value = next((config[k] for k in hp.config_keys if config.get(k) is not None), hp.default)
         if value is not None:
             rows[hp.key] = (hp.key, float(value) if hp.vtype == "FLOAT32" else value, hp.vtype)
+    if spec.nextn_key and config.get(spec.nextn_key) is not None:  # written even when 0, as llama.cpp does
+        rows["block_count"] = ("block_count", block_count(spec, config), "UINT32")
+        rows["nextn_predict_layers"] = ("nextn_predict_layers", int(config[spec.nextn_key]), "UINT32")
     for key, value, vtype in common_rope_kv(config) + (spec.extra_kv(config) if spec.extra_kv else []):
         rows[key] = (key, value, vtype)  # later rows override (e.g. Gemma's explicit defaults)
     if spec.write_vocab_size and config.get("vocab_size") is not None:

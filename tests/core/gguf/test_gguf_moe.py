@@ -194,3 +194,55 @@ def test_hub_moe_without_weights_plans_the_same_sizes(arch: str, tiny: Callable[
     bare = plan_conversion(replace(_minimal_model(hub), kind=SourceKind.HUB), ["Q4_K_M", "F16"], tmp_path)
     assert [o.file_bytes for o in bare.outputs] == [o.file_bytes for o in full.outputs]
     assert [o.tensor_types for o in bare.outputs] == [o.tensor_types for o in full.outputs]
+
+
+def test_weight_importance_covers_experts(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    """Without calibration text the importance estimate reaches the experts: gate/up one vector,
+    down one row per expert, and the writer quantizes each expert with its own row."""
+    from quantpress.core.gguf.convert import plan_importance
+
+    plan = plan_conversion(open_source(tiny(DEFAULT_RUN)), ["Q4_K_M"], tmp_path)
+    imatrix = plan_importance(plan)
+    shapes = {t.name: t.shape for t in plan.tensors}
+    n_expert, _, n_per_row = shapes["blk.0.ffn_down_exps.weight"]
+    assert imatrix.importance("blk.0.ffn_gate_exps.weight").shape == (shapes["blk.0.ffn_gate_exps.weight"][-1],)
+    down = imatrix.importance("blk.0.ffn_down_exps.weight")
+    assert down.shape == (n_expert * n_per_row,) and np.all(down > 0)
+    assert not np.allclose(down[:n_per_row], down[n_per_row:2 * n_per_row])  # experts differ
+
+
+@pytest.mark.slow
+def test_glm4moe_next_token_prediction_layers_as_llama_cpp_writes_them(tiny: Callable[[str], Path],
+                                                                        tmp_path: Path) -> None:
+    """GLM-4 MoE checkpoints store MTP blocks after the decoder (layer n_layer: a full MoE layer plus
+    eh_proj, enorm, hnorm, shared_head.norm); transformers does not build them, so they are added
+    here, and names, shapes and keys are compared with llama.cpp's converter; the file loads."""
+    from llama_cpp import Llama
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "glm-mtp"
+    shutil.copytree(tiny("glm4moe"), folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    n, h = cfg["num_hidden_layers"], cfg["hidden_size"]
+    path = folder / "model.safetensors"
+    with safe_open(str(path), "pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    last = f"model.layers.{n - 1}."
+    state |= {k.replace(last, f"model.layers.{n}."): v.clone() for k, v in state.items() if k.startswith(last)}
+    ones = state["model.norm.weight"]
+    state |= {f"model.layers.{n}.eh_proj.weight": state[last + "self_attn.o_proj.weight"].repeat(1, 2)[:h].clone(),
+              f"model.layers.{n}.enorm.weight": ones.clone(), f"model.layers.{n}.hnorm.weight": ones.clone(),
+              f"model.layers.{n}.shared_head.norm.weight": ones.clone()}
+    save_file(state, str(path), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps({**cfg, "num_nextn_predict_layers": 1}))
+
+    plan, (ours,) = _convert(folder, tmp_path / "ours", ["F32"])
+    assert any(t.name == f"blk.{n}.nextn.eh_proj.weight" for t in plan.tensors)
+    ref = reference_gguf(folder, tmp_path / "ref.gguf")
+    with open_gguf(ref) as r, open_gguf(ours) as g:
+        assert {t.name: t.shape for t in g.tensors} == {t.name: t.shape for t in r.tensors}
+        assert {k for k in g.metadata if not k.startswith(OUR_KEYS)} == set(r.metadata)
+        assert g.get("glm4moe.block_count") == r.get("glm4moe.block_count") == n + 1
+        assert g.get("glm4moe.nextn_predict_layers") == 1
+    Llama(str(ours), n_ctx=64, verbose=False, n_threads=2).close()
