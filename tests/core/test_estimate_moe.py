@@ -83,3 +83,16 @@ def test_cli_estimate_json_carries_the_placement(tiny: Callable[[str], Path]) ->
     assert data["model"]["n_experts"] == 4 and 0 < data["model"]["active_params"] < data["model"]["params"]
     row = data["formats"][0]
     assert row["cpu_moe_layers"] == 0 and row["cpu_moe_vram_bytes"] == row["vram_bytes"]
+
+
+def test_cpu_memory_of_a_moe_gguf_matches_measured_rss(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    """The CPU-only estimate of a converted MoE file is within 10% of the peak RSS increase of a real
+    llama-cpp-python load plus a full-context evaluation (memory.measure_rss_increase)."""
+    from quantpress.core.gguf.convert import convert
+    from quantpress.core.memory import measure_rss_increase
+
+    (result,) = convert(plan_conversion(open_model(tiny("qwen3moe")), ["Q4_K_M"], tmp_path))
+    hw = detect_hardware().with_overrides(vram_gib=0, ram_gib=64)
+    row = estimate(open_model(result.output), hw, CFG, formats=[]).formats[0]
+    measured = measure_rss_increase(result.output, CFG)
+    assert abs(row.cpu_only_bytes / measured - 1) < 0.10, (row.cpu_only_bytes, measured)
