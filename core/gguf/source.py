@@ -120,6 +120,10 @@ _LAYER_SHAPES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "shared_expert": (("mlp.shared_expert.gate_proj.weight", ("s", "h")), ("mlp.shared_expert.up_proj.weight", ("s", "h")),
                       ("mlp.shared_expert.down_proj.weight", ("h", "s")), ("mlp.shared_expert_gate.weight", ("1", "h"))),
     "olmoe_norm": (("self_attn.q_norm.weight", ("q",)), ("self_attn.k_norm.weight", ("k",))),
+    "glm_experts": (("mlp.gate.e_score_correction_bias", ("E",)), ("mlp.shared_experts.gate_proj.weight", ("S", "h")),
+                    ("mlp.shared_experts.up_proj.weight", ("S", "h")), ("mlp.shared_experts.down_proj.weight", ("h", "S"))),
+    "nextn": (("eh_proj.weight", ("h", "hh")), ("enorm.weight", ("h",)), ("hnorm.weight", ("h",)),
+              ("shared_head.norm.weight", ("h",))),
 }
 # Keyed by ArchSpec.name (families sharing a llama.cpp arch, like Mixtral, differ in layout).
 _ARCH_LAYERS = {"llama": ("attn", "mlp", "norms"), "qwen2": ("attn", "mlp", "norms", "qkv_bias"),
@@ -127,7 +131,10 @@ _ARCH_LAYERS = {"llama": ("attn", "mlp", "norms"), "qwen2": ("attn", "mlp", "nor
                 "gemma3": ("attn", "mlp", "norms", "qk_norm", "gemma_norms"), "phi3": ("phi3", "norms"),
                 "qwen3moe": ("attn", "norms", "qk_norm", "experts"), "mixtral": ("attn", "norms", "mixtral_experts"),
                 "qwen2moe": ("attn", "norms", "qkv_bias", "experts", "shared_expert"),
-                "olmoe": ("attn", "norms", "olmoe_norm", "experts")}
+                "olmoe": ("attn", "norms", "olmoe_norm", "experts"),
+                "glm4moe": ("attn", "norms", "qkv_bias", "experts", "glm_experts")}
+# Families whose first ``first_k_dense_replace`` layers are dense, and those layers' groups.
+_DENSE_LEAD = {"glm4moe": ("attn", "norms", "qkv_bias", "mlp")}
 
 
 def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
@@ -138,7 +145,8 @@ def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
                                                       config["num_attention_heads"]) * d
     n_expert = spec.experts.n_experts(config) if spec.experts else 0
     dims = {"h": h, "f": f, "q": q, "k": k, "d": d, "qkk": q + 2 * k, "ff": 2 * f, "E": n_expert, "1": 1,
-            "m": int(config.get("moe_intermediate_size") or f), "s": int(config.get("shared_expert_intermediate_size") or 0)}
+            "m": int(config.get("moe_intermediate_size") or f), "s": int(config.get("shared_expert_intermediate_size") or 0),
+            "S": int(config.get("moe_intermediate_size") or f) * int(config.get("n_shared_experts") or 1), "hh": 2 * h}
     dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
     st = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}.get(dtype, "BF16")
     nb = _DTYPE_BYTES[st]
@@ -151,8 +159,11 @@ def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
     if not config.get("tie_word_embeddings", False):
         out.append(info("lm_head.weight", (vocab, h)))
     groups = _ARCH_LAYERS.get(spec.name) or _ARCH_LAYERS["llama" if spec.gguf_arch == "llama" else spec.gguf_arch]
-    for i in range(int(config["num_hidden_layers"])):
-        for group in groups:
+    n_dense = int(config.get("first_k_dense_replace") or 0) if spec.name in _DENSE_LEAD else 0
+    n_layers = int(config["num_hidden_layers"])
+    for i in range(block_count(spec, config)):  # MTP blocks (i >= n_layers): a MoE layer plus their own tensors
+        layer_groups = _DENSE_LEAD[spec.name] if i < n_dense else groups + (("nextn",) if i >= n_layers else ())
+        for group in layer_groups:
             for suffix, sym in _LAYER_SHAPES[group]:
                 for e in range(n_expert) if "{e}" in suffix else (0,):
                     out.append(info(f"model.layers.{i}.{suffix.format(e=e)}", tuple(dims[s] for s in sym)))
