@@ -82,7 +82,7 @@ class _Weights:
 
     def _blocks(self, name: str) -> Iterator[np.ndarray]:
         """Float32 row blocks of about 4 MiB: the temporaries below stay that small (the reader's
-        slabs are up to 64 MiB)."""
+        slabs are up to convert.SLAB_BYTES, 16 MiB)."""
         self.tick(name)
         for x in self.read(self.by_name[name]):
             self.cancel.raise_if_cancelled()

@@ -32,7 +32,10 @@ from quantpress.core.quant.auto import QuantChoice, choose
 from quantpress.core.signals import CONVERT_PARTIAL, remove_stale
 from quantpress.core.validate import non_finite_weights
 
-SLAB_BYTES = 64 << 20  # float32 bytes per slab: bounds memory and the time between cancel checks
+# float32 bytes per slab: bounds memory and the time between cancel checks. 16 MiB (was 64): on a
+# 1.8 GB MoE the peak RSS fell from 330 to 185 MiB (the embedding slabs had dominated it), with no
+# loss of speed measured (the native quantizers still get thousands of rows per call).
+SLAB_BYTES = 16 << 20
 DISK_MARGIN_BYTES = 16 << 20  # a GGUF's size is known to the byte: only header slack
 
 
