@@ -246,3 +246,13 @@ def test_glm4moe_next_token_prediction_layers_as_llama_cpp_writes_them(tiny: Cal
         assert g.get("glm4moe.block_count") == r.get("glm4moe.block_count") == n + 1
         assert g.get("glm4moe.nextn_predict_layers") == 1
     Llama(str(ours), n_ctx=64, verbose=False, n_threads=2).close()
+
+
+def test_calibration_text_and_awq_refuse_moe_clearly(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    from quantpress.core.awq.groups import arch_for
+    from quantpress.core.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="mixture-of-experts models \\(Qwen3MoeForCausalLM\\).*--imatrix"):
+        plan_conversion(open_source(tiny(DEFAULT_RUN)), ["Q4_K_M"], tmp_path, calibration="default")
+    with pytest.raises(UnsupportedArchitecture, match="'Qwen3MoeForCausalLM'; supported: "):
+        arch_for("Qwen3MoeForCausalLM")
