@@ -53,10 +53,16 @@ _SCALED_EMBEDDING = frozenset({"gemma", "gemma2", "gemma3"})
 
 
 def activation_energy(std: np.ndarray, arch: str) -> np.ndarray:
-    """E[act(g)²] for g ~ N(0, std²), per entry of ``std``."""
+    """E[act(g)²] for g ~ N(0, std²), per entry of ``std``. In chunks: the quadrature grid is 48
+    float64 values per entry, and a MoE layer's stacked experts have E x F entries (128 x 1536 would
+    be 75 MB per temporary)."""
     act = _gelu_tanh if arch in _GELU_ARCHES else _silu
-    z = np.outer(np.asarray(std, dtype=np.float64), _ZS)
-    return np.asarray((act(z) ** 2 * _WS).sum(axis=1))
+    std = np.asarray(std, dtype=np.float64).reshape(-1)
+    out = np.empty_like(std)
+    for a in range(0, std.size, 8192):
+        z = np.outer(std[a:a + 8192], _ZS)
+        out[a:a + 8192] = (act(z) ** 2 * _WS).sum(axis=1)
+    return out
 
 
 def _kv(kv: Sequence[tuple[str, Any, str]], arch: str, key: str) -> Any:
