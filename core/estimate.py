@@ -41,6 +41,8 @@ class Weights:
     exact: bool  # from the converter's plan (True) or approximated here (False)
     # (name, numpy-order shape, GGML type, bytes) of every tensor, for the CPU repack term
     tensors: tuple[tuple[str, tuple[int, ...], str, int], ...] = dataclasses.field(default=(), compare=False, repr=False)
+    # bytes of the routed-expert tensors (ffn_*_exps) per block: what --n-cpu-moe keeps in RAM
+    expert_layers: tuple[int, ...] = ()
 
     @property
     def total(self) -> int:
@@ -74,6 +76,12 @@ class FormatEstimate:
     runtime: str
     quality: str
     note: str = ""
+    # Mixture-of-experts models: the "GPU + experts in RAM" placement, llama.cpp's --n-cpu-moe N
+    # (every layer offloaded, the routed experts of the first N layers kept in RAM) with the
+    # smallest N that fits, and its RAM/VRAM. -1: not a MoE model, no GPU, or no N fits.
+    cpu_moe_layers: int = -1
+    cpu_moe_ram_bytes: int = 0
+    cpu_moe_vram_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,9 @@ class ModelSummary:
     dtype: str
     convertible: bool
     not_convertible_reason: str
+    n_experts: int = 0  # routed experts per MoE layer (0: dense)
+    n_experts_used: int = 0  # experts each token is routed to
+    active_params: int = 0  # parameters one token runs through (= params for a dense model)
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,18 @@ def _split(model: ModelInfo, sizes: dict[str, int]) -> tuple[tuple[int, ...], in
     return tuple(layers), input_b, output_b
 
 
+def _expert_layers(model: ModelInfo, sizes: dict[str, int]) -> tuple[int, ...]:
+    """Routed-expert bytes per block (empty for a dense model)."""
+    from quantpress.core.gguf.moe import is_routed_expert
+
+    layers = [0] * max(model.n_layers, 1)
+    for name, n in sizes.items():
+        m = _LAYER.search(name)
+        if m and int(m.group(1)) < len(layers) and is_routed_expert(name):
+            layers[int(m.group(1))] += n
+    return tuple(layers) if any(layers) else ()
+
+
 def _plan_weights(model: ModelInfo, names: Sequence[str]) -> tuple[dict[str, Weights], list[str]]:
     """Exact GGUF weights from the converter's plan; formats it cannot plan are left out."""
     from quantpress.core.gguf import layout
@@ -156,7 +179,8 @@ def _plan_weights(model: ModelInfo, names: Sequence[str]) -> tuple[dict[str, Wei
             sizes = {name: layout.tensor_nbytes(shapes[name], t) for name, t in o.tensor_types.items()}
             layers, inp, outb = _split(model, sizes)
             typed = tuple((n, tuple(shapes[n]), t, sizes[n]) for n, t in o.tensor_types.items())
-            out[o.format] = Weights(layers, inp, outb, o.file_bytes, o.metadata_bytes, True, typed)
+            out[o.format] = Weights(layers, inp, outb, o.file_bytes, o.metadata_bytes, True, typed,
+                                    _expert_layers(model, sizes))
     return out, warnings
 
 
@@ -174,7 +198,7 @@ def _approx_gguf(model: ModelInfo, fmt: Format) -> Weights:
         sizes[t.name] = layout.tensor_nbytes(t.shape, gtype)
         typed.append((t.name, t.shape, gtype, sizes[t.name]))
     layers, inp, outb = _split(model, sizes)
-    return Weights(layers, inp, outb, None, 0, False, tuple(typed))
+    return Weights(layers, inp, outb, None, 0, False, tuple(typed), _expert_layers(model, sizes))
 
 
 def _file_weights(model: ModelInfo) -> Weights:
@@ -185,7 +209,8 @@ def _file_weights(model: ModelInfo) -> Weights:
     file_bytes = path.stat().st_size
     data = sum(sizes.values())
     typed = tuple((t.name, t.shape, t.dtype, t.n_bytes) for t in model.tensors)
-    return Weights(layers, inp, outb, file_bytes, max(0, file_bytes - data), True, typed)
+    return Weights(layers, inp, outb, file_bytes, max(0, file_bytes - data), True, typed,
+                   _expert_layers(model, sizes))
 
 
 def _other_weights(model: ModelInfo, fmt: Format) -> Weights:
@@ -283,6 +308,34 @@ def _gpu_layers(c: _Ctx, w: Weights, n_gpu: int) -> Placement:
     return Placement(ram, vram)
 
 
+def _experts_in_ram(c: _Ctx, w: Weights, n_cpu_moe: int) -> Placement:
+    """llama.cpp's ``--n-cpu-moe N``: n_gpu_layers = all, and a tensor buffer override keeps the
+    routed experts of blocks 0..N-1 in a plain CPU buffer (common/common.h llm_add_n_cpu_ffn_overrides:
+    pattern ``blk\\.<i>\\.ffn_(up|down|gate|gate_up)_(ch|)exps``). Those bytes move from the full
+    offload's VRAM to RAM (mmapped pages, read as used; a plain CPU buffer, so no repacked copy), and
+    the CPU computes their matmuls: the CPU-side graph is then the resident compute of a CPU run, as
+    for layers kept on the CPU in ``_gpu_layers``."""
+    full = _gpu_layers(c, w, c.model.n_layers)
+    n = max(0, min(n_cpu_moe, c.model.n_layers))
+    if n == 0:
+        return full
+    moved = sum(w.expert_layers[:n])
+    cpu_graph = mem.compute_bytes(c.model, c.cfg).resident - c.model.hidden_size * c.cfg.ubatch * 4
+    return Placement(full.ram_bytes + moved + max(0, cpu_graph), full.vram_bytes - moved)
+
+
+def _smallest_cpu_moe(c: _Ctx, w: Weights, hw: Hardware) -> tuple[int, Placement] | None:
+    """The smallest N for which ``--n-cpu-moe N`` fits (N = 0: everything on the GPU), or None."""
+    if not w.expert_layers or not hw.gpus or hw.unified_memory:
+        return None
+    budget = _vram_budget(hw)
+    for n in range(0, c.model.n_layers + 1):
+        p = _experts_in_ram(c, w, n)
+        if _fits(p, hw, budget):
+            return n, p
+    return None
+
+
 def _fits(p: Placement, hw: Hardware, vram_budget: int) -> bool:
     if hw.unified_memory:
         return p.vram_bytes <= vram_budget and p.ram_bytes + p.vram_bytes <= hw.ram_available_bytes
@@ -339,6 +392,7 @@ def _gguf_estimate(c: _Ctx, fmt_name: str, fmt: Format | None, w: Weights, hw: H
             fit, place = "cpu", Placement(cpu_total, 0)
     comp = mem.compute_bytes(c.model, c.cfg)
     n_params = max(1, c.model.n_params)
+    moe = _smallest_cpu_moe(c, w, hw)
     return FormatEstimate(
         format=fmt_name, kind=FormatKind.GGUF.value,
         bits_per_weight=round(_unique(c.model, w) * 8 / n_params, 4),
@@ -348,7 +402,8 @@ def _gguf_estimate(c: _Ctx, fmt_name: str, fmt: Format | None, w: Weights, hw: H
         total_bytes=place.ram_bytes + place.vram_bytes, cpu_only_bytes=cpu_total, ram_bytes=place.ram_bytes,
         vram_bytes=place.vram_bytes, fit=fit, gpu_layers=n_gpu, max_context_on_gpu=_max_context(c, w, hw),
         runtime=fmt.runtime if fmt else "llama.cpp", quality=fmt.quality if fmt else "as stored in the file",
-        note=note)
+        note=note, cpu_moe_layers=moe[0] if moe else -1, cpu_moe_ram_bytes=moe[1].ram_bytes if moe else 0,
+        cpu_moe_vram_bytes=moe[1].vram_bytes if moe else 0)
 
 
 def _other_estimate(c: _Ctx, fmt: Format, hw: Hardware) -> FormatEstimate:
@@ -416,13 +471,17 @@ def _recommend(est: Sequence[FormatEstimate], budget_bytes: int | None) -> tuple
 
 
 def summarize(model: ModelInfo) -> ModelSummary:
+    from quantpress.core.gguf.moe import active_params
+
+    active = active_params(((t.name, t.shape) for t in model.tensors), model.n_experts, model.n_experts_used)
     return ModelSummary(
         name=model.name, source=model.source, kind=model.kind.value, architecture=model.architecture,
         gguf_arch=model.gguf_arch, params=model.n_params, n_layers=model.n_layers, n_heads=model.n_heads,
         n_kv_heads=model.n_kv_heads, head_dim=model.head_dim, hidden_size=model.hidden_size,
         vocab_size=model.vocab_size, context_length=model.context_length, sliding_window=model.sliding_window,
         n_swa_layers=len(model.swa_layers), dtype=model.dtype, convertible=model.convertible,
-        not_convertible_reason=model.not_convertible_reason)
+        not_convertible_reason=model.not_convertible_reason, n_experts=model.n_experts,
+        n_experts_used=model.n_experts_used, active_params=active if model.tensors else model.n_params)
 
 
 def estimate(model: ModelInfo, hardware: Hardware, runtime: mem.RuntimeConfig | None = None, *,

@@ -298,6 +298,10 @@ class FitPane(Pane):
             badge = badge.format(n=getattr(row, "gpu_layers", "?"), m=getattr(self.state.model, "n_layers", "?"))
             if fit == "gpu" and row.max_context_on_gpu:
                 fit_tip += f" Largest context fully on the GPU: {row.max_context_on_gpu:,} tokens."
+            moe = experts_in_ram_text(row)
+            if moe:
+                badge += f" · GPU + experts in RAM (N={row.cpu_moe_layers})"
+                fit_tip += "\n" + moe
             quality = quality_hint(row)
             explanation = tip(fmt, format_explanation(fmt))
             if getattr(row, "note", ""):
@@ -337,6 +341,23 @@ class FitPane(Pane):
             "★ = recommended. Quality column: llama.cpp's published KL-divergence on Llama-3-8B (lower is better), "
             "a guide only. Hover a format for what it means."
         )
+
+
+# llama-cpp-python 0.3.36's Llama() takes no tensor buffer overrides (its model-parameter field for
+# them is marked unused), so the chat here cannot load the --n-cpu-moe placement; say so plainly.
+CPU_MOE_CHAT_NOTE = ("The chat in this app cannot load this placement (llama-cpp-python has no tensor buffer "
+                     "overrides); it uses the layer split instead. Run it with llama.cpp: "
+                     "llama-server -m MODEL.gguf -ngl 999 --n-cpu-moe {n}")
+
+
+def experts_in_ram_text(row: Any) -> str:
+    """For a MoE row whose experts must partly stay in RAM: the --n-cpu-moe placement and its memory."""
+    n = int(getattr(row, "cpu_moe_layers", -1) or -1)
+    if n <= 0:
+        return ""
+    return (f"GPU + experts in RAM: every layer on the GPU except the routed experts of the first {n} layers "
+            f"(llama.cpp --n-cpu-moe {n}): VRAM {format_bytes(row.cpu_moe_vram_bytes)}, "
+            f"RAM {format_bytes(row.cpu_moe_ram_bytes)}. " + CPU_MOE_CHAT_NOTE.format(n=n))
 
 
 def gpu_overhead_text(gpus: Any) -> str:

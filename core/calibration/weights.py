@@ -53,10 +53,16 @@ _SCALED_EMBEDDING = frozenset({"gemma", "gemma2", "gemma3"})
 
 
 def activation_energy(std: np.ndarray, arch: str) -> np.ndarray:
-    """E[act(g)²] for g ~ N(0, std²), per entry of ``std``."""
+    """E[act(g)²] for g ~ N(0, std²), per entry of ``std``. In chunks: the quadrature grid is 48
+    float64 values per entry, and a MoE layer's stacked experts have E x F entries (128 x 1536 would
+    be 75 MB per temporary)."""
     act = _gelu_tanh if arch in _GELU_ARCHES else _silu
-    z = np.outer(np.asarray(std, dtype=np.float64), _ZS)
-    return np.asarray((act(z) ** 2 * _WS).sum(axis=1))
+    std = np.asarray(std, dtype=np.float64).reshape(-1)
+    out = np.empty_like(std)
+    for a in range(0, std.size, 8192):
+        z = np.outer(std[a:a + 8192], _ZS)
+        out[a:a + 8192] = (act(z) ** 2 * _WS).sum(axis=1)
+    return out
 
 
 def _kv(kv: Sequence[tuple[str, Any, str]], arch: str, key: str) -> Any:
@@ -82,7 +88,7 @@ class _Weights:
 
     def _blocks(self, name: str) -> Iterator[np.ndarray]:
         """Float32 row blocks of about 4 MiB: the temporaries below stay that small (the reader's
-        slabs are up to 64 MiB)."""
+        slabs are up to convert.SLAB_BYTES, 16 MiB)."""
         self.tick(name)
         for x in self.read(self.by_name[name]):
             self.cancel.raise_if_cancelled()
@@ -181,6 +187,8 @@ def _attention(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarra
 
 
 def _ffn(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarray, arch: str) -> np.ndarray:
+    if w.has(blk + "ffn_norm.weight") and w.has(blk + "ffn_up_exps.weight"):
+        return _moe_ffn(w, means, blk, r, arch)
     if not w.has(blk + "ffn_norm.weight") or not w.has(blk + "ffn_up.weight"):
         return r
     x = w.vector(blk + "ffn_norm.weight") ** 2 * _normalised(r)
@@ -200,7 +208,32 @@ def _ffn(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarray, arc
     return out
 
 
+def _moe_ffn(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarray, arch: str) -> np.ndarray:
+    """Routed experts (ffn_{gate,up,down}_exps, [E, F, D]) and an optional shared expert (*_shexp).
+    Every expert sees the same normalised input, so gate/up share one importance vector; down gets
+    one row per expert (its own input energy), as a llama.cpp imatrix holds stacked experts. The
+    residual gains the mean expert output energy (the router's top-k weights
+    sum to about 1) plus the shared expert's, computed like a dense FFN."""
+    x = w.vector(blk + "ffn_norm.weight") ** 2 * _normalised(r)
+    update = np.zeros_like(r)
+    for suffix in ("exps", "shexp"):
+        gate_n, up_n, down_n = (f"{blk}ffn_{p}_{suffix}.weight" for p in ("gate", "up", "down"))
+        if not (w.has(gate_n) and w.has(up_n) and w.has(down_n)):
+            continue
+        n_expert = int(w.by_name[up_n].shape[0]) if suffix == "exps" else 1
+        means[gate_n] = means[up_n] = x
+        gate = w.row_energy(gate_n, x).reshape(n_expert, -1)
+        up = w.row_energy(up_n, x).reshape(n_expert, -1)
+        down_in = activation_energy(np.sqrt(gate.reshape(-1)), arch).reshape(n_expert, -1) * up
+        means[down_n] = down_in if suffix == "exps" else down_in[0]
+        out = w.row_energy(down_n, down_in.mean(axis=0))  # one column weighting for every expert's rows
+        update += out.reshape(n_expert, -1).mean(axis=0)
+    return np.asarray(r + _post_norm(w, blk + "post_ffw_norm.weight", update))
+
+
 def _imatrix(means: dict[str, np.ndarray]) -> Imatrix:
-    sums = {k: np.asarray(v, dtype=np.float32).reshape(1, -1) for k, v in means.items()}
-    counts = {k: np.ones(1, dtype=np.float32) for k in means}
+    """2-D entries (n_expert, n_per_row) are per-expert rows, as llama.cpp stores stacked experts."""
+    sums = {k: np.asarray(v, dtype=np.float32).reshape(-1 if np.ndim(v) == 2 else 1, np.shape(v)[-1])
+            for k, v in means.items()}
+    counts = {k: np.ones(v.shape[0], dtype=np.float32) for k, v in sums.items()}
     return Imatrix(sums, counts, datasets=(DATASET,), n_tokens=0)

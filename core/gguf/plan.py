@@ -24,7 +24,7 @@ from gguf.constants import Keys
 from quantpress.core.choices import CalibrationKind as CalibrationKind  # re-exported: plans own it
 from quantpress.core.errors import InvalidInput, InvalidModel, UnsupportedArchitecture
 from quantpress.core.gguf import layout
-from quantpress.core.gguf.arch import KV, ArchSpec, arch_kv, spec_for_hf_class
+from quantpress.core.gguf.arch import KV, ArchSpec, arch_kv, block_count, spec_for_hf_class
 from quantpress.core.gguf.mixes import MIXES, MixContext, Policy, llama_order, tensor_types
 from quantpress.core.gguf.source import TensorPlan, list_hf_tensors, map_hf_tensors, synthesize_hf_tensors
 from quantpress.core.gguf.tokenizer import tokenizer_kv
@@ -117,7 +117,8 @@ class ConversionPlan:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ConversionPlan:
         d = dict(d)
-        d["tensors"] = tuple(TensorPlan(**{**t, "shape": tuple(t["shape"]), "transforms": tuple(t["transforms"])})
+        d["tensors"] = tuple(TensorPlan(**{**t, "shape": tuple(t["shape"]), "transforms": tuple(t["transforms"]),
+                                           "parts": tuple((str(a), str(b)) for a, b in t.get("parts", ()))})
                              for t in d["tensors"])
         d["outputs"] = tuple(OutputPlan(**o) for o in d["outputs"])
         ov = d.get("overrides") or {}
@@ -189,6 +190,7 @@ class _Source:
     n_layers: int
     n_gqa: int
     warnings: tuple[str, ...]
+    n_expert: int = 0
 
 
 def _hf_source(model: ModelInfo, config: dict[str, Any]) -> _Source:
@@ -204,8 +206,15 @@ def _hf_source(model: ModelInfo, config: dict[str, Any]) -> _Source:
     tensors = map_hf_tensors(spec, config, infos, n_vocab)
     n_head = int(config["num_attention_heads"])
     n_kv = int(config.get("num_key_value_heads") or n_head)
-    return _Source(spec, tensors, arch_kv(spec, config) + tok, int(config["num_hidden_layers"]),
-                   max(1, n_head // n_kv), ())
+    n_expert = spec.experts.n_experts(config) if spec.experts else 0
+    warnings: tuple[str, ...] = ()
+    norm = spec.experts.norm_topk if spec.experts else None
+    if norm is not None and config.get("norm_topk_prob") is not None and bool(config["norm_topk_prob"]) != norm:
+        warnings = (f"config.json sets norm_topk_prob={config['norm_topk_prob']}, but llama.cpp's {spec.gguf_arch} "
+                    f"graph always {'renormalises' if norm else 'keeps'} the top-k expert weights; "
+                    "the GGUF will not compute exactly what the checkpoint does",)
+    return _Source(spec, tensors, arch_kv(spec, config) + tok, block_count(spec, config),
+                   max(1, n_head // n_kv), warnings, n_expert)
 
 
 def _gguf_source(model: ModelInfo) -> _Source:
@@ -221,6 +230,7 @@ def _gguf_source(model: ModelInfo) -> _Source:
         n_layers = int(g.arch_value("block_count", 0) or 0)
         n_head = int(g.arch_value("attention.head_count", 1) or 1)
         n_kv = int(g.arch_value("attention.head_count_kv", n_head) or n_head)
+        n_expert = int(g.arch_value("expert_count", 0) or 0)
     quantized = sorted({t.source_dtype for t in tensors} - {"F32", "F16", "BF16"})
     warnings: tuple[str, ...] = ()
     if quantized:
@@ -228,7 +238,8 @@ def _gguf_source(model: ModelInfo) -> _Source:
                     "of it. Convert from the original F16/BF16 weights when you can.",)
     from quantpress.core.gguf.arch import spec_for_gguf_arch
 
-    return _Source(spec_for_gguf_arch(arch), tensors, kv, n_layers, max(1, n_head // max(1, n_kv)), warnings)
+    return _Source(spec_for_gguf_arch(arch), tensors, kv, n_layers, max(1, n_head // max(1, n_kv)), warnings,
+                   n_expert)
 
 
 # ------------------------------------------------------------------------------------- metadata
@@ -236,16 +247,17 @@ def _gguf_source(model: ModelInfo) -> _Source:
 
 def general_kv(plan: ConversionPlan, fmt: str, calibration_tokens: int = 0) -> list[KV]:
     """general.* and quantpress.* keys of one output (numbers fixed-width: sizes stay exact)."""
-    import gguf
 
-    n_params = sum(t.n_elements for t in plan.tensors)
+    from quantpress.core.gguf.moe import param_counts
+
+    counts = param_counts((t.name, t.shape) for t in plan.tensors)
     name = plan.model_name or Path(plan.source).name
     kv: list[KV] = [
         (Keys.General.ARCHITECTURE, plan.gguf_arch, "STRING"),
         (Keys.General.TYPE, "model", "STRING"),
         (Keys.General.NAME, name, "STRING"),
         (Keys.General.BASENAME, re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-") or "model", "STRING"),
-        (Keys.General.SIZE_LABEL, gguf.size_label(n_params, 0, 0, 0), "STRING"),
+        (Keys.General.SIZE_LABEL, counts.size_label, "STRING"),
         (Keys.General.QUANTIZED_BY, "quantpress", "STRING"),
         (Keys.General.FILE_TYPE, MIXES[fmt].ftype, "UINT32"),
         (Keys.General.QUANTIZATION_VERSION, 2, "UINT32"),
@@ -329,6 +341,13 @@ def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None =
     else:
         config = _config(model)
         src = _hf_source(model, config)
+        if src.spec and src.spec.experts and calib.kind in ("default", "file"):
+            # The layer-by-layer calibration pass hooks nn.Linear modules; transformers 5 keeps routed
+            # experts as fused parameters, which it neither loads from per-expert checkpoints nor sees.
+            raise InvalidInput(
+                f"calibration text is not supported yet for mixture-of-experts models ({_hf_class(model, config)}); "
+                "convert with the default importance estimated from the weights, with --imatrix FILE from "
+                "llama.cpp's llama-imatrix (per-expert rows are used), or with --calibration none")
     gguf_arch = src.spec.gguf_arch if src.spec else (model.gguf_arch or model.architecture)
     name = model.name or Path(model.source).name.removesuffix(".gguf")
     by_name = {t.name: t for t in src.tensors}
@@ -342,7 +361,8 @@ def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None =
     ctx = MixContext(n_layers=src.n_layers, n_gqa=src.n_gqa, has_imatrix=calib.from_data, policy=policy,
                      output_type=overrides.output_type, token_embd_type=overrides.token_embd_type,
                      tensor_overrides=overrides.tensor_types,
-                     is_70b_llama=gguf_arch == "llama" and src.n_layers == 80 and src.n_gqa > 1)
+                     is_70b_llama=gguf_arch == "llama" and src.n_layers == 80 and src.n_gqa > 1,
+                     n_expert=src.n_expert)
     shapes = {t.name: t.shape for t in ordered}
     outputs = []
     for fmt, path in zip(formats, _output_paths(model, name, formats, out), strict=False):
