@@ -87,9 +87,9 @@ def test_cli_estimate_json_carries_the_placement(tiny: Callable[[str], Path]) ->
 
 def test_cpu_memory_of_a_moe_gguf_matches_measured_rss(tiny: Callable[[str], Path], tmp_path: Path) -> None:
     """The CPU-only estimate of a converted MoE file is within 10% of the peak RSS increase of a real
-    llama-cpp-python load plus a full-context evaluation (memory.measure_rss_increase)."""
+    llama-cpp-python load plus a full-context evaluation (tests/rss_probe.py)."""
     from quantpress.core.gguf.convert import convert
-    from quantpress.core.memory import measure_rss_increase
+    from rss_probe import measure_rss_increase
 
     (result,) = convert(plan_conversion(open_model(tiny("qwen3moe")), ["Q4_K_M"], tmp_path))
     hw = detect_hardware().with_overrides(vram_gib=0, ram_gib=64)
