@@ -38,7 +38,8 @@ def available_formats(model: Any) -> tuple[list[tuple[str, str, str]], str]:
     if not mixes or not plan:
         return [], f"GGUF conversion is not available yet: {mixes or plan}"
     order = ["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_K_S", "Q5_K_S", "IQ4_XS", "IQ4_NL", "Q3_K_L", "Q3_K_M",
-             "Q3_K_S", "Q2_K", "Q5_0", "Q5_1", "Q4_0", "Q4_1", "F16", "BF16", "F32"]
+             "Q3_K_S", "Q2_K", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS",
+             "IQ1_M", "IQ1_S", "Q5_0", "Q5_1", "Q4_0", "Q4_1", "F16", "BF16", "F32"]
     names = [m for m in order if m in mixes] + [m for m in mixes if m not in order]
     catalogue = core_function("quantpress.core.formats", "FORMATS") or {}
     out = []

@@ -31,6 +31,9 @@ GGML_TYPES: dict[str, tuple[int, int, int]] = {
     "Q5_1": (7, 32, 24), "Q8_0": (8, 32, 34), "Q2_K": (10, 256, 84), "Q3_K": (11, 256, 110),
     "Q4_K": (12, 256, 144), "Q5_K": (13, 256, 176), "Q6_K": (14, 256, 210), "IQ4_NL": (20, 32, 18),
     "IQ4_XS": (23, 256, 136), "BF16": (30, 1, 2),
+    # i-quants below 4 bits (ggml-common.h block_iq*): grids of 8-value patterns, 256-weight super-blocks.
+    "IQ2_XXS": (16, 256, 66), "IQ2_XS": (17, 256, 74), "IQ3_XXS": (18, 256, 98), "IQ1_S": (19, 256, 50),
+    "IQ3_S": (21, 256, 110), "IQ2_S": (22, 256, 82), "IQ1_M": (29, 256, 56),
 }
 
 
