@@ -78,10 +78,15 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidInput("give --out FOLDER (or --plan to only see the size)")
     result = convert_weights_only(model, Path(args.out), scheme, quantize_module,
                                   report=ignore if args.json else progress_line())
+    return show_result(args, result, "")
+
+
+def show_result(args: argparse.Namespace, result: Any, detail: str) -> int:
+    """Print a HfQuantResult as JSON or one line (``detail``: extra words after the format)."""
     if args.json:
         print_json(asdict(result))
     else:
         sys.stderr.write("\n")
-        print(f"wrote {result.output} ({result.format}, {format_bytes(result.file_bytes)} of weights) in "
-              f"{result.seconds:.0f} s")
+        print(f"wrote {result.output} ({result.format}{detail}, {format_bytes(result.file_bytes)} of weights) in "
+              f"{result.seconds:.0f} s on {result.device}, {result.n_tokens} calibration tokens")
     return 0

@@ -106,16 +106,16 @@ def plan_hf_quant(model_dir: str | Path, scheme: Scheme) -> HfQuantPlan:
     return HfQuantPlan(str(folder), scheme.name, tuple(quantized), tuple(kept), shards, sources)
 
 
-def _scheme_for(format_name: str) -> Scheme | None:
-    """The scheme quantpress writes for a catalogue format (core/formats.py), or None."""
+def _scheme_for(format_name: str, model_dir: str | Path) -> Scheme | None:
+    """The scheme quantpress writes by default for a catalogue format (core/formats.py), or None."""
     if format_name == "FP8_E4M3":
         from quantpress.core.hfquant.fp8 import FP8_SCHEME
 
         return FP8_SCHEME
     if format_name == "GPTQ_INT4_G128":
-        from quantpress.core.hfquant.gptq_export import GPTQ_CT_SCHEME
+        from quantpress.core.hfquant.gptq_export import gptq_scheme, model_group_size
 
-        return GPTQ_CT_SCHEME
+        return gptq_scheme("compressed-tensors", model_group_size(model_dir))
     if format_name == "NF4_DQ":
         from quantpress.core.hfquant.nf4 import NF4_SCHEME
 
@@ -130,10 +130,8 @@ def planned_file_bytes(model_dir: str | Path | None, format_name: str) -> int | 
 
     if model_dir is None:
         return None
-    scheme = _scheme_for(format_name)
-    if scheme is None:
-        return None
     try:
-        return plan_hf_quant(model_dir, scheme).file_bytes
+        scheme = _scheme_for(format_name, model_dir)
+        return None if scheme is None else plan_hf_quant(model_dir, scheme).file_bytes
     except (QuantpressError, ImportError):
         return None
