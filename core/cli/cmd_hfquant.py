@@ -15,20 +15,22 @@ from quantpress.core.cli.output import format_bytes, print_json, progress_line
 ORDER = 36
 
 
-def _fp8() -> tuple[Any, Callable[[Any], dict[str, Any]]]:
+def _fp8(model: Path) -> tuple[Any, Callable[[Any], dict[str, Any]]]:
     from quantpress.core.hfquant.fp8 import FP8_SCHEME, quantize_fp8
 
     return FP8_SCHEME, quantize_fp8
 
 
-def _nf4() -> tuple[Any, Callable[[Any], dict[str, Any]]]:
-    from quantpress.core.hfquant.nf4 import NF4_SCHEME, quantize_nf4
+def _nf4(model: Path) -> tuple[Any, Callable[[Any], dict[str, Any]]]:
+    from quantpress.core.hfquant.nf4 import nf4_scheme, quantize_nf4
+    from quantpress.core.validate import read_config
 
-    return NF4_SCHEME, quantize_nf4
+    config = read_config(model)  # the compute dtype transformers will use: the model's own
+    return nf4_scheme(str(config.get("torch_dtype") or config.get("dtype") or "float32")), quantize_nf4
 
 
 # command -> (help, description, scheme loader)
-COMMANDS: dict[str, tuple[str, str, Callable[[], tuple[Any, Callable[[Any], dict[str, Any]]]]]] = {
+COMMANDS: dict[str, tuple[str, str, Callable[[Path], tuple[Any, Callable[[Any], dict[str, Any]]]]]] = {
     "fp8": ("FP8 W8A8-dynamic for vLLM/transformers (compressed-tensors float-quantized, no calibration)",
             "Quantize a Hugging Face folder's linear layers to float8 e4m3 with one scale per output channel; "
             "activations are quantized per token at run time.", _fp8),
@@ -62,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from quantpress.core.hfquant.write import convert_weights_only
     from quantpress.core.jobs import ignore
 
-    scheme, quantize_module = COMMANDS[args.scheme_command][2]()
     model = resolve_model(args.model)
+    scheme, quantize_module = COMMANDS[args.scheme_command][2](model)
     plan = plan_hf_quant(model, scheme)
     if args.plan:
         summary = {"format": plan.format, "file_bytes": plan.file_bytes, "quantized": len(plan.quantized),
