@@ -48,6 +48,8 @@ def available_formats(model: Any) -> tuple[list[tuple[str, str, str]], str]:
         out.append((m, f"GGUF {m}", str(getattr(fmt, "explanation", "") or "")))
     if getattr(getattr(model, "kind", None), "value", "") == "hf_folder" and module_exists("quantpress.core.awq"):  # find_spec only: no torch
         out.extend(AWQ_CHOICES)
+    if getattr(getattr(model, "kind", None), "value", "") == "hf_folder" and module_exists("quantpress.core.hfquant"):
+        out.extend(c for c in FOLDER_CHOICES if c[0] != "HFQ:nf4" or module_exists("bitsandbytes"))
     return out, ""
 
 
@@ -67,6 +69,61 @@ AWQ_CHOICES = (  # (key, label, explanation); key = AWQ:<awq format>:<group size
 
 def is_awq(fmt: str) -> bool:
     return fmt.startswith(AWQ_PREFIX)
+
+
+FOLDER_PREFIX = "HFQ:"
+FOLDER_CHOICES = (  # (key, label, explanation); key = HFQ:<kind>[:<layout>]; core/hfquant writes them
+    ("HFQ:gptq:compressed-tensors", "GPTQ int4 g128  ·  compressed-tensors",
+     "Error-compensating 4-bit for GPUs (vLLM, transformers): calibrated layer by layer on the built-in or "
+     "your text (minutes on CPU)"),
+    ("HFQ:gptq:gptq", "GPTQ int4 g128  ·  GPTQ v1",
+     "The same GPTQ weights in the GPTQ v1 layout (qweight/qzeros/scales/g_idx) for GPTQModel and vLLM"),
+    ("HFQ:fp8", "FP8 W8A8 dynamic  ·  compressed-tensors",
+     "8-bit float weights with one scale per channel, activations quantized at run time: near-lossless on "
+     "Ada/Hopper GPUs (vLLM); no calibration"),
+    ("HFQ:nf4", "NF4 4-bit  ·  bitsandbytes",
+     "NormalFloat-4 with double-quantized scales, as transformers saves a bitsandbytes model; no calibration"),
+)
+
+
+def is_folder_job(fmt: str) -> bool:
+    """A format written as a Hugging Face folder (AWQ, GPTQ, FP8, NF4), not a GGUF file."""
+    return fmt.startswith((AWQ_PREFIX, FOLDER_PREFIX))
+
+
+def job_label(fmt: str) -> str:
+    if fmt.startswith(FOLDER_PREFIX):
+        return next((label for key, label, _ in FOLDER_CHOICES if key == fmt), fmt)
+    return fmt.replace("AWQ:", "AWQ ").replace(":", " ") if is_awq(fmt) else fmt
+
+
+def folder_in_child(model: Any, key: str, out_dir: Path, options: dict[str, Any], *, report: Any,
+                    cancel: Any) -> Any:
+    """Run one choice of FOLDER_CHOICES. Runs in a child process."""
+    from quantpress.core.errors import InvalidInput
+
+    parts = key.split(":")
+    name = getattr(model, "name", "") or Path(str(model.local_path)).name
+    if parts[1] == "gptq":
+        from quantpress.core.hfquant.gptq_run import GptqSettings, gptq_convert
+
+        cal, path = options.get("calibration", "weights"), options.get("calibration_path")
+        if cal == "imatrix":
+            raise InvalidInput("GPTQ computes its own statistics from text; choose the built-in text or a text file.")
+        text = None
+        if cal == "text" and path:
+            from quantpress.core.calibration import load_calibration_text
+
+            text = load_calibration_text(path)
+        out = out_dir / f"{name}-GPTQ-{parts[2]}"
+        return gptq_convert(model.local_path, out, settings=GptqSettings(format=parts[2]), text=text,
+                            calibration_label=Path(path).name if text else "default", report=report, cancel=cancel)
+    from quantpress.core.hfquant import weights_only
+    from quantpress.core.hfquant.write import convert_weights_only
+
+    scheme, quantize_module = weights_only(parts[1], model.local_path)
+    return convert_weights_only(model.local_path, out_dir / f"{name}-{parts[1].upper()}", scheme, quantize_module,
+                                report=report, cancel=cancel)
 
 
 def awq_in_child(model: Any, key: str, out_dir: Path, options: dict[str, Any], *, report: Any, cancel: Any) -> Any:
@@ -160,6 +217,8 @@ def conversion_job(model: Any, formats: list[str], out_dir: Path, options: dict[
     def job(*, report: Any, cancel: Any) -> Any:
         if len(formats) == 1 and is_awq(formats[0]):
             return run_isolated(awq_in_child, model, formats[0], out_dir, options, report=report, cancel=cancel)
+        if len(formats) == 1 and formats[0].startswith(FOLDER_PREFIX):
+            return run_isolated(folder_in_child, model, formats[0], out_dir, options, report=report, cancel=cancel)
         return run_isolated(convert_in_child, model, formats, out_dir, options, report=report, cancel=cancel)
 
     return job

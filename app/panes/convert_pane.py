@@ -33,7 +33,8 @@ from quantpress.app.convert_jobs import (
     available_formats,
     conversion_job,
     describe_plan,
-    is_awq,
+    is_folder_job,
+    job_label,
     plan_job,
 )
 from quantpress.app.errors import show_error
@@ -260,9 +261,10 @@ class ConvertPane(Pane):
     # -- plan --------------------------------------------------------------------------------------
     @Slot()
     def preview(self) -> Task | None:
-        model, formats = self.state.model, [f for f in self.selected_formats() if not is_awq(f)]
+        model, formats = self.state.model, [f for f in self.selected_formats() if not is_folder_job(f)]
         if model is None or not formats:
-            self.plan_summary.setText("Tick at least one GGUF format (AWQ jobs show their plan in their log).")
+            self.plan_summary.setText("Tick at least one GGUF format (AWQ, GPTQ, FP8 and NF4 jobs show their plan "
+                                      "in their log).")
             return None
         # Planning reads the tokenizer and tensor headers (~0.5-2 s): never on the GUI thread.
         task = self.state.quick_runner().submit("plan", plan_job(model, formats, self.out_dir(), self.options()))
@@ -324,7 +326,7 @@ class ConvertPane(Pane):
         jobs = []
         for fmt in formats:  # one job per format: each can be cancelled and retried on its own
             fn = conversion_job(model, [fmt], out_dir, self.options())
-            label = fmt.replace("AWQ:", "AWQ ").replace(":", " ") if is_awq(fmt) else fmt
+            label = job_label(fmt)
             jobs.append(self.queue.add(Job(f"{model.name or 'model'} → {label}", fn, out_dir)))
         return jobs
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,33 +14,19 @@ from quantpress.core.cli.output import format_bytes, print_json, progress_line
 ORDER = 36
 
 
-def _fp8(model: Path) -> tuple[Any, Callable[[Any], dict[str, Any]]]:
-    from quantpress.core.hfquant.fp8 import FP8_SCHEME, quantize_fp8
-
-    return FP8_SCHEME, quantize_fp8
-
-
-def _nf4(model: Path) -> tuple[Any, Callable[[Any], dict[str, Any]]]:
-    from quantpress.core.hfquant.nf4 import nf4_scheme, quantize_nf4
-    from quantpress.core.validate import read_config
-
-    config = read_config(model)  # the compute dtype transformers will use: the model's own
-    return nf4_scheme(str(config.get("torch_dtype") or config.get("dtype") or "float32")), quantize_nf4
-
-
-# command -> (help, description, scheme loader)
-COMMANDS: dict[str, tuple[str, str, Callable[[Path], tuple[Any, Callable[[Any], dict[str, Any]]]]]] = {
+# command -> (help, description)
+COMMANDS: dict[str, tuple[str, str]] = {
     "fp8": ("FP8 W8A8-dynamic for vLLM/transformers (compressed-tensors float-quantized, no calibration)",
             "Quantize a Hugging Face folder's linear layers to float8 e4m3 with one scale per output channel; "
-            "activations are quantized per token at run time.", _fp8),
+            "activations are quantized per token at run time."),
     "nf4": ("NF4 4-bit with double quantization in bitsandbytes' layout (no calibration)",
             "Quantize a Hugging Face folder's linear layers to NormalFloat-4 in blocks of 64 with double-quantized "
-            "absmax, as transformers saves a bitsandbytes 4-bit model.", _nf4),
+            "absmax, as transformers saves a bitsandbytes 4-bit model."),
 }
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    for name, (help_text, description, _) in COMMANDS.items():
+    for name, (help_text, description) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=description)
         p.add_argument("model", help="Hugging Face model folder (safetensors), or 'demo'")
         p.add_argument("--out", help="output folder (required unless --plan)")
@@ -60,12 +45,13 @@ def resolve_model(arg: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from quantpress.core.errors import InvalidInput
+    from quantpress.core.hfquant import weights_only
     from quantpress.core.hfquant.plan import plan_hf_quant
     from quantpress.core.hfquant.write import convert_weights_only
     from quantpress.core.jobs import ignore
 
     model = resolve_model(args.model)
-    scheme, quantize_module = COMMANDS[args.scheme_command][2](model)
+    scheme, quantize_module = weights_only(args.scheme_command, model)
     plan = plan_hf_quant(model, scheme)
     if args.plan:
         summary = {"format": plan.format, "file_bytes": plan.file_bytes, "quantized": len(plan.quantized),
