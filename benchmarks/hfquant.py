@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=2048)
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--write", action="store_true")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="work folder; an output already there (with its sidecar) is evaluated, not made again")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from quantpress.core.demo import ensure_demo_model
@@ -54,23 +56,32 @@ def main() -> None:
     from quantpress.core.memory import RuntimeConfig
 
     model = Path(ensure_demo_model())
-    work = Path(tempfile.mkdtemp(prefix="qp-bench-hfq-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="qp-bench-hfq-"))
     est = {e.format: e for e in estimate(open_source(model), detect_hardware(), RuntimeConfig(n_ctx=512)).formats}
     rows: dict[str, dict[str, Any]] = {}
     for name in args.formats.split(","):
         cli, what = RUNS[name]
         out = work / name
-        seconds, rss, stdout = run_measured([sys.executable, "-m", "quantpress.core.cli", cli[0], str(model), "--out",
-                                             str(out), "--json", *cli[1:]])
+        done = next((side for side in (out / "quantpress_quant.json", out / "quantpress_awq.json") if side.is_file()),
+                    None)
+        if done is None:
+            seconds, _, stdout = run_measured([sys.executable, "-m", "quantpress.core.cli", cli[0], str(model),
+                                               "--out", str(out), "--json", *cli[1:]])
+            made = json.loads(stdout)
+        else:  # made by an earlier run in this work folder: its own record
+            side = json.loads(done.read_text())
+            made = side.get("result", side)
+            seconds = float(made.get("seconds", float("nan")))
         res = evaluate(out, model, max_tokens=args.max_tokens, ctx_tokens=args.ctx, save=False)
         files = sum(p.stat().st_size for p in out.glob("*.safetensors"))
-        fmt = json.loads(stdout).get("format", "AWQ")
+        fmt = made.get("format", "AWQ")
         row = est.get(ESTIMATOR_ROW.get(name, ""))
-        rows[name] = {"what": what, "format": fmt, "seconds": seconds, "rss": rss, "bytes": files,
+        rows[name] = {"what": what, "format": fmt, "seconds": seconds, "bytes": files,
                       "estimate": row.file_bytes if row is not None and name != "gptq-v1" else None,
                       "kld": res.kld_mean, "p99": res.kld_p99, "top1": res.top1_agreement, "ppl": res.perplexity,
                       "ref_ppl": res.reference_perplexity, "tokens": res.tokens}
         print(f"{name}: KLD {res.kld_mean:.4f} ({seconds:.0f} s)", file=sys.stderr, flush=True)
+        (work / "results.json").write_text(json.dumps(rows, indent=1))  # as it goes: a long run keeps its rows
     report = render(rows, args)
     print(report)
     (work / "results.json").write_text(json.dumps(rows, indent=1))

@@ -124,13 +124,16 @@ def _run(plan: HfQuantPlan, gs: int, s: GptqSettings, model_dir: Path, tmp: Path
     writer = ShardWriter(plan, tmp)
     src = SourceTensors(model_dir, plan.sources)
     by_layer = layer_modules(plan)
-    report(Progress("gptq", 0.0, "tokenizing calibration text"))
-    chunks, _label = calibration_chunks(model_dir, text, n_ctx=s.seqlen, max_tokens=s.samples * s.seqlen)
+    calibrated = s.method == "gptq"  # round-to-nearest needs no text and no forward pass
     lw = LayerwiseModel(model_dir, device=device, dtype=torch.float32)
-    ids = torch.tensor(chunks.rows, dtype=torch.long)
-    batches = [ids[i:i + s.batch_rows] for i in range(0, len(ids), s.batch_rows)]
+    n_tokens, hidden = 0, []
     with torch.no_grad():
-        hidden = [lw.embed(b).to("cpu") for b in batches]
+        if calibrated:
+            report(Progress("gptq", 0.0, "tokenizing calibration text"))
+            chunks, _label = calibration_chunks(model_dir, text, n_ctx=s.seqlen, max_tokens=s.samples * s.seqlen)
+            ids = torch.tensor(chunks.rows, dtype=torch.long)
+            hidden = [lw.embed(ids[i:i + s.batch_rows]).to("cpu") for i in range(0, len(ids), s.batch_rows)]
+            n_tokens = chunks.n_tokens
 
         def run_all(layer: Any, index: int) -> list[Any]:
             outs = []
@@ -150,7 +153,7 @@ def _run(plan: HfQuantPlan, gs: int, s: GptqSettings, model_dir: Path, tmp: Path
             try:
                 prefix = f"{lw.layer_prefix}.{index}."
                 mine = [m[len(prefix):] for m in by_layer.get(index, [])]
-                hooks = _Hessians(layer, mine) if s.method == "gptq" else None
+                hooks = _Hessians(layer, mine) if calibrated else None
                 try:
                     if hooks is not None:
                         run_all(layer, index)
@@ -168,7 +171,8 @@ def _run(plan: HfQuantPlan, gs: int, s: GptqSettings, model_dir: Path, tmp: Path
                     packed.update({f"{prefix}{name}.{k}": v for k, v in pack(s.format, q.cpu(), scale.cpu()).items()})
                     report(Progress("gptq", (index + (j + 1) / (len(mine) + 1)) / lw.n_layers,
                                     f"layer {index + 1}/{lw.n_layers}: {name}", index, lw.n_layers))
-                hidden = run_all(layer, index)
+                if calibrated:  # the next layer sees this layer's quantized output
+                    hidden = run_all(layer, index)
             finally:
                 lw.release(layer)
             tensors = {e.name: src.get(e.name) for e in plan.shards[index] if e.name in plan.sources}
@@ -178,4 +182,4 @@ def _run(plan: HfQuantPlan, gs: int, s: GptqSettings, model_dir: Path, tmp: Path
     last = len(plan.shards) - 1
     writer.write(last, {e.name: src.get(e.name) for e in plan.shards[last]})
     writer.finish()
-    return chunks.n_tokens, device
+    return n_tokens, device

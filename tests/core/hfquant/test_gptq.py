@@ -159,3 +159,21 @@ def test_cli_json_uniform_group_size_for_mixed_widths(tiny: Callable[[str], Path
     assert result["file_bytes"] == planned["file_bytes"] and result["format"] == "GPTQ_INT4_G32"
     side = json.loads((tmp_path / "q" / "quantpress_quant.json").read_text())
     assert side["act_order"] == "weight" and side["method"] == "gptq"
+
+
+def test_rtn_baseline_is_plain_rounding_without_text(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    from quantpress.core.hfquant.gptq_export import pack
+    from safetensors import safe_open
+
+    src = tiny("llama")
+    res = gptq_convert(src, tmp_path / "rtn", settings=GptqSettings(method="rtn", device="cpu"))
+    assert res.n_tokens == 0 and res.calibration == "none"
+    name = "model.layers.1.mlp.down_proj"
+    with safe_open(str(next(src.glob("*.safetensors"))), framework="pt") as f:
+        w = f.get_tensor(name + ".weight").float()
+    expected = pack("compressed-tensors", *rtn(w, 128))
+    shard = next(p for p in (tmp_path / "rtn").glob("*.safetensors") if name + ".weight_packed" in
+                 safe_open(str(p), framework="pt").keys())
+    with safe_open(str(shard), framework="pt") as f:
+        assert torch.equal(f.get_tensor(name + ".weight_packed"), expected["weight_packed"])
+        assert torch.equal(f.get_tensor(name + ".weight_scale"), expected["weight_scale"])
