@@ -58,8 +58,11 @@ def main() -> None:
     model = Path(ensure_demo_model())
     work = args.work or Path(tempfile.mkdtemp(prefix="qp-bench-hfq-"))
     est = {e.format: e for e in estimate(open_source(model), detect_hardware(), RuntimeConfig(n_ctx=512)).formats}
-    rows: dict[str, dict[str, Any]] = {}
+    saved = work / "results.json"  # rows of earlier runs in this work folder are kept, not measured again
+    rows: dict[str, dict[str, Any]] = json.loads(saved.read_text()) if saved.is_file() else {}
     for name in args.formats.split(","):
+        if name in rows:
+            continue
         cli, what = RUNS[name]
         out = work / name
         done = next((side for side in (out / "quantpress_quant.json", out / "quantpress_awq.json") if side.is_file()),
@@ -81,10 +84,9 @@ def main() -> None:
                       "kld": res.kld_mean, "p99": res.kld_p99, "top1": res.top1_agreement, "ppl": res.perplexity,
                       "ref_ppl": res.reference_perplexity, "tokens": res.tokens}
         print(f"{name}: KLD {res.kld_mean:.4f} ({seconds:.0f} s)", file=sys.stderr, flush=True)
-        (work / "results.json").write_text(json.dumps(rows, indent=1))  # as it goes: a long run keeps its rows
+        saved.write_text(json.dumps(rows, indent=1))  # as it goes: a long run keeps its rows
     report = render(rows, args)
     print(report)
-    (work / "results.json").write_text(json.dumps(rows, indent=1))
     if args.write:
         write_section(report)
 
@@ -99,7 +101,7 @@ def render(rows: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
              "text, 4×512 tokens. Each output made by its `quantpress` command in its own process on the CPU. "
              "The demo's 576-wide inputs are not a multiple of 128: GPTQ and AWQ use one group size for the "
              "whole checkpoint, 64. estimate = the Fit table's exact file size for that row.", "",
-             f"Command: `.venv/bin/python -m benchmarks.hfquant --formats {args.formats} --max-tokens "
+             f"Command: `.venv/bin/python -m benchmarks.hfquant --formats {','.join(rows)} --max-tokens "
              f"{args.max_tokens} --write` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
              f"{os.getloadavg()[0]:.1f} at the end)", "",
              "| output | format | weight files MiB | estimate MiB | KLD | KLD p99 | top-1 agree | perplexity | "

@@ -108,16 +108,32 @@ def layer_modules(plan: HfQuantPlan) -> dict[int, list[str]]:
     return out
 
 
-def start_output(model_dir: Path, out: Path) -> Path:
-    """Check ``out`` (not the source, ours to replace if it exists) and make the temporary folder."""
+def start_output(model_dir: Path, out: Path, n_bytes: int) -> Path:
+    """Check ``out`` (not the source, ours to replace if it exists) and that its disk holds the planned
+    ``n_bytes``, then make the temporary folder."""
     from quantpress.core.awq.export import temp_folder
+    from quantpress.core.disk import require_free_space
     from quantpress.core.outputs import check_output_folder
 
     check_output_folder(out, [model_dir], what="quantized folder")
     if out.exists() and not (out / SIDECAR).is_file():
         raise InvalidInput(f"output folder '{out}' exists and was not written by quantpress; choose another "
                            "--out or remove it")
+    require_free_space(out.parent, n_bytes, what="the quantized folder",
+                       advice="Free some space or choose another output folder.")
     return temp_folder(out)
+
+
+def disk_full(exc: OSError) -> Exception:
+    """NotEnoughDiskSpace for a write that ran out of space (other disks' users can fill it meanwhile)."""
+    import errno
+
+    from quantpress.core.errors import NotEnoughDiskSpace
+
+    if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return NotEnoughDiskSpace(f"the disk filled up while writing ({exc.strerror}); nothing was kept. "
+                                  "Free some space or choose another output folder.")
+    return exc
 
 
 def finish_output(tmp: Path, out: Path, plan: HfQuantPlan, scheme: Scheme, result: HfQuantResult,
@@ -146,7 +162,7 @@ def convert_weights_only(model_dir: str | Path, out: str | Path, scheme: Scheme,
     throttle = Throttle(report)
     by_layer = layer_modules(plan)
     with output_folder(out.parent):
-        tmp = start_output(model_dir, out)
+        tmp = start_output(model_dir, out, plan.file_bytes)
         try:
             src = SourceTensors(model_dir, plan.sources)
             writer = ShardWriter(plan, tmp)
@@ -163,6 +179,9 @@ def convert_weights_only(model_dir: str | Path, out: str | Path, scheme: Scheme,
             result = HfQuantResult(str(out), scheme.name, plan.file_bytes, time.monotonic() - t0, len(plan.quantized),
                                    plan.kept)
             finish_output(tmp, out, plan, scheme, result)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise disk_full(exc) from None
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -109,3 +109,14 @@ def test_bad_outputs_are_refused_and_leave_nothing(tiny: Callable[[str], Path], 
         convert_weights_only(src, tmp_path / "new" / "out", FP8_SCHEME, boom)
     assert not (tmp_path / "new").exists()  # no temporary folder, no parent folder left
     assert sorted(p.name for p in src.iterdir()) == before
+
+
+def test_too_little_disk_is_refused_before_writing(tiny: Callable[[str], Path], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from quantpress.core import disk
+    from quantpress.core.errors import NotEnoughDiskSpace
+
+    monkeypatch.setattr(disk, "free_bytes", lambda _path: 1000)
+    with pytest.raises(NotEnoughDiskSpace, match="the quantized folder needs"):
+        convert_weights_only(tiny("llama"), tmp_path / "out", FP8_SCHEME, quantize_fp8)
+    assert list(tmp_path.iterdir()) == []
