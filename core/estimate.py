@@ -422,12 +422,21 @@ def _other_estimate(c: _Ctx, fmt: Format, hw: Hardware) -> FormatEstimate:
         room = _vram_budget(hw) - (w.total + comp + over)
         max_ctx = int(min(room / per_token, c.model.context_length or 131072)) // mem.KV_PAD * mem.KV_PAD if room > 0 else 0
     note = "approximate (not calibrated); needs a CUDA GPU" if not gpu_ok else "approximate (not calibrated)"
+    exact = _hf_quant_bytes(c.model, fmt)  # the folder quantpress writes, planned to the byte (core/hfquant)
     return FormatEstimate(
         format=fmt.name, kind=fmt.kind.value, bits_per_weight=round(w.total * 8 / max(1, c.model.n_params), 4),
-        weights_bytes=w.total, file_bytes=None, file_bytes_exact=False, kv_cache_bytes=kv, compute_bytes=comp,
+        weights_bytes=w.total, file_bytes=exact, file_bytes_exact=exact is not None, kv_cache_bytes=kv, compute_bytes=comp,
         overhead_bytes=over, total_bytes=vram, cpu_only_bytes=0, ram_bytes=0, vram_bytes=vram, fit=fit,
         gpu_layers=c.model.n_layers if fit == "gpu" else 0, max_context_on_gpu=max_ctx, runtime=fmt.runtime,
         quality=fmt.quality, note=note)
+
+
+def _hf_quant_bytes(model: ModelInfo, fmt: Format) -> int | None:
+    if model.kind != SourceKind.HF_FOLDER or model.local_path is None:
+        return None
+    from quantpress.core.hfquant.plan import planned_file_bytes
+
+    return planned_file_bytes(model.local_path, fmt.name)
 
 
 def gpu_buffer_terms(model: ModelInfo, runtime: mem.RuntimeConfig) -> dict[str, int]:

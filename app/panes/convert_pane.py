@@ -35,10 +35,12 @@ from quantpress.app import settings
 from quantpress.app.convert_jobs import (
     AWQ_BY_KEY,
     CALIBRATION_CHOICES,
+    FOLDER_BY_KEY,
     available_formats,
     awq_job,
     conversion_job,
     describe_plan,
+    folder_job,
     plan_job,
 )
 from quantpress.app.errors import show_error
@@ -241,7 +243,7 @@ class ConvertPane(Pane):
         from quantpress.core.gguf.request import ConversionRequest
 
         return ConversionRequest(
-            formats=tuple(f for f in self.selected_formats() if f not in AWQ_BY_KEY),
+            formats=tuple(f for f in self.selected_formats() if f not in AWQ_BY_KEY and f not in FOLDER_BY_KEY),
             out=self.out_dir(),
             calibration=CalibrationKind(self.calibration_combo.currentData()),
             calibration_path=self.calibration_path.text().strip() or None,
@@ -281,7 +283,8 @@ class ConvertPane(Pane):
     def preview(self) -> Task | None:
         model, request = self.state.model, self.request()
         if model is None or not request.formats:
-            self.plan_summary.setText("Tick at least one GGUF format (AWQ jobs show their plan in their log).")
+            self.plan_summary.setText("Tick at least one GGUF format (AWQ, GPTQ, FP8 and NF4 jobs show their plan "
+                                      "in their log).")
             return None
         # Planning reads the tokenizer and tensor headers (~0.5-2 s): never on the GUI thread.
         task = self.state.quick_runner().submit("plan", plan_job(model, request))
@@ -336,7 +339,7 @@ class ConvertPane(Pane):
     # -- queue -------------------------------------------------------------------------------------
     @Slot()
     def enqueue(self) -> list[Job]:
-        """One job for all ticked GGUF formats (one read of the model), one per AWQ choice."""
+        """One job for all ticked GGUF formats (one read of the model), one per AWQ/GPTQ/FP8/NF4 choice."""
         model, formats = self.state.model, self.selected_formats()
         if model is None or not formats:
             self.plan_summary.setText("Tick at least one format.")
@@ -352,6 +355,9 @@ class ConvertPane(Pane):
             jobs.append(self.queue.add(Job(f"{name} → {', '.join(request.formats)}", fn, request.out)))
         for choice in (AWQ_BY_KEY[f] for f in formats if f in AWQ_BY_KEY):
             jobs.append(self.queue.add(Job(f"{name} → {choice.label}", awq_job(model, choice, request), request.out)))
+        for folder_choice in (FOLDER_BY_KEY[f] for f in formats if f in FOLDER_BY_KEY):
+            jobs.append(self.queue.add(Job(f"{name} → {folder_choice.label}", folder_job(model, folder_choice, request),
+                                           request.out)))
         return jobs
 
     @Slot(object)

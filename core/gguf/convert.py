@@ -337,11 +337,14 @@ def _write_tensors(plan: ConversionPlan, outputs: list[_Output], reader: Any, im
                     if raw_copy:
                         continue
                     how = out.quant_choice
-                    if how.importance and imp is not None and imp.ndim == 2:  # per-expert rows
+                    used = imp if how.importance else None
+                    if used is None:
+                        _check_no_importance_needed(plan, t, ty)
+                    elif used.ndim == 2:  # per-expert rows
                         for e, piece in _expert_pieces(x, row, t.shape[-2]):
-                            out.write(_buffer(encode(piece, ty, imp[e], plan.threads, how.engine)))
+                            out.write(_buffer(encode(piece, ty, used[e], plan.threads, how.engine)))
                         continue
-                    out.write(_buffer(encode(x, ty, imp if how.importance else None, plan.threads, how.engine)))
+                    out.write(_buffer(encode(x, ty, used, plan.threads, how.engine)))
                 row += x.shape[0]
                 now = done + src_bytes * row // n_rows  # progress in source bytes: big tensors weigh more
                 report(Progress("convert", min(now / total, 0.999), t.name, now, total))
@@ -354,6 +357,17 @@ def _write_tensors(plan: ConversionPlan, outputs: list[_Output], reader: Any, im
             out.pad()
         done += _src_bytes(t)
         report(Progress("convert", min(done / total, 0.999), t.name, done, total))
+
+
+def _check_no_importance_needed(plan: ConversionPlan, t: TensorPlan, ggml_type: str) -> None:
+    """A tensor whose i-quant type needs importance (mixes_iq.NEEDS_IMPORTANCE) but has none: refuse, as
+    llama-quantize does, rather than write a near-useless tensor."""
+    from quantpress.core.gguf.mixes_iq import tensors_needing_importance
+
+    if tensors_needing_importance({t.name: ggml_type}):
+        raise InvalidInput(f"{t.name} is {ggml_type}, which needs importance weights, but calibration "
+                           f"'{plan.calibration.label}' has none for it. Use calibration text or an imatrix "
+                           "that covers this tensor, or choose a format from IQ3_S up.")
 
 
 def _checked_slabs(reader: Any, t: TensorPlan) -> Iterator[np.ndarray]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from quantpress.core.choices import Policy as Policy  # re-exported: the mix rules own it
 from quantpress.core.errors import InvalidInput
 from quantpress.core.gguf.layout import GGML_TYPES, block_size
+from quantpress.core.gguf.mixes_iq import IQ_FALLBACK, IQ_MIXES, IQ_OUTPUT, IQ_TOKEN_EMBD, iq_type
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ MIXES: dict[str, Mix] = {m.name: m for m in (
     Mix("Q5_1", 9, "Q5_1"), Mix("Q4_K_M", 15, "Q4_K"), Mix("Q4_K_S", 14, "Q4_K"), Mix("Q4_0", 2, "Q4_0"),
     Mix("Q4_1", 3, "Q4_1"), Mix("Q3_K_L", 13, "Q3_K"), Mix("Q3_K_M", 12, "Q3_K"), Mix("Q3_K_S", 11, "Q3_K"),
     Mix("Q2_K", 10, "Q2_K"), Mix("IQ4_NL", 25, "IQ4_NL"), Mix("IQ4_XS", 30, "IQ4_XS"),
+    *(Mix(name, ftype, base) for name, (ftype, base) in IQ_MIXES.items()),
 )}
 FLOAT_MIXES = ("F32", "F16", "BF16")
 
@@ -50,9 +52,9 @@ POLICIES = tuple(p.value for p in Policy)
 # tensor_type_fallback: a 256-block type whose row length does not divide -> a 32-block type.
 FALLBACK: dict[str, dict[str, str]] = {
     "llama.cpp": {"Q2_K": "Q4_0", "Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
-                  "IQ4_XS": "IQ4_NL"},
+                  "IQ4_XS": "IQ4_NL", **IQ_FALLBACK},
     "quantpress": {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
-                   "IQ4_XS": "IQ4_NL"},
+                   "IQ4_XS": "IQ4_NL", **IQ_FALLBACK},
 }
 
 
@@ -227,7 +229,12 @@ def _rule(name: str, cat: str, n_per_row: int, mix: Mix, ctx: MixContext, tied: 
     if cat == "output" or (tied and cat == "token_embd"):
         if n_per_row % block_size(t):
             return "Q8_0"
-        return t if t == "Q8_0" else "Q6_K"
+        return t if t == "Q8_0" else IQ_OUTPUT.get(mix.name, "Q6_K")
+    if cat == "token_embd":
+        return IQ_TOKEN_EMBD.get(mix.name, t)
+    if mix.name in IQ_MIXES:
+        return iq_type(mix.name, cat, _layer(name), i_ffn_down, ctx.n_layers, n_gqa=ctx.n_gqa,
+                       has_imatrix=ctx.has_imatrix, is_70b_llama=ctx.is_70b_llama, base=t)
     if cat == "attn_v":
         return "Q8_0" if ctx.n_expert == 8 else _attn_v(mix.name, i_attn_v, n_attn_v, ctx, t)
     if cat == "attn_k" and ctx.n_expert == 8:

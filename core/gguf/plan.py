@@ -368,6 +368,8 @@ def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None =
     for fmt, path in zip(formats, _output_paths(model, name, formats, out), strict=False):
         types = tensor_types(shapes, fmt, ctx)
         _check_types(ordered, types)
+        if calib.kind == "none":
+            _refuse_plain_rounding(fmt, types)
         kv = output_metadata(base, fmt, src.kv)
         head, total = layout.encode_preamble(layout.encode_metadata(kv), len(kv),
                                              [(t.name, t.shape, types[t.name]) for t in ordered])
@@ -385,6 +387,19 @@ def _calibration(imatrix: str | Path | None, calibration: str | Path | None) -> 
     if str(calibration) in TEXTLESS_CALIBRATIONS + ("default",):  # reserved words (a file: ./default)
         return Calibration(CalibrationKind(str(calibration)))
     return Calibration(CalibrationKind.FILE, str(calibration))
+
+
+def _refuse_plain_rounding(fmt: str, types: dict[str, str]) -> None:
+    """The i-quants llama-quantize refuses without an imatrix are refused here too (mixes_iq)."""
+    from quantpress.core.gguf.mixes_iq import tensors_needing_importance
+
+    needing = tensors_needing_importance(types)
+    if needing:
+        raise InvalidInput(
+            f"{fmt} cannot be made with --calibration none: {len(needing)} of its tensors (e.g. {needing[0]} as "
+            f"{types[needing[0]]}) need importance weights, as llama.cpp requires an imatrix for them. Use the "
+            "default (--calibration weights, estimated from the weights), calibration text (--calibration default "
+            "or a file) or --imatrix; or choose IQ3_S, IQ3_M or a k-quant for plain rounding.")
 
 
 def _check_types(tensors: Sequence[TensorPlan], types: dict[str, str]) -> None:
