@@ -222,7 +222,7 @@ def size_order(all_results: dict[str, dict[str, dict[str, dict[str, float]]]], n
                 rows.append((res[mix][v]["bytes"], res[mix][v]["kld"], mix, work / m / "kld" / f"{v}-{mix}.npy"))
             rows.sort()
             lines.append(f"- {m} ({label}): " + " < ".join(f"{mix} {b / 2**20:.1f} MiB {k:.3g}" for b, k, mix, _ in rows))
-            for (b0, k0, m0, f0), (b1, k1, m1, f1) in zip(rows, rows[1:]):
+            for (b0, k0, m0, f0), (b1, k1, m1, f1) in zip(rows, rows[1:], strict=False):
                 if k1 < k0:
                     continue
                 verdict = "higher"

@@ -30,7 +30,7 @@ _GLM_HPARAMS = (
 
 
 def _glm_kv(config: Config) -> list[KV]:
-    factor = rope_scaling(config).get("partial_rotary_factor", config.get("partial_rotary_factor", 0.5))
+    factor = rope_scaling(config).get("partial_rotary_factor", config.get("partial_rotary_factor")) or 0.5
     return [("rope.dimension_count", int(head_dim(config) * float(factor)), "UINT32"),
             ("expert_gating_func", GATING_FUNCS["sigmoid"], "UINT32")]
 
