@@ -63,6 +63,10 @@ AUTO: dict[str, dict[str, QuantChoice]] = {
     "Q5_K_S": {"measured": NATIVE},
     "Q5_K_M": {"measured": NATIVE},
     "Q6_K": {"weights": GGML_WITH_IMPORTANCE, "none": NATIVE_PLAIN, "measured": NATIVE},
+    # Types chosen per tensor for a target (core/gguf/best_fit.py): one quantizer for every type, the
+    # one the k-quant mixes it competes with use (Q3_K_M, Q4_K_S, Q4_K_M with weights-estimated
+    # importance); measured importance and plain rounding take FALLBACK, llama-quantize's way.
+    "MIXED": {"weights": GGML_WITH_IMPORTANCE},
 }
 
 # Unlisted: llama-quantize's behaviour (without importance, or with the measured imatrix as given).
