@@ -91,6 +91,7 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.stack, 1)
         self.setCentralWidget(central)
         self.model_pane.continue_requested.connect(self.go_fit)
+        self.fit_pane.best_fit_requested.connect(self.queue_best_fit)
 
     def _build_actions(self) -> None:
         for i, (_key, label, _icon, _tip) in enumerate(FLOW):
@@ -135,6 +136,12 @@ class MainWindow(QMainWindow):
     @Slot()
     def go_fit(self) -> None:
         self.go_to("fit")
+
+    @Slot(object)
+    def queue_best_fit(self, request: object) -> None:
+        """Fit's "Best quality that fits" goes straight into the Convert queue, shown there."""
+        self.convert_pane.enqueue_best_fit(request)
+        self.go_to("convert")
 
     @Slot()
     def _go_to_action(self) -> None:

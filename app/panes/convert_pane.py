@@ -61,6 +61,7 @@ class ConvertPane(Pane):
         self.queue.job_succeeded.connect(self._on_job_succeeded)
         self.rows: dict[int, JobRow] = {}
         self._plan_task: Task | None = None
+        self._planning: set[int] = set()  # ids of best-fit planning jobs (their result is a plan to write)
         self._build()
         state.model_changed.connect(self._on_model)
         self._on_model(state.model)
@@ -328,6 +329,31 @@ class ConvertPane(Pane):
             jobs.append(self.queue.add(Job(f"{model.name or 'model'} → {label}", fn, out_dir)))
         return jobs
 
+    def enqueue_best_fit(self, request: Any) -> Job:
+        """Queue the Fit pane's "Best quality that fits" (app/best_fit_jobs.py) with this pane's
+        calibration, threads and output folder: a planning job; its plan is shown in the preview and
+        then queued for writing (_on_job_succeeded)."""
+        from quantpress.app.best_fit_jobs import plan_job
+
+        out_dir = self.out_dir()
+        settings.put("last_output_dir", str(out_dir))
+        job = self.queue.add(Job(request.title, plan_job(request, out_dir, self.options()), out_dir))
+        self._planning.add(id(job))
+        return job
+
+    def _write_planned(self, job: Job) -> Job:
+        """Show a finished planning job's plan and queue the job that writes it."""
+        from quantpress.app.best_fit_jobs import convert_plan_job
+
+        plan = job.result
+        self._planning.discard(id(job))
+        for line in plan.describe().splitlines():
+            job.add_log(line.strip())
+        self.show_plan(plan)
+        out = plan.outputs[0]
+        title = f"{plan.model_name or 'model'} → {out.format} {plan.target.label if plan.target else ''}".strip()
+        return self.queue.add(Job(title, convert_plan_job(plan), Path(out.path).parent))
+
     @Slot(object)
     def _on_job_added(self, job: Job) -> None:
         row = JobRow(job)
@@ -344,6 +370,9 @@ class ConvertPane(Pane):
 
     @Slot(object)
     def _on_job_succeeded(self, job: Job) -> None:
+        if id(job) in self._planning:
+            self._write_planned(job)
+            return
         self.state.add_outputs([p for p in job.outputs if is_model_output(p)])
 
     @Slot()
