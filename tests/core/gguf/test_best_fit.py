@@ -74,6 +74,7 @@ def test_size_target_is_kept_and_the_file_is_what_the_plan_says(model: Path, tmp
     assert Path(res2.output).read_bytes() == Path(res.output).read_bytes()
 
 
+@pytest.mark.slow
 def test_bigger_targets_never_expect_more_loss(model: Path, tmp_path: Path) -> None:
     info = open_source(model)
     sizes = [o.file_bytes for o in plan_conversion(info, ["Q3_K_S", "Q4_K_M", "Q6_K"], tmp_path).outputs]
@@ -82,6 +83,7 @@ def test_bigger_targets_never_expect_more_loss(model: Path, tmp_path: Path) -> N
     assert losses[0] > losses[2]
 
 
+@pytest.mark.slow
 def test_bpw_target(model: Path, tmp_path: Path) -> None:
     info = open_source(model)
     plan = plan_best_fit(info, Target.bpw(4.0), tmp_path)
@@ -91,6 +93,7 @@ def test_bpw_target(model: Path, tmp_path: Path) -> None:
     assert 3.9 <= 8 * data / n_params <= 4.0
 
 
+@pytest.mark.slow
 def test_fit_ram_stays_within_the_budget(model: Path, tmp_path: Path) -> None:
     from quantpress.core.estimate import estimate
     from quantpress.core.memory import RuntimeConfig
@@ -110,3 +113,18 @@ def test_fit_ram_stays_within_the_budget(model: Path, tmp_path: Path) -> None:
 def test_too_small_a_size_is_refused_with_the_smallest_possible(model: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="too small for this model"):
         plan_best_fit(open_source(model), Target.size(100_000), tmp_path)
+
+
+@pytest.mark.slow
+def test_fit_gpu_counts_what_the_gpu_holds(model: Path, tmp_path: Path) -> None:
+    from quantpress.core.estimate import estimate_output
+    from quantpress.core.memory import RuntimeConfig
+
+    info = open_source(model)
+    hw = detect_hardware().with_overrides(vram_gib=1.0)
+    plan = plan_best_fit(info, Target.fit("gpu", ctx_tokens=256, kv_type="q8_0"), tmp_path, hardware=hw)
+    assert plan.target is not None and plan.target.budget_bytes == 1024**3
+    out = plan.outputs[0]
+    est = estimate_output(info, hw, RuntimeConfig(n_ctx=256, kv_type="q8_0"), {t.name: t.shape for t in plan.tensors},
+                out.tensor_types, out.file_bytes, out.metadata_bytes)
+    assert est.fit == "gpu" and est.vram_bytes == plan.target.memory_bytes <= 1024**3

@@ -15,6 +15,7 @@ def model(tiny: Callable[[str], Path]) -> Path:
     return tiny("llama")
 
 
+@pytest.mark.slow
 def test_fit_ram_json_writes_the_planned_file(model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["convert", str(model), "--fit", "ram", "--context", "256", "--kv-type", "q8_0", "--memory", "1GiB",
                  "--out", str(tmp_path), "--json"])
