@@ -5,16 +5,20 @@ A small change ΔW of a linear moves its output z by Δz = ΔW·x at every token
 KL-divergence of the next-token distributions to second order is ½·Δzᵀ F Δz, F the Fisher
 information of the model's own predictions with respect to z: E_y[g gᵀ] with g = ∇_z log p(y) and y
 drawn from the model (not the text's next token: the KL to the unquantized model is what matters).
-Keeping the diagonal of the weights' Fisher (errors of different weights independent),
+Keeping the diagonal of the weights' Fisher (errors of different weights independent), summed over
+a chunk's positions s:
 
-    KL ≈ ½ · Σ_ij E_t[g_ti² · x_tj²] · ΔW_ij²
+    Σ_s KL_s ≈ ½ · Σ_ij E[G_ij²] · ΔW_ij²,   G = ∇_W Σ_s log p(y_s) = Σ_t g_t x_tᵀ
 
-accumulated per token as (g²)ᵀ(x²), one matrix the size of the weight. (Factoring it into E[g_i²]·E[x_j²],
-the imatrix's column weights times a row weight, underestimated the single-tensor KLD of a test model's
-linears about tenfold against its embedding: gradients and inputs are not independent.) For the
-output layer E[g_v²] = p_v(1 − p_v): a logit's error matters as much as its token is likely. The token
-embedding (a lookup, no input): ½ · E‖g‖²/n_embd per unit of error averaged over the vocabulary.
-One forward and one backward pass per chunk; no weight gradients are formed.
+with y drawn anew for each of SAMPLES backward passes per chunk; divided by the tokens, per token.
+The whole-chunk gradient matters for the decoder's linears: one ΔW moves every position's output
+alike, and a position's output feeds every later position's prediction, so per-token squares
+Σ_t g_t² x_t² (which drop those cross terms) underestimated the single-tensor KLD of a test model's
+linears 5-80x against its embedding. The output layer's rows only reach their own position's
+prediction and its samples are independent, so there the per-token form Σ_t g_tv² x_tj² is exact
+in expectation and far less noisy: E[g_v²] = p_v(1 − p_v), a logit's error matters as much as its token
+is likely. The token embedding (a lookup): ½ · E‖g‖²/n_embd per unit of error averaged over the
+vocabulary. No gradient is kept for the embedding or output weights.
 
 Measured on a trained-from-scratch test model, the weights-only estimate (core/calibration/
 sensitivity.py) misranked tensors by up to four orders of magnitude against single-tensor KLD; this
@@ -32,6 +36,7 @@ from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, ignore
 
 SENSITIVITY_TOKENS = 1024  # of the built-in calibration text: 2 chunks of 512
 N_CTX = 512
+SAMPLES = 4  # backward passes (draws of y) per chunk: the chunk gradient's square is one draw's noise
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,8 @@ def fisher_terms(model_dir: str | Path, *, n_tokens: int = SENSITIVITY_TOKENS, d
     names = LayerwiseModel(model_dir)  # meta device: only its HF -> GGUF name map is used
     chunks, _ = calibration_chunks(model_dir, None, n_ctx=N_CTX, max_tokens=n_tokens)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32, local_files_only=True,
-                                                 trust_remote_code=False, use_safetensors=True).to(device)
+                                                 trust_remote_code=False, use_safetensors=True)
+    model = model.to(device)  # type: ignore[arg-type]  # transformers' stubs type .to() for a PreTrainedModel self
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -72,21 +78,20 @@ def fisher_terms(model_dir: str | Path, *, n_tokens: int = SENSITIVITY_TOKENS, d
     inputs: dict[str, Any] = {}
     handles = []
 
-    def pre(name: str) -> Any:
-        def hook(_m: Any, args: tuple[Any, ...]) -> None:
-            inputs[name] = args[0].detach().reshape(-1, args[0].shape[-1]).float() ** 2
-        return hook
+    def pre(_m: Any, args: tuple[Any, ...]) -> None:
+        inputs["lm_head"] = args[0].detach().reshape(-1, args[0].shape[-1]).float() ** 2
 
-    def back(name: str) -> Any:
-        def hook(_m: Any, _gin: Any, gout: tuple[Any, ...]) -> None:
-            g = gout[0].detach().reshape(-1, gout[0].shape[-1]).float()
-            f = (g * g).T @ inputs.pop(name)  # Σ_t g_ti² x_tj², the diagonal of the weight's Fisher
-            fisher[name] = f if name not in fisher else fisher[name] + f
-        return hook
+    def back(_m: Any, _gin: Any, gout: tuple[Any, ...]) -> None:
+        g = gout[0].detach().reshape(-1, gout[0].shape[-1]).float()
+        f = (g * g).T @ inputs["lm_head"]  # Σ_t g_tv² x_tj²: per position (module docstring)
+        fisher["lm_head"] = f if "lm_head" not in fisher else fisher["lm_head"] + f
 
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            handles += [module.register_forward_pre_hook(pre(name)), module.register_full_backward_hook(back(name))]
+    decoder = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name != "lm_head"}
+    for m in decoder.values():
+        m.weight.requires_grad_(True)
+    head = model.get_output_embeddings()
+    if head is not None:
+        handles += [head.register_forward_pre_hook(pre), head.register_full_backward_hook(back)]
     embed = model.get_input_embeddings()
     embed_g2 = [0.0]
 
@@ -103,9 +108,15 @@ def fisher_terms(model_dir: str | Path, *, n_tokens: int = SENSITIVITY_TOKENS, d
             cancel.raise_if_cancelled()
             ids = torch.tensor([row], dtype=torch.long, device=device)
             logp = torch.log_softmax(model(input_ids=ids).logits.float(), dim=-1)[0]
-            y = torch.multinomial(logp.detach().exp().cpu(), 1, generator=gen).to(device)
-            (-logp.gather(1, y).sum()).backward()
-            n_seen += len(row)
+            probs = logp.detach().exp().cpu()
+            for k in range(SAMPLES):
+                y = torch.multinomial(probs, 1, generator=gen).to(device)
+                (-logp.gather(1, y).sum()).backward(retain_graph=k < SAMPLES - 1)  # type: ignore[no-untyped-call]
+                for name, m in decoder.items():
+                    g2 = m.weight.grad.float() ** 2
+                    fisher[name] = g2 if name not in fisher else fisher[name] + g2
+                    m.weight.grad = None
+            n_seen += len(row) * SAMPLES
             report(Progress("sensitivity", (i + 1) / len(chunks.rows), f"sensitivity: chunk {i + 1}/{len(chunks.rows)}"))
     finally:
         for h in handles:
