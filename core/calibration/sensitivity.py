@@ -101,7 +101,7 @@ def estimate_sensitivity(tensors: Sequence[Any], read: Callable[[Any], Iterator[
 
 def _column_energy(w: _Weights, name: str) -> np.ndarray:
     """Σ_k W[k, i]² per column i."""
-    return w.column_mean_square(name) * int(w.by_name[name].n_elements // w.columns(name))
+    return np.asarray(w.column_mean_square(name)) * int(w.by_name[name].n_elements // w.columns(name))
 
 
 def _block(w: _Weights, trace: dict[str, np.ndarray], blk: str, half: float, n_head: int, n_kv: int, arch: str,

@@ -82,13 +82,12 @@ def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
     kv = output_metadata(base, MIXED_FORMAT, src_kv)
     shapes = {t.name: tuple(t.shape) for t in base.tensors}
     cands = {t.name: candidates_for(t.name, shapes[t.name]) for t in base.tensors}
-    errors, sensitivity, notes = _measure(base, cands, src_kv, threads, report, cancel)
     fixed_types = {n: "F32" for n, c in cands.items() if not c}
 
     def finish(types: dict[str, str]) -> tuple[bytes, int]:
-        ordered = {t.name: types[t.name] for t in base.tensors}
-        return layout.encode_preamble(layout.encode_metadata(kv), len(kv),
-                                      [(t.name, t.shape, ordered[t.name]) for t in base.tensors])
+        head, total = layout.encode_preamble(layout.encode_metadata(kv), len(kv),
+                                             [(t.name, t.shape, types[t.name]) for t in base.tensors])
+        return head, int(total)
 
     head, _ = finish({**fixed_types, **{n: c[0] for n, c in cands.items() if c}})
     tied = "output.weight" not in shapes
@@ -98,24 +97,27 @@ def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
 
         hw = target.hardware(hardware or detect_hardware())
     cost = cost_function(target, tied, hw.cpu_flags if hw else ())
-    options = {n: [Option(t, cost(n, shapes[n], t), errors[n].loss[t]) for t in c]
-               for n, c in cands.items() if c}
     fixed_cost = sum(cost(n, shapes[n], t) for n, t in fixed_types.items())
-    report(Progress("plan", 0.999, "choosing types"))
-    if target.kind == "size":
-        budget = target.size_bytes
-        alloc = _solve(options, budget - len(head) - fixed_cost, lambda b: f"{b:,} bytes")
-        memory = 0
-    elif target.kind == "bpw":
-        n_params = sum(t.n_elements for t in base.tensors)
-        budget = int(target.bits_per_weight * n_params / 8)
-        alloc = _solve(options, budget - fixed_cost, lambda b: f"{8 * b / n_params:.2f} bits per weight")
-        memory = 0
-    else:
+    n_params = sum(t.n_elements for t in base.tensors)
+
+    def solve(loss: Callable[[str, str], float]) -> tuple[int, Allocation, int]:
+        """(budget, allocation, estimated memory or 0) for the options' losses ``loss(name, type)``."""
+        options = {n: [Option(t, cost(n, shapes[n], t), loss(n, t)) for t in c] for n, c in cands.items() if c}
+        if target.kind == "size":
+            return target.size_bytes, _solve(options, target.size_bytes - len(head) - fixed_cost,
+                                             lambda b: f"{b:,} bytes"), 0
+        if target.kind == "bpw":
+            budget = int(target.bits_per_weight * n_params / 8)
+            return budget, _solve(options, budget - fixed_cost, lambda b: f"{8 * b / n_params:.2f} bits per weight"), 0
         assert hw is not None
         budget = target.device_budget(hw)
-        alloc, memory = _solve_fit(model, target, hw, shapes, options, fixed_types, fixed_cost, budget,
-                                   len(head), finish)
+        return (budget, *_solve_fit(model, target, hw, shapes, options, fixed_types, fixed_cost, budget, len(head),
+                                    finish))
+
+    solve(lambda n, t: 0.0)  # refuses a target nothing fits before the weights are read
+    errors, sensitivity, notes = _measure(base, cands, src_kv, threads, report, cancel)
+    report(Progress("plan", 0.999, "choosing types"))
+    budget, alloc, memory = solve(lambda n, t: errors[n].loss[t])
     types = {t.name: {**fixed_types, **alloc.types}[t.name] for t in base.tensors}
     head, file_bytes = finish(types)
     if target.kind == "size" and file_bytes > target.size_bytes:  # the layout's promise; never hand out more
@@ -154,7 +156,7 @@ def _solve_fit(model: ModelInfo, target: Target, hw: Hardware, shapes: dict[str,
     def memory(types: dict[str, str]) -> int:
         full = {**fixed_types, **types}
         est = estimate_output(model, roomy, runtime, shapes, full, finish(full)[1], metadata_bytes)
-        return est.vram_bytes if target.kind == "fit-gpu" else est.cpu_only_bytes
+        return int(est.vram_bytes if target.kind == "fit-gpu" else est.cpu_only_bytes)
 
     cheapest = {n: min(opts, key=lambda o: o.cost) for n, opts in options.items()}
     other = memory({n: o.ggml_type for n, o in cheapest.items()}) - fixed_cost - sum(o.cost for o in cheapest.values())
@@ -238,7 +240,7 @@ def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: li
             return [LossTerm(sens.scale[name], col if col is not None and col.shape[0] == n else np.ones(n, np.float32))]
 
         def quantize(x: np.ndarray, ggml_type: str, imp: np.ndarray | None) -> np.ndarray:
-            return encode(x, ggml_type, imp, threads, how.engine)
+            return np.asarray(encode(x, ggml_type, imp, threads, how.engine))
 
         errors = measure_errors(base.tensors, cands, read, quantize, quant_importance, terms, report=report,
                                 cancel=cancel)

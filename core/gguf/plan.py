@@ -165,11 +165,11 @@ class ConversionPlan:
             mix = ", ".join(f"{k}×{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
             lines.append(f"  {o.format:7s} {o.file_bytes:>14,d} B  {o.path}  [{mix}]")
         if self.target is not None:
-            t = self.target
-            lines.append(f"  target {t.label}: budget {t.budget_bytes:,} B"
-                         + (f", estimated memory {t.memory_bytes:,} B at {t.ctx_tokens} tokens ({t.kv_type} KV)"
-                            if t.memory_bytes else "")
-                         + f", expected KLD {t.expected_kld:.4g}")
+            tg = self.target
+            lines.append(f"  target {tg.label}: budget {tg.budget_bytes:,} B"
+                         + (f", estimated memory {tg.memory_bytes:,} B at {tg.ctx_tokens} tokens ({tg.kv_type} KV)"
+                            if tg.memory_bytes else "")
+                         + f", expected KLD {tg.expected_kld:.4g}")
         return "\n".join(lines + [f"  warning: {w}" for w in self.warnings])
 
 

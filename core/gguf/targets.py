@@ -102,8 +102,8 @@ class Target:
             if not hardware.gpus:
                 raise InvalidInput("--fit gpu: no GPU was detected; use --fit ram, or --memory SIZE to plan "
                                    "for a GPU of that size")
-            return hardware.vram_free_bytes
-        return hardware.ram_available_bytes
+            return int(hardware.vram_free_bytes)
+        return int(hardware.ram_available_bytes)
 
     def hardware(self, detected: Hardware) -> Hardware:
         """The machine the fit is planned for: as detected, or with the what-if budget as its device."""
@@ -131,7 +131,7 @@ def cost_function(target: Target, tied: bool, cpu_flags: tuple[str, ...] = ()) -
     repacked = mem.repacked_types(cpu_flags)
 
     def in_ram(name: str, shape: tuple[int, ...], t: str) -> int:
-        n = layout.tensor_nbytes(shape, t)
+        n = int(layout.tensor_nbytes(shape, t))
         return n * 2 if mem.is_repacked(name, shape, t, repacked) else n
 
     return in_ram
