@@ -158,7 +158,19 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=4)
     ap.add_argument("--n-ctx", type=int, default=256)
     ap.add_argument("--write", action="store_true", help="replace this benchmark's section of BENCHMARKS.md")
+    ap.add_argument("--from-json", metavar="FILES",
+                    help="render (and --write) the results.json of earlier runs, comma-separated, instead of measuring")
     args = ap.parse_args()
+    if args.from_json:
+        results = {}
+        for f in args.from_json.split(","):
+            results |= json.loads(Path(f).read_text())
+        args.models = ",".join(results)
+        report = render(results, args)
+        print(report)
+        if args.write:
+            write_section(report)
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from quantpress.core.demo import ensure_demo_model
 
@@ -168,9 +180,10 @@ def main() -> None:
     results = {}
     for label in args.models.split(","):
         results[label] = study(label, build(label, ensure_demo_model()), args.chunks, args.n_ctx, work / label)
+        (work / "results.json").write_text(json.dumps(results, indent=1))  # kept as each model ends
+        print(f"results so far: {work / 'results.json'}", file=sys.stderr, flush=True)
     report = render(results, args)
     print(report)
-    (work / "results.json").write_text(json.dumps(results, indent=1))
     if args.write:
         write_section(report)
 
