@@ -11,6 +11,8 @@ measured on these as well, saved in bf16 like real checkpoints:
 - ``scratch``: a small Llama (hidden 256, 6 layers, GQA 4/2 heads, FFN 768, tied 49,152-token
   embeddings, the demo's tokenizer) trained from random initialisation on the same text. Every row is
   a multiple of 256, so the k-quants apply everywhere: the other kind of model.
+- ``qwen3``: the same shapes as ``scratch`` but the Qwen3 class (per-head q/k RMS norms, GGUF arch
+  ``qwen3``), trained from random initialisation on the same text: a second architecture family.
 
 Each is built once into the benchmark cache (atomically: built aside, renamed) and reused; training
 is seeded, single-process, a few minutes on 2 cores.
@@ -38,7 +40,10 @@ SCRATCH_CONFIG = CONFIG | {"hidden_size": 256, "intermediate_size": 768, "num_hi
 # (steps, learning rate, batch rows, tokens per row): each trains in minutes on 2 idle cores. The
 # fine-tune's learning rate is high on purpose: Adam moves each weight by about lr per step, and the
 # weights must move by a good part of a Q4_1 step (~0.01) to leave the grid (grid_residual).
-RECIPES = {"finetuned": (50, 1e-3, 2, 128), "scratch": (120, 3e-3, 8, 128)}
+RECIPES = {"finetuned": (50, 1e-3, 2, 128), "scratch": (120, 3e-3, 8, 128), "qwen3": (120, 3e-3, 8, 128)}
+# Models trained from random initialisation: recipe name -> (transformers config class, model class, model_type).
+FROM_SCRATCH = {"scratch": ("LlamaConfig", "LlamaForCausalLM", "llama"),
+                "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", "qwen3")}
 # One line each, for benchmark reports.
 DESCRIPTIONS = {
     "demo": "SmolLM2-135M-Instruct rebuilt from its Q4_1 GGUF (F32 safetensors, 576-wide rows, weights on a Q4_1 grid)",
@@ -46,6 +51,8 @@ DESCRIPTIONS = {
                  "576-wide rows, weights moved off the Q4_1 grid)",
     "scratch": "a 6-layer Llama (hidden 256, FFN 768) trained from scratch on the CPU, saved in bf16 "
                "(`benchmarks/trained_models.py`; every row a multiple of 256)",
+    "qwen3": "a 6-layer Qwen3 (hidden 256, FFN 768, q/k norms) trained from scratch on the CPU, saved in bf16 "
+             "(`benchmarks/trained_models.py`; every row a multiple of 256)",
 }
 
 
@@ -125,7 +132,8 @@ def build(kind: str, demo: Path, cache: Path = CACHE) -> Path:
 
     def write(tmp: Path) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+        import transformers
+        from transformers import AutoModelForCausalLM
 
         torch.manual_seed(0)
         if kind == "finetuned":
@@ -133,8 +141,11 @@ def build(kind: str, demo: Path, cache: Path = CACHE) -> Path:
                                                          trust_remote_code=False, use_safetensors=True)
             config = json.loads((demo / "config.json").read_text())
         else:
-            config = dict(SCRATCH_CONFIG)
-            model = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in config.items() if k != "architectures"}))
+            config_class, model_class, model_type = FROM_SCRATCH[kind]
+            config = dict(SCRATCH_CONFIG) | {"architectures": [model_class], "model_type": model_type}
+            hf_config = getattr(transformers, config_class)(**{k: v for k, v in config.items()
+                                                                  if k not in ("architectures", "model_type")})
+            model = getattr(transformers, model_class)(hf_config)
         print(f"training the '{kind}' test model ({steps} steps) -> {cache / kind}", file=sys.stderr, flush=True)
         _train(model, _training_rows(demo, n_ctx), steps, lr, batch, seed=0)
         _save_bf16(model, tmp)

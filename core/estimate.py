@@ -159,7 +159,6 @@ def _expert_layers(model: ModelInfo, sizes: dict[str, int]) -> tuple[int, ...]:
 
 def _plan_weights(model: ModelInfo, names: Sequence[str]) -> tuple[dict[str, Weights], list[str]]:
     """Exact GGUF weights from the converter's plan; formats it cannot plan are left out."""
-    from quantpress.core.gguf import layout
     from quantpress.core.gguf.plan import plan_conversion
 
     out: dict[str, Weights] = {}
@@ -176,12 +175,28 @@ def _plan_weights(model: ModelInfo, names: Sequence[str]) -> tuple[dict[str, Wei
     for plan in plans:
         shapes = {t.name: t.shape for t in plan.tensors}
         for o in plan.outputs:
-            sizes = {name: layout.tensor_nbytes(shapes[name], t) for name, t in o.tensor_types.items()}
-            layers, inp, outb = _split(model, sizes)
-            typed = tuple((n, tuple(shapes[n]), t, sizes[n]) for n, t in o.tensor_types.items())
-            out[o.format] = Weights(layers, inp, outb, o.file_bytes, o.metadata_bytes, True, typed,
-                                    _expert_layers(model, sizes))
+            out[o.format] = _output_weights(model, shapes, o.tensor_types, o.file_bytes, o.metadata_bytes)
     return out, warnings
+
+
+def _output_weights(model: ModelInfo, shapes: dict[str, tuple[int, ...]], types: dict[str, str], file_bytes: int,
+                    metadata_bytes: int) -> Weights:
+    from quantpress.core.gguf import layout
+
+    sizes = {name: layout.tensor_nbytes(shapes[name], t) for name, t in types.items()}
+    layers, inp, outb = _split(model, sizes)
+    typed = tuple((n, tuple(shapes[n]), t, sizes[n]) for n, t in types.items())
+    return Weights(layers, inp, outb, file_bytes, metadata_bytes, True, typed, _expert_layers(model, sizes))
+
+
+def estimate_output(model: ModelInfo, hardware: Hardware, runtime: mem.RuntimeConfig,
+                    shapes: dict[str, tuple[int, ...]], types: dict[str, str], file_bytes: int, metadata_bytes: int,
+                    label: str = "MIXED") -> FormatEstimate:
+    """The estimate of one GGUF file given by its per-tensor ``types`` (e.g. a plan's output whose
+    types were chosen for a target, core/gguf/best_fit.py): the same terms as every catalogue row."""
+    c = _Ctx(model, runtime, _n_merges(model), hardware.cpu_flags, mem.gpu_runtime_bytes(hardware.gpus))
+    w = _output_weights(model, shapes, types, file_bytes, metadata_bytes)
+    return _gguf_estimate(c, label, None, w, hardware, "per-tensor types chosen for a target")
 
 
 def _approx_gguf(model: ModelInfo, fmt: Format) -> Weights:

@@ -57,6 +57,7 @@ from quantpress.core.model import ModelInfo
 from quantpress.core.outputs import default_output_dir
 
 if TYPE_CHECKING:  # the planner imports numpy and gguf: not at the window's first paint
+    from quantpress.app.best_fit_jobs import BestFitRequest
     from quantpress.core.gguf.plan import ConversionPlan
     from quantpress.core.gguf.request import ConversionRequest
 
@@ -78,6 +79,7 @@ class ConvertPane(Pane):
         self._plan_task: Task | None = None
         self._planning: tuple[ModelInfo, ConversionRequest] | None = None  # what the running preview plans
         self._previewed: tuple[ModelInfo, ConversionRequest, ConversionPlan] | None = None  # what it showed
+        self._best_fit_planning: set[int] = set()  # ids of best-fit planning jobs (their result is a plan to write)
         self._build()
         state.model_changed.connect(self._on_model)
         self._on_model(state.model)
@@ -360,6 +362,31 @@ class ConvertPane(Pane):
                                            request.out)))
         return jobs
 
+    def enqueue_best_fit(self, request: BestFitRequest) -> Job:
+        """Queue the Fit pane's "Best quality that fits" (app/best_fit_jobs.py) with this pane's
+        calibration, threads and output folder: a planning job; its plan is shown in the preview and
+        then queued for writing (_on_job_succeeded)."""
+        from quantpress.app.best_fit_jobs import plan_job
+
+        conversion = self.request()
+        settings.put("last_output_dir", str(conversion.out))
+        job = self.queue.add(Job(request.title, plan_job(request, conversion), conversion.out))
+        self._best_fit_planning.add(id(job))
+        return job
+
+    def _write_planned(self, job: Job) -> Job:
+        """Show a finished planning job's plan and queue the job that writes it."""
+        from quantpress.app.best_fit_jobs import convert_plan_job
+
+        plan = job.result
+        self._best_fit_planning.discard(id(job))
+        for line in plan.describe().splitlines():
+            job.add_log(line.strip())
+        self.show_plan(plan)
+        out = plan.outputs[0]
+        title = f"{plan.model_name or 'model'} → {out.format} {plan.target.label if plan.target else ''}".strip()
+        return self.queue.add(Job(title, convert_plan_job(plan), Path(out.path).parent))
+
     @Slot(object)
     def _on_job_added(self, job: Job) -> None:
         row = JobRow(job)
@@ -376,6 +403,9 @@ class ConvertPane(Pane):
 
     @Slot(object)
     def _on_job_succeeded(self, job: Job) -> None:
+        if id(job) in self._best_fit_planning:
+            self._write_planned(job)
+            return
         self.state.add_outputs([p for p in job.outputs if is_model_output(p)])
 
     @Slot()

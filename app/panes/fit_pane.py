@@ -51,9 +51,12 @@ def format_explanation(name: str) -> str:
 class FitPane(Pane):
     """Signals:
     estimated(object): a new estimate (MemoryEstimate) is on screen.
+    best_fit_requested(object): "Best quality that fits" was pressed (an app.best_fit_jobs.BestFitRequest
+        for the current model, hardware, context and KV type); the main window queues it in Convert.
     """
 
     estimated = Signal(object)
+    best_fit_requested = Signal(object)
 
     def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__(
@@ -121,6 +124,17 @@ class FitPane(Pane):
         self.measure_button.clicked.connect(self.measure_gpu)
         row.addWidget(self.measure_button)
         self.body.addLayout(row)
+        best_row = QHBoxLayout()
+        self.best_fit_button = QPushButton("Best quality that fits")
+        self.best_fit_button.setToolTip(
+            "Let quantpress choose every tensor's type: the most accurate GGUF whose estimated memory at this "
+            "context and KV cache fits the GPU (or, without one, the RAM). It measures each tensor's error "
+            "under each type first (about as long as a conversion), then converts; see the Convert queue.")
+        self.best_fit_button.setEnabled(False)
+        self.best_fit_button.clicked.connect(self.request_best_fit)
+        best_row.addWidget(self.best_fit_button)
+        best_row.addStretch(1)
+        self.body.addLayout(best_row)
         for spin in (self.ctx_spin, self.batch_spin, self.vram_spin, self.ram_spin):
             spin.valueChanged.connect(self._schedule)
         self.kv_combo.currentIndexChanged.connect(self._schedule)
@@ -165,6 +179,24 @@ class FitPane(Pane):
     # -- data --------------------------------------------------------------------------------------
     def _schedule(self, *_: Any) -> None:  # plain method: connected to signals of any signature
         self._debounce.start()
+
+    @Slot()
+    def request_best_fit(self) -> Any:
+        """Emit best_fit_requested for the current model and controls; returns the request (or None)."""
+        from quantpress.app.best_fit_jobs import BestFitRequest
+
+        model, hardware = self.state.model, self.hardware()
+        if model is None or hardware is None:
+            return None
+        device = "gpu" if getattr(hardware, "gpus", ()) else "ram"
+        request = BestFitRequest(model, hardware, device, self.ctx_spin.value(), str(self.kv_combo.currentData()))
+        self.best_fit_requested.emit(request)
+        return request
+
+    def _update_best_fit_button(self) -> None:
+        model = self.state.model
+        self.best_fit_button.setEnabled(model is not None and bool(getattr(model, "convertible", True))
+                                        and self.state.hardware is not None)
 
     @Slot(object)
     def _on_hardware(self, hw: Any) -> None:
@@ -233,6 +265,7 @@ class FitPane(Pane):
             return None
         settings.put("context_tokens", self.ctx_spin.value())
         settings.put("kv_type", self.kv_combo.currentData())
+        self._update_best_fit_button()
         hardware = self.hardware()
         if hardware is None:
             self.summary.setText("Waiting for hardware detection…")
@@ -280,6 +313,7 @@ class FitPane(Pane):
         self.chart.update()
 
     def _show_empty(self) -> None:
+        self.best_fit_button.setEnabled(False)
         self.table.setRowCount(0)
         self.chart.set_data([], [])
         self.summary.setText("Open a model on the Model page (Ctrl+1) to see which formats fit.")

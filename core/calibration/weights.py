@@ -65,6 +65,13 @@ def activation_energy(std: np.ndarray, arch: str) -> np.ndarray:
     return out
 
 
+def activation_slope_energy(std: np.ndarray, arch: str) -> np.ndarray:
+    """E[act'(g)²] for g ~ N(0, std²), per entry of ``std`` (central difference of act)."""
+    act = _gelu_tanh if arch in _GELU_ARCHES else _silu
+    z, h = np.outer(np.asarray(std, dtype=np.float64), _ZS), 1e-3
+    return np.asarray((((act(z + h) - act(z - h)) / (2 * h)) ** 2 * _WS).sum(axis=1))
+
+
 def _kv(kv: Sequence[tuple[str, Any, str]], arch: str, key: str) -> Any:
     for k, v, _ in kv:
         if k == f"{arch}.{key}":
@@ -128,11 +135,15 @@ def _post_norm(w: _Weights, name: str, update: np.ndarray) -> np.ndarray:
 
 def weight_importance(tensors: Sequence[Any], read: Callable[[Any], Iterator[np.ndarray]],
                       kv: Sequence[tuple[str, Any, str]], arch: str, *, report: Report = ignore,
-                      cancel: CancelToken = NEVER) -> Imatrix:
+                      cancel: CancelToken = NEVER, trace: dict[str, np.ndarray] | None = None) -> Imatrix:
     """Estimated mean x² per input column of every attention/FFN linear (see module docstring).
 
     tensors: objects with ``.name`` (GGUF names) in file order; read(tensor) yields float32 row slabs.
-    kv: the source's GGUF metadata (head counts). Layers the estimate cannot follow get no entry."""
+    kv: the source's GGUF metadata (head counts). Layers the estimate cannot follow get no entry.
+    trace: when given, receives the propagated energies the sensitivity estimate needs
+    (core/calibration/sensitivity.py): per block ``<blk>resid_attn``/``<blk>resid_ffn`` (residual
+    energy per channel entering each sub-block), ``<blk>q``/``<blk>k``/``<blk>v`` (E[out²] per row),
+    ``<blk>gate``/``<blk>up``; and ``resid_final``."""
     names = [t.name for t in tensors]
     n_layers = sum(1 for n in names if n.endswith(".attn_norm.weight"))
     done = [0]
@@ -152,13 +163,16 @@ def weight_importance(tensors: Sequence[Any], read: Callable[[Any], Iterator[np.
     if arch in _SCALED_EMBEDDING:
         r = r * r.shape[0]
     for i in range(n_layers):
-        r = _attention(w, means, f"blk.{i}.", r, n_head, n_kv)
-        r = _ffn(w, means, f"blk.{i}.", r, arch)
+        _record(trace, f"blk.{i}.resid_attn", r)
+        r = _attention(w, means, f"blk.{i}.", r, n_head, n_kv, trace)
+        _record(trace, f"blk.{i}.resid_ffn", r)
+        r = _ffn(w, means, f"blk.{i}.", r, arch, trace)
+    _record(trace, "resid_final", r)
     return _imatrix(means)
 
 
 def _attention(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarray, n_head: int,
-               n_kv: int) -> np.ndarray:
+               n_kv: int, trace: dict[str, np.ndarray] | None) -> np.ndarray:
     if not w.has(blk + "attn_norm.weight") or not n_head:
         return r
     x = w.vector(blk + "attn_norm.weight") ** 2 * _normalised(r)
@@ -173,6 +187,11 @@ def _attention(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarra
         v_var = w.row_energy(blk + "attn_v.weight", x)
     else:
         return r
+    _record(trace, blk + "v", v_var)
+    if trace is not None and not w.has(fused):  # q/k energies: how far their errors move attention scores
+        for part in ("q", "k"):
+            if w.has(f"{blk}attn_{part}.weight"):
+                trace[blk + part] = w.row_energy(f"{blk}attn_{part}.weight", x)
     o_name = blk + "attn_output.weight"
     # fused rows are [q (n_head); k (n_kv); v (n_kv)] heads, V the last block
     head_dim = v_var.shape[0] // (n_head + 2 * n_kv if w.has(fused) else n_kv)
@@ -186,7 +205,8 @@ def _attention(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarra
     return out
 
 
-def _ffn(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarray, arch: str) -> np.ndarray:
+def _ffn(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarray, arch: str,
+         trace: dict[str, np.ndarray] | None) -> np.ndarray:
     if w.has(blk + "ffn_norm.weight") and w.has(blk + "ffn_up_exps.weight"):
         return _moe_ffn(w, means, blk, r, arch)
     if not w.has(blk + "ffn_norm.weight") or not w.has(blk + "ffn_up.weight"):
@@ -199,6 +219,8 @@ def _ffn(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarray, arc
         gate = w.row_energy(blk + "ffn_gate.weight", x)
     else:  # fused gate_up (Phi-3): gate rows first
         gate, up = up[: up.shape[0] // 2], up[up.shape[0] // 2:]
+    _record(trace, blk + "gate", gate)
+    _record(trace, blk + "up", up)
     down_in = activation_energy(np.sqrt(gate), arch) * up
     d_name = blk + "ffn_down.weight"
     if not w.has(d_name):
@@ -229,6 +251,11 @@ def _moe_ffn(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarray,
         out = w.row_energy(down_n, down_in.mean(axis=0))  # one column weighting for every expert's rows
         update += out.reshape(n_expert, -1).mean(axis=0)
     return np.asarray(r + _post_norm(w, blk + "post_ffw_norm.weight", update))
+
+
+def _record(trace: dict[str, np.ndarray] | None, key: str, value: np.ndarray) -> None:
+    if trace is not None:
+        trace[key] = value
 
 
 def _imatrix(means: dict[str, np.ndarray]) -> Imatrix:

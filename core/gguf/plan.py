@@ -70,6 +70,32 @@ class Calibration:
         return self.kind not in TEXTLESS_CALIBRATIONS
 
 
+# The format name of an output whose per-tensor types were chosen for a target (core/gguf/best_fit.py),
+# and the general.file_type it gets: llama.h's LLAMA_FTYPE_GUESSED (no single llama_ftype describes a
+# free mix; llama.cpp prints it as "(guessed)" and loads it like any other).
+MIXED_FORMAT = "MIXED"
+MIXED_FTYPE = 1024
+
+
+@dataclass(frozen=True)
+class TargetSummary:
+    """What a MIXED output's types were chosen for, and what the choice is expected to give.
+
+    kind: 'size' | 'bpw' | 'fit-gpu' | 'fit-ram'; budget_bytes: the bytes the choice had to stay
+    under (file, tensor data, or memory at the context); expected_kld: the solver's predicted
+    KL-divergence (core/calibration/fisher.py), a ranking aid, not a measurement."""
+
+    kind: str
+    label: str
+    budget_bytes: int
+    expected_kld: float
+    memory_bytes: int = 0  # estimated memory at ctx_tokens (fit targets), 0 otherwise
+    ctx_tokens: int = 0
+    kv_type: str = ""
+    seconds: float = 0.0  # planning time (measuring the errors included)
+    sensitivity: str = ""  # where the per-tensor sensitivity came from: 'fisher' (calibration pass) or 'weights'
+
+
 @dataclass(frozen=True)
 class OutputPlan:
     path: str
@@ -99,6 +125,7 @@ class ConversionPlan:
     quantpress_version: str = ""
     warnings: tuple[str, ...] = ()
     config: dict[str, Any] = field(default_factory=dict, repr=False)
+    target: TargetSummary | None = None  # set when the types were chosen for a target (MIXED output)
 
     def __post_init__(self) -> None:  # saved plans and older callers give plain strings
         object.__setattr__(self, "policy", Policy.parse(self.policy, "policy"))
@@ -126,6 +153,7 @@ class ConversionPlan:
                                    tuple((str(a), str(b)) for a, b in ov.get("tensor_types", ())))
         d["calibration"] = Calibration(**(d.get("calibration") or {}))
         d["warnings"] = tuple(d.get("warnings", ()))
+        d["target"] = TargetSummary(**d["target"]) if d.get("target") else None
         return cls(**d)
 
     @classmethod
@@ -146,6 +174,12 @@ class ConversionPlan:
                 counts[t] = counts.get(t, 0) + 1
             mix = ", ".join(f"{k}×{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
             lines.append(f"  {o.format:7s} {o.file_bytes:>14,d} B  {o.path}  [{mix}]")
+        if self.target is not None:
+            tg = self.target
+            lines.append(f"  target {tg.label}: budget {tg.budget_bytes:,} B"
+                         + (f", estimated memory {tg.memory_bytes:,} B at {tg.ctx_tokens} tokens ({tg.kv_type} KV)"
+                            if tg.memory_bytes else "")
+                         + f", expected KLD {tg.expected_kld:.4g}")
         return "\n".join(lines + [f"  warning: {w}" for w in self.warnings])
 
 
@@ -259,7 +293,7 @@ def general_kv(plan: ConversionPlan, fmt: str, calibration_tokens: int = 0) -> l
         (Keys.General.BASENAME, re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-") or "model", "STRING"),
         (Keys.General.SIZE_LABEL, counts.size_label, "STRING"),
         (Keys.General.QUANTIZED_BY, "quantpress", "STRING"),
-        (Keys.General.FILE_TYPE, MIXES[fmt].ftype, "UINT32"),
+        (Keys.General.FILE_TYPE, MIXES[fmt].ftype if fmt in MIXES else MIXED_FTYPE, "UINT32"),
         (Keys.General.QUANTIZATION_VERSION, 2, "UINT32"),
         ("quantpress.version", plan.quantpress_version, "STRING"),
         ("quantpress.source", plan.source, "STRING"),
