@@ -55,7 +55,8 @@ def available_formats(model: ModelInfo) -> list[tuple[str, str, str]]:
     from quantpress.core.gguf.mixes import MIXES
 
     order = ["Q4_K_M", "Q5_K_M", "Q6_K", "Q8_0", "Q4_K_S", "Q5_K_S", "IQ4_XS", "IQ4_NL", "Q3_K_L", "Q3_K_M",
-             "Q3_K_S", "Q2_K", "Q5_0", "Q5_1", "Q4_0", "Q4_1", "F16", "BF16", "F32"]
+             "Q3_K_S", "Q2_K", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS",
+             "IQ1_M", "IQ1_S", "Q5_0", "Q5_1", "Q4_0", "Q4_1", "F16", "BF16", "F32"]
     names = [m for m in order if m in MIXES] + [m for m in MIXES if m not in order]
     out = []
     for m in names:
@@ -63,6 +64,8 @@ def available_formats(model: ModelInfo) -> list[tuple[str, str, str]]:
         out.append((m, f"GGUF {m}", fmt.explanation if fmt else ""))
     if model.kind == SourceKind.HF_FOLDER:
         out.extend((c.key, c.label, c.explanation) for c in AWQ_CHOICES)
+        out.extend((c.key, c.label, c.explanation) for c in FOLDER_CHOICES
+                   if c.kind != "nf4" or module_exists("bitsandbytes"))
     return out
 
 
@@ -94,21 +97,86 @@ AWQ_CHOICES = (
 AWQ_BY_KEY = {c.key: c for c in AWQ_CHOICES}
 
 
+@dataclass(frozen=True)
+class FolderChoice:
+    """One GPTQ/FP8/NF4 output the Convert pane offers (core/hfquant writes them as a folder)."""
+
+    kind: str  # "gptq", "fp8" or "nf4"
+    layout: str  # GPTQ's checkpoint layout ("compressed-tensors" or "gptq"); "" for the others
+    label: str
+    explanation: str
+
+    @property
+    def key(self) -> str:  # what the formats list (and the saved default formats) store
+        return f"HFQ:{self.kind}" + (f":{self.layout}" if self.layout else "")
+
+
+FOLDER_CHOICES = (
+    FolderChoice("gptq", "compressed-tensors", "GPTQ int4 g128  ·  compressed-tensors",
+                 "Error-compensating 4-bit for GPUs (vLLM, transformers): calibrated layer by layer on the built-in "
+                 "or your text (minutes on CPU)"),
+    FolderChoice("gptq", "gptq", "GPTQ int4 g128  ·  GPTQ v1",
+                 "The same GPTQ weights in the GPTQ v1 layout (qweight/qzeros/scales/g_idx) for GPTQModel and vLLM"),
+    FolderChoice("fp8", "", "FP8 W8A8 dynamic  ·  compressed-tensors",
+                 "8-bit float weights with one scale per channel, activations quantized at run time: near-lossless "
+                 "on Ada/Hopper GPUs (vLLM); no calibration"),
+    FolderChoice("nf4", "", "NF4 4-bit  ·  bitsandbytes",
+                 "NormalFloat-4 with double-quantized scales, as transformers saves a bitsandbytes model; no "
+                 "calibration"),
+)
+FOLDER_BY_KEY = {c.key: c for c in FOLDER_CHOICES}
+
+
+def module_exists(name: str) -> bool:
+    """Whether an optional library is installed (find_spec only: nothing is imported)."""
+    from importlib.util import find_spec
+
+    return find_spec(name) is not None
+
+
+def _calibration_text(request: ConversionRequest, what: str) -> str | None:
+    """The request's calibration text for AWQ/GPTQ (None: the built-in text)."""
+    if request.calibration == CalibrationKind.IMATRIX:
+        raise InvalidInput(f"{what} computes its own statistics from text; choose the built-in text or a text file.")
+    if request.calibration != CalibrationKind.FILE:
+        return None
+    from quantpress.core.calibration import load_calibration_text
+
+    if request.calibration_path is None:
+        raise InvalidInput("Choose the calibration text file (or pick another calibration).")
+    return load_calibration_text(request.calibration_path)
+
+
+def folder_in_child(model: ModelInfo, choice: FolderChoice, request: ConversionRequest, *, report: Report,
+                    cancel: CancelToken) -> Any:
+    """Run one of FOLDER_CHOICES with the request's calibration and folder. Runs in a child process."""
+    if model.local_path is None:
+        raise InvalidInput(f"{model.source}: {choice.kind.upper()} needs the model's files on disk; download it first.")
+    name = model.name or Path(str(model.local_path)).name
+    out_dir = request.out or default_output_dir(model) or Path.cwd()
+    if choice.kind == "gptq":
+        from quantpress.core.hfquant.gptq_run import GptqSettings, gptq_convert
+
+        text = _calibration_text(request, "GPTQ")
+        label = Path(request.calibration_path).name if text is not None and request.calibration_path else "default"
+        return gptq_convert(model.local_path, out_dir / f"{name}-GPTQ-{choice.layout}",
+                            settings=GptqSettings(format=choice.layout), text=text, calibration_label=label,
+                            report=report, cancel=cancel)
+    from quantpress.core.hfquant import weights_only
+    from quantpress.core.hfquant.write import convert_weights_only
+
+    scheme, quantize_module = weights_only(choice.kind, model.local_path)
+    return convert_weights_only(model.local_path, out_dir / f"{name}-{choice.kind.upper()}", scheme, quantize_module,
+                                report=report, cancel=cancel)
+
+
 def awq_in_child(model: ModelInfo, choice: AwqChoice, request: ConversionRequest, *, report: Report,
                  cancel: CancelToken) -> Any:
     """Run AWQ for one of AWQ_CHOICES, with the request's calibration and folder. Runs in a child process."""
     from quantpress.core.awq.pipeline import awq_convert, default_clip_search
     from quantpress.core.awq.run import AwqSettings
 
-    text = None
-    if request.calibration == CalibrationKind.FILE:
-        from quantpress.core.calibration import load_calibration_text
-
-        if request.calibration_path is None:
-            raise InvalidInput("Choose the calibration text file (or pick another calibration).")
-        text = load_calibration_text(request.calibration_path)
-    elif request.calibration == CalibrationKind.IMATRIX:
-        raise InvalidInput("AWQ computes its own statistics from text; choose the built-in text or a text file.")
+    text = _calibration_text(request, "AWQ")
     name = model.name or Path(str(model.local_path)).name
     out_dir = request.out or default_output_dir(model) or models_dir()
     # awq_convert creates (and cleans up) its folders
@@ -166,6 +234,13 @@ def conversion_job(model: ModelInfo, request: ConversionRequest, plan: Conversio
 def awq_job(model: ModelInfo, choice: AwqChoice, request: ConversionRequest) -> RunnerJob:
     def job(*, report: Report, cancel: CancelToken) -> Any:
         return run_isolated(awq_in_child, model, choice, request, report=report, cancel=cancel)
+
+    return job
+
+
+def folder_job(model: ModelInfo, choice: FolderChoice, request: ConversionRequest) -> RunnerJob:
+    def job(*, report: Report, cancel: CancelToken) -> Any:
+        return run_isolated(folder_in_child, model, choice, request, report=report, cancel=cancel)
 
     return job
 

@@ -3,7 +3,7 @@ and a status bar with hardware (RAM, GPU, VRAM) and running jobs."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSize, Qt, QTimer, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
@@ -29,6 +29,9 @@ from quantpress.app.state import AppState
 from quantpress.app.theme import apply_theme
 from quantpress.app.widgets.common import format_bytes
 from quantpress.core.hardware import detect_hardware
+
+if TYPE_CHECKING:
+    from quantpress.app.best_fit_jobs import BestFitRequest
 
 FLOW = (  # (key, label, icon, tooltip)
     ("model", "Model", "model", "Pick a model: a folder, a GGUF file, a Hub repo id or the demo model"),
@@ -91,6 +94,7 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.stack, 1)
         self.setCentralWidget(central)
         self.model_pane.continue_requested.connect(self.go_fit)
+        self.fit_pane.best_fit_requested.connect(self.queue_best_fit)
 
     def _build_actions(self) -> None:
         """Every action lives in the menu bar (File, View, Help), so each shortcut can be found there."""
@@ -176,6 +180,12 @@ class MainWindow(QMainWindow):
     @Slot()
     def go_fit(self) -> None:
         self.go_to("fit")
+
+    @Slot(object)
+    def queue_best_fit(self, request: BestFitRequest) -> None:
+        """Fit's "Best quality that fits" goes straight into the Convert queue, shown there."""
+        self.convert_pane.enqueue_best_fit(request)
+        self.go_to("convert")
 
     @Slot()
     def _go_to_action(self) -> None:

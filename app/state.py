@@ -87,7 +87,7 @@ class AppState(QObject):
 
 
 def is_model_output(path: Path) -> bool:
-    """Something chat and evaluate can open: a GGUF file or an AWQ (int4 packed) output folder."""
+    """Something chat and evaluate can open: a GGUF file or a quantized output folder (AWQ, GPTQ, FP8, NF4)."""
     if path.is_file():
         return path.suffix.lower() == ".gguf"
     if not path.is_dir():

@@ -107,16 +107,24 @@ def study(model: Path, label: str, formats: list[str], variants: list[str], chun
                 llama_quantize(work / "ref-F16.gguf", ref_path.with_suffix(".part"), fmt, imatrix=im)
                 ref_path.with_suffix(".part").replace(ref_path)
             k_refs[ref_name] = kld_tokens(ref, logprobs(ref_path, held))
+            _save_tokens(work, ref_name, fmt, k_refs[ref_name])
             row[ref_name] = {"kld": float(k_refs[ref_name].mean()), "delta": 0.0, "se": 0.0,
                              "bytes": ref_path.stat().st_size}
         for name in variants:
             path = work / name / f"{model.name}-{fmt}.gguf"
             k = kld_tokens(ref, logprobs(path, held))
+            _save_tokens(work, name, fmt, k)
             d, se = paired(k, k_refs["llama.cpp+imatrix" if name.endswith("+imatrix") else "llama.cpp"])
             row[name] = {"kld": float(k.mean()), "delta": d, "se": se, "bytes": path.stat().st_size}
         results[fmt] = row
         print(f"  {fmt}: " + ", ".join(f"{v} {r['kld']:.4f}" for v, r in row.items()), file=sys.stderr, flush=True)
     return results
+
+
+def _save_tokens(work: Path, variant: str, fmt: str, k: np.ndarray) -> None:
+    """Per-token KLDs, kept so that two mixes can be compared paired over the same tokens."""
+    (work / "kld").mkdir(exist_ok=True)
+    np.save(work / "kld" / f"{variant}-{fmt}.npy", k)
 
 
 def _delta(r: dict[str, float], base: float) -> str:
@@ -152,20 +160,27 @@ def render(all_results: dict[str, dict[str, dict[str, dict[str, float]]]], varia
     return "\n".join(lines) + "\n"
 
 
-def auto_rows(all_results: dict[str, dict[str, dict[str, dict[str, float]]]], native: str) -> str:
-    """What core/quant/auto.py chose, per model and mix, with its measured Δ to llama.cpp: the variant
-    whose bytes the default writes (``native``: the variant name prefix of today's native kernels)."""
+def default_variant(mix: str, kind: str, measured: dict[str, dict[str, float]], native: str) -> str:
+    """The measured variant whose bytes core/quant/auto.py writes for ``mix`` (``kind``: "weights", the
+    converter's default, or "default", given the default calibration text's imatrix); ``native``: the
+    variant name prefix of today's native kernels."""
     from quantpress.core.quant.auto import choose
 
+    how = choose("auto", mix, kind)
+    suffix = "imatrix" if kind == "default" else ("weights" if how.importance else "none")
+    name = f"{native if how.engine == 'native' else 'ggml'}+{suffix}"
+    # ggml without importance / with the measured imatrix is llama.cpp's own pipeline, except where
+    # quantpress's fallback policy differs (Q2_K/Q3_K rows not a multiple of 256): measured apart
+    if name == "ggml+none" or name == "ggml+imatrix":
+        return name if name in measured else "llama.cpp" if name == "ggml+none" else "llama.cpp+imatrix"
+    return name
+
+
+def auto_rows(all_results: dict[str, dict[str, dict[str, dict[str, float]]]], native: str) -> str:
+    """What core/quant/auto.py chose, per model and mix, with its measured Δ to llama.cpp."""
+
     def variant(mix: str, kind: str, measured: dict[str, dict[str, float]]) -> str:
-        how = choose("auto", mix, kind)
-        suffix = "imatrix" if kind == "default" else ("weights" if how.importance else "none")
-        name = f"{native if how.engine == 'native' else 'ggml'}+{suffix}"
-        # ggml without importance / with the measured imatrix is llama.cpp's own pipeline, except where
-        # quantpress's fallback policy differs (Q2_K/Q3_K rows not a multiple of 256): measured apart
-        if name == "ggml+none" or name == "ggml+imatrix":
-            return name if name in measured else "llama.cpp" if name == "ggml+none" else "llama.cpp+imatrix"
-        return name
+        return default_variant(mix, kind, measured, native)
 
     models = list(all_results)
     lines = ["| format | " + " | ".join(f"{m}: default Δ ± SE | {m}: +imatrix Δ ± SE" for m in models) + " | worse |",
@@ -185,6 +200,38 @@ def auto_rows(all_results: dict[str, dict[str, dict[str, dict[str, float]]]], na
                     worse.append(f"{m} {'imatrix' if kind == 'default' else 'default'}")
         lines.append(f"| {fmt} | " + " | ".join(cells) + f" | {', '.join(worse)} |")
     return "\n".join(lines) + "\n"
+
+
+K_MIXES = ("Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K")
+
+
+def size_order(all_results: dict[str, dict[str, dict[str, dict[str, float]]]], native: str,
+               work: Path) -> tuple[str, list[str]]:
+    """The k-quant mixes of each model as the default writes them, by file size, and each neighbour pair
+    where the larger file's KLD is higher. Neighbours are compared paired over the same tokens (per-token
+    KLDs under WORK/<model>/kld): "worse" when higher by more than 2 SE, "tie" within 2 SE."""
+    lines, breaks = [], []
+    for kind in ("weights", "default"):
+        label = "default" if kind == "weights" else "+imatrix"
+        for m, res in all_results.items():
+            rows = []
+            for mix in K_MIXES:
+                if mix not in res:
+                    continue
+                v = default_variant(mix, kind, res[mix], native)
+                rows.append((res[mix][v]["bytes"], res[mix][v]["kld"], mix, work / m / "kld" / f"{v}-{mix}.npy"))
+            rows.sort()
+            lines.append(f"- {m} ({label}): " + " < ".join(f"{mix} {b / 2**20:.1f} MiB {k:.3g}" for b, k, mix, _ in rows))
+            for (b0, k0, m0, f0), (b1, k1, m1, f1) in zip(rows, rows[1:], strict=False):
+                if k1 < k0:
+                    continue
+                verdict = "higher"
+                if f0.exists() and f1.exists():
+                    d, se = paired(np.load(f1), np.load(f0))
+                    verdict = f"worse by {d:.3g} ± {se:.2g}" if d > 2 * se else f"tie ({d:+.2g} ± {se:.2g})"
+                breaks.append(f"{m} ({label}): {m1} ({b1 / 2**20:.1f} MiB, {k1:.3g}) vs {m0} "
+                              f"({b0 / 2**20:.1f} MiB, {k0:.3g}): {verdict}")
+    return "\n".join(lines) + "\n", breaks
 
 
 # Candidates per importance source, as (variant measured, core/quant/auto.py constant); the reference
@@ -253,6 +300,9 @@ def main() -> None:
         args.out.write_text(json.dumps(all_results, indent=1))
     print(render(all_results, variants))
     print(auto_rows(all_results, args.native))
+    order, breaks = size_order(all_results, args.native, args.work)
+    print("K-quant mixes by file size, KLD as the default writes them:\n\n" + order)
+    print("Larger file, KLD not lower:" + "".join(f"\n- {b}" for b in breaks) if breaks else "Larger file, KLD not lower: none")
     print("decide():", json.dumps(decide(all_results), indent=1))
     print(f"(numbers: {args.out})")
 

@@ -80,19 +80,25 @@ def build(out: Path, tokenizer_from: Path, shards: int = 2, seed: int = 0, confi
 
 
 def _write_generated(tmp: Path, shards: int, seed: int, config: dict) -> None:
+    shapes = tensor_shapes(config)
+    names = list(shapes)
+    per_shard = -(-len(names) // shards)
+    write_shards(tmp, shapes, [names[s * per_shard:(s + 1) * per_shard] for s in range(shards)], seed, config)
+
+
+def write_shards(tmp: Path, shapes: dict[str, tuple[int, ...]], groups: Sequence[Sequence[str]], seed: int,
+                 config: dict) -> None:
+    """Random bf16 weights of ``shapes`` into one safetensors shard per group of names, with the
+    index and config.json (one shard in memory at a time)."""
     import torch
     from safetensors.torch import save_file
 
     rng = np.random.default_rng(seed)
-    shapes = tensor_shapes(config)
-    names = list(shapes)
-    per_shard = -(-len(names) // shards)
     weight_map: dict[str, str] = {}
     total = 0
-    for s in range(shards):
-        fname = f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
-        chunk = {n: torch.from_numpy(_weights(shapes[n], rng)).to(torch.bfloat16)
-                 for n in names[s * per_shard:(s + 1) * per_shard]}
+    for s, names in enumerate(groups):
+        fname = f"model-{s + 1:05d}-of-{len(groups):05d}.safetensors"
+        chunk = {n: torch.from_numpy(_weights(shapes[n], rng)).to(torch.bfloat16) for n in names}
         total += sum(t.numel() * 2 for t in chunk.values())
         save_file(chunk, str(tmp / fname), metadata={"format": "pt"})
         weight_map |= dict.fromkeys(chunk, fname)

@@ -41,6 +41,8 @@ class Weights:
     exact: bool  # from the converter's plan (True) or approximated here (False)
     # (name, numpy-order shape, GGML type, bytes) of every tensor, for the CPU repack term
     tensors: tuple[tuple[str, tuple[int, ...], str, int], ...] = dataclasses.field(default=(), compare=False, repr=False)
+    # bytes of the routed-expert tensors (ffn_*_exps) per block: what --n-cpu-moe keeps in RAM
+    expert_layers: tuple[int, ...] = ()
 
     @property
     def total(self) -> int:
@@ -74,6 +76,12 @@ class FormatEstimate:
     runtime: str
     quality: str
     note: str = ""
+    # Mixture-of-experts models: the "GPU + experts in RAM" placement, llama.cpp's --n-cpu-moe N
+    # (every layer offloaded, the routed experts of the first N layers kept in RAM) with the
+    # smallest N that fits, and its RAM/VRAM. -1: not a MoE model, no GPU, or no N fits.
+    cpu_moe_layers: int = -1
+    cpu_moe_ram_bytes: int = 0
+    cpu_moe_vram_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,9 @@ class ModelSummary:
     dtype: str
     convertible: bool
     not_convertible_reason: str
+    n_experts: int = 0  # routed experts per MoE layer (0: dense)
+    n_experts_used: int = 0  # experts each token is routed to
+    active_params: int = 0  # parameters one token runs through (= params for a dense model)
 
 
 @dataclass(frozen=True)
@@ -134,9 +145,20 @@ def _split(model: ModelInfo, sizes: dict[str, int]) -> tuple[tuple[int, ...], in
     return tuple(layers), input_b, output_b
 
 
+def _expert_layers(model: ModelInfo, sizes: dict[str, int]) -> tuple[int, ...]:
+    """Routed-expert bytes per block (empty for a dense model)."""
+    from quantpress.core.gguf.moe import is_routed_expert
+
+    layers = [0] * max(model.n_layers, 1)
+    for name, n in sizes.items():
+        m = _LAYER.search(name)
+        if m and int(m.group(1)) < len(layers) and is_routed_expert(name):
+            layers[int(m.group(1))] += n
+    return tuple(layers) if any(layers) else ()
+
+
 def _plan_weights(model: ModelInfo, names: Sequence[str]) -> tuple[dict[str, Weights], list[str]]:
     """Exact GGUF weights from the converter's plan; formats it cannot plan are left out."""
-    from quantpress.core.gguf import layout
     from quantpress.core.gguf.plan import plan_conversion
 
     out: dict[str, Weights] = {}
@@ -153,11 +175,28 @@ def _plan_weights(model: ModelInfo, names: Sequence[str]) -> tuple[dict[str, Wei
     for plan in plans:
         shapes = {t.name: t.shape for t in plan.tensors}
         for o in plan.outputs:
-            sizes = {name: layout.tensor_nbytes(shapes[name], t) for name, t in o.tensor_types.items()}
-            layers, inp, outb = _split(model, sizes)
-            typed = tuple((n, tuple(shapes[n]), t, sizes[n]) for n, t in o.tensor_types.items())
-            out[o.format] = Weights(layers, inp, outb, o.file_bytes, o.metadata_bytes, True, typed)
+            out[o.format] = _output_weights(model, shapes, o.tensor_types, o.file_bytes, o.metadata_bytes)
     return out, warnings
+
+
+def _output_weights(model: ModelInfo, shapes: dict[str, tuple[int, ...]], types: dict[str, str], file_bytes: int,
+                    metadata_bytes: int) -> Weights:
+    from quantpress.core.gguf import layout
+
+    sizes = {name: layout.tensor_nbytes(shapes[name], t) for name, t in types.items()}
+    layers, inp, outb = _split(model, sizes)
+    typed = tuple((n, tuple(shapes[n]), t, sizes[n]) for n, t in types.items())
+    return Weights(layers, inp, outb, file_bytes, metadata_bytes, True, typed, _expert_layers(model, sizes))
+
+
+def estimate_output(model: ModelInfo, hardware: Hardware, runtime: mem.RuntimeConfig,
+                    shapes: dict[str, tuple[int, ...]], types: dict[str, str], file_bytes: int, metadata_bytes: int,
+                    label: str = "MIXED") -> FormatEstimate:
+    """The estimate of one GGUF file given by its per-tensor ``types`` (e.g. a plan's output whose
+    types were chosen for a target, core/gguf/best_fit.py): the same terms as every catalogue row."""
+    c = _Ctx(model, runtime, _n_merges(model), hardware.cpu_flags, mem.gpu_runtime_bytes(hardware.gpus))
+    w = _output_weights(model, shapes, types, file_bytes, metadata_bytes)
+    return _gguf_estimate(c, label, None, w, hardware, "per-tensor types chosen for a target")
 
 
 def _approx_gguf(model: ModelInfo, fmt: Format) -> Weights:
@@ -174,7 +213,7 @@ def _approx_gguf(model: ModelInfo, fmt: Format) -> Weights:
         sizes[t.name] = layout.tensor_nbytes(t.shape, gtype)
         typed.append((t.name, t.shape, gtype, sizes[t.name]))
     layers, inp, outb = _split(model, sizes)
-    return Weights(layers, inp, outb, None, 0, False, tuple(typed))
+    return Weights(layers, inp, outb, None, 0, False, tuple(typed), _expert_layers(model, sizes))
 
 
 def _file_weights(model: ModelInfo) -> Weights:
@@ -185,7 +224,8 @@ def _file_weights(model: ModelInfo) -> Weights:
     file_bytes = path.stat().st_size
     data = sum(sizes.values())
     typed = tuple((t.name, t.shape, t.dtype, t.n_bytes) for t in model.tensors)
-    return Weights(layers, inp, outb, file_bytes, max(0, file_bytes - data), True, typed)
+    return Weights(layers, inp, outb, file_bytes, max(0, file_bytes - data), True, typed,
+                   _expert_layers(model, sizes))
 
 
 def _other_weights(model: ModelInfo, fmt: Format) -> Weights:
@@ -283,6 +323,34 @@ def _gpu_layers(c: _Ctx, w: Weights, n_gpu: int) -> Placement:
     return Placement(ram, vram)
 
 
+def _experts_in_ram(c: _Ctx, w: Weights, n_cpu_moe: int) -> Placement:
+    """llama.cpp's ``--n-cpu-moe N``: n_gpu_layers = all, and a tensor buffer override keeps the
+    routed experts of blocks 0..N-1 in a plain CPU buffer (common/common.h llm_add_n_cpu_ffn_overrides:
+    pattern ``blk\\.<i>\\.ffn_(up|down|gate|gate_up)_(ch|)exps``). Those bytes move from the full
+    offload's VRAM to RAM (mmapped pages, read as used; a plain CPU buffer, so no repacked copy), and
+    the CPU computes their matmuls: the CPU-side graph is then the resident compute of a CPU run, as
+    for layers kept on the CPU in ``_gpu_layers``."""
+    full = _gpu_layers(c, w, c.model.n_layers)
+    n = max(0, min(n_cpu_moe, c.model.n_layers))
+    if n == 0:
+        return full
+    moved = sum(w.expert_layers[:n])
+    cpu_graph = mem.compute_bytes(c.model, c.cfg).resident - c.model.hidden_size * c.cfg.ubatch * 4
+    return Placement(full.ram_bytes + moved + max(0, cpu_graph), full.vram_bytes - moved)
+
+
+def _smallest_cpu_moe(c: _Ctx, w: Weights, hw: Hardware) -> tuple[int, Placement] | None:
+    """The smallest N for which ``--n-cpu-moe N`` fits (N = 0: everything on the GPU), or None."""
+    if not w.expert_layers or not hw.gpus or hw.unified_memory:
+        return None
+    budget = _vram_budget(hw)
+    for n in range(0, c.model.n_layers + 1):
+        p = _experts_in_ram(c, w, n)
+        if _fits(p, hw, budget):
+            return n, p
+    return None
+
+
 def _fits(p: Placement, hw: Hardware, vram_budget: int) -> bool:
     if hw.unified_memory:
         return p.vram_bytes <= vram_budget and p.ram_bytes + p.vram_bytes <= hw.ram_available_bytes
@@ -339,6 +407,7 @@ def _gguf_estimate(c: _Ctx, fmt_name: str, fmt: Format | None, w: Weights, hw: H
             fit, place = "cpu", Placement(cpu_total, 0)
     comp = mem.compute_bytes(c.model, c.cfg)
     n_params = max(1, c.model.n_params)
+    moe = _smallest_cpu_moe(c, w, hw)
     return FormatEstimate(
         format=fmt_name, kind=FormatKind.GGUF.value,
         bits_per_weight=round(_unique(c.model, w) * 8 / n_params, 4),
@@ -348,7 +417,8 @@ def _gguf_estimate(c: _Ctx, fmt_name: str, fmt: Format | None, w: Weights, hw: H
         total_bytes=place.ram_bytes + place.vram_bytes, cpu_only_bytes=cpu_total, ram_bytes=place.ram_bytes,
         vram_bytes=place.vram_bytes, fit=fit, gpu_layers=n_gpu, max_context_on_gpu=_max_context(c, w, hw),
         runtime=fmt.runtime if fmt else "llama.cpp", quality=fmt.quality if fmt else "as stored in the file",
-        note=note)
+        note=note, cpu_moe_layers=moe[0] if moe else -1, cpu_moe_ram_bytes=moe[1].ram_bytes if moe else 0,
+        cpu_moe_vram_bytes=moe[1].vram_bytes if moe else 0)
 
 
 def _other_estimate(c: _Ctx, fmt: Format, hw: Hardware) -> FormatEstimate:
@@ -372,12 +442,22 @@ def _other_estimate(c: _Ctx, fmt: Format, hw: Hardware) -> FormatEstimate:
     if not gpu_ok and fmt.kind is FormatKind.AWQ:  # vLLM needs CUDA, but quantpress runs AWQ on the CPU
         fit, ram, vram, over = ("cpu" if cpu_bytes <= hw.ram_available_bytes else "no"), cpu_bytes, 0, 0
         note = "approximate (not calibrated); runs on the CPU with quantpress (vLLM needs a CUDA GPU)"
+    exact = _hf_quant_bytes(c.model, fmt)  # the folder quantpress writes, planned to the byte (core/hfquant)
     return FormatEstimate(
         format=fmt.name, kind=fmt.kind.value, bits_per_weight=round(w.total * 8 / max(1, c.model.n_params), 4),
-        weights_bytes=w.total, file_bytes=None, file_bytes_exact=False, kv_cache_bytes=kv, compute_bytes=comp,
-        overhead_bytes=over, total_bytes=vram + ram, cpu_only_bytes=cpu_bytes if fmt.kind is FormatKind.AWQ else 0, ram_bytes=ram, vram_bytes=vram, fit=fit,
+        weights_bytes=w.total, file_bytes=exact, file_bytes_exact=exact is not None, kv_cache_bytes=kv,
+        compute_bytes=comp, overhead_bytes=over, total_bytes=vram + ram,
+        cpu_only_bytes=cpu_bytes if fmt.kind is FormatKind.AWQ else 0, ram_bytes=ram, vram_bytes=vram, fit=fit,
         gpu_layers=c.model.n_layers if fit == "gpu" else 0, max_context_on_gpu=max_ctx, runtime=fmt.runtime,
         quality=fmt.quality, note=note)
+
+
+def _hf_quant_bytes(model: ModelInfo, fmt: Format) -> int | None:
+    if model.kind != SourceKind.HF_FOLDER or model.local_path is None:
+        return None
+    from quantpress.core.hfquant.plan import planned_file_bytes
+
+    return planned_file_bytes(model.local_path, fmt.name)
 
 
 def gpu_buffer_terms(model: ModelInfo, runtime: mem.RuntimeConfig) -> dict[str, int]:
@@ -451,13 +531,17 @@ def _recommend(est: Sequence[FormatEstimate], budget_bytes: int | None) -> tuple
 
 
 def summarize(model: ModelInfo) -> ModelSummary:
+    from quantpress.core.gguf.moe import active_params
+
+    active = active_params(((t.name, t.shape) for t in model.tensors), model.n_experts, model.n_experts_used)
     return ModelSummary(
         name=model.name, source=model.source, kind=model.kind.value, architecture=model.architecture,
         gguf_arch=model.gguf_arch, params=model.n_params, n_layers=model.n_layers, n_heads=model.n_heads,
         n_kv_heads=model.n_kv_heads, head_dim=model.head_dim, hidden_size=model.hidden_size,
         vocab_size=model.vocab_size, context_length=model.context_length, sliding_window=model.sliding_window,
         n_swa_layers=len(model.swa_layers), dtype=model.dtype, convertible=model.convertible,
-        not_convertible_reason=model.not_convertible_reason)
+        not_convertible_reason=model.not_convertible_reason, n_experts=model.n_experts,
+        n_experts_used=model.n_experts_used, active_params=active if model.tensors else model.n_params)
 
 
 def estimate(model: ModelInfo, hardware: Hardware, runtime: mem.RuntimeConfig | None = None, *,

@@ -66,6 +66,12 @@ ARCHITECTURES: dict[str, ArchRow] = {
     "Qwen3ForCausalLM": ArchRow("qwen3"),
     "Gemma3ForCausalLM": ArchRow("gemma3", "pattern", 6),
     "Phi3ForCausalLM": ArchRow("phi3"),
+    # Mixture-of-experts families (llama.cpp runs Mixtral as 'llama' with experts).
+    "Qwen3MoeForCausalLM": ArchRow("qwen3moe"),
+    "Qwen2MoeForCausalLM": ArchRow("qwen2moe"),
+    "MixtralForCausalLM": ArchRow("llama"),
+    "OlmoeForCausalLM": ArchRow("olmoe"),
+    "Glm4MoeForCausalLM": ArchRow("glm4moe"),
 }
 GGUF_SWA = {"gemma3": 6, "gemma2": 2}  # llama.cpp archs with interleaved SWA and their default pattern
 

@@ -168,7 +168,9 @@ def check_shapes(config: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]
                 "model.layers.0.self_attn.v_proj.weight": (kv_heads * head_dim, hidden)}
     for name, shape in expected.items():
         found = shapes.get(name)
-        if found is not None and tuple(found) != shape:
+        # a bitsandbytes 4-bit weight is stored packed, its real shape in "<name>.quant_state.*" beside it
+        packed = any(k.startswith(name + ".quant_state.") for k in shapes)
+        if found is not None and tuple(found) != shape and not packed:
             raise InvalidModel(f"{where}: tensor '{name}' is {list(found)} but config.json implies {list(shape)} "
                                "(hidden_size, vocab_size, heads, head_dim); the config does not belong to these "
                                "weights")

@@ -105,6 +105,48 @@ SPECS: dict[str, TinySpec] = {
 
 ARCHS: tuple[str, ...] = tuple(SPECS)
 
+# Mixture-of-experts families: a few layers, >= 4 experts, top-2 routing. Tokenizer: SmolLM2's real
+# one (copied from the demo model), because llama.cpp's converter identifies a BPE pre-tokenizer by
+# the hash of its output and knows SmolLM2's; the reference comparison needs its converter to run.
+# extra: router_std (router weights this large keep the top-2 choice clear of near ties, which a
+# float rounding would otherwise flip between transformers and llama.cpp), fused (save experts as
+# transformers 5 holds them: gate_up_proj [E, 2F, D] and down_proj [E, D, F], not one per expert).
+_MOE = dict({k: v for k, v in _COMMON.items() if k != "vocab_size"}, num_hidden_layers=2, hidden_size=256, num_attention_heads=4, num_key_value_heads=2,
+            num_experts_per_tok=2, tie_word_embeddings=False)
+MOE_SPECS: dict[str, TinySpec] = {
+    # Qwen3-MoE: per-head q/k norms, 4 experts of width 128 (down rows fall back from k-quants).
+    "qwen3moe": TinySpec("Qwen3MoeConfig", dict(_MOE, intermediate_size=512, moe_intermediate_size=128, num_experts=4,
+                                                head_dim=64, norm_topk_prob=True), "smollm2", "bfloat16",
+                         extra={"router_std": 0.5}),
+    # The same family stored fused, as transformers 5 keeps experts in memory.
+    "qwen3moe-fused": TinySpec("Qwen3MoeConfig", dict(_MOE, intermediate_size=512, moe_intermediate_size=256,
+                                                      num_experts=4, head_dim=64, norm_topk_prob=True),
+                               "smollm2", "bfloat16",
+                               extra={"router_std": 0.5, "fused": True}),
+    # Mixtral: block_sparse_moe.experts.<e>.w1/w2/w3, 8 experts (llama.cpp's n_expert == 8 type rules).
+    "mixtral": TinySpec("MixtralConfig", dict(_MOE, hidden_size=128, intermediate_size=256, num_local_experts=8,
+                                              rope_theta=1e6, sliding_window=None), "smollm2", "bfloat16",
+                        extra={"router_std": 0.5}),
+    # Qwen2-MoE: q/k/v biases, routed experts plus a gated shared expert.
+    "qwen2moe": TinySpec("Qwen2MoeConfig", dict(_MOE, intermediate_size=512, moe_intermediate_size=128, num_experts=4,
+                                                 shared_expert_intermediate_size=256, norm_topk_prob=False),
+                         "smollm2", "bfloat16", extra={"router_std": 0.5}),
+    # OLMoE: q/k norms over the whole projection (llama.cpp's graph sizes k_norm by n_embd, so no
+    # grouped-query attention, as in the real model), 8 experts, f32 storage.
+    "olmoe": TinySpec("OlmoeConfig", dict(_MOE, num_key_value_heads=4, intermediate_size=128, num_experts=8,
+                                          clip_qkv=None),
+                      "smollm2", "float32", extra={"router_std": 0.5}),
+    # GLM-4 MoE: a dense first layer, then a sigmoid router with score-correction bias, routed and
+    # shared experts, partial RoPE, q/k/v biases; GLM's special tokens added to the tokenizer.
+    "glm4moe": TinySpec("Glm4MoeConfig", dict(_MOE, num_hidden_layers=3, intermediate_size=512, moe_intermediate_size=128,
+                                              n_routed_experts=8, n_shared_experts=1, first_k_dense_replace=1,
+                                              routed_scaling_factor=1.5, norm_topk_prob=True, n_group=1,
+                                              topk_group=1, num_nextn_predict_layers=0, attention_bias=True,
+                                              head_dim=64, use_qk_norm=False), "smollm2-glm", "bfloat16",
+                        extra={"router_std": 0.5}),
+}
+MOE_ARCHS: tuple[str, ...] = tuple(MOE_SPECS)
+
 
 # --------------------------------------------------------------------------------------------
 # tokenizers
@@ -179,6 +221,33 @@ def _write_spm(folder: Path) -> dict[str, int]:
     return {"bos_token_id": 1, "eos_token_id": 2}
 
 
+# GLM's special tokens, which llama.cpp's GLM converter looks up by text.
+GLM_SPECIALS = ("[gMASK]", "<sop>", "<|user|>", "<|assistant|>", "<|observation|>")
+
+
+def _copy_smollm2_tokenizer(folder: Path, extra_specials: tuple[str, ...] = ()) -> dict[str, int]:
+    """SmolLM2's tokenizer files (49152-token BPE, ChatML template) from the demo model, with
+    ``extra_specials`` appended as special tokens."""
+    from quantpress.core.demo import ensure_demo_model
+    from tokenizers import AddedToken, Tokenizer
+
+    demo = ensure_demo_model()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(demo / name, folder / name)
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    if extra_specials:
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in extra_specials])
+        tok.save(str(folder / "tokenizer.json"))
+        cfg = json.loads((folder / "tokenizer_config.json").read_text())
+        for t in extra_specials:
+            cfg.setdefault("added_tokens_decoder", {})[str(tok.token_to_id(t))] = {
+                "content": t, "special": True, "lstrip": False, "rstrip": False, "normalized": False,
+                "single_word": False}
+        (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=1))
+    return {"vocab_size": tok.get_vocab_size(), "bos_token_id": tok.token_to_id("<|im_start|>"),
+            "eos_token_id": tok.token_to_id("<|im_end|>"), "pad_token_id": tok.token_to_id("<|im_end|>")}
+
+
 # --------------------------------------------------------------------------------------------
 # models
 
@@ -188,9 +257,12 @@ def build_tiny_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
     import torch
     import transformers
 
-    spec = SPECS[arch]
+    spec = {**SPECS, **MOE_SPECS}[arch]
     folder.mkdir(parents=True)
-    ids = _write_spm(folder) if spec.tokenizer == "spm" else _write_bpe(folder, spec.tokenizer)
+    if spec.tokenizer.startswith("smollm2"):
+        ids = _copy_smollm2_tokenizer(folder, GLM_SPECIALS if spec.tokenizer == "smollm2-glm" else ())
+    else:
+        ids = _write_spm(folder) if spec.tokenizer == "spm" else _write_bpe(folder, spec.tokenizer)
     kwargs = dict(spec.config)
     for key, value in ids.items():
         kwargs.setdefault(key, value)
@@ -205,11 +277,21 @@ def build_tiny_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
                 p.copy_(base + 0.1 * torch.randn_like(p))
             elif name.endswith(".bias"):
                 p.copy_(0.05 * torch.randn_like(p))
+            elif "router_std" in spec.extra and name.endswith(("mlp.gate.weight", "block_sparse_moe.gate.weight")):
+                p.copy_(spec.extra["router_std"] * torch.randn_like(p))
     model = model.to(getattr(torch, spec.dtype))
     save_kwargs: dict[str, Any] = {}
     if spec.max_shard_size:
         save_kwargs["max_shard_size"] = spec.max_shard_size
     model.save_pretrained(folder, **save_kwargs)
+    if spec.extra.get("fused"):  # replace the per-expert checkpoint by the in-memory (fused) layout
+        from safetensors.torch import save_file
+
+        for f in folder.glob("*.safetensors"):
+            f.unlink()
+        state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("lm_head.weight")
+                 or not config.tie_word_embeddings}
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
     gen = folder / "generation_config.json"
     if gen.exists():
         gen.unlink()
@@ -239,6 +321,22 @@ def hf_logprobs(folder: Path, token_ids: list[int]) -> Any:
     with torch.no_grad():
         logits = model(torch.tensor([token_ids])).logits[0].double()
     return torch.log_softmax(logits, dim=-1).numpy()
+
+
+def llama_logprobs(gguf_path: Path, ids: list[int]) -> Any:
+    """Next-token log-probs from llama.cpp with an F32 KV cache (the F16 default cache alone moves
+    real-model log-probs by ~0.02; it is a runtime choice, not part of the file)."""
+    import numpy as np
+    from llama_cpp import Llama
+
+    llm = Llama(str(gguf_path), n_ctx=128, logits_all=True, verbose=False, n_threads=2, type_k=0, type_v=0)
+    try:
+        llm.eval(ids)
+        lg = np.array(llm.scores[: len(ids)], dtype=np.float64)
+    finally:
+        llm.close()
+    m = lg.max(axis=1, keepdims=True)
+    return lg - m - np.log(np.exp(lg - m).sum(axis=1, keepdims=True))
 
 
 TinyFactory = Callable[[str], Path]

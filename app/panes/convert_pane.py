@@ -36,10 +36,12 @@ from quantpress.app import settings
 from quantpress.app.convert_jobs import (
     AWQ_BY_KEY,
     CALIBRATION_CHOICES,
+    FOLDER_BY_KEY,
     available_formats,
     awq_job,
     conversion_job,
     describe_plan,
+    folder_job,
     plan_job,
 )
 from quantpress.app.errors import show_error
@@ -58,6 +60,7 @@ from quantpress.core.outputs import check_writable, default_output_dir
 from quantpress.core.paths import models_dir
 
 if TYPE_CHECKING:  # the planner imports numpy and gguf: not at the window's first paint
+    from quantpress.app.best_fit_jobs import BestFitRequest
     from quantpress.core.gguf.plan import ConversionPlan
     from quantpress.core.gguf.request import ConversionRequest
 
@@ -88,6 +91,7 @@ class ConvertPane(Pane):
         self._plan_task: Task | None = None
         self._planning: tuple[ModelInfo, ConversionRequest] | None = None  # what the running preview plans
         self._previewed: tuple[ModelInfo, ConversionRequest, ConversionPlan] | None = None  # what it showed
+        self._best_fit_planning: set[int] = set()  # ids of best-fit planning jobs (their result is a plan to write)
         self._build()
         state.model_changed.connect(self._on_model)
         self._on_model(state.model)
@@ -284,7 +288,7 @@ class ConvertPane(Pane):
         from quantpress.core.gguf.request import ConversionRequest
 
         return ConversionRequest(
-            formats=tuple(f for f in self.selected_formats() if f not in AWQ_BY_KEY),
+            formats=tuple(f for f in self.selected_formats() if f not in AWQ_BY_KEY and f not in FOLDER_BY_KEY),
             out=self.out_dir(),
             calibration=CalibrationKind(self.calibration_combo.currentData()),
             calibration_path=self.calibration_path.text().strip() or None,
@@ -324,7 +328,8 @@ class ConvertPane(Pane):
     def preview(self) -> Task | None:
         model, request = self.state.model, self.request()
         if model is None or not request.formats:
-            self.plan_summary.setText("Tick at least one GGUF format (AWQ jobs show their plan in their log).")
+            self.plan_summary.setText("Tick at least one GGUF format (AWQ, GPTQ, FP8 and NF4 jobs show their plan "
+                                      "in their log).")
             return None
         # Planning reads the tokenizer and tensor headers (~0.5-2 s): never on the GUI thread.
         task = self.state.quick_runner().submit("plan", plan_job(model, request))
@@ -380,7 +385,7 @@ class ConvertPane(Pane):
     # -- queue -------------------------------------------------------------------------------------
     @Slot()
     def enqueue(self) -> list[Job]:
-        """One job for all ticked GGUF formats (one read of the model), one per AWQ choice."""
+        """One job for all ticked GGUF formats (one read of the model), one per AWQ/GPTQ/FP8/NF4 choice."""
         model, formats = self.state.model, self.selected_formats()
         if model is None or not formats:
             self.plan_summary.setText("Tick at least one format.")
@@ -403,7 +408,35 @@ class ConvertPane(Pane):
             jobs.append(self.queue.add(Job(f"{name} → {', '.join(request.formats)}", fn, request.out)))
         for choice in (AWQ_BY_KEY[f] for f in formats if f in AWQ_BY_KEY):
             jobs.append(self.queue.add(Job(f"{name} → {choice.label}", awq_job(model, choice, request), request.out)))
+        for folder_choice in (FOLDER_BY_KEY[f] for f in formats if f in FOLDER_BY_KEY):
+            jobs.append(self.queue.add(Job(f"{name} → {folder_choice.label}", folder_job(model, folder_choice, request),
+                                           request.out)))
         return jobs
+
+    def enqueue_best_fit(self, request: BestFitRequest) -> Job:
+        """Queue the Fit pane's "Best quality that fits" (app/best_fit_jobs.py) with this pane's
+        calibration, threads and output folder: a planning job; its plan is shown in the preview and
+        then queued for writing (_on_job_succeeded)."""
+        from quantpress.app.best_fit_jobs import plan_job
+
+        conversion = self.request()
+        settings.put("last_output_dir", str(conversion.out))
+        job = self.queue.add(Job(request.title, plan_job(request, conversion), conversion.out))
+        self._best_fit_planning.add(id(job))
+        return job
+
+    def _write_planned(self, job: Job) -> Job:
+        """Show a finished planning job's plan and queue the job that writes it."""
+        from quantpress.app.best_fit_jobs import convert_plan_job
+
+        plan = job.result
+        self._best_fit_planning.discard(id(job))
+        for line in plan.describe().splitlines():
+            job.add_log(line.strip())
+        self.show_plan(plan)
+        out = plan.outputs[0]
+        title = f"{plan.model_name or 'model'} → {out.format} {plan.target.label if plan.target else ''}".strip()
+        return self.queue.add(Job(title, convert_plan_job(plan), Path(out.path).parent))
 
     @Slot(object)
     def _on_job_added(self, job: Job) -> None:
@@ -421,6 +454,9 @@ class ConvertPane(Pane):
 
     @Slot(object)
     def _on_job_succeeded(self, job: Job) -> None:
+        if id(job) in self._best_fit_planning:
+            self._write_planned(job)
+            return
         self.state.add_outputs([p for p in job.outputs if is_model_output(p)])
 
     @Slot()

@@ -3,6 +3,7 @@ a size-vs-KLD chart. Results are saved by core next to each model (its sidecar) 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,12 @@ def format_of(path: Path) -> str:
     if path.is_dir():  # an AWQ output folder, or the model's own (unquantized) folder
         if not (path / "config.json").is_file() or "quantization_config" not in (path / "config.json").read_text():
             return SOURCE_LABEL
+        side = path / "quantpress_quant.json"  # GPTQ, FP8, NF4 folders (core/hfquant) name their format
+        if side.is_file():
+            try:
+                return str(json.loads(side.read_text())["result"]["format"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return "?"
         m = _AWQ_GROUP_RE.search(path.name)
         return f"AWQ g{m.group(1)}" if m else "AWQ"
     m = _FORMAT_RE.search(path.name)
@@ -118,8 +125,9 @@ class EvaluatePane(Pane):
         add = QPushButton(icon("file"), "Add a GGUF…")
         add.clicked.connect(self._add_file)
         ll.addWidget(add)
-        add_folder = QPushButton(icon("file"), "Add an AWQ folder…")
-        add_folder.setToolTip("An AWQ output folder (compressed-tensors or AutoAWQ): evaluated with torch's int4 kernels")
+        add_folder = QPushButton(icon("file"), "Add a quantized folder…")
+        add_folder.setToolTip("An AWQ, GPTQ, FP8 or NF4 output folder: evaluated in torch (int4 kernels for AWQ/GPTQ, "
+                              "FP8/NF4 weights dequantized at load)")
         add_folder.clicked.connect(self._add_folder)
         ll.addWidget(add_folder)
         self.run_button = QPushButton(icon("play"), "Evaluate")
@@ -250,14 +258,15 @@ class EvaluatePane(Pane):
 
     @Slot()
     def _add_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Add an AWQ output folder", str(settings.get("last_file_dir")))
+        path = QFileDialog.getExistingDirectory(self, "Add a quantized output folder", str(settings.get("last_file_dir")))
         if not path:
             return
         if is_model_output(Path(path)):
             self.state.add_outputs([Path(path)])
         else:
-            self.banner.show_message(f"{Path(path).name} is not an AWQ output folder (its config.json has no "
-                                     "compressed-tensors pack-quantized or AWQ GEMM quantization_config).", "warn")
+            self.banner.show_message(f"{Path(path).name} is not a quantized output folder quantpress can run (its "
+                                     "config.json has no compressed-tensors pack-quantized or float-quantized, AWQ "
+                                     "GEMM, GPTQ v1 or bitsandbytes NF4 quantization_config).", "warn")
 
     @Slot(int)
     def _on_text_choice(self, index: int) -> None:

@@ -61,9 +61,12 @@ def format_explanation(name: str) -> str:
 class FitPane(Pane):
     """Signals:
     estimated(object): a new estimate (MemoryEstimate) is on screen.
+    best_fit_requested(object): "Best quality that fits" was pressed (an app.best_fit_jobs.BestFitRequest
+        for the current model, hardware, context and KV type); the main window queues it in Convert.
     """
 
     estimated = Signal(object)
+    best_fit_requested = Signal(object)
 
     def __init__(self, state: AppState, parent: QWidget | None = None) -> None:
         super().__init__(
@@ -135,6 +138,17 @@ class FitPane(Pane):
         self.measure_button.clicked.connect(self.measure_gpu)
         row.addWidget(self.measure_button)
         self.body.addLayout(row)
+        best_row = QHBoxLayout()
+        self.best_fit_button = QPushButton("Best quality that fits")
+        self.best_fit_button.setToolTip(
+            "Let quantpress choose every tensor's type: the most accurate GGUF whose estimated memory at this "
+            "context and KV cache fits the GPU (or, without one, the RAM). It measures each tensor's error "
+            "under each type first (about as long as a conversion), then converts; see the Convert queue.")
+        self.best_fit_button.setEnabled(False)
+        self.best_fit_button.clicked.connect(self.request_best_fit)
+        best_row.addWidget(self.best_fit_button)
+        best_row.addStretch(1)
+        self.body.addLayout(best_row)
         for spin in (self.ctx_spin, self.batch_spin, self.vram_spin, self.ram_spin):
             spin.valueChanged.connect(self._schedule)
         self.kv_combo.currentIndexChanged.connect(self._schedule)
@@ -180,6 +194,24 @@ class FitPane(Pane):
     # -- data --------------------------------------------------------------------------------------
     def _schedule(self, *_: Any) -> None:  # plain method: connected to signals of any signature
         self._debounce.start()
+
+    @Slot()
+    def request_best_fit(self) -> Any:
+        """Emit best_fit_requested for the current model and controls; returns the request (or None)."""
+        from quantpress.app.best_fit_jobs import BestFitRequest
+
+        model, hardware = self.state.model, self.hardware()
+        if model is None or hardware is None:
+            return None
+        device = "gpu" if getattr(hardware, "gpus", ()) else "ram"
+        request = BestFitRequest(model, hardware, device, self.ctx_spin.value(), str(self.kv_combo.currentData()))
+        self.best_fit_requested.emit(request)
+        return request
+
+    def _update_best_fit_button(self) -> None:
+        model = self.state.model
+        self.best_fit_button.setEnabled(model is not None and bool(getattr(model, "convertible", True))
+                                        and self.state.hardware is not None)
 
     @Slot(object)
     def _on_hardware(self, hw: Any) -> None:
@@ -249,6 +281,7 @@ class FitPane(Pane):
         if not self.beyond_training(self.ctx_spin.value()):  # a typo like 1,048,576 is not remembered
             settings.put("context_tokens", self.ctx_spin.value())
         settings.put("kv_type", self.kv_combo.currentData())
+        self._update_best_fit_button()
         hardware = self.hardware()
         if hardware is None:
             self.summary.setText("Waiting for hardware detection…")
@@ -301,6 +334,7 @@ class FitPane(Pane):
         self.chart.update()
 
     def _show_empty(self) -> None:
+        self.best_fit_button.setEnabled(False)
         self.table.setRowCount(0)
         self.chart.set_data([], [])
         self.summary.setText("Open a model on the Model page (Ctrl+1) to see which formats fit.")
@@ -324,6 +358,10 @@ class FitPane(Pane):
             badge = badge.format(n=getattr(row, "gpu_layers", "?"), m=getattr(self.state.model, "n_layers", "?"))
             if fit == "gpu" and row.max_context_on_gpu:
                 fit_tip += f" Largest context fully on the GPU: {row.max_context_on_gpu:,} tokens."
+            moe = experts_in_ram_text(row)
+            if moe:
+                badge += f" · GPU + experts in RAM (N={row.cpu_moe_layers})"
+                fit_tip += "\n" + moe
             quality = quality_hint(row)
             explanation = tip(fmt, format_explanation(fmt))
             if getattr(row, "note", ""):
@@ -376,6 +414,23 @@ class FitPane(Pane):
                "the embedding and output tensors keep more bits: a big share of a small model. A lower format can "
                "then be no smaller (compare the File size column)." if fallbacks else "")
         )
+
+
+# llama-cpp-python 0.3.36's Llama() takes no tensor buffer overrides (its model-parameter field for
+# them is marked unused), so the chat here cannot load the --n-cpu-moe placement; say so plainly.
+CPU_MOE_CHAT_NOTE = ("The chat in this app cannot load this placement (llama-cpp-python has no tensor buffer "
+                     "overrides); it uses the layer split instead. Run it with llama.cpp: "
+                     "llama-server -m MODEL.gguf -ngl 999 --n-cpu-moe {n}")
+
+
+def experts_in_ram_text(row: Any) -> str:
+    """For a MoE row whose experts must partly stay in RAM: the --n-cpu-moe placement and its memory."""
+    n = int(getattr(row, "cpu_moe_layers", -1) or -1)
+    if n <= 0:
+        return ""
+    return (f"GPU + experts in RAM: every layer on the GPU except the routed experts of the first {n} layers "
+            f"(llama.cpp --n-cpu-moe {n}): VRAM {format_bytes(row.cpu_moe_vram_bytes)}, "
+            f"RAM {format_bytes(row.cpu_moe_ram_bytes)}. " + CPU_MOE_CHAT_NOTE.format(n=n))
 
 
 def gpu_overhead_text(gpus: Any) -> str:

@@ -101,11 +101,19 @@ def human_count(n: int) -> str:
     return str(n)
 
 
+def _active(m: Any) -> int:
+    from quantpress.core.gguf.moe import active_params
+
+    return active_params(((t.name, t.shape) for t in m.tensors), m.n_experts, m.n_experts_used)
+
+
 CARD_FIELDS = (  # (label, function of ModelInfo -> str, tooltip)
     ("Name", lambda m: m.name or Path(str(m.source)).name, ""),
     ("Source", lambda m: f"{m.source}  ({m.kind.value.replace('_', ' ')})", ""),
     ("Architecture", lambda m: f"{m.architecture}" + (f"  → GGUF '{m.gguf_arch}'" if m.gguf_arch else ""), ""),
-    ("Parameters", lambda m: human_count(m.n_params), "Total parameters (all experts for MoE models)"),
+    ("Parameters", lambda m: human_count(m.n_params) + (f" total, {human_count(_active(m))} active per token"
+                                                         if m.n_experts else ""),
+     "Total parameters (all experts for MoE models: memory follows the total); active: what one token runs through"),
     ("Layers", lambda m: str(m.n_layers), "Decoder blocks"),
     ("Attention heads", lambda m: f"{m.n_heads} query, {m.n_kv_heads} key/value, head size {m.head_dim}",
      "Fewer key/value heads than query heads (GQA) shrink the KV cache"),

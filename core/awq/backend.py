@@ -31,12 +31,14 @@ from quantpress.core.awq.quantizer import dequantize, unpack_autoawq, unpack_com
 from quantpress.core.chat.template import ChatTemplate
 from quantpress.core.chat.types import ChatSettings, MemoryUse, Message, Reply, ReplyStats, TokenCallback
 from quantpress.core.errors import InvalidModel, ModelLoadError
+from quantpress.core.hfquant.formats import DENSE_FORMATS, GPTQ_KEYS, dequantize_dense, unpack_gptq
 from quantpress.core.jobs import NEVER, CancelToken
 from quantpress.core.validate import non_finite_weights
 
 
 def awq_format(folder: Path) -> str | None:
-    """'compressed-tensors', 'autoawq' or None, from config.json's quantization_config."""
+    """'compressed-tensors', 'autoawq', or one of core/hfquant/formats.py's ('fp8', 'gptq', 'nf4'), or None,
+    from config.json's quantization_config: the quantized folders this backend loads."""
     cfg = folder / "config.json"
     if not folder.is_dir() or not cfg.is_file():
         return None
@@ -49,7 +51,9 @@ def awq_format(folder: Path) -> str | None:
         return "compressed-tensors"
     if qc.get("quant_method") == "awq" and str(qc.get("version", "gemm")).lower() == "gemm":
         return "autoawq"
-    return None
+    from quantpress.core.hfquant.formats import folder_format
+
+    return folder_format(qc)
 
 
 DENSE_MIN_ROWS = 4  # from this many rows on, dequantize-per-call + dense matmul (see module docstring)
@@ -113,6 +117,10 @@ def _load_state(folder: Path) -> dict[str, Any]:
 
 _CT_KEYS = ("weight_packed", "weight_scale", "weight_zero_point", "weight_shape")
 _AWQ_KEYS = ("qweight", "qzeros", "scales")
+# format -> (tensor suffixes of a quantized linear, the first one naming it; unpack to (q, scale, zero))
+_UNPACK: dict[str, tuple[tuple[str, ...], Any]] = {
+    "compressed-tensors": (_CT_KEYS, unpack_compressed_tensors), "autoawq": (_AWQ_KEYS, unpack_autoawq),
+    "gptq": (GPTQ_KEYS, unpack_gptq)}
 
 
 def load_awq_model(folder: Path) -> tuple[Any, list[str]]:
@@ -129,11 +137,13 @@ def load_awq_model(folder: Path) -> tuple[Any, list[str]]:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     state = _load_state(folder)
+    if fmt in DENSE_FORMATS:  # no CPU kernel for these: weights dequantized once, exactly
+        state = dequantize_dense(fmt, state)
     for name, t in state.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise non_finite_weights(folder.name, name)
-    keys, unpack = (_CT_KEYS, unpack_compressed_tensors) if fmt == "compressed-tensors" else (_AWQ_KEYS, unpack_autoawq)
-    modules = sorted({k[: -len("." + keys[0])] for k in state if k.endswith("." + keys[0])})
+    keys, unpack = _UNPACK.get(fmt, ((), None))
+    modules = sorted({k[: -len("." + keys[0])] for k in state if k.endswith("." + keys[0])}) if keys else []
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
     model.to_empty(device="cpu")  # before the int4 modules go in: to_empty would wipe their buffers

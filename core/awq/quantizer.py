@@ -117,7 +117,11 @@ def pack_compressed_tensors(q: Any, scale: Any, zero: Any, scale_dtype: Any) -> 
 
 def unpack_compressed_tensors(t: dict[str, Any]) -> tuple[Any, Any, Any]:
     """(q (N, K), scale float32 (N, G), zero (N, G)) from pack_compressed_tensors' tensors."""
+    import torch
+
     q = _unpack_last(t["weight_packed"])
+    if "weight_zero_point" not in t:  # symmetric (GPTQ W4A16): stored q = signed value + 8
+        return q, t["weight_scale"].float(), torch.full_like(t["weight_scale"], 8.0, dtype=torch.float32)
     zero = _unpack_last(t["weight_zero_point"].T.contiguous()).T.contiguous()
     return q, t["weight_scale"].float(), zero.float()
 

@@ -53,10 +53,23 @@ _SCALED_EMBEDDING = frozenset({"gemma", "gemma2", "gemma3"})
 
 
 def activation_energy(std: np.ndarray, arch: str) -> np.ndarray:
-    """E[act(g)²] for g ~ N(0, std²), per entry of ``std``."""
+    """E[act(g)²] for g ~ N(0, std²), per entry of ``std``. In chunks: the quadrature grid is 48
+    float64 values per entry, and a MoE layer's stacked experts have E x F entries (128 x 1536 would
+    be 75 MB per temporary)."""
     act = _gelu_tanh if arch in _GELU_ARCHES else _silu
-    z = np.outer(np.asarray(std, dtype=np.float64), _ZS)
-    return np.asarray((act(z) ** 2 * _WS).sum(axis=1))
+    std = np.asarray(std, dtype=np.float64).reshape(-1)
+    out = np.empty_like(std)
+    for a in range(0, std.size, 8192):
+        z = np.outer(std[a:a + 8192], _ZS)
+        out[a:a + 8192] = (act(z) ** 2 * _WS).sum(axis=1)
+    return out
+
+
+def activation_slope_energy(std: np.ndarray, arch: str) -> np.ndarray:
+    """E[act'(g)²] for g ~ N(0, std²), per entry of ``std`` (central difference of act)."""
+    act = _gelu_tanh if arch in _GELU_ARCHES else _silu
+    z, h = np.outer(np.asarray(std, dtype=np.float64), _ZS), 1e-3
+    return np.asarray((((act(z + h) - act(z - h)) / (2 * h)) ** 2 * _WS).sum(axis=1))
 
 
 def _kv(kv: Sequence[tuple[str, Any, str]], arch: str, key: str) -> Any:
@@ -82,7 +95,7 @@ class _Weights:
 
     def _blocks(self, name: str) -> Iterator[np.ndarray]:
         """Float32 row blocks of about 4 MiB: the temporaries below stay that small (the reader's
-        slabs are up to 64 MiB)."""
+        slabs are up to convert.SLAB_BYTES, 16 MiB)."""
         self.tick(name)
         for x in self.read(self.by_name[name]):
             self.cancel.raise_if_cancelled()
@@ -122,11 +135,15 @@ def _post_norm(w: _Weights, name: str, update: np.ndarray) -> np.ndarray:
 
 def weight_importance(tensors: Sequence[Any], read: Callable[[Any], Iterator[np.ndarray]],
                       kv: Sequence[tuple[str, Any, str]], arch: str, *, report: Report = ignore,
-                      cancel: CancelToken = NEVER) -> Imatrix:
+                      cancel: CancelToken = NEVER, trace: dict[str, np.ndarray] | None = None) -> Imatrix:
     """Estimated mean x² per input column of every attention/FFN linear (see module docstring).
 
     tensors: objects with ``.name`` (GGUF names) in file order; read(tensor) yields float32 row slabs.
-    kv: the source's GGUF metadata (head counts). Layers the estimate cannot follow get no entry."""
+    kv: the source's GGUF metadata (head counts). Layers the estimate cannot follow get no entry.
+    trace: when given, receives the propagated energies the sensitivity estimate needs
+    (core/calibration/sensitivity.py): per block ``<blk>resid_attn``/``<blk>resid_ffn`` (residual
+    energy per channel entering each sub-block), ``<blk>q``/``<blk>k``/``<blk>v`` (E[out²] per row),
+    ``<blk>gate``/``<blk>up``; and ``resid_final``."""
     names = [t.name for t in tensors]
     n_layers = sum(1 for n in names if n.endswith(".attn_norm.weight"))
     done = [0]
@@ -146,13 +163,16 @@ def weight_importance(tensors: Sequence[Any], read: Callable[[Any], Iterator[np.
     if arch in _SCALED_EMBEDDING:
         r = r * r.shape[0]
     for i in range(n_layers):
-        r = _attention(w, means, f"blk.{i}.", r, n_head, n_kv)
-        r = _ffn(w, means, f"blk.{i}.", r, arch)
+        _record(trace, f"blk.{i}.resid_attn", r)
+        r = _attention(w, means, f"blk.{i}.", r, n_head, n_kv, trace)
+        _record(trace, f"blk.{i}.resid_ffn", r)
+        r = _ffn(w, means, f"blk.{i}.", r, arch, trace)
+    _record(trace, "resid_final", r)
     return _imatrix(means)
 
 
 def _attention(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarray, n_head: int,
-               n_kv: int) -> np.ndarray:
+               n_kv: int, trace: dict[str, np.ndarray] | None) -> np.ndarray:
     if not w.has(blk + "attn_norm.weight") or not n_head:
         return r
     x = w.vector(blk + "attn_norm.weight") ** 2 * _normalised(r)
@@ -167,6 +187,11 @@ def _attention(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarra
         v_var = w.row_energy(blk + "attn_v.weight", x)
     else:
         return r
+    _record(trace, blk + "v", v_var)
+    if trace is not None and not w.has(fused):  # q/k energies: how far their errors move attention scores
+        for part in ("q", "k"):
+            if w.has(f"{blk}attn_{part}.weight"):
+                trace[blk + part] = w.row_energy(f"{blk}attn_{part}.weight", x)
     o_name = blk + "attn_output.weight"
     # fused rows are [q (n_head); k (n_kv); v (n_kv)] heads, V the last block
     head_dim = v_var.shape[0] // (n_head + 2 * n_kv if w.has(fused) else n_kv)
@@ -180,7 +205,10 @@ def _attention(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarra
     return out
 
 
-def _ffn(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarray, arch: str) -> np.ndarray:
+def _ffn(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarray, arch: str,
+         trace: dict[str, np.ndarray] | None) -> np.ndarray:
+    if w.has(blk + "ffn_norm.weight") and w.has(blk + "ffn_up_exps.weight"):
+        return _moe_ffn(w, means, blk, r, arch)
     if not w.has(blk + "ffn_norm.weight") or not w.has(blk + "ffn_up.weight"):
         return r
     x = w.vector(blk + "ffn_norm.weight") ** 2 * _normalised(r)
@@ -191,6 +219,8 @@ def _ffn(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarray, arc
         gate = w.row_energy(blk + "ffn_gate.weight", x)
     else:  # fused gate_up (Phi-3): gate rows first
         gate, up = up[: up.shape[0] // 2], up[up.shape[0] // 2:]
+    _record(trace, blk + "gate", gate)
+    _record(trace, blk + "up", up)
     down_in = activation_energy(np.sqrt(gate), arch) * up
     d_name = blk + "ffn_down.weight"
     if not w.has(d_name):
@@ -200,7 +230,37 @@ def _ffn(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarray, arc
     return out
 
 
+def _moe_ffn(w: _Weights, means: dict[str, np.ndarray], blk: str, r: np.ndarray, arch: str) -> np.ndarray:
+    """Routed experts (ffn_{gate,up,down}_exps, [E, F, D]) and an optional shared expert (*_shexp).
+    Every expert sees the same normalised input, so gate/up share one importance vector; down gets
+    one row per expert (its own input energy), as a llama.cpp imatrix holds stacked experts. The
+    residual gains the mean expert output energy (the router's top-k weights
+    sum to about 1) plus the shared expert's, computed like a dense FFN."""
+    x = w.vector(blk + "ffn_norm.weight") ** 2 * _normalised(r)
+    update = np.zeros_like(r)
+    for suffix in ("exps", "shexp"):
+        gate_n, up_n, down_n = (f"{blk}ffn_{p}_{suffix}.weight" for p in ("gate", "up", "down"))
+        if not (w.has(gate_n) and w.has(up_n) and w.has(down_n)):
+            continue
+        n_expert = int(w.by_name[up_n].shape[0]) if suffix == "exps" else 1
+        means[gate_n] = means[up_n] = x
+        gate = w.row_energy(gate_n, x).reshape(n_expert, -1)
+        up = w.row_energy(up_n, x).reshape(n_expert, -1)
+        down_in = activation_energy(np.sqrt(gate.reshape(-1)), arch).reshape(n_expert, -1) * up
+        means[down_n] = down_in if suffix == "exps" else down_in[0]
+        out = w.row_energy(down_n, down_in.mean(axis=0))  # one column weighting for every expert's rows
+        update += out.reshape(n_expert, -1).mean(axis=0)
+    return np.asarray(r + _post_norm(w, blk + "post_ffw_norm.weight", update))
+
+
+def _record(trace: dict[str, np.ndarray] | None, key: str, value: np.ndarray) -> None:
+    if trace is not None:
+        trace[key] = value
+
+
 def _imatrix(means: dict[str, np.ndarray]) -> Imatrix:
-    sums = {k: np.asarray(v, dtype=np.float32).reshape(1, -1) for k, v in means.items()}
-    counts = {k: np.ones(1, dtype=np.float32) for k in means}
+    """2-D entries (n_expert, n_per_row) are per-expert rows, as llama.cpp stores stacked experts."""
+    sums = {k: np.asarray(v, dtype=np.float32).reshape(-1 if np.ndim(v) == 2 else 1, np.shape(v)[-1])
+            for k, v in means.items()}
+    counts = {k: np.ones(v.shape[0], dtype=np.float32) for k, v in sums.items()}
     return Imatrix(sums, counts, datasets=(DATASET,), n_tokens=0)

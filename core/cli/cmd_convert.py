@@ -19,6 +19,7 @@ ORDER = 30
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from quantpress.core.cli.convert_target import add_target_arguments
     from quantpress.core.gguf.mixes import MIXES, POLICIES
     from quantpress.core.quant import ENGINE_CHOICES
 
@@ -26,8 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        description="Convert a Hugging Face folder (safetensors) or a GGUF file to GGUF formats. "
                        "Each source tensor is read once for all formats; nothing intermediate is written.")
     p.add_argument("model", help="HF folder, .gguf file, or 'demo'")
-    p.add_argument("--format", "-f", dest="formats", action="append", required=True, metavar="FORMAT",
-                   type=str.upper, help=f"output format, repeatable: {', '.join(MIXES)}")
+    p.add_argument("--format", "-f", dest="formats", action="append", metavar="FORMAT",
+                   type=str.upper, help=f"output format, repeatable: {', '.join(MIXES)} (or a target, below)")
     p.add_argument("--out", "-o", type=Path, help="output folder or .gguf file (default: a MODEL-gguf folder "
                    "beside the model, the one the GUI uses)")
     cal = p.add_mutually_exclusive_group()
@@ -54,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--dry-run", action="store_true", help="show the plan (types, exact sizes) and stop")
     p.add_argument("--save-plan", type=Path, metavar="FILE", help="also write the plan as JSON")
     p.add_argument("--json", action="store_true", help="print one JSON object per output")
+    add_target_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -88,14 +90,18 @@ def request_from_args(args: argparse.Namespace) -> ConversionRequest:
 
 
 def run(args: argparse.Namespace) -> int:
+    from quantpress.core.cli.convert_target import plan_for_target, target_from_args
     from quantpress.core.cli.output import format_bytes, print_json, progress_line
     from quantpress.core.gguf.convert import check_outputs, convert
     from quantpress.core.gguf.source import open_source
     from quantpress.core.jobs import Throttle
     from quantpress.core.outputs import check_output_file, make_folder, output_folder
 
+    target = target_from_args(args)
+    if target is None and not args.formats:
+        raise InvalidInput("choose an output: --format (e.g. Q4_K_M), --target-size, --target-bpw or --fit")
     model = open_source(args.model)  # 'demo' resolves in core.inspect
-    plan = request_from_args(args).plan(model)
+    plan = plan_for_target(model, target, args) if target is not None else request_from_args(args).plan(model)
     # Every input is validated before anything is created: a refused conversion leaves no folder.
     if not args.dry_run:
         check_outputs(plan)
@@ -108,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         if args.json:
             print_json([{"output": o.path, "format": o.format, "file_bytes": o.file_bytes,
-                         "tensor_types": o.tensor_types} for o in plan.outputs])
+                         "tensor_types": o.tensor_types} | ({"target": plan.target} if plan.target else {})
+                        for o in plan.outputs])
         else:
             print(plan.describe())
         return 0

@@ -44,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     m = est.model
     gpus = ", ".join(f"{g.name} {format_bytes(g.vram_free_bytes)} free" for g in hw.gpus) or "none"
     print(f"{m.name}: {m.architecture}, {m.params / 1e9:.3f} B params, {m.n_layers} layers, trained context {m.context_length}")
+    if m.n_experts:
+        print(f"mixture of experts: {m.n_experts} experts, {m.n_experts_used} per token; "
+              f"{m.active_params / 1e9:.3f} B of {m.params / 1e9:.3f} B params active per token")
     print(f"machine: RAM {format_bytes(hw.ram_available_bytes)} free of {format_bytes(hw.ram_total_bytes)}, GPU {gpus}"
           + (f" (what-if: {', '.join(hw.overridden)})" if hw.overridden else ""))
     print(f"context {cfg.n_ctx}, batch {cfg.n_batch}, KV {cfg.kv_type}{', flash-attn' if cfg.fa else ''}")
@@ -65,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, *rows]:
         print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+    moe = [e for e in est.formats if e.cpu_moe_layers > 0]
+    if moe:
+        print("\nGPU + experts in RAM (llama.cpp --n-cpu-moe N: the routed experts of the first N layers in RAM):")
+        for e in moe:
+            print(f"  {e.format}: N = {e.cpu_moe_layers}, VRAM {format_bytes(e.cpu_moe_vram_bytes)}, "
+                  f"RAM {format_bytes(e.cpu_moe_ram_bytes)}")
     print()
     for rec in est.recommendations:
         print(f"{rec.goal}: {rec.format or '-'} ({rec.reason})")

@@ -1,8 +1,9 @@
 """Evaluate Hugging Face folders in torch, chunk by chunk, the way runner.py evaluates GGUFs with llama.cpp.
 
 Two kinds of folder:
-- an AWQ output (compressed-tensors pack-quantized or AutoAWQ GEMM): loaded by the AWQ backend
-  (core/awq/backend.py), every quantized linear multiplied by torch's int4 weight-only kernel;
+- an AWQ output (compressed-tensors pack-quantized or AutoAWQ GEMM), or a GPTQ, FP8 or NF4 output
+  (core/hfquant): loaded by the AWQ backend (core/awq/backend.py), every int4 linear multiplied by torch's
+  int4 weight-only kernel, FP8/NF4 weights dequantized at load;
 - a plain (unquantized) Hugging Face folder, e.g. the model AWQ started from: float32 in torch, the
   natural reference for an AWQ output ("KL-divergence to the original").
 
@@ -107,8 +108,9 @@ class TorchChunkRunner:
 
         kind = folder_kind(path)
         if kind is None:
-            raise InvalidInput(f"{path}: this folder is neither an AWQ output (config.json with a pack-quantized or "
-                               "AWQ GEMM quantization_config) nor a Hugging Face model folder with safetensors "
+            raise InvalidInput(f"{path}: this folder is neither a quantized output quantpress can run (config.json "
+                               "with a compressed-tensors pack-quantized or float-quantized, AWQ GEMM, GPTQ v1 or "
+                               "bitsandbytes NF4 quantization_config) nor a Hugging Face model folder with safetensors "
                                "weights; evaluate a .gguf file or such a folder.")
         check_torch_folder(path)  # before transformers: no custom code, sound headers, config and layers
         if kv_type != KVCacheType.F16 or flash_attn:

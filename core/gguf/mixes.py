@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from quantpress.core.choices import Policy as Policy  # re-exported: the mix rules own it
 from quantpress.core.errors import InvalidInput
 from quantpress.core.gguf.layout import GGML_TYPES, block_size
+from quantpress.core.gguf.mixes_iq import IQ_FALLBACK, IQ_MIXES, IQ_OUTPUT, IQ_TOKEN_EMBD, iq_type
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ MIXES: dict[str, Mix] = {m.name: m for m in (
     Mix("Q5_1", 9, "Q5_1"), Mix("Q4_K_M", 15, "Q4_K"), Mix("Q4_K_S", 14, "Q4_K"), Mix("Q4_0", 2, "Q4_0"),
     Mix("Q4_1", 3, "Q4_1"), Mix("Q3_K_L", 13, "Q3_K"), Mix("Q3_K_M", 12, "Q3_K"), Mix("Q3_K_S", 11, "Q3_K"),
     Mix("Q2_K", 10, "Q2_K"), Mix("IQ4_NL", 25, "IQ4_NL"), Mix("IQ4_XS", 30, "IQ4_XS"),
+    *(Mix(name, ftype, base) for name, (ftype, base) in IQ_MIXES.items()),
 )}
 FLOAT_MIXES = ("F32", "F16", "BF16")
 
@@ -50,9 +52,9 @@ POLICIES = tuple(p.value for p in Policy)
 # tensor_type_fallback: a 256-block type whose row length does not divide -> a 32-block type.
 FALLBACK: dict[str, dict[str, str]] = {
     "llama.cpp": {"Q2_K": "Q4_0", "Q3_K": "Q4_0", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
-                  "IQ4_XS": "IQ4_NL"},
+                  "IQ4_XS": "IQ4_NL", **IQ_FALLBACK},
     "quantpress": {"Q2_K": "IQ4_NL", "Q3_K": "IQ4_NL", "Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0",
-                   "IQ4_XS": "IQ4_NL"},
+                   "IQ4_XS": "IQ4_NL", **IQ_FALLBACK},
 }
 
 
@@ -68,6 +70,7 @@ class MixContext:
     token_embd_type: str | None = None  # user override for token_embd.weight
     tensor_overrides: tuple[tuple[str, str], ...] = ()  # (regex, type): first match wins
     is_70b_llama: bool = False
+    n_expert: int = 0  # routed experts per MoE layer (0: dense)
 
 
 def _layer(name: str) -> int:
@@ -81,9 +84,20 @@ def llama_order(names: Sequence[str]) -> list[str]:
 
 
 def allows_quantization(name: str, n_dims: int) -> bool:
-    """tensor_allows_quantization for the dense architectures quantpress converts."""
+    """tensor_allows_quantization for the architectures quantpress converts (2-D and 3-D expert
+    weights). Routers (ffn_gate_inp) stay F32, and so does the shared-expert gate
+    (ffn_gate_inp_shexp), which llama.cpp's converter writes as F32 and its quantizer never sees as
+    2-D (ggml_n_dims of a [D, 1] tensor is 1)."""
     return (n_dims >= 2 and name.endswith("weight") and "_norm.weight" not in name
-            and "ffn_gate_inp.weight" not in name)
+            and "ffn_gate_inp" not in name)
+
+
+def ggml_n_dims(shape: Sequence[int]) -> int:
+    """ggml_n_dims of a numpy-order shape: trailing ggml dimensions of 1 (leading here) do not count."""
+    dims = list(shape)
+    while len(dims) > 1 and dims[0] == 1:
+        dims.pop(0)
+    return len(dims)
 
 
 def _category(name: str) -> str:
@@ -145,6 +159,8 @@ def _ffn_down(mix: str, i: int, n: int, ctx: MixContext, t: str) -> str:
 
 
 _ATTN_OUTPUT = {"Q2_K": "Q3_K", "Q3_K_M": "Q4_K", "Q3_K_L": "Q5_K"}
+# Mixes whose attn_output llama.cpp raises to Q5_K for 8-expert models.
+_ATTN_OUTPUT_8_EXPERTS = frozenset({"Q2_K", "Q3_K_S", "Q3_K_M", "IQ4_NL", "Q4_K_S", "Q4_K_M", "IQ4_XS"})
 
 
 def _fallback(name: str, n_per_row: int, t: str, policy: str) -> str:
@@ -176,14 +192,15 @@ def tensor_types(shapes: dict[str, tuple[int, ...]], mix_name: str, ctx: MixCont
     out: dict[str, str] = {}
     for name in order:
         shape = shapes[name]
-        if not allows_quantization(name, len(shape)):
+        if not allows_quantization(name, ggml_n_dims(shape)):
             out[name] = "F32"
             continue
         cat = _category(name)
         if mix_name in FLOAT_MIXES:
             t = mix.base
         else:
-            t = _rule(name, cat, shape[-1], mix, ctx, tied, i_attn_v, n_attn_v, i_ffn_down)
+            t = _rule(name, cat, shape[-1], mix, ctx, tied, i_attn_v, n_attn_v,
+                      _layer(name) if ctx.n_expert > 1 else i_ffn_down)
         t = _user_type(name, cat, tied, ctx, overrides) or t
         out[name] = _fallback(name, shape[-1], t, ctx.policy) if t not in FLOAT_MIXES else t
         i_attn_v += cat == "attn_v"
@@ -205,16 +222,27 @@ def _user_type(name: str, cat: str, tied: bool, ctx: MixContext,
 
 def _rule(name: str, cat: str, n_per_row: int, mix: Mix, ctx: MixContext, tied: bool,
           i_attn_v: int, n_attn_v: int, i_ffn_down: int) -> str:
-    """llama_tensor_get_type_impl for dense, non-Falcon models."""
+    """llama_tensor_get_type_impl for non-Falcon models. With experts, ffn_down's layer index comes
+    from the tensor name (``i_ffn_down`` is then that index), as llama.cpp's layer_info does; the
+    8-expert (Mixtral) rules raise attn_k/attn_v to Q8_0 and attn_output to Q5_K in low mixes."""
     t = mix.base
     if cat == "output" or (tied and cat == "token_embd"):
         if n_per_row % block_size(t):
             return "Q8_0"
-        return t if t == "Q8_0" else "Q6_K"
+        return t if t == "Q8_0" else IQ_OUTPUT.get(mix.name, "Q6_K")
+    if cat == "token_embd":
+        return IQ_TOKEN_EMBD.get(mix.name, t)
+    if mix.name in IQ_MIXES:
+        return iq_type(mix.name, cat, _layer(name), i_ffn_down, ctx.n_layers, n_gqa=ctx.n_gqa,
+                       has_imatrix=ctx.has_imatrix, is_70b_llama=ctx.is_70b_llama, base=t)
     if cat == "attn_v":
-        return _attn_v(mix.name, i_attn_v, n_attn_v, ctx, t)
+        return "Q8_0" if ctx.n_expert == 8 else _attn_v(mix.name, i_attn_v, n_attn_v, ctx, t)
+    if cat == "attn_k" and ctx.n_expert == 8:
+        return "Q8_0"
     if cat == "ffn_down":
         return _ffn_down(mix.name, i_ffn_down, ctx.n_layers, ctx, t)
     if cat == "attn_output":
+        if ctx.n_expert == 8:
+            return "Q5_K" if mix.name in _ATTN_OUTPUT_8_EXPERTS else t
         return _ATTN_OUTPUT.get(mix.name, t)
     return t

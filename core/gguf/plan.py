@@ -24,7 +24,7 @@ from gguf.constants import Keys
 from quantpress.core.choices import CalibrationKind as CalibrationKind  # re-exported: plans own it
 from quantpress.core.errors import InvalidInput, InvalidModel, UnsupportedArchitecture
 from quantpress.core.gguf import layout
-from quantpress.core.gguf.arch import KV, ArchSpec, arch_kv, spec_for_hf_class
+from quantpress.core.gguf.arch import KV, ArchSpec, arch_kv, block_count, spec_for_hf_class
 from quantpress.core.gguf.mixes import MIXES, MixContext, Policy, llama_order, tensor_types
 from quantpress.core.gguf.source import TensorPlan, list_hf_tensors, map_hf_tensors, synthesize_hf_tensors
 from quantpress.core.gguf.tokenizer import tokenizer_kv
@@ -70,6 +70,32 @@ class Calibration:
         return self.kind not in TEXTLESS_CALIBRATIONS
 
 
+# The format name of an output whose per-tensor types were chosen for a target (core/gguf/best_fit.py),
+# and the general.file_type it gets: llama.h's LLAMA_FTYPE_GUESSED (no single llama_ftype describes a
+# free mix; llama.cpp prints it as "(guessed)" and loads it like any other).
+MIXED_FORMAT = "MIXED"
+MIXED_FTYPE = 1024
+
+
+@dataclass(frozen=True)
+class TargetSummary:
+    """What a MIXED output's types were chosen for, and what the choice is expected to give.
+
+    kind: 'size' | 'bpw' | 'fit-gpu' | 'fit-ram'; budget_bytes: the bytes the choice had to stay
+    under (file, tensor data, or memory at the context); expected_kld: the solver's predicted
+    KL-divergence (core/calibration/fisher.py), a ranking aid, not a measurement."""
+
+    kind: str
+    label: str
+    budget_bytes: int
+    expected_kld: float
+    memory_bytes: int = 0  # estimated memory at ctx_tokens (fit targets), 0 otherwise
+    ctx_tokens: int = 0
+    kv_type: str = ""
+    seconds: float = 0.0  # planning time (measuring the errors included)
+    sensitivity: str = ""  # where the per-tensor sensitivity came from: 'fisher' (calibration pass) or 'weights'
+
+
 @dataclass(frozen=True)
 class OutputPlan:
     path: str
@@ -99,6 +125,7 @@ class ConversionPlan:
     quantpress_version: str = ""
     warnings: tuple[str, ...] = ()
     config: dict[str, Any] = field(default_factory=dict, repr=False)
+    target: TargetSummary | None = None  # set when the types were chosen for a target (MIXED output)
 
     def __post_init__(self) -> None:  # saved plans and older callers give plain strings
         object.__setattr__(self, "policy", Policy.parse(self.policy, "policy"))
@@ -117,7 +144,8 @@ class ConversionPlan:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ConversionPlan:
         d = dict(d)
-        d["tensors"] = tuple(TensorPlan(**{**t, "shape": tuple(t["shape"]), "transforms": tuple(t["transforms"])})
+        d["tensors"] = tuple(TensorPlan(**{**t, "shape": tuple(t["shape"]), "transforms": tuple(t["transforms"]),
+                                           "parts": tuple((str(a), str(b)) for a, b in t.get("parts", ()))})
                              for t in d["tensors"])
         d["outputs"] = tuple(OutputPlan(**o) for o in d["outputs"])
         ov = d.get("overrides") or {}
@@ -125,6 +153,7 @@ class ConversionPlan:
                                    tuple((str(a), str(b)) for a, b in ov.get("tensor_types", ())))
         d["calibration"] = Calibration(**(d.get("calibration") or {}))
         d["warnings"] = tuple(d.get("warnings", ()))
+        d["target"] = TargetSummary(**d["target"]) if d.get("target") else None
         return cls(**d)
 
     @classmethod
@@ -145,6 +174,12 @@ class ConversionPlan:
                 counts[t] = counts.get(t, 0) + 1
             mix = ", ".join(f"{k}×{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
             lines.append(f"  {o.format:7s} {o.file_bytes:>14,d} B  {o.path}  [{mix}]")
+        if self.target is not None:
+            tg = self.target
+            lines.append(f"  target {tg.label}: budget {tg.budget_bytes:,} B"
+                         + (f", estimated memory {tg.memory_bytes:,} B at {tg.ctx_tokens} tokens ({tg.kv_type} KV)"
+                            if tg.memory_bytes else "")
+                         + f", expected KLD {tg.expected_kld:.4g}")
         return "\n".join(lines + [f"  warning: {w}" for w in self.warnings])
 
 
@@ -189,6 +224,7 @@ class _Source:
     n_layers: int
     n_gqa: int
     warnings: tuple[str, ...]
+    n_expert: int = 0
 
 
 def _hf_source(model: ModelInfo, config: dict[str, Any]) -> _Source:
@@ -204,8 +240,15 @@ def _hf_source(model: ModelInfo, config: dict[str, Any]) -> _Source:
     tensors = map_hf_tensors(spec, config, infos, n_vocab)
     n_head = int(config["num_attention_heads"])
     n_kv = int(config.get("num_key_value_heads") or n_head)
-    return _Source(spec, tensors, arch_kv(spec, config) + tok, int(config["num_hidden_layers"]),
-                   max(1, n_head // n_kv), ())
+    n_expert = spec.experts.n_experts(config) if spec.experts else 0
+    warnings: tuple[str, ...] = ()
+    norm = spec.experts.norm_topk if spec.experts else None
+    if norm is not None and config.get("norm_topk_prob") is not None and bool(config["norm_topk_prob"]) != norm:
+        warnings = (f"config.json sets norm_topk_prob={config['norm_topk_prob']}, but llama.cpp's {spec.gguf_arch} "
+                    f"graph always {'renormalises' if norm else 'keeps'} the top-k expert weights; "
+                    "the GGUF will not compute exactly what the checkpoint does",)
+    return _Source(spec, tensors, arch_kv(spec, config) + tok, block_count(spec, config),
+                   max(1, n_head // n_kv), warnings, n_expert)
 
 
 def _gguf_source(model: ModelInfo) -> _Source:
@@ -221,6 +264,7 @@ def _gguf_source(model: ModelInfo) -> _Source:
         n_layers = int(g.arch_value("block_count", 0) or 0)
         n_head = int(g.arch_value("attention.head_count", 1) or 1)
         n_kv = int(g.arch_value("attention.head_count_kv", n_head) or n_head)
+        n_expert = int(g.arch_value("expert_count", 0) or 0)
     quantized = sorted({t.source_dtype for t in tensors} - {"F32", "F16", "BF16"})
     warnings: tuple[str, ...] = ()
     if quantized:
@@ -228,7 +272,8 @@ def _gguf_source(model: ModelInfo) -> _Source:
                     "of it. Convert from the original F16/BF16 weights when you can.",)
     from quantpress.core.gguf.arch import spec_for_gguf_arch
 
-    return _Source(spec_for_gguf_arch(arch), tensors, kv, n_layers, max(1, n_head // max(1, n_kv)), warnings)
+    return _Source(spec_for_gguf_arch(arch), tensors, kv, n_layers, max(1, n_head // max(1, n_kv)), warnings,
+                   n_expert)
 
 
 # ------------------------------------------------------------------------------------- metadata
@@ -236,18 +281,19 @@ def _gguf_source(model: ModelInfo) -> _Source:
 
 def general_kv(plan: ConversionPlan, fmt: str, calibration_tokens: int = 0) -> list[KV]:
     """general.* and quantpress.* keys of one output (numbers fixed-width: sizes stay exact)."""
-    import gguf
 
-    n_params = sum(t.n_elements for t in plan.tensors)
+    from quantpress.core.gguf.moe import param_counts
+
+    counts = param_counts((t.name, t.shape) for t in plan.tensors)
     name = plan.model_name or Path(plan.source).name
     kv: list[KV] = [
         (Keys.General.ARCHITECTURE, plan.gguf_arch, "STRING"),
         (Keys.General.TYPE, "model", "STRING"),
         (Keys.General.NAME, name, "STRING"),
         (Keys.General.BASENAME, re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-") or "model", "STRING"),
-        (Keys.General.SIZE_LABEL, gguf.size_label(n_params, 0, 0, 0), "STRING"),
+        (Keys.General.SIZE_LABEL, counts.size_label, "STRING"),
         (Keys.General.QUANTIZED_BY, "quantpress", "STRING"),
-        (Keys.General.FILE_TYPE, MIXES[fmt].ftype, "UINT32"),
+        (Keys.General.FILE_TYPE, MIXES[fmt].ftype if fmt in MIXES else MIXED_FTYPE, "UINT32"),
         (Keys.General.QUANTIZATION_VERSION, 2, "UINT32"),
         ("quantpress.version", plan.quantpress_version, "STRING"),
         ("quantpress.source", plan.source, "STRING"),
@@ -329,6 +375,13 @@ def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None =
     else:
         config = _config(model)
         src = _hf_source(model, config)
+        if src.spec and src.spec.experts and calib.kind in ("default", "file"):
+            # The layer-by-layer calibration pass hooks nn.Linear modules; transformers 5 keeps routed
+            # experts as fused parameters, which it neither loads from per-expert checkpoints nor sees.
+            raise InvalidInput(
+                f"calibration text is not supported yet for mixture-of-experts models ({_hf_class(model, config)}); "
+                "convert with the default importance estimated from the weights, with --imatrix FILE from "
+                "llama.cpp's llama-imatrix (per-expert rows are used), or with --calibration none")
     gguf_arch = src.spec.gguf_arch if src.spec else (model.gguf_arch or model.architecture)
     name = model.name or Path(model.source).name.removesuffix(".gguf")
     by_name = {t.name: t for t in src.tensors}
@@ -342,12 +395,15 @@ def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None =
     ctx = MixContext(n_layers=src.n_layers, n_gqa=src.n_gqa, has_imatrix=calib.from_data, policy=policy,
                      output_type=overrides.output_type, token_embd_type=overrides.token_embd_type,
                      tensor_overrides=overrides.tensor_types,
-                     is_70b_llama=gguf_arch == "llama" and src.n_layers == 80 and src.n_gqa > 1)
+                     is_70b_llama=gguf_arch == "llama" and src.n_layers == 80 and src.n_gqa > 1,
+                     n_expert=src.n_expert)
     shapes = {t.name: t.shape for t in ordered}
     outputs = []
     for fmt, path in zip(formats, _output_paths(model, name, formats, out), strict=False):
         types = tensor_types(shapes, fmt, ctx)
         _check_types(ordered, types)
+        if calib.kind == "none":
+            _refuse_plain_rounding(fmt, types)
         kv = output_metadata(base, fmt, src.kv)
         head, total = layout.encode_preamble(layout.encode_metadata(kv), len(kv),
                                              [(t.name, t.shape, types[t.name]) for t in ordered])
@@ -365,6 +421,19 @@ def _calibration(imatrix: str | Path | None, calibration: str | Path | None) -> 
     if str(calibration) in TEXTLESS_CALIBRATIONS + ("default",):  # reserved words (a file: ./default)
         return Calibration(CalibrationKind(str(calibration)))
     return Calibration(CalibrationKind.FILE, str(calibration))
+
+
+def _refuse_plain_rounding(fmt: str, types: dict[str, str]) -> None:
+    """The i-quants llama-quantize refuses without an imatrix are refused here too (mixes_iq)."""
+    from quantpress.core.gguf.mixes_iq import tensors_needing_importance
+
+    needing = tensors_needing_importance(types)
+    if needing:
+        raise InvalidInput(
+            f"{fmt} cannot be made with --calibration none: {len(needing)} of its tensors (e.g. {needing[0]} as "
+            f"{types[needing[0]]}) need importance weights, as llama.cpp requires an imatrix for them. Use the "
+            "default (--calibration weights, estimated from the weights), calibration text (--calibration default "
+            "or a file) or --imatrix; or choose IQ3_S, IQ3_M or a k-quant for plain rounding.")
 
 
 def _check_types(tensors: Sequence[TensorPlan], types: dict[str, str]) -> None:

@@ -44,12 +44,15 @@ class ConversionRequest:
     def plan(self, model: ModelInfo) -> ConversionPlan:
         """The plan for ``model`` (pure: config, tokenizer and headers only); InvalidInput for a
         calibration kind that needs a file when none was chosen."""
+        return plan_conversion(model, self.formats, self.out, **self.importance(), overrides=self.overrides,
+                               policy=self.policy, threads=self.threads, engine=self.engine)
+
+    def importance(self) -> dict[str, str | Path | None]:
+        """The planners' ``imatrix`` and ``calibration`` arguments for this request (plan_conversion's, and
+        core.gguf.best_fit's); InvalidInput for a kind that needs a file when none was chosen."""
         what = _NEEDS_FILE.get(self.calibration)
         if what and self.calibration_path is None:
             raise InvalidInput(f"Choose {what} (or pick another calibration).")
         imatrix = self.calibration_path if self.calibration == CalibrationKind.IMATRIX else None
         text = self.calibration_path if self.calibration == CalibrationKind.FILE else None
-        return plan_conversion(model, self.formats, self.out, imatrix=imatrix,
-                               calibration=None if imatrix else (text or self.calibration.value),
-                               overrides=self.overrides, policy=self.policy, threads=self.threads,
-                               engine=self.engine)
+        return {"imatrix": imatrix, "calibration": None if imatrix else (text or self.calibration.value)}

@@ -8,6 +8,7 @@ Reading never loads a whole checkpoint: safetensors are memory-mapped and conver
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from quantpress.core.errors import InvalidModel, UnsupportedArchitecture
-from quantpress.core.gguf.arch import ArchSpec, Config, head_dim
+from quantpress.core.gguf.arch import ArchSpec, Config, block_count, head_dim
 from quantpress.core.model import TensorInfo
 
 # HF tensors llama.cpp's converter drops.
@@ -28,7 +29,12 @@ class TensorPlan:
     """One output tensor: GGUF name, numpy-order shape, where it comes from and how it is changed.
 
     ``transforms``: 'permute_q:<n_head>', 'permute_k:<n_kv_head>', 'add:<float>', 'rows:<n>' (keep
-    the first n rows), 'generated' (computed from config, e.g. rope_freqs)."""
+    the first n rows), 'generated' (computed from config, e.g. rope_freqs), 'expert_rows:<a>:<b>'
+    (rows a..b of every expert's matrix of a stacked [E, R, C] source: the gate or up half of a
+    fused gate_up_proj).
+
+    ``parts``: for an expert tensor stacked from per-expert sources, the (source tensor, shard file)
+    of each expert in order; ``source`` then names the stacked tensor (it exists in no file)."""
 
     name: str
     shape: tuple[int, ...]
@@ -36,6 +42,7 @@ class TensorPlan:
     source_file: str  # shard file name (HF) or GGUF path
     source_dtype: str  # 'BF16', 'F16', 'F32' or a GGML type name
     transforms: tuple[str, ...] = ()
+    parts: tuple[tuple[str, str], ...] = ()
 
     @property
     def n_elements(self) -> int:
@@ -103,10 +110,31 @@ _LAYER_SHAPES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "gemma_norms": (("pre_feedforward_layernorm.weight", ("h",)), ("post_feedforward_layernorm.weight", ("h",))),
     "phi3": (("self_attn.qkv_proj.weight", ("qkk", "h")), ("self_attn.o_proj.weight", ("h", "q")),
              ("mlp.gate_up_proj.weight", ("ff", "h")), ("mlp.down_proj.weight", ("h", "f"))),
+    # Mixture of experts ({e}: once per routed expert; m expert width, E expert count).
+    "experts": (("mlp.gate.weight", ("E", "h")), ("mlp.experts.{e}.gate_proj.weight", ("m", "h")),
+                ("mlp.experts.{e}.up_proj.weight", ("m", "h")), ("mlp.experts.{e}.down_proj.weight", ("h", "m"))),
+    "mixtral_experts": (("block_sparse_moe.gate.weight", ("E", "h")),
+                        ("block_sparse_moe.experts.{e}.w1.weight", ("m", "h")),
+                        ("block_sparse_moe.experts.{e}.w3.weight", ("m", "h")),
+                        ("block_sparse_moe.experts.{e}.w2.weight", ("h", "m"))),
+    "shared_expert": (("mlp.shared_expert.gate_proj.weight", ("s", "h")), ("mlp.shared_expert.up_proj.weight", ("s", "h")),
+                      ("mlp.shared_expert.down_proj.weight", ("h", "s")), ("mlp.shared_expert_gate.weight", ("1", "h"))),
+    "olmoe_norm": (("self_attn.q_norm.weight", ("q",)), ("self_attn.k_norm.weight", ("k",))),
+    "glm_experts": (("mlp.gate.e_score_correction_bias", ("E",)), ("mlp.shared_experts.gate_proj.weight", ("S", "h")),
+                    ("mlp.shared_experts.up_proj.weight", ("S", "h")), ("mlp.shared_experts.down_proj.weight", ("h", "S"))),
+    "nextn": (("eh_proj.weight", ("h", "hh")), ("enorm.weight", ("h",)), ("hnorm.weight", ("h",)),
+              ("shared_head.norm.weight", ("h",))),
 }
+# Keyed by ArchSpec.name (families sharing a llama.cpp arch, like Mixtral, differ in layout).
 _ARCH_LAYERS = {"llama": ("attn", "mlp", "norms"), "qwen2": ("attn", "mlp", "norms", "qkv_bias"),
                 "qwen3": ("attn", "mlp", "norms", "qk_norm"),
-                "gemma3": ("attn", "mlp", "norms", "qk_norm", "gemma_norms"), "phi3": ("phi3", "norms")}
+                "gemma3": ("attn", "mlp", "norms", "qk_norm", "gemma_norms"), "phi3": ("phi3", "norms"),
+                "qwen3moe": ("attn", "norms", "qk_norm", "experts"), "mixtral": ("attn", "norms", "mixtral_experts"),
+                "qwen2moe": ("attn", "norms", "qkv_bias", "experts", "shared_expert"),
+                "olmoe": ("attn", "norms", "olmoe_norm", "experts"),
+                "glm4moe": ("attn", "norms", "qkv_bias", "experts", "glm_experts")}
+# Families whose first ``first_k_dense_replace`` layers are dense, and those layers' groups.
+_DENSE_LEAD = {"glm4moe": ("attn", "norms", "qkv_bias", "mlp")}
 
 
 def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
@@ -115,7 +143,10 @@ def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
     h, f = int(config["hidden_size"]), int(config["intermediate_size"])
     q, k = int(config["num_attention_heads"]) * d, int(config.get("num_key_value_heads") or
                                                       config["num_attention_heads"]) * d
-    dims = {"h": h, "f": f, "q": q, "k": k, "d": d, "qkk": q + 2 * k, "ff": 2 * f}
+    n_expert = spec.experts.n_experts(config) if spec.experts else 0
+    dims = {"h": h, "f": f, "q": q, "k": k, "d": d, "qkk": q + 2 * k, "ff": 2 * f, "E": n_expert, "1": 1,
+            "m": int(config.get("moe_intermediate_size") or f), "s": int(config.get("shared_expert_intermediate_size") or 0),
+            "S": int(config.get("moe_intermediate_size") or f) * int(config.get("n_shared_experts") or 1), "hh": 2 * h}
     dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
     st = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}.get(dtype, "BF16")
     nb = _DTYPE_BYTES[st]
@@ -127,11 +158,15 @@ def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
     out = [info("model.embed_tokens.weight", (vocab, h)), info("model.norm.weight", (h,))]
     if not config.get("tie_word_embeddings", False):
         out.append(info("lm_head.weight", (vocab, h)))
-    groups = _ARCH_LAYERS["llama" if spec.gguf_arch == "llama" else spec.gguf_arch]
-    for i in range(int(config["num_hidden_layers"])):
-        for group in groups:
+    groups = _ARCH_LAYERS.get(spec.name) or _ARCH_LAYERS["llama" if spec.gguf_arch == "llama" else spec.gguf_arch]
+    n_dense = int(config.get("first_k_dense_replace") or 0) if spec.name in _DENSE_LEAD else 0
+    n_layers = int(config["num_hidden_layers"])
+    for i in range(block_count(spec, config)):  # MTP blocks (i >= n_layers): a MoE layer plus their own tensors
+        layer_groups = _DENSE_LEAD[spec.name] if i < n_dense else groups + (("nextn",) if i >= n_layers else ())
+        for group in layer_groups:
             for suffix, sym in _LAYER_SHAPES[group]:
-                out.append(info(f"model.layers.{i}.{suffix}", tuple(dims[s] for s in sym)))
+                for e in range(n_expert) if "{e}" in suffix else (0,):
+                    out.append(info(f"model.layers.{i}.{suffix.format(e=e)}", tuple(dims[s] for s in sym)))
     return out
 
 
@@ -143,15 +178,17 @@ def map_hf_tensors(spec: ArchSpec, config: Config, tensors: list[TensorInfo], n_
     import gguf
 
     arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == spec.gguf_arch)
-    n_layers = int(config["num_hidden_layers"])
+    n_layers = block_count(spec, config)
     name_map = gguf.get_tensor_name_map(arch, n_layers)
     n_head = int(config["num_attention_heads"])
     n_kv = int(config.get("num_key_value_heads") or n_head)
     out: list[TensorPlan] = []
-    for t in tensors:
+    for t in stack_experts(spec, config, tensors):
         if t.name.endswith(IGNORED_SUFFIXES):
             continue
         name = t.name.replace("language_model.", "") if t.name.startswith("model.language_model.") else t.name
+        # DeepSeek-style router score bias: gguf-py's table knows it as '...e_score_correction' + '.bias'
+        name = name.replace("e_score_correction_bias", "e_score_correction.bias")
         gname = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
         if gname is None:
             raise UnsupportedArchitecture(
@@ -167,6 +204,10 @@ def map_hf_tensors(spec: ArchSpec, config: Config, tensors: list[TensorInfo], n_
         if spec.truncate_vocab and gname == "token_embd.weight" and shape[0] > n_vocab:
             tr.append(f"rows:{n_vocab}")
             shape = (n_vocab,) + shape[1:]
+        if isinstance(t, _Stacked):
+            tr += t.transforms
+            out.append(TensorPlan(gname, shape, t.source, t.file, t.dtype, tuple(tr), t.parts))
+            continue
         out.append(TensorPlan(gname, shape, t.name, t.file, t.dtype, tuple(tr)))
     if spec.extra_tensors:
         for gname, arr in spec.extra_tensors(config).items():
@@ -176,6 +217,77 @@ def map_hf_tensors(spec: ArchSpec, config: Config, tensors: list[TensorInfo], n_
     if dupes:
         raise InvalidModel(f"checkpoint maps several tensors to {sorted(dupes)[0]}; it is not a standard {spec.name}")
     return out
+
+
+# One routed expert's projection in a checkpoint that stores experts one by one.
+_PER_EXPERT = re.compile(r"^(?P<base>.+\.experts)\.(?P<e>\d+)\.(?P<proj>\w+)\.weight$")
+
+
+@dataclass(frozen=True)
+class _Stacked:
+    """A 3-D expert tensor as the name map sees it: ``name`` is the stacked HF name gguf-py's
+    TensorNameMap knows (``...experts.gate_proj.weight`` -> ``ffn_gate_exps``)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    file: str
+    source: str
+    parts: tuple[tuple[str, str], ...] = ()
+    transforms: tuple[str, ...] = ()
+
+
+def stack_experts(spec: ArchSpec, config: Config, tensors: list[TensorInfo]) -> list[TensorInfo | _Stacked]:
+    """``tensors`` with each layer's per-expert projections replaced by one stacked tensor, and a
+    fused ``gate_up_proj`` [E, 2F, D] replaced by its gate and up halves (dense specs: unchanged).
+    A stacked tensor takes the place of its first expert, so file order stays the checkpoint's."""
+    if spec.experts is None:
+        return list(tensors)
+    n_expert = spec.experts.n_experts(config)
+    groups: dict[str, list[tuple[int, TensorInfo]]] = {}
+    out: list[TensorInfo | _Stacked | str] = []
+    for t in tensors:
+        m = _PER_EXPERT.match(t.name)
+        if m:
+            key = f"{m['base']}.{m['proj']}.weight"
+            if key not in groups:
+                groups[key] = []
+                out.append(key)  # placeholder, filled below
+            groups[key].append((int(m["e"]), t))
+        elif t.name.endswith(f".experts.{spec.experts.fused_gate_up}") and len(t.shape) == 3:
+            if t.shape[1] % 2:
+                raise InvalidModel(f"{t.file}: '{t.name}' {t.shape} cannot be split into gate and up halves")
+            half = t.shape[1] // 2
+            base = t.name.removesuffix(spec.experts.fused_gate_up)
+            for proj, (a, b) in (("gate_proj", (0, half)), ("up_proj", (half, 2 * half))):
+                out.append(_Stacked(f"{base}{proj}.weight", (t.shape[0], half, t.shape[2]), t.dtype, t.file, t.name,
+                                    transforms=(f"expert_rows:{a}:{b}",)))
+        elif re.search(r"\.experts\.\w+_proj$", t.name) and len(t.shape) == 3:  # fused down_proj [E, D, F]
+            out.append(_Stacked(t.name + ".weight", t.shape, t.dtype, t.file, t.name))
+        else:
+            out.append(t)
+    result: list[TensorInfo | _Stacked] = []
+    for item in out:
+        if not isinstance(item, str):
+            result.append(item)
+            continue
+        members = sorted(groups[item])
+        ids = [e for e, _ in members]
+        if ids != list(range(len(ids))) or (n_expert and len(ids) != n_expert):
+            raise InvalidModel(f"'{item}': the checkpoint holds experts {_ranges(ids)}, the config says {n_expert}; "
+                               "some weight shards may be missing. Download the complete model.")
+        first = members[0][1]
+        for _, t in members:
+            if t.shape != first.shape or t.dtype != first.dtype:
+                raise InvalidModel(f"{t.file}: expert tensor '{t.name}' is {t.dtype} {t.shape}, its siblings "
+                                   f"{first.dtype} {first.shape}; not a standard {spec.name} checkpoint")
+        result.append(_Stacked(item, (len(ids),) + first.shape, first.dtype, first.file, item,
+                               tuple((t.name, t.file) for _, t in members)))
+    return result
+
+
+def _ranges(ids: list[int]) -> str:
+    return f"{ids[0]}..{ids[-1]} ({len(ids)})" if ids else "none"
 
 
 # ----------------------------------------------------------------------------------- reading
@@ -236,6 +348,17 @@ class HFReader:
             assert self.spec is not None and self.spec.extra_tensors is not None
             yield np.ascontiguousarray(self.spec.extra_tensors(self.config)[t.name], dtype=np.float32).reshape(1, -1)
             return
+        if t.parts:  # stacked experts: one source matrix after another, in expert order
+            for source, fname in t.parts:
+                yield from self._rows(fname, source, 0, None, max_rows)
+            return
+        split = next((tr for tr in t.transforms if tr.startswith("expert_rows:")), None)
+        if split:  # each expert's rows a..b of a stacked [E, R, C] source
+            lo, hi = (int(v) for v in split.split(":")[1:])
+            n_expert, rows = t.shape[0], int(self._open(t.source_file)[1][t.source]["shape"][1])
+            for e in range(n_expert):
+                yield from self._rows(t.source_file, t.source, e * rows + lo, e * rows + hi, max_rows)
+            return
         f, header, start = self._open(t.source_file)
         meta = header[t.source]
         begin, end = meta["data_offsets"]
@@ -257,11 +380,21 @@ class HFReader:
             for a in range(0, x.shape[0], max_rows):
                 yield x[a:a + max_rows] + np.float32(add) if add else x[a:a + max_rows]
             return
+        yield from self._rows(t.source_file, t.source, 0, int(np.prod(t.shape[:-1], dtype=np.int64)), max_rows, add)
+
+    def _rows(self, fname: str, source: str, first: int, stop: int | None, max_rows: int,
+              add: float = 0.0) -> Iterator[np.ndarray]:
+        """Float32 slabs of rows first..stop (None: all) of ``source`` viewed as 2-D (rows, last dim)."""
+        f, header, start = self._open(fname)
+        meta = header[source]
+        begin, end = meta["data_offsets"]
+        src_shape = tuple(meta["shape"])
         n_per_row = src_shape[-1]
         row_bytes = (end - begin) // int(np.prod(src_shape[:-1], dtype=np.int64))
-        n_rows = int(np.prod(t.shape[:-1], dtype=np.int64))
-        for a in range(0, n_rows, max_rows):
-            b = min(n_rows, a + max_rows)
+        stop = int(np.prod(src_shape[:-1], dtype=np.int64)) if stop is None else stop
+        what = f"{fname}: tensor '{source}'"
+        for a in range(first, stop, max_rows):
+            b = min(stop, a + max_rows)
             raw = self._read(f, start + begin + a * row_bytes, (b - a) * row_bytes, what)
             x = _to_f32(raw, meta["dtype"]).reshape(b - a, n_per_row)
             if add:

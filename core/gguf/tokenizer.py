@@ -247,6 +247,11 @@ def tokenizer_kv(folder: Path, spec: ArchSpec, config: Config) -> list[KV]:
             "Copy the tokenizer files from the original model into this folder.")
     if spec.gguf_arch == "llama" and "add_prefix_space" in tok_cfg and tok_cfg["add_prefix_space"] is not None:
         out.append((Keys.Tokenizer.ADD_PREFIX, bool(tok_cfg["add_prefix_space"]), "BOOL"))
+    for typ, text in spec.special_tokens:  # ids by token text, as the family's converter sets them
+        tokens = next(v for k, v, _ in out if k == Keys.Tokenizer.LIST)
+        if text not in tokens:
+            raise InvalidModel(f"{folder}: the tokenizer has no '{text}' token, which a {spec.name} model needs")
+        out.append((f"tokenizer.ggml.{_SPECIAL_KEYS[typ]}", tokens.index(text), "UINT32"))
     if spec.gguf_arch == "llama" and vocab_size == 49152:
         # llama.cpp's LlamaModel turns BOS off for 49152-token vocabularies (Granite small, SmolLM).
         out.append((Keys.Tokenizer.ADD_BOS, False, "BOOL"))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from quantpress.core.gguf.mixes_iq import IQ_MIXES
 from quantpress.core.quant import ENGINE_CHOICES
 
 
@@ -63,6 +64,14 @@ AUTO: dict[str, dict[str, QuantChoice]] = {
     "Q5_K_S": {"measured": NATIVE},
     "Q5_K_M": {"measured": NATIVE},
     "Q6_K": {"weights": GGML_WITH_IMPORTANCE, "none": NATIVE_PLAIN, "measured": NATIVE},
+    # The i-quants below 4 bits: ggml's quantizer (no native kernel) always given the plan's importance. Most of
+    # them cannot be made without it (llama.cpp requires an imatrix; core/gguf/mixes_iq.py), and for IQ3_S/IQ3_M
+    # ggml's grid search is built around it (`python -m benchmarks.iquants`, BENCHMARKS.md "GGUF i-quants").
+    **{mix: {"weights": GGML_WITH_IMPORTANCE} for mix in IQ_MIXES},
+    # Types chosen per tensor for a target (core/gguf/best_fit.py): one quantizer for every type, the
+    # one the k-quant mixes it competes with use (Q3_K_M, Q4_K_S, Q4_K_M with weights-estimated
+    # importance); measured importance and plain rounding take FALLBACK, llama-quantize's way.
+    "MIXED": {"weights": GGML_WITH_IMPORTANCE},
 }
 
 # Unlisted: llama-quantize's behaviour (without importance, or with the measured imatrix as given).

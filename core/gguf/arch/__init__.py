@@ -35,6 +35,30 @@ class HParam:
 
 
 @dataclass(frozen=True)
+class ExpertSpec:
+    """How a mixture-of-experts family stores its routed experts in a Hugging Face checkpoint.
+
+    GGUF keeps one 3-D tensor per projection and layer, ``blk.N.ffn_{gate,up,down}_exps`` with
+    numpy shape [n_expert, rows, cols]. Checkpoints hold either one 2-D tensor per expert
+    (``<layer>.<container>.<e>.<proj>.weight``, the format save_pretrained writes) or, as
+    transformers 5 keeps them in memory, stacked ``<container>.gate_up_proj`` [E, 2F, D] (gate rows
+    first, split at F) and ``<container>.down_proj`` [E, D, F]. Both become the same GGUF tensors,
+    written expert by expert so memory stays at about one expert matrix."""
+
+    # Config keys holding the number of routed experts (first present wins).
+    count_keys: tuple[str, ...] = ("num_experts", "num_local_experts", "n_routed_experts")
+    # Name of the transformers 5 fused gate/up parameter inside the experts module.
+    fused_gate_up: str = "gate_up_proj"
+    # Whether llama.cpp's graph for this architecture renormalises the top-k router weights to sum
+    # to 1 (a constant in src/models/<arch>.cpp); a config whose norm_topk_prob says otherwise would
+    # compute something else, so planning warns. None: the GGUF carries it (expert_weights_norm).
+    norm_topk: bool | None = True
+
+    def n_experts(self, config: Config) -> int:
+        return int(next((config[k] for k in self.count_keys if config.get(k)), 0))
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     """How to convert one model family (see module docstring)."""
 
@@ -56,6 +80,14 @@ class ArchSpec:
     write_vocab_size: bool = False
     # Tensors computed from the config (llama3 rope_freqs): name -> float32 array.
     extra_tensors: Callable[[Config], dict[str, Any]] | None = None
+    # Routed experts (mixture-of-experts families); None for dense models.
+    experts: ExpertSpec | None = None
+    # Special tokens llama.cpp's converter sets by their text for this family, (SpecialVocab type,
+    # token), e.g. GLM's ('bos', '[gMASK]'): they override what tokenizer_config.json says.
+    special_tokens: tuple[tuple[str, str], ...] = ()
+    # Config key counting extra next-token-prediction (MTP) blocks stored after the decoder's layers;
+    # llama.cpp appends them as blocks n_layer.. and counts them in block_count.
+    nextn_key: str | None = None
 
 
 def rope_theta(config: Config, default: float | None = None, *, sliding: bool = False) -> float | None:
@@ -118,7 +150,31 @@ def common_rope_kv(config: Config) -> list[KV]:
     return out
 
 
-_MODULES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3")
+# Keys every mixture-of-experts model writes (TextModel.set_gguf_parameters: expert counts, groups).
+MOE_HPARAMS: tuple[HParam, ...] = (
+    HParam("expert_count", ("num_local_experts", "num_experts", "n_routed_experts")),
+    HParam("expert_used_count", ("num_experts_per_tok", "num_experts_per_token", "top_k_experts")),
+    HParam("expert_group_count", ("n_group",)),
+    HParam("expert_group_used_count", ("topk_group",)),
+)
+# llama.cpp's llama_expert_gating_func_type (gguf-py ExpertGatingFuncType).
+GATING_FUNCS = {"softmax": 1, "sigmoid": 2, "sqrtsoftplus": 3}
+_SCORE_KEYS = ("score_function", "scoring_func", "score_func", "moe_router_activation",
+               "moe_router_activation_func", "expert_selection_fn")
+
+
+def gating_func_kv(config: Config) -> list[KV]:
+    """expert_gating_func when the config names a router score function (TextModel does the same)."""
+    func = next((config[k] for k in _SCORE_KEYS if config.get(k) is not None), None)
+    if func is None:
+        return []
+    if func not in GATING_FUNCS:
+        raise UnsupportedArchitecture(f"expert score function '{func}' is not supported by llama.cpp")
+    return [("expert_gating_func", GATING_FUNCS[func], "UINT32")]
+
+
+_MODULES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "qwen3moe", "mixtral", "qwen2moe", "olmoe",
+            "glm4moe")
 
 
 def _load_all() -> list[ArchSpec]:
@@ -133,6 +189,12 @@ def all_specs() -> tuple[ArchSpec, ...]:
     if not _specs:
         _specs = tuple(_load_all())
     return _specs
+
+
+def block_count(spec: ArchSpec, config: Config) -> int:
+    """Decoder layers plus the next-token-prediction blocks llama.cpp appends (GLM-4 MoE's MTP)."""
+    extra = int(config.get(spec.nextn_key) or 0) if spec.nextn_key else 0
+    return int(config["num_hidden_layers"]) + extra
 
 
 def supported_names() -> str:
@@ -162,6 +224,9 @@ def arch_kv(spec: ArchSpec, config: Config) -> list[KV]:
         value = next((config[k] for k in hp.config_keys if config.get(k) is not None), hp.default)
         if value is not None:
             rows[hp.key] = (hp.key, float(value) if hp.vtype == "FLOAT32" else value, hp.vtype)
+    if spec.nextn_key and config.get(spec.nextn_key) is not None:  # written even when 0, as llama.cpp does
+        rows["block_count"] = ("block_count", block_count(spec, config), "UINT32")
+        rows["nextn_predict_layers"] = ("nextn_predict_layers", int(config[spec.nextn_key]), "UINT32")
     for key, value, vtype in common_rope_kv(config) + (spec.extra_kv(config) if spec.extra_kv else []):
         rows[key] = (key, value, vtype)  # later rows override (e.g. Gemma's explicit defaults)
     if spec.write_vocab_size and config.get("vocab_size") is not None:

@@ -110,7 +110,7 @@ def test_folders_that_cannot_be_evaluated(awq_folders: dict[str, Path], tmp_path
     empty = tmp_path / "not-a-model"
     empty.mkdir()
     (empty / "config.json").write_text('{"vocab_size": 384}')
-    with pytest.raises(InvalidInput, match="neither an AWQ output"):
+    with pytest.raises(InvalidInput, match="neither a quantized output"):
         evaluate(empty, cache_dir=tmp_path, save=False)
     with pytest.raises(InvalidInput, match="KV-cache"):
         evaluate(awq_folders["ct"], kv_type=KVCacheType.Q8_0, max_tokens=TOKENS, ctx_tokens=CTX, cache_dir=tmp_path,

@@ -14,27 +14,12 @@ from quantpress.core.gguf.mixes import MIXES
 from quantpress.core.gguf.plan import ConversionPlan, plan_conversion
 from quantpress.core.gguf.reader import open_gguf
 from quantpress.core.gguf.source import open_source
-from tiny_models import ARCHS, VOCAB_SIZE, hf_logprobs
+from tiny_models import ARCHS, VOCAB_SIZE, hf_logprobs, llama_logprobs
 
 PROSE = ("The history of the printing press begins in the fifteenth century, when Johannes Gutenberg combined "
          "movable metal type, oil-based inks and a wooden press adapted from wine making. Within fifty years "
          "printers were working in more than two hundred cities across Europe, the price of books fell sharply, "
          "and pamphlets, maps and scientific tables travelled further and faster than ever before.")
-
-
-def llama_logprobs(gguf_path: Path, ids: list[int]) -> np.ndarray:
-    """Next-token log-probs from llama.cpp with an F32 KV cache (the F16 default cache alone moves
-    real-model log-probs by ~0.02; it is a runtime choice, not part of the file)."""
-    from llama_cpp import Llama
-
-    llm = Llama(str(gguf_path), n_ctx=128, logits_all=True, verbose=False, n_threads=2, type_k=0, type_v=0)
-    try:
-        llm.eval(ids)
-        lg = np.array(llm.scores[: len(ids)], dtype=np.float64)
-    finally:
-        llm.close()
-    m = lg.max(axis=1, keepdims=True)
-    return lg - m - np.log(np.exp(lg - m).sum(axis=1, keepdims=True))
 
 
 def _convert(folder: Path, formats: list[str], out: Path, **kw: object) -> tuple[ConversionPlan, list[Path]]:

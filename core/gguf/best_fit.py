@@ -1,0 +1,293 @@
+"""The best file that fits: per-tensor GGML types chosen for a target (file size, bits per weight, or
+the memory of a GPU / of RAM at a context), minimising the expected loss.
+
+    plan = plan_best_fit(open_model("demo"), Target.size(parse_size("100MB")))
+    plan.outputs[0].tensor_types, plan.outputs[0].file_bytes, plan.target.expected_kld
+    convert(plan)        # an ordinary GGUF of mixed types; the sidecar holds the plan (replayable)
+
+1. Sensitivity: a short Fisher pass over the built-in calibration text (core/calibration/fisher.py:
+   per linear, output-gradient² per row × input² per column, the second-order KL of the model's own
+   predictions); where the model cannot be run (a GGUF source, no torch, too large for RAM), the
+   weights-only estimate (core/calibration/sensitivity.py), with a warning. The quantizer's
+   importance is the plan's own (weights-estimated by default, or a measured imatrix).
+2. For every quantizable tensor and every type its row length allows (CANDIDATES), that type's
+   error, measured on a sample of rows with the quantizer the converter will use
+   (core/gguf/tensor_errors.py) and weighted by the sensitivity: the expected loss of each option.
+3. The budgeted choice (core/gguf/allocate.py), then checked exactly: the file size from the layout
+   encoder, memory from the estimator (core/estimate.py); a fit target that the linear per-tensor
+   costs slightly misjudged is solved again with the overshoot taken off the budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from quantpress.core.calibration.fisher import LossTerm
+from quantpress.core.errors import InvalidInput
+from quantpress.core.gguf import layout
+from quantpress.core.gguf.allocate import Allocation, Option, allocate
+from quantpress.core.gguf.mixes import allows_quantization
+from quantpress.core.gguf.plan import (
+    MIXED_FORMAT,
+    ConversionPlan,
+    OutputPlan,
+    TargetSummary,
+    _output_paths,
+    output_metadata,
+    plan_conversion,
+    source_metadata,
+)
+from quantpress.core.gguf.source import TensorPlan
+from quantpress.core.gguf.targets import Target, cost_function
+from quantpress.core.gguf.tensor_errors import TensorErrors, measure_errors
+from quantpress.core.hardware import Hardware
+from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, ignore
+from quantpress.core.model import ModelInfo
+
+# Types a quantizable tensor may get, cheapest first. Every one has CPU, CUDA and Metal kernels in the
+# llama.cpp llama-cpp-python 0.3.36 bundles (ggml-cpu, ggml-cuda mmq/mmvq, ggml-metal), for matmuls
+# and for the token embedding's get_rows (which llama.cpp runs on the CPU). Q4_0 is left out: IQ4_NL
+# has its size and block with non-uniform levels (lower error, core/gguf/mixes.py). 1-D tensors and
+# norms stay F32, as llama.cpp requires (mixes.allows_quantization).
+CANDIDATES = ("Q2_K", "Q3_K", "IQ4_XS", "IQ4_NL", "Q4_K", "Q4_1", "Q5_0", "Q5_K", "Q5_1", "Q6_K", "Q8_0")
+MAX_RESOLVES = 6  # fit targets: re-solves with the estimator's overshoot taken off the budget
+FISHER_RAM_SHARE = 0.6  # the sensitivity pass loads the model in float32: at most this share of free RAM
+
+
+def candidates_for(name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
+    """The candidate types of a tensor (empty: it stays F32): those whose block divides its rows."""
+    if not allows_quantization(name, len(shape)):
+        return ()
+    return tuple(t for t in CANDIDATES if shape[-1] % layout.block_size(t) == 0)
+
+
+def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
+                  imatrix: str | Path | None = None, calibration: str | Path | None = None,
+                  threads: int = 0, engine: str = "auto", hardware: Hardware | None = None,
+                  report: Report = ignore, cancel: CancelToken = NEVER) -> ConversionPlan:
+    """A plan with one MIXED output whose per-tensor types meet ``target`` with the least expected
+    loss (module docstring). Importance options as plan_conversion's; ``hardware``: for fit targets
+    (detected when None). Reads the weights (importance, errors); writes nothing."""
+    t0 = time.monotonic()
+    base = plan_conversion(model, ["Q8_0"], None, imatrix=imatrix, calibration=calibration, threads=threads,
+                           engine=engine)
+    name = base.model_name or Path(base.source).name
+    path = _output_paths(model, name, [f"{MIXED_FORMAT}-{target.label}"], out)[0]
+    src_kv = source_metadata(base)
+    kv = output_metadata(base, MIXED_FORMAT, src_kv)
+    shapes = {t.name: tuple(t.shape) for t in base.tensors}
+    cands = {t.name: candidates_for(t.name, shapes[t.name]) for t in base.tensors}
+    fixed_types = {n: "F32" for n, c in cands.items() if not c}
+
+    def finish(types: dict[str, str]) -> tuple[bytes, int]:
+        head, total = layout.encode_preamble(layout.encode_metadata(kv), len(kv),
+                                             [(t.name, t.shape, types[t.name]) for t in base.tensors])
+        return head, int(total)
+
+    head, _ = finish({**fixed_types, **{n: c[0] for n, c in cands.items() if c}})
+    tied = "output.weight" not in shapes
+    hw = None
+    if target.is_fit:
+        from quantpress.core.hardware import detect_hardware
+
+        hw = target.hardware(hardware or detect_hardware())
+    cost = cost_function(target, tied, hw.cpu_flags if hw else ())
+    fixed_cost = sum(cost(n, shapes[n], t) for n, t in fixed_types.items())
+    n_params = sum(t.n_elements for t in base.tensors)
+
+    def solve(loss: Callable[[str, str], float]) -> tuple[int, Allocation, int]:
+        """(budget, allocation, estimated memory or 0) for the options' losses ``loss(name, type)``."""
+        options = {n: [Option(t, cost(n, shapes[n], t), loss(n, t)) for t in c] for n, c in cands.items() if c}
+        if target.kind == "size":
+            return target.size_bytes, _solve(options, target.size_bytes - len(head) - fixed_cost,
+                                             lambda b: f"{b:,} bytes"), 0
+        if target.kind == "bpw":
+            budget = int(target.bits_per_weight * n_params / 8)
+            return budget, _solve(options, budget - fixed_cost, lambda b: f"{8 * b / n_params:.2f} bits per weight"), 0
+        assert hw is not None
+        budget = target.device_budget(hw)
+        return (budget, *_solve_fit(model, target, hw, shapes, options, fixed_types, fixed_cost, budget, len(head),
+                                    finish))
+
+    solve(lambda n, t: 0.0)  # refuses a target nothing fits before the weights are read
+    errors, sensitivity, notes = _measure(base, cands, src_kv, threads, report, cancel)
+    report(Progress("plan", 0.999, "choosing types"))
+    budget, alloc, memory = solve(lambda n, t: errors[n].loss[t])
+    types = {t.name: {**fixed_types, **alloc.types}[t.name] for t in base.tensors}
+    head, file_bytes = finish(types)
+    if target.kind == "size" and file_bytes > target.size_bytes:  # the layout's promise; never hand out more
+        raise RuntimeError(f"planned {file_bytes} bytes for a {target.size_bytes}-byte target")
+    warnings = list(base.warnings) + notes
+    if alloc.cost == alloc.max_cost:
+        warnings.append(f"the target allows more than the most accurate choice; the file is {file_bytes:,} bytes, "
+                        "every tensor at its lowest-error type")
+    summary = TargetSummary(target.kind, target.label, budget, alloc.loss, memory,
+                            target.ctx_tokens if target.is_fit else 0, target.kv_type if target.is_fit else "",
+                            round(time.monotonic() - t0, 2), sensitivity)
+    output = OutputPlan(str(path), MIXED_FORMAT, types, file_bytes, len(head))
+    return dataclasses.replace(base, outputs=(output,), target=summary, warnings=tuple(warnings))
+
+
+def _solve(options: dict[str, list[Option]], budget: int, say: Callable[[int], str]) -> Allocation:
+    try:
+        return allocate(options, budget)
+    except InvalidInput:
+        smallest = sum(min(o.cost for o in opts) for opts in options.values())
+        raise InvalidInput(f"the target is too small for this model: even the smallest types need "
+                           f"{say(smallest)} more than it allows ({say(max(0, budget))} left for the "
+                           "quantized tensors); choose a larger target") from None
+
+
+def _solve_fit(model: ModelInfo, target: Target, hw: Hardware, shapes: dict[str, tuple[int, ...]],
+               options: dict[str, list[Option]], fixed_types: dict[str, str], fixed_cost: int, budget: int,
+               metadata_bytes: int, finish: Callable[[dict[str, str]], tuple[bytes, int]]) -> tuple[Allocation, int]:
+    """Solve a fit target: the memory not owed to the weights (KV, compute, overhead) from the
+    estimator at the cheapest types, then re-solve while the estimate says the choice is over budget."""
+    from quantpress.core.estimate import estimate_output
+
+    runtime = target.runtime
+    roomy = hw.with_overrides(vram_gib=1 << 20, ram_gib=1 << 20)  # placement forced: full offload / all in RAM
+
+    def memory(types: dict[str, str]) -> int:
+        full = {**fixed_types, **types}
+        est = estimate_output(model, roomy, runtime, shapes, full, finish(full)[1], metadata_bytes)
+        return int(est.vram_bytes if target.kind == "fit-gpu" else est.cpu_only_bytes)
+
+    cheapest = {n: min(opts, key=lambda o: o.cost) for n, opts in options.items()}
+    other = memory({n: o.ggml_type for n, o in cheapest.items()}) - fixed_cost - sum(o.cost for o in cheapest.values())
+    room = budget - other - fixed_cost
+    unit = "VRAM" if target.kind == "fit-gpu" else "RAM"
+    for _ in range(MAX_RESOLVES):
+        try:
+            alloc = allocate(options, room)
+        except InvalidInput:
+            raise InvalidInput(f"nothing fits in {budget / 1024**2:,.0f} MiB of {unit} at {target.ctx_tokens} tokens "
+                               f"with a {target.kv_type} KV cache: the KV cache, compute buffer and overhead alone "
+                               f"need {other / 1024**2:,.0f} MiB and the smallest types "
+                               f"{(fixed_cost + sum(o.cost for o in cheapest.values())) / 1024**2:,.0f} MiB more; "
+                               "try a shorter context or a q8_0/q4_0 KV cache") from None
+        used = memory(alloc.types)
+        if used <= budget:
+            return alloc, used
+        room -= used - budget
+    raise InvalidInput(f"could not find types whose estimated {unit} stays within {budget:,} bytes")
+
+
+def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: list[Any], threads: int,
+             report: Report, cancel: CancelToken) -> tuple[dict[str, TensorErrors], str, list[str]]:
+    """Expected loss of every candidate type of every tensor, the sensitivity's source ('fisher' or
+    'weights') and warnings."""
+    from quantpress.core.calibration.sensitivity import estimate_sensitivity
+    from quantpress.core.calibration.weights import weight_importance
+    from quantpress.core.gguf.convert import (
+        _checked_slabs,
+        _importance,
+        _open_reader,
+        _quant_choice,
+        encode,
+        plan_importance,
+    )
+
+    probe = dataclasses.replace(base, outputs=(dataclasses.replace(base.outputs[0], format=MIXED_FORMAT),))
+    how = _quant_choice(probe, probe.outputs[0])
+    kind = base.calibration.kind
+    warnings: list[str] = []
+    reader = _open_reader(base)
+    try:
+        def read(t: TensorPlan) -> Any:
+            return _checked_slabs(reader, t)
+
+        why_not = _fisher_unavailable(base)
+        fisher: dict[str, list[LossTerm]] = {}
+        estimated = None
+        if why_not is None:
+            from quantpress.core.calibration.collect import resolve_device
+            from quantpress.core.calibration.fisher import fisher_terms
+
+            fisher = fisher_terms(Path(base.local_path or ""), device=resolve_device("auto"), report=report,
+                                  cancel=cancel)
+            if kind == "weights":
+                estimated = weight_importance(base.tensors, read, src_kv, base.gguf_arch, report=report, cancel=cancel)
+            source = "fisher"
+        else:
+            warnings.append(f"sensitivity estimated from the weights only ({why_not}): a cruder ranking of tensors")
+            estimated, sens = estimate_sensitivity(base.tensors, read, src_kv, base.gguf_arch, report=report,
+                                                   cancel=cancel)
+            source = "weights"
+        measured = plan_importance(base, report=report, cancel=cancel) if base.calibration.from_data else None
+        quant_imx = estimated if kind == "weights" else measured
+
+        def quant_importance(name: str, n: int) -> np.ndarray | None:
+            return _importance(quant_imx, name, (n,)) if how.importance else None
+
+        plans = {t.name: t for t in base.tensors}
+
+        def terms(name: str, n_rows: int, n: int) -> list[LossTerm]:
+            if source == "fisher":
+                mapped = [_in_gguf_order(plans[name], t) for t in fisher.get(name, [])]
+                return [t for t in mapped if t.columns.shape[0] == n and (
+                    t.matrix is None or t.matrix.shape == (n_rows, n))] or [_unknown_term(fisher, n)]
+            for imx in (measured, estimated):  # the loss weighs columns by the best importance known
+                imp = _importance(imx, name, (n,))
+                if imp is not None:
+                    return [LossTerm(sens.scale[name], imp)]
+            col = sens.column_weights.get(name)
+            return [LossTerm(sens.scale[name], col if col is not None and col.shape[0] == n else np.ones(n, np.float32))]
+
+        def quantize(x: np.ndarray, ggml_type: str, imp: np.ndarray | None) -> np.ndarray:
+            return np.asarray(encode(x, ggml_type, imp, threads, how.engine))
+
+        errors = measure_errors(base.tensors, cands, read, quantize, quant_importance, terms, report=report,
+                                cancel=cancel)
+    finally:
+        reader.close()
+    return errors, source, warnings
+
+
+def _in_gguf_order(t: TensorPlan, term: LossTerm) -> LossTerm:
+    """A Fisher matrix (the HF weight's rows) with the converter's row transforms applied, so its rows
+    line up with the GGUF tensor's (llama's q/k RoPE permutation, a truncated vocabulary)."""
+    if term.matrix is None:
+        return term
+    from quantpress.core.gguf.source import _permute_rows
+
+    m = term.matrix
+    for tr in t.transforms:
+        kind, _, arg = tr.partition(":")
+        if kind == "permute":
+            m = m[_permute_rows(m.shape[0], int(arg))]
+        elif kind == "rows":
+            m = m[: int(arg)]
+    return dataclasses.replace(term, matrix=m)
+
+
+def _unknown_term(fisher: dict[str, list[LossTerm]], n: int) -> LossTerm:
+    """A tensor the pass did not see (no hooked module): the median loss per unit of squared error."""
+    per_unit = [t.scale * float(np.mean(t.matrix if t.matrix is not None else t.columns))
+                * (float(np.mean(t.rows)) if t.rows is not None else 1.0) for ts in fisher.values() for t in ts]
+    return LossTerm(float(np.median(per_unit)) if per_unit else 1.0, np.ones(n, np.float32))
+
+
+def _fisher_unavailable(base: ConversionPlan) -> str | None:
+    """Why the Fisher pass cannot run for this plan's source (None: it can)."""
+    import importlib.util
+
+    from quantpress.core.model import SourceKind
+
+    if base.source_kind != SourceKind.HF_FOLDER.value or not base.local_path:
+        return "the source is not a Hugging Face folder"
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("transformers") is None:
+        return "torch/transformers are not installed"
+    if not any(Path(base.local_path).glob("*.safetensors")):
+        return "no safetensors weights"
+    import psutil
+
+    fp32_bytes = 4 * sum(t.n_elements for t in base.tensors)
+    if fp32_bytes > FISHER_RAM_SHARE * psutil.virtual_memory().available:
+        return f"the model in float32 ({fp32_bytes / 1024**3:.1f} GiB) would not fit in RAM"
+    return None

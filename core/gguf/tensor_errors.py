@@ -1,0 +1,134 @@
+"""Importance-weighted quantization error of every tensor under every candidate type, measured.
+
+For each tensor a fixed sample of its rows is quantized with exactly the quantizer and importance the
+converter would use (core/gguf/convert.py ``encode``), decoded with the native kernels, and the
+expected loss of the error, Σ_ij r_i·c_j·(w_ij − q_ij)² per loss term (core/calibration/fisher.py
+LossTerm: r per output row, c per input column), is scaled from the sampled rows to the whole tensor. Rows, not blocks, are sampled: every type's blocks see the same rows, so the differences
+between types are measured on the same data; the sample is a fixed function of the tensor name and
+shape, so a plan is reproducible.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from quantpress.core.calibration.fisher import LossTerm
+from quantpress.core.gguf.source import TensorPlan
+from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, ignore
+
+# Rows measured per tensor: at least MIN_SAMPLE_ROWS (all rows of smaller tensors), else a
+# SAMPLE_FRACTION of them. With about ten candidates per tensor, 1/8 of the rows keeps the measuring
+# near one pass of quantization over the model, under the 2x-a-conversion planning budget.
+SAMPLE_FRACTION = 1 / 8
+MIN_SAMPLE_ROWS = 64
+
+
+@dataclass(frozen=True)
+class TensorErrors:
+    """``loss[type]``: the tensor's expected loss stored as that type, Σ over its loss terms of
+    scale · Σ_i rows_i Σ_j columns_j (w_ij − q_ij)² over the whole tensor (estimated from
+    ``sampled_rows`` of ``rows``); ``signal``: the same sum with q = 0 (what the loss would be if the
+    tensor were zero: a scale for reading the losses)."""
+
+    name: str
+    rows: int
+    sampled_rows: int
+    signal: float
+    loss: dict[str, float]
+
+
+def sample_rows(name: str, n_rows: int, priority: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The sorted row indices measured for tensor ``name`` and each one's weight (1 / its chance of
+    being picked): all rows of a small tensor; else, with a ``priority`` per row (a loss term's row
+    weights), the top half of the sample by priority plus a uniform draw from the rest (the rows
+    that carry most of the loss are never left to chance); else a uniform draw. Deterministic."""
+    k = min(n_rows, max(MIN_SAMPLE_ROWS, int(round(n_rows * SAMPLE_FRACTION))))
+    if k >= n_rows:
+        return np.arange(n_rows), np.ones(n_rows)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    if priority is None:
+        return np.sort(rng.choice(n_rows, size=k, replace=False)), np.full(k, n_rows / k)
+    top = np.argsort(-priority, kind="stable")[: k // 2]
+    rest = np.setdiff1d(np.arange(n_rows), top)
+    drawn = rng.choice(rest, size=k - len(top), replace=False)
+    rows = np.concatenate([top, drawn])
+    weights = np.concatenate([np.ones(len(top)), np.full(len(drawn), len(rest) / len(drawn))])
+    order = np.argsort(rows)
+    return rows[order], weights[order]
+
+def decode(data: np.ndarray, ggml_type: str, n_per_row: int) -> np.ndarray:
+    """GGUF block bytes -> float32 (rows, n_per_row): native kernels, gguf-py for other types."""
+    if ggml_type in ("F32", "F16", "BF16"):
+        from gguf import GGMLQuantizationType
+        from gguf.quants import dequantize
+
+        return np.asarray(dequantize(data, GGMLQuantizationType[ggml_type]), np.float32).reshape(-1, n_per_row)
+    from quantpress import native
+
+    if ggml_type in native.formats():
+        return np.asarray(native.dequantize(np.ascontiguousarray(data).reshape(-1), ggml_type, n_per_row))
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    return np.asarray(dequantize(data, GGMLQuantizationType[ggml_type]), np.float32).reshape(-1, n_per_row)
+
+
+def _sampled(read: Callable[[TensorPlan], Iterator[np.ndarray]], t: TensorPlan, rows: np.ndarray) -> np.ndarray:
+    """The rows ``rows`` of tensor ``t`` as float32 (k, n_per_row), read slab by slab."""
+    parts, start = [], 0
+    for x in read(t):
+        x = x.reshape(-1, t.shape[-1])
+        end = start + x.shape[0]
+        pick = rows[(rows >= start) & (rows < end)] - start
+        if pick.size:
+            parts.append(x[pick])
+        start = end
+    return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+
+def measure_errors(tensors: Sequence[TensorPlan], candidates: Mapping[str, Sequence[str]],
+                   read: Callable[[TensorPlan], Iterator[np.ndarray]],
+                   quantize: Callable[[np.ndarray, str, np.ndarray | None], np.ndarray],
+                   importance: Callable[[str, int], np.ndarray | None],
+                   terms: Callable[[str, int, int], Sequence[LossTerm]], *, report: Report = ignore,
+                   cancel: CancelToken = NEVER) -> dict[str, TensorErrors]:
+    """Expected loss of every tensor named in ``candidates`` under each of its types.
+
+    quantize(x, type, importance) -> block bytes (the converter's encoder); importance(name, n) -> what
+    the converter passes for that tensor (or None); terms(name, n_rows, n_per_row) -> its loss terms."""
+    todo = [t for t in tensors if len(candidates.get(t.name, ())) > 0]
+    total = sum(len(candidates[t.name]) * t.n_elements for t in todo) or 1
+    done = 0
+    out: dict[str, TensorErrors] = {}
+    for t in todo:
+        cancel.raise_if_cancelled()
+        n = int(t.shape[-1])
+        n_rows = int(t.n_elements // n)
+        tensor_terms = list(terms(t.name, n_rows, n))
+        ranked = [p for p in (term.row_priority for term in tensor_terms) if p is not None]
+        rows, row_weight = sample_rows(t.name, n_rows, ranked[0] if ranked else None)
+        x = _sampled(read, t, rows)
+        weights = [(term.scale * row_weight * (term.rows[rows] if term.rows is not None else 1.0),
+                    np.asarray(term.columns, dtype=np.float64),
+                    term.matrix[rows].astype(np.float64) if term.matrix is not None else None)
+                   for term in tensor_terms]
+        imp = importance(t.name, n)
+
+        signal = _weighted(x.astype(np.float64) ** 2, weights)
+        losses = {}
+        for ggml_type in candidates[t.name]:
+            cancel.raise_if_cancelled()
+            q = decode(quantize(x, ggml_type, imp), ggml_type, n)
+            losses[ggml_type] = _weighted((x - q).astype(np.float64) ** 2, weights)
+            done += t.n_elements
+            report(Progress("measure", min(done / total, 0.999), f"errors: {t.name} {ggml_type}"))
+        out[t.name] = TensorErrors(t.name, n_rows, len(rows), signal, losses)
+    return out
+
+
+def _weighted(err2: np.ndarray, weights: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> float:
+    """Σ over terms of Σ_i r_i · (Σ_j M_ij err2_ij, or Σ_j c_j err2_ij) for the sampled rows."""
+    return float(sum(((err2 * m).sum(axis=1) if m is not None else err2 @ c) @ r for r, c, m in weights))

@@ -1,0 +1,98 @@
+"""The estimator on mixture-of-experts models: total and active parameters, and the "GPU + experts
+in RAM" placement (llama.cpp's --n-cpu-moe N) with the smallest N that fits."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from quantpress.core.estimate import estimate
+from quantpress.core.gguf import layout
+from quantpress.core.gguf.plan import plan_conversion
+from quantpress.core.hardware import GIB, detect_hardware
+from quantpress.core.inspect import open_model
+from quantpress.core.memory import RuntimeConfig
+from tiny_models import tiny_model
+
+CFG = RuntimeConfig(n_ctx=512)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    root = tmp_path_factory.mktemp("tiny_models")
+    return lambda arch: tiny_model(arch, root)
+
+
+def _expert_bytes(folder: Path, fmt: str) -> list[int]:
+    """Bytes of each layer's ffn_*_exps tensors in ``fmt``, from the converter's plan."""
+    plan = plan_conversion(open_model(folder), [fmt], folder.parent / "unused")
+    shapes = {t.name: t.shape for t in plan.tensors}
+    per_layer = [0] * int(plan.config["num_hidden_layers"])
+    for name, ty in plan.outputs[0].tensor_types.items():
+        if "_exps." in name:
+            per_layer[int(name.split(".")[1])] += layout.tensor_nbytes(shapes[name], ty)
+    return per_layer
+
+
+def _row(folder: Path, fmt: str, vram_bytes: int) -> object:
+    hw = detect_hardware().with_overrides(vram_gib=vram_bytes / GIB, ram_gib=64)
+    return estimate(open_model(folder), hw, CFG, formats=[fmt]).formats[0]
+
+
+def test_active_and_total_params(tiny: Callable[[str], Path]) -> None:
+    folder = tiny("qwen3moe")
+    model = open_model(folder)
+    est = estimate(model, detect_hardware().with_overrides(vram_gib=0, ram_gib=64), CFG, formats=["Q8_0"])
+    routed = sum(t.n_bytes // 2 for t in model.tensors if ".experts." in t.name)  # bf16: 2 bytes each
+    assert (est.model.n_experts, est.model.n_experts_used) == (4, 2)
+    assert est.model.params == model.n_params
+    assert est.model.active_params == model.n_params - routed // 2  # 2 of 4 experts per token
+
+
+def test_smallest_n_cpu_moe_that_fits(tiny: Callable[[str], Path]) -> None:
+    folder = tiny("qwen3moe")
+    experts = _expert_bytes(folder, "F16")
+    full = _row(folder, "F16", 64 * GIB)
+    assert full.fit == "gpu" and full.cpu_moe_layers == 0  # type: ignore[attr-defined]
+    assert full.cpu_moe_vram_bytes == full.vram_bytes  # type: ignore[attr-defined]
+    # one byte too little for everything on the GPU: the experts of layer 0 go to RAM
+    one = _row(folder, "F16", full.vram_bytes - 1)  # type: ignore[attr-defined]
+    assert one.fit != "gpu" and one.cpu_moe_layers == 1  # type: ignore[attr-defined]
+    assert one.cpu_moe_vram_bytes == full.vram_bytes - experts[0]  # type: ignore[attr-defined]
+    assert one.cpu_moe_ram_bytes > full.ram_bytes + experts[0]  # type: ignore[attr-defined]
+    # too little even with every expert in RAM: no N fits
+    none = _row(folder, "F16", full.vram_bytes - sum(experts) - 1)  # type: ignore[attr-defined]
+    assert none.cpu_moe_layers == -1  # type: ignore[attr-defined]
+
+
+def test_dense_model_has_no_expert_placement(tiny: Callable[[str], Path]) -> None:
+    row = _row(tiny("qwen3"), "Q8_0", 64 * GIB)
+    assert row.cpu_moe_layers == -1 and row.cpu_moe_vram_bytes == 0  # type: ignore[attr-defined]
+
+
+def test_cli_estimate_json_carries_the_placement(tiny: Callable[[str], Path]) -> None:
+    folder = tiny("qwen3moe")
+    out = subprocess.run([sys.executable, "-m", "quantpress.core.cli", "estimate", str(folder), "--json",
+                          "--format", "Q4_K_M", "--vram", "40", "--ram", "64", "--context", "512"],
+                         capture_output=True, text=True, check=True)
+    data = json.loads(out.stdout)
+    assert data["model"]["n_experts"] == 4 and 0 < data["model"]["active_params"] < data["model"]["params"]
+    row = data["formats"][0]
+    assert row["cpu_moe_layers"] == 0 and row["cpu_moe_vram_bytes"] == row["vram_bytes"]
+
+
+def test_cpu_memory_of_a_moe_gguf_matches_measured_rss(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    """The CPU-only estimate of a converted MoE file is within 10% of the peak RSS increase of a real
+    llama-cpp-python load plus a full-context evaluation (tests/rss_probe.py)."""
+    from quantpress.core.gguf.convert import convert
+    from rss_probe import measure_rss_increase
+
+    (result,) = convert(plan_conversion(open_model(tiny("qwen3moe")), ["Q4_K_M"], tmp_path))
+    hw = detect_hardware().with_overrides(vram_gib=0, ram_gib=64)
+    row = estimate(open_model(result.output), hw, CFG, formats=[]).formats[0]
+    measured = measure_rss_increase(result.output, CFG)
+    assert abs(row.cpu_only_bytes / measured - 1) < 0.10, (row.cpu_only_bytes, measured)
