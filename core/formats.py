@@ -61,7 +61,10 @@ def _iq_kld(value: float, dppl: float) -> str:
 _LLAMA_CPP = "llama.cpp (llama-cpp-python, LM Studio, Ollama)"
 _TRANSFORMERS = "transformers / vLLM on a CUDA GPU"
 
-# One table. Rows are in quality order (best first) within each kind.
+# One table. Rows are in quality order (best first) within each kind. The i-quants below 4 bits (IQ3_M ...
+# IQ1_S: llama.cpp's IQ mixes, core/gguf/mixes_iq.py) need importance weights: from text, an imatrix, or
+# quantpress's estimate from the weights; their ranks follow the published KLD where there is one (with
+# imatrix, IQKLD_SOURCE) and the mix's size between those.
 _ROWS: tuple[Format, ...] = (
     Format("F32", FormatKind.GGUF, 32.0, _LLAMA_CPP, "Full 32-bit floats: exact, twice the size of F16, only useful as a reference.", "lossless (reference)", 0, "F32", kld=0.0),
     Format("F16", FormatKind.GGUF, 16.0, _LLAMA_CPP, "16-bit floats: the original weights for most models, the quality reference.", "lossless for F16/BF16 sources (reference of the KLD table)", 1, "F16", kld=0.0),
@@ -79,19 +82,6 @@ _ROWS: tuple[Format, ...] = (
     Format("Q3_K_M", FormatKind.GGUF, 3.4375, _LLAMA_CPP, "3-bit k-quant, 4/5-bit where it matters: noticeable loss, fits small GPUs.", _kld(0.10191, 0.6569), 12, "Q3_K", kld=0.10191),
     Format("Q3_K_S", FormatKind.GGUF, 3.4375, _LLAMA_CPP, "3-bit k-quant for all layers: large quality loss.", _kld(0.22822, 1.6322), 13, "Q3_K", kld=0.22822),
     Format("Q2_K", FormatKind.GGUF, 2.625, _LLAMA_CPP, "2-bit k-quant (3/4-bit for attention): last resort, big quality loss.", _kld(0.44513, 3.5199), 14, "Q2_K", kld=0.44513),
-    # i-quants below 4 bits (llama.cpp's IQ mixes, core/gguf/mixes_iq.py). They need importance weights: from
-    # text, an imatrix, or quantpress's estimate from the weights. Ranks follow the published KLD where there
-    # is one (with imatrix, IQKLD_SOURCE) and the mix's size between those.
-    Format("IQ3_M", FormatKind.GGUF, 3.4375, _LLAMA_CPP, "3.4-bit i-quant mix (4-bit attn_v/attn_output): Q3_K_M quality in less space.", _iq_kld(0.102534, 0.6667), 12, "IQ3_S", kld=0.102534),
-    Format("IQ3_S", FormatKind.GGUF, 3.4375, _LLAMA_CPP, "3.4-bit i-quant (non-linear grid) for every tensor; best with calibration text.", "no published KLD; between IQ3_M and IQ3_XXS", 13, "IQ3_S"),
-    Format("IQ3_XS", FormatKind.GGUF, 3.4375, _LLAMA_CPP, "3.3-bit i-quant mix: IQ3_S with 3.06-bit attention and middle FFN layers.", "no published KLD; between IQ3_S and IQ3_XXS", 13, "IQ3_S"),
-    Format("IQ3_XXS", FormatKind.GGUF, 3.0625, _LLAMA_CPP, "3.06-bit i-quant mix: needs importance weights; smaller than Q3_K_S and better.", _iq_kld(0.183625, 1.2268), 13, "IQ3_XXS", kld=0.183625),
-    Format("IQ2_M", FormatKind.GGUF, 2.5625, _LLAMA_CPP, "2.7-bit i-quant mix: the best of the 2-bit mixes; needs importance weights.", _iq_kld(0.325989, 2.3692), 14, "IQ2_S", kld=0.325989),
-    Format("IQ2_S", FormatKind.GGUF, 2.3125, _LLAMA_CPP, "2.5-bit i-quant mix (IQ2_XS with 3.4-bit attention): needs importance weights.", "no published KLD; between IQ2_M and IQ2_XXS", 15, "IQ2_XS"),
-    Format("IQ2_XS", FormatKind.GGUF, 2.3125, _LLAMA_CPP, "2.3-bit i-quant: large quality loss; needs importance weights.", "no published KLD; between IQ2_M and IQ2_XXS", 15, "IQ2_XS"),
-    Format("IQ2_XXS", FormatKind.GGUF, 2.0625, _LLAMA_CPP, "2.06-bit i-quant: very large quality loss; for models too big for anything else.", _iq_kld(0.812022, 7.8601), 16, "IQ2_XXS", kld=0.812022),
-    Format("IQ1_M", FormatKind.GGUF, 1.75, _LLAMA_CPP, "1.75-bit i-quant: only for very large models; small ones stop making sense.", "no published KLD; between IQ2_XXS and IQ1_S", 17, "IQ1_M"),
-    Format("IQ1_S", FormatKind.GGUF, 1.5625, _LLAMA_CPP, "1.56-bit i-quant, the smallest GGUF: only for very large models.", _iq_kld(2.254554, 54.46), 18, "IQ1_S", kld=2.254554),
     Format("AWQ_INT4_G32", FormatKind.AWQ, 4.0 + 20 / 32, _TRANSFORMERS, "AWQ 4-bit, groups of 32: activation-aware scales protect salient channels; most accurate AWQ, largest.", "AWQ g128 Llama-2-7B wikitext PPL 5.61 vs RTN 5.73, FP16 5.47 (llm-compressor #1177); g32 is finer", 5, group_size=32, needs_gpu=True),
     Format("AWQ_INT4_G64", FormatKind.AWQ, 4.0 + 20 / 64, _TRANSFORMERS, "AWQ 4-bit, groups of 64: between g32 and g128 in size and accuracy.", "AWQ g128 Llama-2-7B wikitext PPL 5.61 vs RTN 5.73 (llm-compressor #1177); g64 is finer", 6, group_size=64, needs_gpu=True),
     Format("AWQ_INT4_G128", FormatKind.AWQ, 4.0 + 20 / 128, _TRANSFORMERS, "AWQ 4-bit, groups of 128 (the standard): int4 weights + fp16 scale and int4 zero per group.", "Llama-2-7B wikitext PPL 5.61 (AutoAWQ 5.615) vs RTN 5.73 (llm-compressor #1177)", 7, group_size=128, needs_gpu=True),
@@ -102,7 +92,24 @@ _ROWS: tuple[Format, ...] = (
     Format("INT8", FormatKind.INT8, 8.0, "transformers (bitsandbytes LLM.int8 / torchao int8 weight-only)", "8-bit integer weights with one scale per output channel, 16-bit activations: near-lossless, half of F16.", "near-lossless (LLM.int8 paper); no KLD table in our references", 3, needs_gpu=True),
 )
 
-FORMATS: dict[str, Format] = {f.name: f for f in _ROWS}
+# The i-quants below 4 bits, best first (they rank between the k-quants by their KLD; see above).
+_IQ_ROWS: tuple[Format, ...] = (
+    Format("IQ3_M", FormatKind.GGUF, 3.4375, _LLAMA_CPP, "3.4-bit i-quant mix (4-bit attn_v/attn_output): Q3_K_M quality in less space.", _iq_kld(0.102534, 0.6667), 12, "IQ3_S", kld=0.102534),
+    Format("IQ3_S", FormatKind.GGUF, 3.4375, _LLAMA_CPP, "3.4-bit i-quant (non-linear grid) for every tensor; best with calibration text.", "no published KLD; between IQ3_M and IQ3_XXS", 13, "IQ3_S"),
+    Format("IQ3_XS", FormatKind.GGUF, 3.4375, _LLAMA_CPP, "3.3-bit i-quant mix: IQ3_S with 3.06-bit attention and middle FFN layers.", "no published KLD; between IQ3_S and IQ3_XXS", 13, "IQ3_S"),
+    Format("IQ3_XXS", FormatKind.GGUF, 3.0625, _LLAMA_CPP, "3.06-bit i-quant mix: needs importance weights; smaller than Q3_K_S and better.", _iq_kld(0.183625, 1.2268), 13, "IQ3_XXS", kld=0.183625),
+    Format("IQ2_M", FormatKind.GGUF, 2.5625, _LLAMA_CPP, "2.7-bit i-quant mix: the best of the 2-bit mixes; needs importance weights.", _iq_kld(0.325989, 2.3692), 14, "IQ2_S", kld=0.325989),
+    Format("IQ2_S", FormatKind.GGUF, 2.3125, _LLAMA_CPP, "2.5-bit i-quant mix (IQ2_XS with 3.4-bit attention): needs importance weights.", "no published KLD; between IQ2_M and IQ2_XXS", 15, "IQ2_XS"),
+    Format("IQ2_XS", FormatKind.GGUF, 2.3125, _LLAMA_CPP, "2.3-bit i-quant: large quality loss; needs importance weights.", "no published KLD; between IQ2_M and IQ2_XXS", 15, "IQ2_XS"),
+    Format("IQ2_XXS", FormatKind.GGUF, 2.0625, _LLAMA_CPP, "2.06-bit i-quant: very large quality loss; for models too big for anything else.", _iq_kld(0.812022, 7.8601), 16, "IQ2_XXS", kld=0.812022),
+    Format("IQ1_M", FormatKind.GGUF, 1.75, _LLAMA_CPP, "1.75-bit i-quant: only for very large models; small ones stop making sense.", "no published KLD; between IQ2_XXS and IQ1_S", 17, "IQ1_M"),
+    Format("IQ1_S", FormatKind.GGUF, 1.5625, _LLAMA_CPP, "1.56-bit i-quant, the smallest GGUF: only for very large models.", _iq_kld(2.254554, 54.46), 18, "IQ1_S", kld=2.254554),
+)
+
+# Every row, in order: the GGUF rows (the i-quants after Q2_K, as before), then the others.
+_CATALOGUE: tuple[Format, ...] = (*(f for f in _ROWS if f.kind == FormatKind.GGUF), *_IQ_ROWS,
+                                  *(f for f in _ROWS if f.kind != FormatKind.GGUF))
+FORMATS: dict[str, Format] = {f.name: f for f in _CATALOGUE}
 
 # Aliases people type.
 _ALIASES = {"AWQ": "AWQ_INT4_G128", "GPTQ": "GPTQ_INT4_G128", "FP8": "FP8_E4M3", "NF4-DQ": "NF4_DQ"}
@@ -120,8 +127,8 @@ def get_format(name: str) -> Format:
 
 
 def gguf_formats() -> tuple[Format, ...]:
-    return tuple(f for f in _ROWS if f.kind == FormatKind.GGUF)
+    return tuple(f for f in _CATALOGUE if f.kind == FormatKind.GGUF)
 
 
 def all_formats() -> tuple[Format, ...]:
-    return _ROWS
+    return _CATALOGUE

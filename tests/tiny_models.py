@@ -340,3 +340,23 @@ def llama_logprobs(gguf_path: Path, ids: list[int]) -> Any:
 
 
 TinyFactory = Callable[[str], Path]
+
+
+def local_and_hub(model: Path, tmp_path: Path) -> tuple[Any, Any]:
+    """The ModelInfo of a local copy of ``model`` and what the estimator makes of the same model on the
+    Hub: config and tokenizer files only, tensors from config.json. The two folders' names have one
+    length: the GGUF metadata holds the name and source path, and another length could move the
+    32-byte-aligned data offset."""
+    from dataclasses import replace
+
+    from quantpress.core.gguf.source import open_source
+    from quantpress.core.model import SourceKind
+
+    folder, hub = tmp_path / "full", tmp_path / "bare"
+    shutil.copytree(model, folder)
+    hub.mkdir()
+    for f in folder.iterdir():
+        if f.suffix != ".safetensors":
+            shutil.copy(f, hub / f.name)
+    local = open_source(folder)
+    return local, replace(local, kind=SourceKind.HUB, tensors=(), source=str(hub), local_path=hub, name=hub.name)

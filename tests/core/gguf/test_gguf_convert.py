@@ -96,26 +96,11 @@ def test_plan_engine_is_saved_and_checked(tiny: Callable[[str], Path], tmp_path:
 
 def test_hub_folder_without_weights_plans_the_same_sizes(tiny: Callable[[str], Path], tmp_path: Path) -> None:
     """A Hub model described by config and tokenizer files only: tensor list from config.json."""
-    import shutil
+    from tiny_models import local_and_hub
 
-    # Both folders side by side with names of one length: the GGUF metadata holds the model's name and
-    # source path, and a different length could move the 32-byte-aligned data offset.
-    folder = tmp_path / "full"
-    shutil.copytree(tiny("llama"), folder)
-    hub = tmp_path / "bare"
-    hub.mkdir()
-    for f in folder.iterdir():
-        if f.suffix != ".safetensors":
-            shutil.copy(f, hub / f.name)
-    full = plan_conversion(open_source(folder), ["Q4_K_M", "F16"], tmp_path)
-    from dataclasses import replace
-
-    from quantpress.core.model import SourceKind
-
-    # What the estimator makes of a Hub repo: config and tokenizer files, tensors from the config.
-    hub_info = replace(open_source(folder), kind=SourceKind.HUB, tensors=(), source=str(hub), local_path=hub,
-                       name=hub.name)
-    bare = plan_conversion(hub_info, ["Q4_K_M", "F16"], tmp_path)
+    local, hub = local_and_hub(tiny("llama"), tmp_path)
+    full = plan_conversion(local, ["Q4_K_M", "F16"], tmp_path)
+    bare = plan_conversion(hub, ["Q4_K_M", "F16"], tmp_path)
     assert [o.file_bytes for o in bare.outputs] == [o.file_bytes for o in full.outputs]
     assert [o.tensor_types for o in bare.outputs] == [o.tensor_types for o in full.outputs]
 

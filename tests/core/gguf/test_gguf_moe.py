@@ -179,21 +179,11 @@ def test_unsupported_moe_architecture_names_class_and_list(tiny: Callable[[str],
 @pytest.mark.parametrize("arch", [_family(a) for a in MOE_ARCHS])
 def test_hub_moe_without_weights_plans_the_same_sizes(arch: str, tiny: Callable[[str], Path], tmp_path: Path) -> None:
     """A Hub MoE model described by config and tokenizer files only: per-expert tensors from config.json."""
-    from dataclasses import replace
+    from tiny_models import local_and_hub
 
-    from quantpress.core.model import SourceKind
-
-    folder, hub = tmp_path / "full", tmp_path / "bare"  # names of one length (the metadata holds the path)
-    shutil.copytree(tiny(arch), folder)
-    hub.mkdir()
-    for f in folder.iterdir():
-        if f.suffix != ".safetensors":
-            shutil.copy(f, hub / f.name)
-    full = plan_conversion(open_source(folder), ["Q4_K_M", "F16"], tmp_path)
-    # What the estimator makes of a Hub repo: config and tokenizer files, tensors from the config.
-    hub_info = replace(open_source(folder), kind=SourceKind.HUB, tensors=(), source=str(hub), local_path=hub,
-                       name=hub.name)
-    bare = plan_conversion(hub_info, ["Q4_K_M", "F16"], tmp_path)
+    local, hub = local_and_hub(tiny(arch), tmp_path)
+    full = plan_conversion(local, ["Q4_K_M", "F16"], tmp_path)
+    bare = plan_conversion(hub, ["Q4_K_M", "F16"], tmp_path)
     assert [o.file_bytes for o in bare.outputs] == [o.file_bytes for o in full.outputs]
     assert [o.tensor_types for o in bare.outputs] == [o.tensor_types for o in full.outputs]
 
