@@ -57,7 +57,8 @@ def test_size_target_is_kept_and_the_file_is_what_the_plan_says(model: Path, tmp
 
     from llama_cpp import Llama
 
-    llm = Llama(res.output, n_ctx=64, verbose=False)
+    # logits_all: scores of every position are set (without it only the last row is; the rest is garbage)
+    llm = Llama(res.output, n_ctx=64, logits_all=True, verbose=False)
     llm.eval([1, 5, 9, 13])
     assert np.isfinite(np.asarray(llm.scores[:4])).all()
     llm.close()
