@@ -11,7 +11,6 @@ CUDA when torch sees a GPU (``device="auto"``). Each layer's shard is written as
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +24,9 @@ from quantpress.core.hfquant.write import (
     HfQuantResult,
     ShardWriter,
     SourceTensors,
-    disk_full,
     finish_output,
     layer_modules,
-    start_output,
+    written_aside,
 )
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle, ignore
 
@@ -98,8 +96,7 @@ def gptq_convert(model_dir: str | Path, out: str | Path, *, settings: GptqSettin
     t0 = time.monotonic()
     plan, gs = plan_gptq(model_dir, settings)
     with output_folder(out.parent):
-        tmp = start_output(model_dir, out, plan.file_bytes)
-        try:
+        with written_aside(model_dir, out, plan.file_bytes) as tmp:
             n_tokens, device = _run(plan, gs, settings, model_dir, tmp, text, Throttle(report), cancel)
             result = HfQuantResult(str(out), f"GPTQ_INT4_G{gs}", plan.file_bytes, time.monotonic() - t0,
                                    len(plan.quantized), plan.kept, calibration_label if settings.method == "gptq"
@@ -107,12 +104,6 @@ def gptq_convert(model_dir: str | Path, out: str | Path, *, settings: GptqSettin
             finish_output(tmp, out, plan, gptq_scheme(settings.format, gs, settings.act_order), result,
                           {"method": settings.method, "layout": settings.format, "group_size": gs,
                            "act_order": settings.act_order, "damp": settings.damp})
-        except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise disk_full(exc) from None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     report(Progress("gptq", 1.0, "done"))
     return result
 

@@ -14,7 +14,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -108,9 +109,23 @@ def layer_modules(plan: HfQuantPlan) -> dict[int, list[str]]:
     return out
 
 
-def start_output(model_dir: Path, out: Path, n_bytes: int) -> Path:
-    """Check ``out`` (not the source, ours to replace if it exists) and that its disk holds the planned
-    ``n_bytes``, then make the temporary folder."""
+@contextmanager
+def written_aside(model_dir: Path, out: Path, n_bytes: int) -> Iterator[Path]:
+    """The temporary folder an output is written in (finish_output moves it into place), after checking
+    ``out`` (not the source, ours to replace if it exists) and that its disk holds the planned
+    ``n_bytes``. A failed or cancelled block deletes it; a full disk becomes NotEnoughDiskSpace."""
+    tmp = _start_output(model_dir, out, n_bytes)
+    try:
+        yield tmp
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise disk_full(exc) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _start_output(model_dir: Path, out: Path, n_bytes: int) -> Path:
     from quantpress.core.awq.export import temp_folder
     from quantpress.core.disk import require_free_space
     from quantpress.core.outputs import check_output_folder
@@ -162,8 +177,7 @@ def convert_weights_only(model_dir: str | Path, out: str | Path, scheme: Scheme,
     throttle = Throttle(report)
     by_layer = layer_modules(plan)
     with output_folder(out.parent):
-        tmp = start_output(model_dir, out, plan.file_bytes)
-        try:
+        with written_aside(model_dir, out, plan.file_bytes) as tmp:
             src = SourceTensors(model_dir, plan.sources)
             writer = ShardWriter(plan, tmp)
             for i, shard in enumerate(plan.shards):
@@ -179,11 +193,5 @@ def convert_weights_only(model_dir: str | Path, out: str | Path, scheme: Scheme,
             result = HfQuantResult(str(out), scheme.name, plan.file_bytes, time.monotonic() - t0, len(plan.quantized),
                                    plan.kept)
             finish_output(tmp, out, plan, scheme, result)
-        except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise disk_full(exc) from None
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     report(Progress(scheme.name.lower(), 1.0, "done"))
     return result
