@@ -65,6 +65,12 @@ ARCHITECTURES: dict[str, ArchRow] = {
     "Qwen2ForCausalLM": ArchRow("qwen2"),
     "Qwen3ForCausalLM": ArchRow("qwen3"),
     "Gemma3ForCausalLM": ArchRow("gemma3", "pattern", 6),
+    "Gemma3ForConditionalGeneration": ArchRow("gemma3", "pattern", 6),
+    "Gemma2ForCausalLM": ArchRow("gemma2", "pattern", 2),
+    "SmolLM3ForCausalLM": ArchRow("smollm3"),
+    "Mistral3ForConditionalGeneration": ArchRow("mistral3"),
+    "Ministral3ForCausalLM": ArchRow("mistral3"),
+    "Qwen3VLForConditionalGeneration": ArchRow("qwen3vl"),
     "Phi3ForCausalLM": ArchRow("phi3"),
     # Mixture-of-experts families (llama.cpp runs Mixtral as 'llama' with experts).
     "Qwen3MoeForCausalLM": ArchRow("qwen3moe"),

@@ -147,6 +147,45 @@ MOE_SPECS: dict[str, TinySpec] = {
 }
 MOE_ARCHS: tuple[str, ...] = tuple(MOE_SPECS)
 
+# Newer dense families and multimodal wrappers (issue 16), checked against llama.cpp's converter like
+# the MoE ones: tokenizers its converter accepts (SentencePiece for Gemma/Mistral, SmolLM2's BPE,
+# whose pre-tokenizer hash it knows, for the others). extra: model_class (the wrapper class built from
+# the top-level config; the language model's keys go into text_config).
+_TEXT = dict(_COMMON, hidden_size=128, intermediate_size=256, num_attention_heads=4, num_key_value_heads=2)
+_GEMMA3_TEXT = dict(_TEXT, hidden_size=256, intermediate_size=512, head_dim=64, query_pre_attn_scalar=64,
+                    sliding_window=32, layer_types=["sliding_attention", "full_attention"], rms_norm_eps=1e-6)
+_SIGLIP = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2, image_size=64,
+               patch_size=16)
+FAMILY_SPECS: dict[str, TinySpec] = {
+    # Gemma 2: soft-capped attention and logits, sliding window every other layer, (1 + w) norms.
+    "gemma2": TinySpec("Gemma2Config", dict(_TEXT, hidden_size=256, intermediate_size=512, head_dim=64,
+                                            query_pre_attn_scalar=64, sliding_window=32, rms_norm_eps=1e-6,
+                                            pad_token_id=0), "spm", "bfloat16"),
+    # SmolLM3: four layers so the 4th skips RoPE (llama.cpp's fixed no-rope step).
+    "smollm3": TinySpec("SmolLM3Config", dict({k: v for k, v in _TEXT.items() if k != "vocab_size"},
+                                              num_hidden_layers=4, tie_word_embeddings=True), "smollm2", "bfloat16"),
+    # Gemma 3 4B+ layout: the Gemma 3 text model under a SigLIP tower and projector (4 image tokens).
+    "gemma3-mm": TinySpec("Gemma3Config", dict(text_config=dict(_GEMMA3_TEXT, pad_token_id=0, bos_token_id=1,
+                                                                 eos_token_id=2),
+                                               vision_config=_SIGLIP, mm_tokens_per_image=4),
+                          "spm", "bfloat16", extra={"model_class": "Gemma3ForConditionalGeneration"}),
+    # Mistral Small 3.x layout: a Mistral text model under a Pixtral tower and patch-merger projector.
+    "mistral3": TinySpec("Mistral3Config", dict(text_config=dict(_TEXT, model_type="mistral", sliding_window=None,
+                                                                 tie_word_embeddings=False, head_dim=32),
+                                                vision_config=dict(_SIGLIP, model_type="pixtral", head_dim=32),
+                                                spatial_merge_size=2, image_token_index=10),
+                         "spm", "bfloat16", extra={"model_class": "Mistral3ForConditionalGeneration"}),
+    # Qwen3-VL: Qwen3 text layers with interleaved M-RoPE (sections sum to head_dim / 2), one deepstack layer.
+    "qwen3vl": TinySpec("Qwen3VLConfig", dict(
+        text_config=dict({k: v for k, v in _TEXT.items() if k != "vocab_size"}, head_dim=64,
+                         rope_parameters={"rope_type": "default", "rope_theta": 500000.0, "mrope_section": [8, 12, 12],
+                                          "mrope_interleaved": True}),
+        vision_config=dict(depth=1, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
+                           patch_size=16, deepstack_visual_indexes=[0], num_position_embeddings=16),
+        tie_word_embeddings=True), "smollm2", "bfloat16", extra={"model_class": "Qwen3VLForConditionalGeneration"}),
+}
+FAMILY_ARCHS: tuple[str, ...] = tuple(FAMILY_SPECS)
+
 
 # --------------------------------------------------------------------------------------------
 # tokenizers
@@ -257,23 +296,27 @@ def build_tiny_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
     import torch
     import transformers
 
-    spec = {**SPECS, **MOE_SPECS}[arch]
+    spec = {**SPECS, **MOE_SPECS, **FAMILY_SPECS}[arch]
     folder.mkdir(parents=True)
     if spec.tokenizer.startswith("smollm2"):
         ids = _copy_smollm2_tokenizer(folder, GLM_SPECIALS if spec.tokenizer == "smollm2-glm" else ())
     else:
         ids = _write_spm(folder) if spec.tokenizer == "spm" else _write_bpe(folder, spec.tokenizer)
     kwargs = dict(spec.config)
+    text = kwargs
+    if "text_config" in kwargs:  # a wrapper: the language model's ids go into its text_config
+        text = kwargs["text_config"] = dict(kwargs["text_config"])
     for key, value in ids.items():
-        kwargs.setdefault(key, value)
+        text.setdefault(key, value)
     config = getattr(transformers, spec.config_class)(**kwargs)
     torch.manual_seed(seed)
-    model_class = transformers.AutoModelForCausalLM.from_config(config).__class__
+    model_class = (getattr(transformers, spec.extra["model_class"]) if "model_class" in spec.extra
+                   else transformers.AutoModelForCausalLM.from_config(config).__class__)
     model = model_class(config)
     with torch.no_grad():  # norms random around 1 (Gemma: around 0), so a wrong +1 or a skipped norm shows
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
-                base = 0.0 if arch == "gemma3" else 1.0
+                base = 0.0 if arch.startswith("gemma") else 1.0
                 p.copy_(base + 0.1 * torch.randn_like(p))
             elif name.endswith(".bias"):
                 p.copy_(0.05 * torch.randn_like(p))
@@ -316,7 +359,9 @@ def hf_logprobs(folder: Path, token_ids: list[int]) -> Any:
     import torch
     import transformers
 
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    arch = json.loads((Path(folder) / "config.json").read_text())["architectures"][0]
+    model_class = getattr(transformers, arch, transformers.AutoModelForCausalLM)  # wrappers: their own class
+    model = model_class.from_pretrained(folder, dtype=torch.float32)
     model.eval()
     with torch.no_grad():
         logits = model(torch.tensor([token_ids])).logits[0].double()

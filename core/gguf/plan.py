@@ -24,7 +24,7 @@ from gguf.constants import Keys
 from quantpress.core.choices import CalibrationKind as CalibrationKind  # re-exported: plans own it
 from quantpress.core.errors import InvalidInput, InvalidModel, UnsupportedArchitecture
 from quantpress.core.gguf import layout
-from quantpress.core.gguf.arch import KV, ArchSpec, arch_kv, block_count, spec_for_hf_class
+from quantpress.core.gguf.arch import KV, ArchSpec, arch_kv, block_count, merged_text_config, spec_for_hf_class
 from quantpress.core.gguf.mixes import MIXES, MixContext, Policy, llama_order, tensor_types
 from quantpress.core.gguf.source import TensorPlan, list_hf_tensors, map_hf_tensors, synthesize_hf_tensors
 from quantpress.core.gguf.tokenizer import tokenizer_kv
@@ -205,9 +205,9 @@ def quantpress_version() -> str:
 
 def _config(model: ModelInfo) -> dict[str, Any]:
     if model.config:
-        return dict(model.config)
+        return merged_text_config(model.config)
     if model.local_path and (Path(model.local_path) / "config.json").is_file():
-        return dict(json.loads((Path(model.local_path) / "config.json").read_text()))
+        return merged_text_config(json.loads((Path(model.local_path) / "config.json").read_text()))
     raise InvalidModel(f"{model.source}: no config.json; cannot tell the architecture")
 
 

@@ -22,6 +22,22 @@ from quantpress.core.model import TensorInfo
 
 # HF tensors llama.cpp's converter drops.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "attention.masked_bias", "attention.bias")
+# Vision towers, projectors and audio encoders of multimodal wrappers (Gemma3ForConditionalGeneration,
+# Mistral3ForConditionalGeneration, Qwen3VLForConditionalGeneration): not part of the text GGUF (the
+# mmproj file holds them). The markers are those llama.cpp's TextModel.filter_tensors skips.
+MULTIMODAL_MARKERS = ("vision_tower.", "vision_model.", "multi_modal_projector.", "visual.", "vision.", "audio.",
+                      "vision_", "audio_", "projector.", "patch_embed", "image_newline")
+
+
+def is_multimodal_tensor(name: str) -> bool:
+    """True for the vision/audio tensors a text conversion leaves out."""
+    return any(m in name for m in MULTIMODAL_MARKERS)
+
+
+def text_tensor_name(name: str) -> str:
+    """A wrapper's language-model tensor as the text model names it: 'model.language_model.layers.0...'
+    (transformers 5) and 'language_model.model.layers.0...' (older saves) both become 'model.layers.0...'."""
+    return name.replace("language_model.", "")
 
 
 @dataclass(frozen=True)
@@ -129,6 +145,7 @@ _LAYER_SHAPES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
 _ARCH_LAYERS = {"llama": ("attn", "mlp", "norms"), "qwen2": ("attn", "mlp", "norms", "qkv_bias"),
                 "qwen3": ("attn", "mlp", "norms", "qk_norm"),
                 "gemma3": ("attn", "mlp", "norms", "qk_norm", "gemma_norms"), "phi3": ("phi3", "norms"),
+                "gemma2": ("attn", "mlp", "norms", "gemma_norms"), "qwen3vl": ("attn", "mlp", "norms", "qk_norm"),
                 "qwen3moe": ("attn", "norms", "qk_norm", "experts"), "mixtral": ("attn", "norms", "mixtral_experts"),
                 "qwen2moe": ("attn", "norms", "qkv_bias", "experts", "shared_expert"),
                 "olmoe": ("attn", "norms", "olmoe_norm", "experts"),
@@ -184,9 +201,9 @@ def map_hf_tensors(spec: ArchSpec, config: Config, tensors: list[TensorInfo], n_
     n_kv = int(config.get("num_key_value_heads") or n_head)
     out: list[TensorPlan] = []
     for t in stack_experts(spec, config, tensors):
-        if t.name.endswith(IGNORED_SUFFIXES):
+        if t.name.endswith(IGNORED_SUFFIXES) or is_multimodal_tensor(t.name):
             continue
-        name = t.name.replace("language_model.", "") if t.name.startswith("model.language_model.") else t.name
+        name = text_tensor_name(t.name)
         # DeepSeek-style router score bias: gguf-py's table knows it as '...e_score_correction' + '.bias'
         name = name.replace("e_score_correction_bias", "e_score_correction.bias")
         gname = name_map.get_name(name, try_suffixes=(".weight", ".bias"))

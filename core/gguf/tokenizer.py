@@ -220,6 +220,10 @@ def _special_kv(folder: Path, n_vocab: int, load_merges: bool) -> list[KV]:
     return out
 
 
+# Architectures whose converter is llama.cpp's LlamaModel or a subclass: its set_vocab rules apply.
+LLAMA_VOCAB_ARCHS = ("llama", "mistral3", "smollm3")
+
+
 def tokenizer_kv(folder: Path, spec: ArchSpec, config: Config) -> list[KV]:
     """All ``tokenizer.*`` metadata for the HF folder (InvalidModel if there is no usable tokenizer)."""
     folder = Path(folder)
@@ -245,14 +249,14 @@ def tokenizer_kv(folder: Path, spec: ArchSpec, config: Config) -> list[KV]:
         raise InvalidModel(
             f"{folder}: no tokenizer (expected tokenizer.model or tokenizer.json); a GGUF needs the vocabulary. "
             "Copy the tokenizer files from the original model into this folder.")
-    if spec.gguf_arch == "llama" and "add_prefix_space" in tok_cfg and tok_cfg["add_prefix_space"] is not None:
+    if spec.gguf_arch in LLAMA_VOCAB_ARCHS and "add_prefix_space" in tok_cfg and tok_cfg["add_prefix_space"] is not None:
         out.append((Keys.Tokenizer.ADD_PREFIX, bool(tok_cfg["add_prefix_space"]), "BOOL"))
     for typ, text in spec.special_tokens:  # ids by token text, as the family's converter sets them
         tokens = next(v for k, v, _ in out if k == Keys.Tokenizer.LIST)
         if text not in tokens:
             raise InvalidModel(f"{folder}: the tokenizer has no '{text}' token, which a {spec.name} model needs")
         out.append((f"tokenizer.ggml.{_SPECIAL_KEYS[typ]}", tokens.index(text), "UINT32"))
-    if spec.gguf_arch == "llama" and vocab_size == 49152:
+    if spec.gguf_arch in LLAMA_VOCAB_ARCHS and vocab_size == 49152:
         # llama.cpp's LlamaModel turns BOS off for 49152-token vocabularies (Granite small, SmolLM).
         out.append((Keys.Tokenizer.ADD_BOS, False, "BOOL"))
     return _dedupe(out)

@@ -88,6 +88,8 @@ class ArchSpec:
     # Config key counting extra next-token-prediction (MTP) blocks stored after the decoder's layers;
     # llama.cpp appends them as blocks n_layer.. and counts them in block_count.
     nextn_key: str | None = None
+    # False where the family's converter writes no rope keys at all (Gemma 2: llama.cpp's defaults).
+    rope_kv: bool = True
 
 
 def rope_theta(config: Config, default: float | None = None, *, sliding: bool = False) -> float | None:
@@ -114,6 +116,14 @@ def rope_scaling(config: Config) -> dict[str, Any]:
     if not isinstance(params, dict):
         return {}
     return dict(params.get("full_attention", params))
+
+
+def merged_text_config(config: Config) -> dict[str, Any]:
+    """A multimodal wrapper's config with its ``text_config`` moved to the top level (what llama.cpp's
+    TextModel does), so the text model's keys read as a plain causal LM's; a plain config is unchanged.
+    Idempotent: a saved plan's config (already merged, text_config kept) merges to itself."""
+    inner = config.get("text_config")
+    return {**config, **inner} if isinstance(inner, dict) else dict(config)
 
 
 def head_dim(config: Config) -> int:
@@ -147,7 +157,16 @@ def common_rope_kv(config: Config) -> list[KV]:
     elif rtype == "yarn" and factor is not None:
         out += [("rope.scaling.type", "yarn", "STRING"), ("rope.scaling.factor", float(factor), "FLOAT32"),
                 ("rope.scaling.original_context_length", int(rs["original_max_position_embeddings"]), "UINT32")]
+        out += [(f"rope.scaling.{key}", float(rs[ck]), "FLOAT32") for ck, key in _YARN_EXTRAS if rs.get(ck) is not None]
+    if rs.get("mrope_section"):  # M-RoPE (Qwen-VL): [time, height, width, extra] rotary pairs
+        sections = [int(v) for v in rs["mrope_section"]][:4]
+        out.append(("rope.dimension_sections", sections + [0] * (4 - len(sections)), "ARRAY[INT32]"))
     return out
+
+
+# Optional yarn parameters TextModel copies from the rope config: (config key, GGUF key).
+_YARN_EXTRAS = (("extrapolation_factor", "yarn_ext_factor"), ("attention_factor", "yarn_attn_factor"),
+                ("beta_fast", "yarn_beta_fast"), ("beta_slow", "yarn_beta_slow"))
 
 
 # Keys every mixture-of-experts model writes (TextModel.set_gguf_parameters: expert counts, groups).
@@ -174,7 +193,7 @@ def gating_func_kv(config: Config) -> list[KV]:
 
 
 _MODULES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "qwen3moe", "mixtral", "qwen2moe", "olmoe",
-            "glm4moe")
+            "glm4moe", "gemma2", "smollm3", "mistral3", "qwen3vl")
 
 
 def _load_all() -> list[ArchSpec]:
@@ -227,7 +246,8 @@ def arch_kv(spec: ArchSpec, config: Config) -> list[KV]:
     if spec.nextn_key and config.get(spec.nextn_key) is not None:  # written even when 0, as llama.cpp does
         rows["block_count"] = ("block_count", block_count(spec, config), "UINT32")
         rows["nextn_predict_layers"] = ("nextn_predict_layers", int(config[spec.nextn_key]), "UINT32")
-    for key, value, vtype in common_rope_kv(config) + (spec.extra_kv(config) if spec.extra_kv else []):
+    rope = common_rope_kv(config) if spec.rope_kv else []
+    for key, value, vtype in rope + (spec.extra_kv(config) if spec.extra_kv else []):
         rows[key] = (key, value, vtype)  # later rows override (e.g. Gemma's explicit defaults)
     if spec.write_vocab_size and config.get("vocab_size") is not None:
         rows["vocab_size"] = ("vocab_size", int(config["vocab_size"]), "UINT32")

@@ -1,6 +1,8 @@
 """Gemma 3 text (Gemma3ForCausalLM): RMSNorm is x*(1+w), so +1 goes into every norm weight;
 embeddings are tied and scaled by sqrt(n_embd) at run time (llama.cpp's graph does it); local
-(sliding-window) and global layers have their own rope bases (conversion/gemma.py Gemma3Model)."""
+(sliding-window) and global layers have their own rope bases (conversion/gemma.py Gemma3Model).
+Gemma3ForConditionalGeneration (Gemma 3 4B-27B) is the same text model under a SigLIP vision tower
+and projector, which the text GGUF leaves out (source.is_multimodal_tensor)."""
 
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ _OVERRIDDEN = {h.key for h in _DEFAULTS}
 SPEC = ArchSpec(
     name="gemma3",
     gguf_arch="gemma3",
-    hf_classes=("Gemma3ForCausalLM",),
+    hf_classes=("Gemma3ForCausalLM", "Gemma3ForConditionalGeneration"),
     hparams=tuple(h for h in TEXT_HPARAMS if h.key not in _OVERRIDDEN) + _DEFAULTS,
     norm_offset=1.0,
     truncate_vocab=True,
