@@ -150,7 +150,9 @@ MOE_ARCHS: tuple[str, ...] = tuple(MOE_SPECS)
 # Newer dense families and multimodal wrappers (issue 16), checked against llama.cpp's converter like
 # the MoE ones: tokenizers its converter accepts (SentencePiece for Gemma/Mistral, SmolLM2's BPE,
 # whose pre-tokenizer hash it knows, for the others). extra: model_class (the wrapper class built from
-# the top-level config; the language model's keys go into text_config).
+# the top-level config; the language model's keys go into text_config), seed (gemma3-mm: with seed 0
+# the Q4_K_M file generates fine through Llama.generate/create_completion, but llama-cpp-python's chat
+# loop stops with "failed to find a memory slot" on its SWA cache; seed 1 chats).
 _TEXT = dict(_COMMON, hidden_size=128, intermediate_size=256, num_attention_heads=4, num_key_value_heads=2)
 _GEMMA3_TEXT = dict(_TEXT, hidden_size=256, intermediate_size=512, head_dim=64, query_pre_attn_scalar=64,
                     sliding_window=32, layer_types=["sliding_attention", "full_attention"], rms_norm_eps=1e-6)
@@ -168,12 +170,12 @@ FAMILY_SPECS: dict[str, TinySpec] = {
     "gemma3-mm": TinySpec("Gemma3Config", dict(text_config=dict(_GEMMA3_TEXT, pad_token_id=0, bos_token_id=1,
                                                                  eos_token_id=2),
                                                vision_config=_SIGLIP, mm_tokens_per_image=4),
-                          "spm", "bfloat16", extra={"model_class": "Gemma3ForConditionalGeneration"}),
+                          "spm", "bfloat16", extra={"model_class": "Gemma3ForConditionalGeneration", "seed": 1}),
     # Mistral Small 3.x layout: a Mistral text model under a Pixtral tower and patch-merger projector.
     "mistral3": TinySpec("Mistral3Config", dict(text_config=dict(_TEXT, model_type="mistral", sliding_window=None,
                                                                  tie_word_embeddings=False, head_dim=32),
                                                 vision_config=dict(_SIGLIP, model_type="pixtral", head_dim=32),
-                                                spatial_merge_size=2, image_token_index=10),
+                                                spatial_merge_size=2, image_token_index=10, tie_word_embeddings=False),
                          "spm", "bfloat16", extra={"model_class": "Mistral3ForConditionalGeneration"}),
     # Qwen3-VL: Qwen3 text layers with interleaved M-RoPE (sections sum to head_dim / 2), one deepstack layer.
     "qwen3vl": TinySpec("Qwen3VLConfig", dict(
@@ -309,7 +311,7 @@ def build_tiny_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
     for key, value in ids.items():
         text.setdefault(key, value)
     config = getattr(transformers, spec.config_class)(**kwargs)
-    torch.manual_seed(seed)
+    torch.manual_seed(int(spec.extra.get("seed", seed)))
     model_class = (getattr(transformers, spec.extra["model_class"]) if "model_class" in spec.extra
                    else transformers.AutoModelForCausalLM.from_config(config).__class__)
     model = model_class(config)

@@ -24,7 +24,14 @@ from gguf.constants import Keys
 from quantpress.core.choices import CalibrationKind as CalibrationKind  # re-exported: plans own it
 from quantpress.core.errors import InvalidInput, InvalidModel, UnsupportedArchitecture
 from quantpress.core.gguf import layout
-from quantpress.core.gguf.arch import KV, ArchSpec, arch_kv, block_count, merged_text_config, spec_for_hf_class
+from quantpress.core.gguf.arch import (
+    KV,
+    ArchSpec,
+    arch_kv,
+    block_count,
+    merged_text_config,
+    spec_for_hf_class,
+)
 from quantpress.core.gguf.mixes import MIXES, MixContext, Policy, llama_order, tensor_types
 from quantpress.core.gguf.source import TensorPlan, list_hf_tensors, map_hf_tensors, synthesize_hf_tensors
 from quantpress.core.gguf.tokenizer import tokenizer_kv

@@ -146,6 +146,7 @@ _ARCH_LAYERS = {"llama": ("attn", "mlp", "norms"), "qwen2": ("attn", "mlp", "nor
                 "qwen3": ("attn", "mlp", "norms", "qk_norm"),
                 "gemma3": ("attn", "mlp", "norms", "qk_norm", "gemma_norms"), "phi3": ("phi3", "norms"),
                 "gemma2": ("attn", "mlp", "norms", "gemma_norms"), "qwen3vl": ("attn", "mlp", "norms", "qk_norm"),
+                "smollm3": ("attn", "mlp", "norms"), "mistral3": ("attn", "mlp", "norms"),
                 "qwen3moe": ("attn", "norms", "qk_norm", "experts"), "mixtral": ("attn", "norms", "mixtral_experts"),
                 "qwen2moe": ("attn", "norms", "qkv_bias", "experts", "shared_expert"),
                 "olmoe": ("attn", "norms", "olmoe_norm", "experts"),

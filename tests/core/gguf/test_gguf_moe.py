@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from family_check import OUR_KEYS, check_family
 from llama_reference import reference_gguf
 from quantpress.core.errors import InvalidModel, UnsupportedArchitecture
 from quantpress.core.gguf.arch import all_specs
@@ -21,12 +22,9 @@ from quantpress.core.gguf.moe import param_counts
 from quantpress.core.gguf.plan import ConversionPlan, plan_conversion
 from quantpress.core.gguf.reader import open_gguf
 from quantpress.core.gguf.source import HFReader, open_source
-from tiny_models import MOE_ARCHS, hf_logprobs, llama_logprobs
+from tiny_models import MOE_ARCHS
 
-FORMATS = ["F32", "Q8_0", "Q4_K_M", "Q2_K"]
 DEFAULT_RUN = "qwen3moe"  # the family the default suite runs end to end
-# Keys only quantpress writes (provenance), documented in docs/ARCHITECTURE.md.
-OUR_KEYS = ("quantpress.", "general.basename", "general.quantized_by")
 
 
 def _convert(folder: Path, out: Path, formats: list[str]) -> tuple[ConversionPlan, list[Path]]:
@@ -41,44 +39,10 @@ def _family(arch: str) -> object:
 
 @pytest.mark.parametrize("arch", [_family(a) for a in MOE_ARCHS])
 def test_moe_family_end_to_end(arch: str, tiny: Callable[[str], Path], tmp_path: Path) -> None:
-    from llama_cpp import Llama
-
-    folder = tiny(arch)
-    plan, paths = _convert(folder, tmp_path / "ours", FORMATS)
-    for o, path in zip(plan.outputs, paths, strict=True):
-        assert path.stat().st_size == o.file_bytes, o.format
-        with open_gguf(path) as g:
-            assert {t.name: t.ggml_type for t in g.tensors} == o.tensor_types
-            assert all(ty == "F32" for n, ty in o.tensor_types.items() if "ffn_gate_inp" in n)  # routers
-
-    # F32 next-token log-probabilities equal transformers' (64 tokens)
-    n_vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
-    ids = [int(i) for i in np.random.default_rng(1).integers(3, n_vocab, 64)]
-    diff = np.abs(llama_logprobs(paths[0], ids) - hf_logprobs(folder, ids)).max()
-    assert diff < 0.01, f"{arch}: max |Δ log p| = {diff}"
-
-    # the same tensors (names, shapes) and metadata keys as llama.cpp's own converter
-    ref = reference_gguf(folder, tmp_path / "ref.gguf")
-    with open_gguf(ref) as r, open_gguf(paths[0]) as g:
-        assert {t.name: t.shape for t in g.tensors} == {t.name: t.shape for t in r.tensors}
-        ours = {k for k in g.metadata if not k.startswith(OUR_KEYS)}
-        assert ours == set(r.metadata), (ours ^ set(r.metadata))
-        arch_keys = [k for k in r.metadata if k.startswith(r.architecture + ".")]
-        for k in arch_keys:
-            assert np.allclose(g.metadata[k], r.metadata[k]), (k, g.metadata[k], r.metadata[k])
-        assert g.get("general.size_label") == r.get("general.size_label")
-
-    # every quantized file loads; the Q4_K_M file chats with the model's template
-    for path in paths[1:]:
-        llm = Llama(str(path), n_ctx=256, verbose=False, n_threads=2)
-        try:
-            if "Q4_K_M" in path.name:
-                reply = llm.create_chat_completion([{"role": "user", "content": "Hello there"}], max_tokens=8,
-                                                   temperature=0)
-                assert reply["choices"][0]["message"]["content"], path.name
-                assert reply["usage"]["completion_tokens"] > 0
-        finally:
-            llm.close()
+    """Converts, matches transformers and llama.cpp's converter, loads, chats (family_check); routers F32."""
+    plan, _ = check_family(tiny(arch), tmp_path)
+    for o in plan.outputs:
+        assert all(ty == "F32" for n, ty in o.tensor_types.items() if "ffn_gate_inp" in n), o.format
 
 
 def test_fused_and_per_expert_checkpoints_write_the_same_tensors(tiny: Callable[[str], Path], tmp_path: Path) -> None:

@@ -1,0 +1,96 @@
+"""Newer dense families and the text model of multimodal wrappers (issue 16): Gemma 2, SmolLM3,
+Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration, Qwen3VLForConditionalGeneration.
+Each converts, matches transformers and llama.cpp's own converter, loads and chats (family_check);
+one runs in the default suite, the others are marked slow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from family_check import check_family
+from quantpress.core.errors import UnsupportedArchitecture
+from quantpress.core.gguf.plan import plan_conversion
+from quantpress.core.gguf.reader import open_gguf
+from quantpress.core.gguf.source import open_source
+from tiny_models import FAMILY_ARCHS
+
+DEFAULT_RUN = "gemma3-mm"  # the family the default suite runs end to end
+# Departures from llama.cpp's converter on purpose (docs/ARCHITECTURE.md): Gemma 3's exact per-layer
+# sliding-window pattern from layer_types (llama.cpp otherwise assumes every 6th layer global).
+DEPARTURES = {"gemma3-mm": ("gemma3.attention.sliding_window_pattern",)}
+
+
+def _family(arch: str) -> object:
+    return arch if arch == DEFAULT_RUN else pytest.param(arch, marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("arch", [_family(a) for a in FAMILY_ARCHS])
+def test_family_end_to_end(arch: str, tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    check_family(tiny(arch), tmp_path, extra_keys=DEPARTURES.get(arch, ()))
+
+
+@pytest.mark.parametrize("arch", ["gemma3-mm", "mistral3", "qwen3vl"])
+def test_wrapper_text_model_leaves_the_vision_tower_out(arch: str, tiny: Callable[[str], Path],
+                                                        tmp_path: Path) -> None:
+    """The checkpoint holds vision tensors; the plan has only the language model's, named as a
+    plain causal LM's, with the text_config's sizes."""
+    folder = tiny(arch)
+    from quantpress.core.gguf.source import list_hf_tensors
+
+    stored = [t.name for t in list_hf_tensors(folder)]
+    assert any("vision" in n or "visual" in n for n in stored)
+    plan = plan_conversion(open_source(folder), ["Q8_0"], tmp_path)
+    assert all("language_model" not in t.source or t.name.startswith(("blk.", "token_embd", "output"))
+               for t in plan.tensors)
+    assert not any(s in t.source for t in plan.tensors for s in ("vision", "visual", "projector"))
+    text = json.loads((folder / "config.json").read_text())["text_config"]
+    assert plan.tensors[0].shape[-1] == text["hidden_size"]
+
+
+def test_smollm3_refuses_a_no_rope_pattern_llama_cpp_does_not_run(tiny: Callable[[str], Path],
+                                                                   tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    shutil.copytree(tiny("smollm3"), folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["no_rope_layers"] = [1, 0, 1, 1]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnsupportedArchitecture, match=r"no_rope_layers \[1, 0, 1, 1\].*every 4th layer"):
+        plan_conversion(open_source(folder), ["Q8_0"], tmp_path)
+
+
+def test_gemma2_writes_soft_capping_and_window(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    from quantpress.core.gguf.convert import convert
+
+    plan = plan_conversion(open_source(tiny("gemma2")), ["Q8_0"], tmp_path)
+    (result,) = convert(plan)
+    with open_gguf(Path(result.output)) as g:
+        assert g.get("gemma2.attn_logit_softcapping") == pytest.approx(50.0)
+        assert g.get("gemma2.final_logit_softcapping") == pytest.approx(30.0)
+        assert g.get("gemma2.attention.sliding_window") == 32
+        assert g.get("gemma2.rope.freq_base") is None  # llama.cpp's Gemma 2 converter writes none
+
+
+def test_qwen3vl_writes_mrope_sections(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    from quantpress.core.gguf.plan import source_metadata
+
+    plan = plan_conversion(open_source(tiny("qwen3vl")), ["Q8_0"], tmp_path)
+    kv = {k: v for k, v, _ in source_metadata(plan)}
+    assert list(kv["qwen3vl.rope.dimension_sections"]) == [8, 12, 12, 0]
+    assert kv["qwen3vl.n_deepstack_layers"] == 1
+
+
+@pytest.mark.parametrize("arch", FAMILY_ARCHS)
+def test_hub_family_without_weights_plans_the_same_sizes(arch: str, tiny: Callable[[str], Path],
+                                                         tmp_path: Path) -> None:
+    """A Hub model described by config and tokenizer files only: tensors synthesised from config.json."""
+    from tiny_models import local_and_hub
+
+    local, hub = local_and_hub(tiny(arch), tmp_path)
+    full = plan_conversion(local, ["Q4_K_M"], tmp_path)
+    bare = plan_conversion(hub, ["Q4_K_M"], tmp_path)
+    assert [o.tensor_types for o in bare.outputs] == [o.tensor_types for o in full.outputs]
+    assert [o.file_bytes for o in bare.outputs] == [o.file_bytes for o in full.outputs]
