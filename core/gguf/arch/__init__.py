@@ -58,6 +58,21 @@ class ExpertSpec:
         return int(next((config[k] for k in self.count_keys if config.get(k)), 0))
 
 
+# One part of a split source tensor: (HF-style name suffix gguf-py's name map knows, numpy shape, the
+# HFReader transform that produces it from the source; '' reads it unchanged).
+SplitPart = tuple[str, tuple[int, ...], str]
+
+
+@dataclass(frozen=True)
+class Split:
+    """An HF tensor whose name ends in ``suffix`` written as the GGUF tensors ``parts(config, shape)``
+    returns (a rename, a transpose, gpt-oss's interleaved gate/up columns, DeepSeek's kv_b_proj into
+    k_b/v_b). The new suffixes replace ``suffix`` in the name before gguf-py's name map sees it."""
+
+    suffix: str
+    parts: Callable[[Config, tuple[int, ...]], list[SplitPart]]
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """How to convert one model family (see module docstring)."""
@@ -88,6 +103,11 @@ class ArchSpec:
     # Config key counting extra next-token-prediction (MTP) blocks stored after the decoder's layers;
     # llama.cpp appends them as blocks n_layer.. and counts them in block_count.
     nextn_key: str | None = None
+    # Source tensors written differently (see Split); the first whose suffix matches applies.
+    splits: tuple[Split, ...] = ()
+    # Drop tensors of layers past num_hidden_layers (DeepSeek's MTP layers, which llama.cpp's
+    # converter skips for deepseek2) instead of refusing them.
+    skip_extra_layers: bool = False
 
 
 def rope_theta(config: Config, default: float | None = None, *, sliding: bool = False) -> float | None:
@@ -147,7 +167,16 @@ def common_rope_kv(config: Config) -> list[KV]:
     elif rtype == "yarn" and factor is not None:
         out += [("rope.scaling.type", "yarn", "STRING"), ("rope.scaling.factor", float(factor), "FLOAT32"),
                 ("rope.scaling.original_context_length", int(rs["original_max_position_embeddings"]), "UINT32")]
+        for key, names in _YARN_KEYS:
+            value = next((rs[n] for n in names if rs.get(n) is not None), None)
+            if value is not None:
+                out.append((f"rope.scaling.{key}", float(value), "FLOAT32"))
     return out
+
+
+# Optional YaRN parameters TextModel copies from the rope dict (gpt-oss sets beta_fast/beta_slow).
+_YARN_KEYS = (("yarn_ext_factor", ("extrapolation_factor",)), ("yarn_attn_factor", ("attention_factor", "attn_factor")),
+              ("yarn_beta_fast", ("beta_fast",)), ("yarn_beta_slow", ("beta_slow",)))
 
 
 # Keys every mixture-of-experts model writes (TextModel.set_gguf_parameters: expert counts, groups).
@@ -174,7 +203,7 @@ def gating_func_kv(config: Config) -> list[KV]:
 
 
 _MODULES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "qwen3moe", "mixtral", "qwen2moe", "olmoe",
-            "glm4moe")
+            "glm4moe", "gptoss", "deepseekv3")
 
 
 def _load_all() -> list[ArchSpec]:
