@@ -144,6 +144,23 @@ MOE_SPECS: dict[str, TinySpec] = {
                                               topk_group=1, num_nextn_predict_layers=0, attention_bias=True,
                                               head_dim=64, use_qk_norm=False), "smollm2-glm", "bfloat16",
                         extra={"router_std": 0.5}),
+    # gpt-oss: experts fused as transformers keeps them (gate_up_proj [E, D, 2F] with gate and up columns
+    # interleaved, down_proj [E, F, D]) with biases, a router with a bias, attention sinks, every other
+    # layer sliding-window, YaRN RoPE (the config's default).
+    "gptoss": TinySpec("GptOssConfig", dict(_MOE, intermediate_size=256, num_local_experts=4, head_dim=64,
+                                            sliding_window=16, max_position_embeddings=4096), "smollm2", "bfloat16",
+                       extra={"router_std": 0.5}),
+    # DeepSeek-V3: multi-head latent attention (q and kv LoRA ranks, kv_b_proj split into k_b/v_b by the
+    # converter), a dense first layer, then sigmoid routing in expert groups with a score-correction
+    # bias, routed and shared experts, scaled top-k weights.
+    "deepseekv3": TinySpec("DeepseekV3Config", dict(_MOE, num_hidden_layers=3, num_key_value_heads=4,
+                                                    intermediate_size=512, moe_intermediate_size=128,
+                                                    n_routed_experts=8, n_shared_experts=1, first_k_dense_replace=1,
+                                                    routed_scaling_factor=2.5, norm_topk_prob=True, n_group=2,
+                                                    topk_group=1, q_lora_rank=128, kv_lora_rank=128,
+                                                    qk_nope_head_dim=64, qk_rope_head_dim=32, v_head_dim=64,
+                                                    scoring_func="sigmoid", rope_interleave=True),
+                           "smollm2", "bfloat16", extra={"router_std": 0.5, "score_bias_std": 0.1}),
 }
 MOE_ARCHS: tuple[str, ...] = tuple(MOE_SPECS)
 
@@ -322,8 +339,12 @@ def build_tiny_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
                 p.copy_(base + 0.1 * torch.randn_like(p))
             elif name.endswith(".bias"):
                 p.copy_(0.05 * torch.randn_like(p))
-            elif "router_std" in spec.extra and name.endswith(("mlp.gate.weight", "block_sparse_moe.gate.weight")):
+            elif "router_std" in spec.extra and name.endswith(("mlp.gate.weight", "block_sparse_moe.gate.weight", "mlp.router.weight")):
                 p.copy_(spec.extra["router_std"] * torch.randn_like(p))
+        if "score_bias_std" in spec.extra:  # DeepSeek's router bias is a buffer, zero at init: make it matter
+            for name, b in model.named_buffers():
+                if name.endswith("e_score_correction_bias"):
+                    b.copy_(spec.extra["score_bias_std"] * torch.randn_like(b))
     model = model.to(getattr(torch, spec.dtype))
     save_kwargs: dict[str, Any] = {}
     if spec.max_shard_size:

@@ -321,12 +321,11 @@ def _write_tensors(plan: ConversionPlan, outputs: list[_Output], reader: Any, im
         n_per_row = t.shape[-1]
         types = [o.plan.tensor_types[t.name] for o in outputs]
         imp = _importance(imatrix, t.name, t.shape)
-        copy_raw = [ty == t.source_dtype and not t.transforms and plan.source_kind == SourceKind.GGUF.value
-                    for ty in types]
+        copy_raw = [_copies_raw(plan, t, ty) for ty in types]
         if all(copy_raw):
-            raw = np.ascontiguousarray(reader.raw(t)).view(np.uint8)
-            for out in outputs:
-                out.write(_buffer(raw))
+            for raw in _raw_chunks(reader, t):
+                for out in outputs:
+                    out.write(_buffer(raw))
         else:
             src_bytes = _src_bytes(t)
             n_rows = max(1, t.n_elements // n_per_row)
@@ -349,14 +348,33 @@ def _write_tensors(plan: ConversionPlan, outputs: list[_Output], reader: Any, im
                 now = done + src_bytes * row // n_rows  # progress in source bytes: big tensors weigh more
                 report(Progress("convert", min(now / total, 0.999), t.name, now, total))
             if any(copy_raw):
-                raw = np.ascontiguousarray(reader.raw(t)).view(np.uint8)
-                for out, raw_copy in zip(outputs, copy_raw, strict=False):
-                    if raw_copy:
-                        out.write(_buffer(raw))
+                for raw in _raw_chunks(reader, t):
+                    for out, raw_copy in zip(outputs, copy_raw, strict=False):
+                        if raw_copy:
+                            out.write(_buffer(raw))
         for out in outputs:
             out.pad()
         done += _src_bytes(t)
         report(Progress("convert", min(done / total, 0.999), t.name, done, total))
+
+
+def _copies_raw(plan: ConversionPlan, t: TensorPlan, ggml_type: str) -> bool:
+    """Whether ``t`` is written as its source's bytes: an unchanged tensor of a GGUF source in its own
+    type, or MXFP4 expert blocks of a checkpoint (gpt-oss) kept MXFP4, which only move nibbles."""
+    if ggml_type != t.source_dtype:
+        return False
+    if plan.source_kind == SourceKind.GGUF.value:
+        return not t.transforms
+    return ggml_type == "MXFP4"
+
+
+def _raw_chunks(reader: Any, t: TensorPlan) -> Iterator[np.ndarray]:
+    """The raw bytes of ``t`` (uint8), in one piece (GGUF source) or expert by expert (checkpoint)."""
+    if hasattr(reader, "raw_chunks"):
+        for chunk in reader.raw_chunks(t):
+            yield np.ascontiguousarray(chunk).view(np.uint8)
+    else:
+        yield np.ascontiguousarray(reader.raw(t)).view(np.uint8)
 
 
 def _check_no_importance_needed(plan: ConversionPlan, t: TensorPlan, ggml_type: str) -> None:

@@ -52,7 +52,9 @@ GGML_TYPES: dict[str, tuple[int, int, int]] = ggml_geometry(
     ("F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL",
      "IQ4_XS", "BF16",
      # i-quants below 4 bits (ggml-common.h block_iq*): grids of 8-value patterns, 256-weight super-blocks.
-     "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ3_S", "IQ2_S", "IQ1_M"))
+     "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ3_S", "IQ2_S", "IQ1_M",
+     # MXFP4 (OCP microscaling FP4, 32-weight blocks with an E8M0 scale): gpt-oss experts, MXFP4_MOE.
+     "MXFP4"))
 
 
 def value_type(vtype: str) -> tuple[GGUFValueType, GGUFValueType | None]:

@@ -28,6 +28,8 @@ from quantpress.core.errors import InvalidInput
 from quantpress.core.gguf.layout import GGML_TYPES, block_size
 from quantpress.core.gguf.mixes_iq import IQ_FALLBACK, IQ_MIXES, IQ_OUTPUT, IQ_TOKEN_EMBD, iq_type
 
+MXFP4_MOE = "MXFP4_MOE"
+
 
 @dataclass(frozen=True)
 class Mix:
@@ -42,6 +44,8 @@ MIXES: dict[str, Mix] = {m.name: m for m in (
     Mix("Q5_1", 9, "Q5_1"), Mix("Q4_K_M", 15, "Q4_K"), Mix("Q4_K_S", 14, "Q4_K"), Mix("Q4_0", 2, "Q4_0"),
     Mix("Q4_1", 3, "Q4_1"), Mix("Q3_K_L", 13, "Q3_K"), Mix("Q3_K_M", 12, "Q3_K"), Mix("Q3_K_S", 11, "Q3_K"),
     Mix("Q2_K", 10, "Q2_K"), Mix("IQ4_NL", 25, "IQ4_NL"), Mix("IQ4_XS", 30, "IQ4_XS"),
+    # llama-quantize's MXFP4_MOE: expert tensors (3-D) MXFP4, every other quantizable tensor Q8_0.
+    Mix(MXFP4_MOE, 38, "MXFP4"),
     *(Mix(name, ftype, base) for name, (ftype, base) in IQ_MIXES.items()),
 )}
 FLOAT_MIXES = ("F32", "F16", "BF16")
@@ -199,7 +203,7 @@ def tensor_types(shapes: dict[str, tuple[int, ...]], mix_name: str, ctx: MixCont
         if mix_name in FLOAT_MIXES:
             t = mix.base
         else:
-            t = _rule(name, cat, shape[-1], mix, ctx, tied, i_attn_v, n_attn_v,
+            t = _rule(name, cat, shape, mix, ctx, tied, i_attn_v, n_attn_v,
                       _layer(name) if ctx.n_expert > 1 else i_ffn_down)
         t = _user_type(name, cat, tied, ctx, overrides) or t
         out[name] = _fallback(name, shape[-1], t, ctx.policy) if t not in FLOAT_MIXES else t
@@ -220,14 +224,16 @@ def _user_type(name: str, cat: str, tied: bool, ctx: MixContext,
     return None
 
 
-def _rule(name: str, cat: str, n_per_row: int, mix: Mix, ctx: MixContext, tied: bool,
+def _rule(name: str, cat: str, shape: tuple[int, ...], mix: Mix, ctx: MixContext, tied: bool,
           i_attn_v: int, n_attn_v: int, i_ffn_down: int) -> str:
     """llama_tensor_get_type_impl for non-Falcon models. With experts, ffn_down's layer index comes
     from the tensor name (``i_ffn_down`` is then that index), as llama.cpp's layer_info does; the
     8-expert (Mixtral) rules raise attn_k/attn_v to Q8_0 and attn_output to Q5_K in low mixes."""
     t = mix.base
+    if mix.name == MXFP4_MOE:  # llama_tensor_get_type_impl: experts (ne[2] > 1) MXFP4, the rest Q8_0
+        return "MXFP4" if len(shape) == 3 and shape[0] > 1 else "Q8_0"
     if cat == "output" or (tied and cat == "token_embd"):
-        if n_per_row % block_size(t):
+        if shape[-1] % block_size(t):
             return "Q8_0"
         return t if t == "Q8_0" else IQ_OUTPUT.get(mix.name, "Q6_K")
     if cat == "token_embd":

@@ -18,6 +18,9 @@ from typing import Any
 import numpy as np
 from quantpress.core.errors import InvalidModel, UnsupportedArchitecture
 from quantpress.core.gguf.arch import ArchSpec, Config, block_count, head_dim
+from quantpress.core.gguf.sources_fp8 import FP8_DTYPE
+from quantpress.core.gguf.sources_fp8 import block_size as fp8_block
+from quantpress.core.gguf.sources_fp8 import dequantize_rows as fp8_rows
 from quantpress.core.model import TensorInfo
 
 # HF tensors llama.cpp's converter drops.
@@ -110,7 +113,7 @@ def list_hf_tensors(folder: Path) -> list[TensorInfo]:
     return out
 
 
-_DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8}
+_DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "F8_E4M3": 1, "U8": 1}
 
 # Per-layer tensors synthesised from config.json (Hub models described without weights).
 # Dimension symbols: h hidden, q n_head*head_dim, k n_kv*head_dim, f ffn, d head_dim.
@@ -138,6 +141,19 @@ _LAYER_SHAPES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "olmoe_norm": (("self_attn.q_norm.weight", ("q",)), ("self_attn.k_norm.weight", ("k",))),
     "glm_experts": (("mlp.gate.e_score_correction_bias", ("E",)), ("mlp.shared_experts.gate_proj.weight", ("S", "h")),
                     ("mlp.shared_experts.up_proj.weight", ("S", "h")), ("mlp.shared_experts.down_proj.weight", ("h", "S"))),
+    # gpt-oss: biased attention with sinks, a biased router, experts fused as transformers saves them.
+    "gptoss": (("self_attn.o_proj.bias", ("h",)), ("self_attn.sinks", ("H",)), ("mlp.router.weight", ("E", "h")),
+               ("mlp.router.bias", ("E",)), ("mlp.experts.gate_up_proj", ("E", "h", "ff")),
+               ("mlp.experts.gate_up_proj_bias", ("E", "ff")), ("mlp.experts.down_proj", ("E", "f", "h")),
+               ("mlp.experts.down_proj_bias", ("E", "h"))),
+    # DeepSeek's multi-head latent attention (queries through a LoRA pair unless q_lora_rank is null).
+    "mla": (("self_attn.q_a_proj.weight", ("ql", "h")), ("self_attn.q_a_layernorm.weight", ("ql",)),
+            ("self_attn.q_b_proj.weight", ("qhead", "ql")), ("self_attn.kv_a_proj_with_mqa.weight", ("kvr_rope", "h")),
+            ("self_attn.kv_a_layernorm.weight", ("kvr",)), ("self_attn.kv_b_proj.weight", ("kvb", "kvr")),
+            ("self_attn.o_proj.weight", ("h", "ov"))),
+    "mla_q": (("self_attn.q_proj.weight", ("qhead", "h")), ("self_attn.kv_a_proj_with_mqa.weight", ("kvr_rope", "h")),
+              ("self_attn.kv_a_layernorm.weight", ("kvr",)), ("self_attn.kv_b_proj.weight", ("kvb", "kvr")),
+              ("self_attn.o_proj.weight", ("h", "ov"))),
     "nextn": (("eh_proj.weight", ("h", "hh")), ("enorm.weight", ("h",)), ("hnorm.weight", ("h",)),
               ("shared_head.norm.weight", ("h",))),
 }
@@ -150,9 +166,11 @@ _ARCH_LAYERS = {"llama": ("attn", "mlp", "norms"), "qwen2": ("attn", "mlp", "nor
                 "qwen3moe": ("attn", "norms", "qk_norm", "experts"), "mixtral": ("attn", "norms", "mixtral_experts"),
                 "qwen2moe": ("attn", "norms", "qkv_bias", "experts", "shared_expert"),
                 "olmoe": ("attn", "norms", "olmoe_norm", "experts"),
-                "glm4moe": ("attn", "norms", "qkv_bias", "experts", "glm_experts")}
+                "glm4moe": ("attn", "norms", "qkv_bias", "experts", "glm_experts"),
+                "gptoss": ("attn", "norms", "qkv_bias", "gptoss"),
+                "deepseekv3": ("mla", "norms", "experts", "glm_experts")}
 # Families whose first ``first_k_dense_replace`` layers are dense, and those layers' groups.
-_DENSE_LEAD = {"glm4moe": ("attn", "norms", "qkv_bias", "mlp")}
+_DENSE_LEAD = {"glm4moe": ("attn", "norms", "qkv_bias", "mlp"), "deepseekv3": ("mla", "norms", "mlp")}
 
 
 def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
@@ -164,7 +182,8 @@ def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
     n_expert = spec.experts.n_experts(config) if spec.experts else 0
     dims = {"h": h, "f": f, "q": q, "k": k, "d": d, "qkk": q + 2 * k, "ff": 2 * f, "E": n_expert, "1": 1,
             "m": int(config.get("moe_intermediate_size") or f), "s": int(config.get("shared_expert_intermediate_size") or 0),
-            "S": int(config.get("moe_intermediate_size") or f) * int(config.get("n_shared_experts") or 1), "hh": 2 * h}
+            "S": int(config.get("moe_intermediate_size") or f) * int(config.get("n_shared_experts") or 1), "hh": 2 * h,
+            "H": int(config["num_attention_heads"]), **_mla_dims(config)}
     dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
     st = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}.get(dtype, "BF16")
     nb = _DTYPE_BYTES[st]
@@ -181,11 +200,22 @@ def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
     n_layers = int(config["num_hidden_layers"])
     for i in range(block_count(spec, config)):  # MTP blocks (i >= n_layers): a MoE layer plus their own tensors
         layer_groups = _DENSE_LEAD[spec.name] if i < n_dense else groups + (("nextn",) if i >= n_layers else ())
+        if config.get("kv_lora_rank") and config.get("q_lora_rank") is None:
+            layer_groups = tuple("mla_q" if g == "mla" else g for g in layer_groups)
         for group in layer_groups:
             for suffix, sym in _LAYER_SHAPES[group]:
                 for e in range(n_expert) if "{e}" in suffix else (0,):
                     out.append(info(f"model.layers.{i}.{suffix.format(e=e)}", tuple(dims[s] for s in sym)))
     return out
+
+
+def _mla_dims(config: Config) -> dict[str, int]:
+    """Dimension symbols of DeepSeek's multi-head latent attention (zero for other families)."""
+    n_head, rope = int(config["num_attention_heads"]), int(config.get("qk_rope_head_dim") or 0)
+    nope, v, rank = int(config.get("qk_nope_head_dim") or 0), int(config.get("v_head_dim") or 0), int(
+        config.get("kv_lora_rank") or 0)
+    return {"ql": int(config.get("q_lora_rank") or 0), "qhead": n_head * (nope + rope), "kvr": rank,
+            "kvr_rope": rank + rope, "kvb": n_head * (nope + v), "ov": n_head * v}
 
 
 # ----------------------------------------------------------------------------------- mapping
@@ -201,7 +231,7 @@ def map_hf_tensors(spec: ArchSpec, config: Config, tensors: list[TensorInfo], n_
     n_head = int(config["num_attention_heads"])
     n_kv = int(config.get("num_key_value_heads") or n_head)
     out: list[TensorPlan] = []
-    for t in stack_experts(spec, config, tensors):
+    for t in stack_experts(spec, config, apply_splits(spec, config, _drop_companions(spec, config, tensors))):
         if t.name.endswith(IGNORED_SUFFIXES) or is_multimodal_tensor(t.name):
             continue
         name = text_tensor_name(t.name)
@@ -237,6 +267,48 @@ def map_hf_tensors(spec: ArchSpec, config: Config, tensors: list[TensorInfo], n_
     return out
 
 
+_LAYER = re.compile(r"^model\.(?:language_model\.)?layers\.(\d+)\.")
+
+
+def _drop_companions(spec: ArchSpec, config: Config, tensors: list[TensorInfo]) -> list[TensorInfo]:
+    """``tensors`` without the scale tensors of quantized sources (read with their weights:
+    core/gguf/sources_mxfp4.py, sources_fp8.py) and, for ``skip_extra_layers`` specs, without the
+    layers past num_hidden_layers."""
+    from quantpress.core.gguf.sources_fp8 import FP8_SCALE_SUFFIX
+    from quantpress.core.gguf.sources_mxfp4 import MXFP4_SCALES_SUFFIX
+
+    names = {t.name for t in tensors}
+    n_layers = int(config.get("num_hidden_layers") or 0)
+    out = []
+    for t in tensors:
+        if t.name.endswith(MXFP4_SCALES_SUFFIX) and t.name.removesuffix("_scales") + "_blocks" in names:
+            continue
+        if t.name.endswith(FP8_SCALE_SUFFIX) and t.name.removesuffix(FP8_SCALE_SUFFIX) in names:
+            continue
+        m = _LAYER.match(t.name)
+        if spec.skip_extra_layers and m and int(m.group(1)) >= n_layers:
+            continue
+        out.append(t)
+    return out
+
+
+def apply_splits(spec: ArchSpec, config: Config, tensors: list[TensorInfo]) -> list[TensorInfo | _Stacked]:
+    """``tensors`` with each one a ``spec.splits`` entry matches replaced by its parts (in its place)."""
+    if not spec.splits:
+        return list(tensors)
+    out: list[TensorInfo | _Stacked] = []
+    for t in tensors:
+        split = next((sp for sp in spec.splits if t.name.endswith(sp.suffix)), None)
+        if split is None:
+            out.append(t)
+            continue
+        base = t.name.removesuffix(split.suffix)
+        dtype = "MXFP4" if t.name.endswith("_blocks") else t.dtype
+        for suffix, shape, transform in split.parts(config, t.shape):
+            out.append(_Stacked(base + suffix, shape, dtype, t.file, t.name, transforms=(transform,) if transform else ()))
+    return out
+
+
 # One routed expert's projection in a checkpoint that stores experts one by one.
 _PER_EXPERT = re.compile(r"^(?P<base>.+\.experts)\.(?P<e>\d+)\.(?P<proj>\w+)\.weight$")
 
@@ -255,7 +327,8 @@ class _Stacked:
     transforms: tuple[str, ...] = ()
 
 
-def stack_experts(spec: ArchSpec, config: Config, tensors: list[TensorInfo]) -> list[TensorInfo | _Stacked]:
+def stack_experts(spec: ArchSpec, config: Config,
+                  tensors: list[TensorInfo | _Stacked]) -> list[TensorInfo | _Stacked]:
     """``tensors`` with each layer's per-expert projections replaced by one stacked tensor, and a
     fused ``gate_up_proj`` [E, 2F, D] replaced by its gate and up halves (dense specs: unchanged).
     A stacked tensor takes the place of its first expert, so file order stays the checkpoint's."""
@@ -266,7 +339,9 @@ def stack_experts(spec: ArchSpec, config: Config, tensors: list[TensorInfo]) -> 
     out: list[TensorInfo | _Stacked | str] = []
     for t in tensors:
         m = _PER_EXPERT.match(t.name)
-        if m:
+        if isinstance(t, _Stacked):  # already split (ArchSpec.splits)
+            out.append(t)
+        elif m:
             key = f"{m['base']}.{m['proj']}.weight"
             if key not in groups:
                 groups[key] = []
@@ -330,6 +405,15 @@ def _permute_rows(n_rows: int, n_head: int) -> np.ndarray:
     return idx
 
 
+# Transforms that cut a tensor out of a differently shaped source (HFReader._reshaped).
+_RESHAPING = frozenset({"expert_rows", "expert_cols_t", "mxfp4_rows", "cols", "mla_k_b", "mla_v_b"})
+
+
+def _chunks(x: np.ndarray, max_rows: int) -> Iterator[np.ndarray]:
+    for a in range(0, x.shape[0], max_rows):
+        yield x[a:a + max_rows]
+
+
 class HFReader:
     """Reads transformed float32 row slabs of HF tensors from safetensors files.
 
@@ -342,6 +426,8 @@ class HFReader:
         self.config = config
         self.spec = spec
         self._files: dict[str, tuple[Any, dict[str, Any], int]] = {}
+        self._where: dict[str, str] | None = None  # tensor -> shard, read when a companion is elsewhere
+        self._fp8_cache: dict[str, np.ndarray] = {}
 
     def _open(self, fname: str) -> tuple[Any, dict[str, Any], int]:
         if fname not in self._files:
@@ -370,12 +456,9 @@ class HFReader:
             for source, fname in t.parts:
                 yield from self._rows(fname, source, 0, None, max_rows)
             return
-        split = next((tr for tr in t.transforms if tr.startswith("expert_rows:")), None)
-        if split:  # each expert's rows a..b of a stacked [E, R, C] source
-            lo, hi = (int(v) for v in split.split(":")[1:])
-            n_expert, rows = t.shape[0], int(self._open(t.source_file)[1][t.source]["shape"][1])
-            for e in range(n_expert):
-                yield from self._rows(t.source_file, t.source, e * rows + lo, e * rows + hi, max_rows)
+        special = next((tr for tr in t.transforms if tr.partition(":")[0] in _RESHAPING), None)
+        if special:
+            yield from self._reshaped(t, special, max_rows)
             return
         f, header, start = self._open(t.source_file)
         meta = header[t.source]
@@ -400,6 +483,92 @@ class HFReader:
             return
         yield from self._rows(t.source_file, t.source, 0, int(np.prod(t.shape[:-1], dtype=np.int64)), max_rows, add)
 
+    def _reshaped(self, t: TensorPlan, transform: str, max_rows: int) -> Iterator[np.ndarray]:
+        """Slabs of a tensor cut out of a differently shaped source (see _RESHAPING), one expert
+        matrix (or one small whole tensor) in memory at a time."""
+        kind, *args = transform.split(":")
+        a, b, c = (int(v) for v in args + ["0"] * (3 - len(args)))
+        src_shape = tuple(self._open(t.source_file)[1][t.source]["shape"])
+        if kind == "expert_rows":  # rows a..b of every expert of [E, R, C]
+            rows = src_shape[1]
+            for e in range(t.shape[0]):
+                yield from self._rows(t.source_file, t.source, e * rows + a, e * rows + b, max_rows)
+        elif kind == "expert_cols_t":  # columns a::b of every expert of [E, R, C], transposed
+            rows = src_shape[1]
+            for e in range(src_shape[0]):
+                m = np.concatenate(list(self._rows(t.source_file, t.source, e * rows, (e + 1) * rows, max_rows)))
+                yield from _chunks(np.ascontiguousarray(m[:, a::b].T), max_rows)
+        elif kind == "mxfp4_rows":  # rows a::b of every expert of MXFP4 blocks [E, R, C/32, 16]
+            from quantpress.core.gguf import sources_mxfp4
+
+            for e in range(src_shape[0]):
+                blocks, scales = self._mxfp4_expert(t, e)
+                yield from _chunks(sources_mxfp4.dequantize(blocks[a::b], scales[a::b]), max_rows)
+        elif kind == "cols":  # columns a::b of a small 2-D tensor (gpt-oss's fused expert biases)
+            yield from _chunks(np.ascontiguousarray(self._whole(t.source_file, t.source)[:, a::b]), max_rows)
+        else:  # mla_k_b / mla_v_b: DeepSeek's kv_b_proj [H * (nope + v), rank] per head (a heads, b nope, c v)
+            x = self._whole(t.source_file, t.source).reshape(a, b + c, -1)
+            part = x[:, :b, :].transpose(0, 2, 1) if kind == "mla_k_b" else x[:, b:, :]
+            yield from _chunks(np.ascontiguousarray(part).reshape(-1, t.shape[-1]), max_rows)
+
+    def raw_chunks(self, t: TensorPlan) -> Iterator[np.ndarray]:
+        """The tensor's bytes in its source's quantized type, expert by expert: MXFP4 expert blocks
+        moved into ggml's block layout (values unchanged; core/gguf/sources_mxfp4.py)."""
+        from quantpress.core.gguf import sources_mxfp4
+
+        transform = next((tr for tr in t.transforms if tr.startswith("mxfp4_rows:")), None)
+        if transform is None:
+            raise InvalidModel(f"{t.source}: only MXFP4 expert blocks can be copied unchanged")
+        a, b = (int(v) for v in transform.split(":")[1:])
+        for e in range(t.shape[0]):
+            blocks, scales = self._mxfp4_expert(t, e)
+            yield sources_mxfp4.to_ggml(blocks[a::b], scales[a::b])
+
+    def _mxfp4_expert(self, t: TensorPlan, e: int) -> tuple[np.ndarray, np.ndarray]:
+        """Expert ``e``'s MXFP4 blocks [R, C/32, 16] and scales [R, C/32] (uint8)."""
+        from quantpress.core.gguf.sources_mxfp4 import MXFP4_BLOCKS_SUFFIX, MXFP4_SCALES_SUFFIX
+
+        out = []
+        for name in (t.source, t.source.removesuffix(MXFP4_BLOCKS_SUFFIX) + MXFP4_SCALES_SUFFIX):
+            fname = self._locate(name, t.source_file)
+            f, header, start = self._open(fname)
+            meta = header[name]
+            if meta["dtype"] != "U8":
+                raise InvalidModel(f"{fname}: MXFP4 tensor '{name}' is {meta['dtype']}, expected U8")
+            shape = tuple(meta["shape"])
+            per_expert = (meta["data_offsets"][1] - meta["data_offsets"][0]) // shape[0]
+            raw = self._read(f, start + meta["data_offsets"][0] + e * per_expert, per_expert, f"{fname}: tensor '{name}'")
+            out.append(raw.reshape(shape[1:]))
+        return out[0], out[1]
+
+    def _whole(self, fname: str, source: str) -> np.ndarray:
+        """A small tensor as float32 (rows, last dim)."""
+        return np.concatenate(list(self._rows(fname, source, 0, None, 1 << 30)))
+
+    def _locate(self, name: str, hint: str) -> str:
+        """The shard holding tensor ``name`` (``hint`` first, then the index, then every shard's header)."""
+        if name in self._open(hint)[1]:
+            return hint
+        if self._where is None:
+            self._where = {t.name: t.file for t in list_hf_tensors(self.folder)}
+        if name not in self._where:
+            raise InvalidModel(f"{self.folder}: tensor '{name}' is missing. Download the complete model.")
+        return self._where[name]
+
+    def _fp8_scales(self, fname: str, source: str) -> np.ndarray:
+        """The block scales of FP8 weight ``source`` (float32 2-D); InvalidModel when there are none."""
+        from quantpress.core.gguf.sources_fp8 import FP8_SCALE_SUFFIX
+
+        name = source + FP8_SCALE_SUFFIX
+        try:
+            where = self._locate(name, fname)
+        except InvalidModel:
+            raise InvalidModel(f"{fname}: '{source}' is FP8 without a '{name}' block scale; only block-scaled FP8 "
+                               "(DeepSeek-V3 style, quantization_config.weight_block_size) can be read") from None
+        if name not in self._fp8_cache:
+            self._fp8_cache = {name: self._whole(where, name)}  # one weight's scales at a time
+        return self._fp8_cache[name]
+
     def _rows(self, fname: str, source: str, first: int, stop: int | None, max_rows: int,
               add: float = 0.0) -> Iterator[np.ndarray]:
         """Float32 slabs of rows first..stop (None: all) of ``source`` viewed as 2-D (rows, last dim)."""
@@ -414,7 +583,10 @@ class HFReader:
         for a in range(first, stop, max_rows):
             b = min(stop, a + max_rows)
             raw = self._read(f, start + begin + a * row_bytes, (b - a) * row_bytes, what)
-            x = _to_f32(raw, meta["dtype"]).reshape(b - a, n_per_row)
+            if meta["dtype"] == FP8_DTYPE:
+                x = fp8_rows(raw.reshape(b - a, n_per_row), self._fp8_scales(fname, source), a, fp8_block(self.config))
+            else:
+                x = _to_f32(raw, meta["dtype"]).reshape(b - a, n_per_row)
             if add:
                 x = x + np.float32(add)
             yield x

@@ -35,7 +35,8 @@ class GgmlType(NamedTuple):
 # checked against the loaded library in _load() so a mismatching ggml build fails loudly.
 GGML_TYPES: dict[str, GgmlType] = {name: GgmlType(*geometry) for name, geometry in ggml_geometry((
     "F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ2_XXS",
-    "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "IQ1_M", "BF16")).items()}
+    "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS", "IQ1_M", "BF16",
+    "MXFP4")).items()}  # MXFP4: gpt-oss's expert type (the MXFP4_MOE mix); ggml's quantize_mxfp4 ignores importance
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None

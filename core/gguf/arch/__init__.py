@@ -58,6 +58,21 @@ class ExpertSpec:
         return int(next((config[k] for k in self.count_keys if config.get(k)), 0))
 
 
+# One part of a split source tensor: (HF-style name suffix gguf-py's name map knows, numpy shape, the
+# HFReader transform that produces it from the source; '' reads it unchanged).
+SplitPart = tuple[str, tuple[int, ...], str]
+
+
+@dataclass(frozen=True)
+class Split:
+    """An HF tensor whose name ends in ``suffix`` written as the GGUF tensors ``parts(config, shape)``
+    returns (a rename, a transpose, gpt-oss's interleaved gate/up columns, DeepSeek's kv_b_proj into
+    k_b/v_b). The new suffixes replace ``suffix`` in the name before gguf-py's name map sees it."""
+
+    suffix: str
+    parts: Callable[[Config, tuple[int, ...]], list[SplitPart]]
+
+
 @dataclass(frozen=True)
 class ArchSpec:
     """How to convert one model family (see module docstring)."""
@@ -90,6 +105,11 @@ class ArchSpec:
     nextn_key: str | None = None
     # False where the family's converter writes no rope keys at all (Gemma 2: llama.cpp's defaults).
     rope_kv: bool = True
+    # Source tensors written differently (see Split); the first whose suffix matches applies.
+    splits: tuple[Split, ...] = ()
+    # Drop tensors of layers past num_hidden_layers (DeepSeek's MTP layers, which llama.cpp's
+    # converter skips for deepseek2) instead of refusing them.
+    skip_extra_layers: bool = False
 
 
 def rope_theta(config: Config, default: float | None = None, *, sliding: bool = False) -> float | None:
@@ -157,16 +177,19 @@ def common_rope_kv(config: Config) -> list[KV]:
     elif rtype == "yarn" and factor is not None:
         out += [("rope.scaling.type", "yarn", "STRING"), ("rope.scaling.factor", float(factor), "FLOAT32"),
                 ("rope.scaling.original_context_length", int(rs["original_max_position_embeddings"]), "UINT32")]
-        out += [(f"rope.scaling.{key}", float(rs[ck]), "FLOAT32") for ck, key in _YARN_EXTRAS if rs.get(ck) is not None]
+        for key, names in _YARN_KEYS:
+            value = next((rs[n] for n in names if rs.get(n) is not None), None)
+            if value is not None:
+                out.append((f"rope.scaling.{key}", float(value), "FLOAT32"))
     if rs.get("mrope_section"):  # M-RoPE (Qwen-VL): [time, height, width, extra] rotary pairs
         sections = [int(v) for v in rs["mrope_section"]][:4]
         out.append(("rope.dimension_sections", sections + [0] * (4 - len(sections)), "ARRAY[INT32]"))
     return out
 
 
-# Optional yarn parameters TextModel copies from the rope config: (config key, GGUF key).
-_YARN_EXTRAS = (("extrapolation_factor", "yarn_ext_factor"), ("attention_factor", "yarn_attn_factor"),
-                ("beta_fast", "yarn_beta_fast"), ("beta_slow", "yarn_beta_slow"))
+# Optional YaRN parameters TextModel copies from the rope dict (gpt-oss sets beta_fast/beta_slow).
+_YARN_KEYS = (("yarn_ext_factor", ("extrapolation_factor",)), ("yarn_attn_factor", ("attention_factor", "attn_factor")),
+              ("yarn_beta_fast", ("beta_fast",)), ("yarn_beta_slow", ("beta_slow",)))
 
 
 # Keys every mixture-of-experts model writes (TextModel.set_gguf_parameters: expert counts, groups).
@@ -193,7 +216,7 @@ def gating_func_kv(config: Config) -> list[KV]:
 
 
 _MODULES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "qwen3moe", "mixtral", "qwen2moe", "olmoe",
-            "glm4moe", "gemma2", "smollm3", "mistral3", "qwen3vl")
+            "glm4moe", "gemma2", "smollm3", "mistral3", "qwen3vl", "gptoss", "deepseekv3")
 
 
 def _load_all() -> list[ArchSpec]:

@@ -135,7 +135,8 @@ def test_unsupported_moe_architecture_names_class_and_list(tiny: Callable[[str],
     cfg["architectures"] = ["JambaForCausalLM"]
     (folder / "config.json").write_text(json.dumps(cfg))
     supported = sorted(c for s in all_specs() for c in s.hf_classes)
-    assert {"Qwen3MoeForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "OlmoeForCausalLM"} <= set(supported)
+    assert {"Qwen3MoeForCausalLM", "MixtralForCausalLM", "Qwen2MoeForCausalLM", "OlmoeForCausalLM", "GptOssForCausalLM",
+            "DeepseekV3ForCausalLM"} <= set(supported)
     with pytest.raises(UnsupportedArchitecture, match="'JambaForCausalLM'.*supported: .*Qwen3MoeForCausalLM"):
         plan_conversion(open_source(folder), ["Q8_0"], tmp_path)
 
@@ -212,3 +213,35 @@ def test_calibration_text_and_awq_refuse_moe_clearly(tiny: Callable[[str], Path]
         plan_conversion(open_source(tiny(DEFAULT_RUN)), ["Q4_K_M"], tmp_path, calibration="default")
     with pytest.raises(UnsupportedArchitecture, match="'Qwen3MoeForCausalLM'; supported: "):
         arch_for("Qwen3MoeForCausalLM")
+
+
+def test_mxfp4_moe_mix_follows_llama_quantize() -> None:
+    """MXFP4_MOE (llama_tensor_get_type_impl): tensors with ne[2] > 1 MXFP4 (routed experts, and
+    DeepSeek's 3-D attn_k_b), every other quantizable tensor Q8_0, the output included; 1-D tensors and
+    routers F32; a row that is no multiple of 32 falls back to F16."""
+    shapes: dict[str, tuple[int, ...]] = {
+        "token_embd.weight": (1000, 256), "output.weight": (1000, 256), "blk.0.attn_q.weight": (256, 256),
+        "blk.0.attn_sinks.weight": (4,), "blk.0.ffn_gate_inp.weight": (4, 256), "blk.0.ffn_gate_exps.bias": (4, 128),
+        "blk.0.ffn_gate_exps.weight": (4, 128, 256), "blk.0.ffn_down_exps.weight": (4, 256, 128),
+        "blk.0.attn_k_b.weight": (4, 128, 64), "blk.0.ffn_up_exps.weight": (4, 128, 48)}
+    types = tensor_types(shapes, "MXFP4_MOE", MixContext(n_layers=1, n_gqa=2, n_expert=4))
+    assert types == {"token_embd.weight": "Q8_0", "output.weight": "Q8_0", "blk.0.attn_q.weight": "Q8_0",
+                     "blk.0.attn_sinks.weight": "F32", "blk.0.ffn_gate_inp.weight": "F32",
+                     "blk.0.ffn_gate_exps.bias": "F32", "blk.0.ffn_gate_exps.weight": "MXFP4",
+                     "blk.0.ffn_down_exps.weight": "MXFP4", "blk.0.attn_k_b.weight": "MXFP4",
+                     "blk.0.ffn_up_exps.weight": "F16"}
+
+
+def test_mxfp4_from_floats_is_ggmls_quantizer() -> None:
+    """bf16 experts kept MXFP4 are quantized by ggml's own quantize_mxfp4 (llama-quantize's bytes), and
+    decode back within one E2M1 step of the block's scale."""
+    import gguf
+    from quantpress.core.quant import engine_for, quantize_tensor
+
+    x = np.random.default_rng(0).standard_normal((8, 256)).astype(np.float32)
+    assert engine_for("MXFP4", has_importance=False) == "ggml"
+    q = quantize_tensor(x, "MXFP4", None, threads=2)
+    assert q.shape == (8, 256 // 32 * 17)
+    back = gguf.quants.dequantize(q, gguf.GGMLQuantizationType.MXFP4).reshape(8, 256)
+    block_max = np.abs(x.reshape(8, 8, 32)).max(axis=-1, keepdims=True)
+    assert np.all(np.abs(back - x).reshape(8, 8, 32) <= block_max / 3 + 1e-6)
