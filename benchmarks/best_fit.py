@@ -3,7 +3,8 @@
 Per test model: the file sizes llama.cpp's Q3_K_S, Q3_K_M, Q4_K_S, Q4_K_M and Q5_K_M have for it (its
 llama-quantize mixing rules, ``policy llama.cpp``: quantpress reproduces its per-tensor types and so its
 sizes to the byte), then ``quantpress convert --target-size <that size>`` against quantpress's own
-fixed mix (``-f Q3_K_M`` ...), both with the default importance (estimated from the weights). KLD =
+fixed mix (``-f Q3_K_M`` ...), both with the default importance (estimated from the weights), the
+target's sensitivity the default too (the weights estimate, core/gguf/best_fit.py). KLD =
 mean KL-divergence to the model's F32 GGUF per token on held-out text (resources/eval/heldout.txt),
 paired over the same tokens. Also: planning time (``--target-size ... --dry-run``) against a Q4_K_M
 conversion (wall and CPU seconds, each its own process), and ``--fit ram`` at a context with a memory
@@ -71,7 +72,9 @@ def fit_budget(model: Path, fmt: str) -> int:
 
 
 def study(label: str, model: Path, chunks: int, n_ctx: int, work: Path) -> dict[str, object]:
-    from quantpress.core.memory import RuntimeConfig, measure_rss_increase
+    from quantpress.core.memory import RuntimeConfig
+
+    from tests.rss_probe import measure_rss_increase
 
     name = model.name
     work.mkdir(parents=True, exist_ok=True)
@@ -116,7 +119,8 @@ def render(results: dict[str, dict[str, object]], args: argparse.Namespace) -> s
     mib = 2**20
     lines = ["## Types chosen for a target", "",
              "`quantpress convert MODEL --target-size N` (core/gguf/best_fit.py) against quantpress's fixed mix of "
-             "llama.cpp's size for that mix, both with the default importance (estimated from the weights). KLD = mean "
+             "llama.cpp's size for that mix, both with the default importance (estimated from the weights); the "
+             "per-tensor sensitivity the planner's default (the weights estimate). KLD = mean "
              f"KL-divergence to the model's F32 GGUF per token on held-out text ({args.chunks}×{args.n_ctx} tokens of "
              "resources/eval/heldout.txt); Δ = paired mean difference best − fixed ± its standard error; "
              "ratio = KLD best / KLD fixed (the issue asks ≤ 0.90). 2 shared CPU cores.", "",

@@ -27,6 +27,10 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
                           "(gpu) or the available RAM (ram)")
     group.add_argument("--context", type=int, default=4096, metavar="N", help="context tokens for --fit (default 4096)")
     group.add_argument("--kv-type", default="f16", choices=tuple(KV_TYPES), help="KV cache type for --fit (default f16)")
+    group.add_argument("--sensitivity", choices=("weights", "fisher"), default=None,
+                       help="how each tensor's sensitivity is found: estimated from the weights (default; about "
+                            "one conversion's time) or a calibration pass through the model (fisher; needs torch, "
+                            "slower)")
     group.add_argument("--memory", metavar="SIZE",
                        help="--fit within SIZE of VRAM (gpu) or RAM (ram) instead of what this machine has free")
 
@@ -39,6 +43,8 @@ def target_from_args(args: argparse.Namespace) -> Target | None:
                                          ("--context", args.context != 4096), ("--kv-type", args.kv_type != "f16"))
                 if given]
     if args.target_size is None and args.target_bpw is None and args.fit is None:
+        if args.sensitivity is not None:
+            raise InvalidInput("--sensitivity only applies with a target (--target-size, --target-bpw, --fit)")
         if fit_only:
             raise InvalidInput(f"{', '.join(fit_only)} only apply with --fit gpu|ram")
         return None
@@ -66,6 +72,7 @@ def plan_for_target(model: Any, target: Target, args: argparse.Namespace) -> Con
     report = Throttle(progress_line(40), 0.5) if not args.json else (lambda p: None)
     out: Path | None = args.out
     plan = plan_best_fit(model, target, out, imatrix=args.imatrix, calibration=args.calibration,
-                         threads=args.threads, engine=args.engine, report=report)
+                         threads=args.threads, engine=args.engine, report=report,
+                         **({"sensitivity": args.sensitivity} if args.sensitivity else {}))
     end_progress_line()
     return plan

@@ -5,14 +5,17 @@ the memory of a GPU / of RAM at a context), minimising the expected loss.
     plan.outputs[0].tensor_types, plan.outputs[0].file_bytes, plan.target.expected_kld
     convert(plan)        # an ordinary GGUF of mixed types; the sidecar holds the plan (replayable)
 
-1. Sensitivity: a short Fisher pass over the built-in calibration text (core/calibration/fisher.py:
-   per linear, output-gradient² per row × input² per column, the second-order KL of the model's own
-   predictions); where the model cannot be run (a GGUF source, no torch, too large for RAM), the
-   weights-only estimate (core/calibration/sensitivity.py), with a warning. The quantizer's
+1. Sensitivity (SENSITIVITIES): by default the weights estimate (core/calibration/sensitivity.py),
+   computed in the same read of the weights as the importance estimate the conversion uses, so
+   planning costs about one conversion; or, on request, a short Fisher pass over the built-in
+   calibration text (core/calibration/fisher.py: per linear, output-gradient² per row × input² per
+   column, the second-order KL of the model's own predictions), finer but needing torch and a pass
+   through the model (seconds of fixed cost before the first weight is measured). The quantizer's
    importance is the plan's own (weights-estimated by default, or a measured imatrix).
 2. For every quantizable tensor and every type its row length allows (CANDIDATES), that type's
-   error, measured on a sample of rows with the quantizer the converter will use
-   (core/gguf/tensor_errors.py) and weighted by the sensitivity: the expected loss of each option.
+   error, measured on a sample of rows with the quantizer the converter will use, more rows where
+   the estimate's standard error is above 5% (core/gguf/tensor_errors.py), and weighted by the
+   sensitivity: the expected loss of each option.
 3. The budgeted choice (core/gguf/allocate.py), then checked exactly: the file size from the layout
    encoder, memory from the estimator (core/estimate.py); a fit target that the linear per-tensor
    costs slightly misjudged is solved again with the overshoot taken off the budget.
@@ -57,6 +60,11 @@ from quantpress.core.model import ModelInfo
 CANDIDATES = ("Q2_K", "Q3_K", "IQ4_XS", "IQ4_NL", "Q4_K", "Q4_1", "Q5_0", "Q5_K", "Q5_1", "Q6_K", "Q8_0")
 MAX_RESOLVES = 6  # fit targets: re-solves with the estimator's overshoot taken off the budget
 FISHER_RAM_SHARE = 0.6  # the sensitivity pass loads the model in float32: at most this share of free RAM
+# Where the per-tensor sensitivity comes from: 'weights' (the weights estimate, sharing the importance
+# estimate's one read of the weights: planning costs about one conversion) or 'fisher' (a calibration
+# pass through the model with torch: finer, but its fixed costs alone are many small conversions).
+SENSITIVITIES = ("weights", "fisher")
+DEFAULT_SENSITIVITY = "weights"
 
 
 def candidates_for(name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
@@ -69,10 +77,14 @@ def candidates_for(name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
 def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
                   imatrix: str | Path | None = None, calibration: str | Path | None = None,
                   threads: int = 0, engine: str = "auto", hardware: Hardware | None = None,
-                  report: Report = ignore, cancel: CancelToken = NEVER) -> ConversionPlan:
+                  sensitivity: str = DEFAULT_SENSITIVITY, report: Report = ignore,
+                  cancel: CancelToken = NEVER) -> ConversionPlan:
     """A plan with one MIXED output whose per-tensor types meet ``target`` with the least expected
     loss (module docstring). Importance options as plan_conversion's; ``hardware``: for fit targets
-    (detected when None). Reads the weights (importance, errors); writes nothing."""
+    (detected when None); ``sensitivity``: one of SENSITIVITIES. Reads the weights (importance,
+    errors); writes nothing."""
+    if sensitivity not in SENSITIVITIES:
+        raise InvalidInput(f"unknown sensitivity '{sensitivity}'; choose one of {', '.join(SENSITIVITIES)}")
     t0 = time.monotonic()
     base = plan_conversion(model, ["Q8_0"], None, imatrix=imatrix, calibration=calibration, threads=threads,
                            engine=engine)
@@ -100,9 +112,11 @@ def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
     fixed_cost = sum(cost(n, shapes[n], t) for n, t in fixed_types.items())
     n_params = sum(t.n_elements for t in base.tensors)
 
-    def solve(loss: Callable[[str, str], float]) -> tuple[int, Allocation, int]:
-        """(budget, allocation, estimated memory or 0) for the options' losses ``loss(name, type)``."""
-        options = {n: [Option(t, cost(n, shapes[n], t), loss(n, t)) for t in c] for n, c in cands.items() if c}
+    def solve(loss: Callable[[str, str], float | None]) -> tuple[int, Allocation, int]:
+        """(budget, allocation, estimated memory or 0) for the options' losses ``loss(name, type)``
+        (None: not an option, a dearer type than one with no loss at all)."""
+        options = {n: [Option(t, cost(n, shapes[n], t), v) for t in c if (v := loss(n, t)) is not None]
+                   for n, c in cands.items() if c}
         if target.kind == "size":
             return target.size_bytes, _solve(options, target.size_bytes - len(head) - fixed_cost,
                                              lambda b: f"{b:,} bytes"), 0
@@ -115,9 +129,9 @@ def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
                                     finish))
 
     solve(lambda n, t: 0.0)  # refuses a target nothing fits before the weights are read
-    errors, sensitivity, notes = _measure(base, cands, src_kv, threads, report, cancel)
+    errors, source, notes = _measure(base, cands, src_kv, threads, sensitivity, report, cancel)
     report(Progress("plan", 0.999, "choosing types"))
-    budget, alloc, memory = solve(lambda n, t: errors[n].loss[t])
+    budget, alloc, memory = solve(lambda n, t: errors[n].loss.get(t))
     types = {t.name: {**fixed_types, **alloc.types}[t.name] for t in base.tensors}
     head, file_bytes = finish(types)
     if target.kind == "size" and file_bytes > target.size_bytes:  # the layout's promise; never hand out more
@@ -128,7 +142,7 @@ def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
                         "every tensor at its lowest-error type")
     summary = TargetSummary(target.kind, target.label, budget, alloc.loss, memory,
                             target.ctx_tokens if target.is_fit else 0, target.kv_type if target.is_fit else "",
-                            round(time.monotonic() - t0, 2), sensitivity)
+                            round(time.monotonic() - t0, 2), source)
     output = OutputPlan(str(path), MIXED_FORMAT, types, file_bytes, len(head))
     return dataclasses.replace(base, outputs=(output,), target=summary, warnings=tuple(warnings))
 
@@ -179,7 +193,7 @@ def _solve_fit(model: ModelInfo, target: Target, hw: Hardware, shapes: dict[str,
 
 
 def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: list[Any], threads: int,
-             report: Report, cancel: CancelToken) -> tuple[dict[str, TensorErrors], str, list[str]]:
+             sensitivity: str, report: Report, cancel: CancelToken) -> tuple[dict[str, TensorErrors], str, list[str]]:
     """Expected loss of every candidate type of every tensor, the sensitivity's source ('fisher' or
     'weights') and warnings."""
     from quantpress.core.calibration.sensitivity import estimate_sensitivity
@@ -202,10 +216,10 @@ def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: li
         def read(t: TensorPlan) -> Any:
             return _checked_slabs(reader, t)
 
-        why_not = _fisher_unavailable(base)
+        why_not = _fisher_unavailable(base) if sensitivity == "fisher" else None
         fisher: dict[str, list[LossTerm]] = {}
         estimated = None
-        if why_not is None:
+        if sensitivity == "fisher" and why_not is None:
             from quantpress.core.calibration.collect import resolve_device
             from quantpress.core.calibration.fisher import fisher_terms
 
@@ -215,7 +229,8 @@ def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: li
                 estimated = weight_importance(base.tensors, read, src_kv, base.gguf_arch, report=report, cancel=cancel)
             source = "fisher"
         else:
-            warnings.append(f"sensitivity estimated from the weights only ({why_not}): a cruder ranking of tensors")
+            if why_not is not None:
+                warnings.append(f"sensitivity estimated from the weights ({why_not}), not by a calibration pass")
             estimated, sens = estimate_sensitivity(base.tensors, read, src_kv, base.gguf_arch, report=report,
                                                    cancel=cancel)
             source = "weights"

@@ -129,3 +129,14 @@ def test_fit_gpu_counts_what_the_gpu_holds(model: Path, tmp_path: Path) -> None:
     est = estimate_output(info, hw, RuntimeConfig(n_ctx=256, kv_type="q8_0"), {t.name: t.shape for t in plan.tensors},
                 out.tensor_types, out.file_bytes, out.metadata_bytes)
     assert est.fit == "gpu" and est.vram_bytes == plan.target.memory_bytes <= 1024**3
+
+
+@pytest.mark.slow
+def test_fisher_sensitivity_on_request(model: Path, tmp_path: Path) -> None:
+    info = open_source(model)
+    size = plan_conversion(info, ["Q4_K_M"], tmp_path).outputs[0].file_bytes
+    plan = plan_best_fit(info, Target.size(size), tmp_path, sensitivity="fisher")
+    assert plan.target is not None and plan.target.sensitivity == "fisher"
+    assert plan.outputs[0].file_bytes <= size
+    with pytest.raises(InvalidInput, match="unknown sensitivity"):
+        plan_best_fit(info, Target.size(size), tmp_path, sensitivity="guess")

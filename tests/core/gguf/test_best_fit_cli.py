@@ -32,6 +32,7 @@ def test_target_size_dry_run_shows_the_plan(model: Path, tmp_path: Path, capsys:
     assert main(["convert", str(model), "--target-size", "600KB", "--out", str(tmp_path), "--dry-run", "--json"]) == 0
     (plan,) = json.loads(capsys.readouterr().out)
     assert plan["file_bytes"] <= 600_000 and plan["target"]["kind"] == "size"
+    assert plan["target"]["sensitivity"] == "weights"  # the default: no calibration pass, no torch
     assert len(set(plan["tensor_types"].values())) >= 2
     assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
 
@@ -39,6 +40,7 @@ def test_target_size_dry_run_shows_the_plan(model: Path, tmp_path: Path, capsys:
 @pytest.mark.parametrize(("args", "message"), [
     (["-f", "Q4_K_M", "--target-bpw", "4.5"], "either --format or a target"),
     (["--memory", "2GB"], "only apply with --fit"),
+    (["-f", "Q4_K_M", "--sensitivity", "fisher"], "--sensitivity only applies with a target"),
     (["--target-size", "4.5 parsecs"], "is not a size"),
     (["--target-bpw", "0.5"], "out of range"),
     (["--target-size", "1KB", "--tensor-type", "ffn=Q8_0"], "chooses every tensor's type itself"),
