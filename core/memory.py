@@ -148,13 +148,26 @@ class KVShape:
     n_embd_v_gqa: int
     sliding_window: int | None = None
     swa_layers: tuple[int, ...] = ()
+    recurrent_layers: tuple[int, ...] = ()  # layers with a recurrent state instead of KV (hybrids)
+    recurrent_state_bytes: int = 0  # that state, per layer and sequence
+    n_nextn_layers: int = 0  # trailing MTP blocks: no cache at all
 
     @classmethod
     def of(cls, model: ModelInfo | KVShape) -> KVShape:
         if isinstance(model, KVShape):
             return model
         return cls(model.n_layers, model.head_dim * model.n_kv_heads, model.head_dim_v * model.n_kv_heads,
-                   model.sliding_window, model.swa_layers)
+                   model.sliding_window, model.swa_layers, model.recurrent_layers, model.recurrent_state_bytes,
+                   model.n_nextn_layers)
+
+
+def recurrent_state_bytes(d_conv: int, d_inner: int, n_group: int, d_state: int) -> int:
+    """One recurrent layer's state for one sequence, F32 (llama-memory-recurrent.cpp: r_l [n_embd_r]
+    and s_l [n_embd_s] per sequence, n_rs_seq = 0 snapshots by default; llama-hparams.cpp:
+    n_embd_r = (d_conv - 1) * (d_inner + 2 * n_group * d_state), the conv state; n_embd_s =
+    d_state * d_inner, the Mamba / Gated DeltaNet state). Fixed: it does not grow with context."""
+    n_embd_r = max(d_conv - 1, 0) * (d_inner + 2 * n_group * d_state)
+    return 4 * (n_embd_r + d_state * d_inner)
 
 
 def kv_cells(model: ModelInfo | KVShape, cfg: RuntimeConfig, layer: int) -> int:
@@ -167,8 +180,14 @@ def kv_cells(model: ModelInfo | KVShape, cfg: RuntimeConfig, layer: int) -> int:
 
 
 def kv_layer_bytes(model: ModelInfo | KVShape, cfg: RuntimeConfig, layer: int) -> int:
-    """K [n_embd_k_gqa, cells] + V [n_embd_v_gqa, cells] (llama-kv-cache.cpp:209-234)."""
+    """K [n_embd_k_gqa, cells] + V [n_embd_v_gqa, cells] (llama-kv-cache.cpp:209-234); on a hybrid's
+    recurrent layer its fixed state per sequence instead, and nothing on MTP blocks (llama-model.cpp
+    create_memory: hybrid filters take il < n_layer(), recurrent or not; n_layer() excludes nextn)."""
     shape = KVShape.of(model)
+    if layer >= shape.n_layers - shape.n_nextn_layers:
+        return 0
+    if layer in shape.recurrent_layers:
+        return shape.recurrent_state_bytes * max(1, cfg.n_seq)
     cells = kv_cells(shape, cfg, layer) * cfg.n_seq
     k = kv_row_bytes(cfg.kv_type, shape.n_embd_k_gqa)
     v = kv_row_bytes(cfg.kv_type_v or cfg.kv_type, shape.n_embd_v_gqa)

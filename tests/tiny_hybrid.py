@@ -45,6 +45,15 @@ HYBRID_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
                                                            "partial_rotary_factor": 0.25})),
 }
 HYBRID_ARCHS: tuple[str, ...] = tuple(HYBRID_SPECS)
+# A larger Qwen3.5-shaped model for the memory benchmark (benchmarks/estimate_memory.py): real head
+# sizes (128) so the recurrent state (512 KiB per DeltaNet layer) and the KV cache are not lost in
+# the noise; 8 layers, full attention on every 4th. Not used by the tests.
+HYBRID_SPECS["qwen35-mid"] = ("Qwen3_5TextConfig", dict(
+    _BASE, max_position_embeddings=8192, num_hidden_layers=8, hidden_size=512, intermediate_size=1536, num_attention_heads=8,
+    num_key_value_heads=2, head_dim=128, linear_key_head_dim=128, linear_value_head_dim=128,
+    linear_num_key_heads=4, linear_num_value_heads=8, tie_word_embeddings=True,
+    layer_types=(["linear_attention"] * 3 + ["full_attention"]) * 2,
+    rope_parameters=dict(_MROPE, mrope_section=[6, 5, 5]), mtp_num_hidden_layers=1))
 ROUTER_STD = 0.5  # keeps the top-2 expert choice clear of near ties (see tiny_models.MOE_SPECS)
 
 

@@ -160,7 +160,11 @@ def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
     out = [info("model.embed_tokens.weight", (vocab, h)), info("model.norm.weight", (h,))]
     if not config.get("tie_word_embeddings", False):
         out.append(info("lm_head.weight", (vocab, h)))
-    groups = _ARCH_LAYERS.get(spec.name) or _ARCH_LAYERS["llama" if spec.gguf_arch == "llama" else spec.gguf_arch]
+    groups = _ARCH_LAYERS.get(spec.name) or _ARCH_LAYERS.get("llama" if spec.gguf_arch == "llama" else spec.gguf_arch)
+    if groups is None:
+        raise UnsupportedArchitecture(
+            f"{spec.name}: quantpress cannot yet describe this family's tensors from config.json alone; "
+            "download the model (its safetensors) and convert the local folder")
     n_dense = int(config.get("first_k_dense_replace") or 0) if spec.name in _DENSE_LEAD else 0
     n_layers = int(config["num_hidden_layers"])
     for i in range(block_count(spec, config)):  # MTP blocks (i >= n_layers): a MoE layer plus their own tensors
