@@ -12,6 +12,7 @@ import re
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -351,6 +352,10 @@ def _qkvz_order(part: str, nk: int, dk: int, dvg: int) -> np.ndarray:
                            for p in ("qkv" if part == "qkv" else "z")])
 
 
+def _vhead_cols(x: np.ndarray, *, nk: int, per_k: int, hd: int) -> np.ndarray:
+    return x[:, _vhead_order(x.shape[1], nk, per_k, hd)]
+
+
 def row_order(transforms: tuple[str, ...], n_rows: int) -> np.ndarray | None:
     """Source row of each output row for the row-picking transforms (None: rows as stored)."""
     for tr in transforms:
@@ -373,12 +378,12 @@ def _slab_transform(transforms: tuple[str, ...]) -> Callable[[np.ndarray], np.nd
     for tr in transforms:
         kind, _, arg = tr.partition(":")
         if kind == "add":
-            steps.append(lambda x, v=np.float32(arg): x + v)
+            steps.append(partial(np.add, np.float32(arg)))
         elif kind == "neg_exp":
             steps.append(lambda x: -np.exp(x))
         elif kind == "vcols":
             nk, per_k, hd = (int(v) for v in arg.split(":"))
-            steps.append(lambda x, nk=nk, per_k=per_k, hd=hd: x[:, _vhead_order(x.shape[1], nk, per_k, hd)])
+            steps.append(partial(_vhead_cols, nk=nk, per_k=per_k, hd=hd))
 
     def apply(x: np.ndarray) -> np.ndarray:
         for step in steps:

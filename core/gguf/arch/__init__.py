@@ -249,7 +249,7 @@ def arch_kv(spec: ArchSpec, config: Config) -> list[KV]:
     n_next = config.get(spec.nextn_key) if spec.nextn_key else None
     if n_next is not None and (n_next or spec.nextn_write_zero):  # GLM: written even when 0, as llama.cpp does
         rows["block_count"] = ("block_count", block_count(spec, config), "UINT32")
-        rows["nextn_predict_layers"] = ("nextn_predict_layers", int(config[spec.nextn_key]), "UINT32")
+        rows["nextn_predict_layers"] = ("nextn_predict_layers", int(n_next), "UINT32")
     for key, value, vtype in common_rope_kv(config) + (spec.extra_kv(config) if spec.extra_kv else []):
         rows[key] = (key, value, vtype)  # later rows override (e.g. Gemma's explicit defaults)
     if spec.write_vocab_size and config.get("vocab_size") is not None:

@@ -60,7 +60,7 @@ def deltanet_kv(config: Config, *, mrope: bool) -> list[KV]:
     out: list[KV] = [
         ("ssm.inner_size", int(config["linear_value_head_dim"]) * int(config["linear_num_value_heads"]), "UINT32"),
         ("attention.recurrent_layers", recurrent_layers(config), "ARRAY[BOOL]"),
-        ("rope.dimension_count", int(head_dim(config) * float(factor)), "UINT32"),
+        ("rope.dimension_count", int(head_dim(config) * float(factor or 0.25)), "UINT32"),
     ]
     if mrope:
         section = list(rope_scaling(config).get("mrope_section") or DEFAULT_MROPE_SECTION)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from quantpress.core.gguf.arch import MOE_HPARAMS, TEXT_HPARAMS, ArchSpec, ExpertSpec
 from quantpress.core.gguf.arch.deltanet import DELTANET_HPARAMS, MTP_COUNT_KEY, linear_attn_rules
-from quantpress.core.gguf.arch.qwen35 import qwen35_kv
 from quantpress.core.gguf.arch.qwen3moe import MOE_FFN_HPARAMS
+from quantpress.core.gguf.arch.qwen35 import qwen35_kv
 
 SPEC = ArchSpec(
     name="qwen35moe",
