@@ -75,7 +75,9 @@ ARCHITECTURES: dict[str, ArchRow] = {
     "Glm4MoeForCausalLM": ArchRow("glm4moe"),
     # Gated DeltaNet hybrids: recurrent state on linear-attention layers, KV on the others.
     "Qwen3_5ForCausalLM": ArchRow("qwen35"),
+    "Qwen3_5ForConditionalGeneration": ArchRow("qwen35"),
     "Qwen3_5MoeForCausalLM": ArchRow("qwen35moe"),
+    "Qwen3_5MoeForConditionalGeneration": ArchRow("qwen35moe"),
     "Qwen3NextForCausalLM": ArchRow("qwen3next"),
 }
 GGUF_SWA = {"gemma3": 6, "gemma2": 2}  # llama.cpp archs with interleaved SWA and their default pattern

@@ -44,6 +44,13 @@ HYBRID_SPECS: dict[str, tuple[str, dict[str, Any]]] = {
                                           rope_parameters={"rope_type": "default", "rope_theta": 10_000_000.0,
                                                            "partial_rotary_factor": 0.25})),
 }
+# Multimodal releases (Qwen3_5ForConditionalGeneration): text config class -> (wrapper config class,
+# a tiny vision tower, which the GGUF leaves out).
+_VISION = dict(depth=1, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=256,
+               num_position_embeddings=64)
+WRAPPERS = {"Qwen3_5Config": ("Qwen3_5TextConfig", _VISION), "Qwen3_5MoeConfig": ("Qwen3_5MoeTextConfig", _VISION)}
+HYBRID_SPECS["qwen35-vl"] = ("Qwen3_5Config", HYBRID_SPECS["qwen35"][1])
+HYBRID_SPECS["qwen35moe-vl"] = ("Qwen3_5MoeConfig", HYBRID_SPECS["qwen35moe"][1])
 HYBRID_ARCHS: tuple[str, ...] = tuple(HYBRID_SPECS)
 # A larger Qwen3.5-shaped model for the memory benchmark (benchmarks/estimate_memory.py): real head
 # sizes (128) so the recurrent state (512 KiB per DeltaNet layer) and the KV cache are not lost in
@@ -66,9 +73,15 @@ def build_hybrid_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
     config_class, kwargs = HYBRID_SPECS[arch]
     folder.mkdir(parents=True)
     ids = _copy_smollm2_tokenizer(folder)
-    config = getattr(transformers, config_class)(**{**kwargs, **ids})
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(config)
+    if config_class in WRAPPERS:  # the multimodal release: the text model under a vision wrapper
+        text_class, vision = WRAPPERS[config_class]
+        text = getattr(transformers, text_class)(**{**kwargs, **ids})
+        config = getattr(transformers, config_class)(text_config=text.to_dict(), vision_config=vision, **ids)
+        model = transformers.AutoModelForImageTextToText.from_config(config)
+    else:
+        config = getattr(transformers, config_class)(**{**kwargs, **ids})
+        model = transformers.AutoModelForCausalLM.from_config(config)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("linear_attn.norm.weight"):  # gated RMSNorm: plain w
@@ -79,7 +92,7 @@ def build_hybrid_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
                 p.copy_(ROUTER_STD * torch.randn_like(p))
     model = model.to(torch.bfloat16)
     model.save_pretrained(folder)
-    state = _mtp_block(model, config)
+    state = _mtp_block(model, getattr(config, "text_config", config))
     save_file(state, str(folder / "model-mtp.safetensors"), metadata={"format": "pt"})
     _add_to_index(folder, state, "model-mtp.safetensors")
     gen = folder / "generation_config.json"
@@ -95,7 +108,8 @@ def _mtp_block(model: Any, config: Any) -> dict[str, Any]:
 
     h = config.hidden_size
     last = config.num_hidden_layers - 1
-    prefix = f"model.layers.{last}."
+    prefix = next(p for p in (f"model.layers.{last}.", f"model.language_model.layers.{last}.")
+                  if any(k.startswith(p) for k in model.state_dict()))
     state = {f"mtp.layers.0.{k[len(prefix):]}": (v + 0.01 * torch.randn_like(v)).contiguous()
              for k, v in model.state_dict().items() if k.startswith(prefix)}
     state["mtp.fc.weight"] = (0.02 * torch.randn(h, 2 * h)).to(torch.bfloat16)

@@ -235,6 +235,8 @@ class _Source:
 
 def _hf_source(model: ModelInfo, config: dict[str, Any]) -> _Source:
     spec = spec_for_hf_class(_hf_class(model, config))
+    if isinstance(config.get("text_config"), dict):  # a multimodal wrapper: the language model's hparams
+        config = {**config, **config["text_config"]}
     if model.local_path is None:
         raise InvalidModel(f"{model.source}: the tokenizer and config files are needed to plan a GGUF; "
                            "download them first")

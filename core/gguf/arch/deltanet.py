@@ -87,6 +87,10 @@ def _mtp_head(name: str, shape: tuple[int, ...], config: Config) -> Outputs:
     return [(f"blk.{config['num_hidden_layers']}.nextn.{_MTP_HEAD[m[1]]}.weight", shape, ())]
 
 
+def _dropped(name: str, shape: tuple[int, ...], config: Config) -> Outputs:
+    return []
+
+
 def _dims(config: Config) -> tuple[int, int, int, int]:
     """(key heads, value heads per key head, key head dim, value head dim)."""
     nk, nv = int(config["linear_num_key_heads"]), int(config["linear_num_value_heads"])
@@ -134,6 +138,7 @@ def linear_attn_rules(*, reorder_v: bool) -> tuple[TensorRule, ...]:
                 (base + "in_proj_z.weight", (nk * per_k * dv, shape[1]), (f"qkvz:z:{args}",))]
 
     return (
+        TensorRule(r"^model\.visual\.", _dropped),  # the vision tower of the multimodal release
         TensorRule(r"^(model\.)?mtp\.layers\.\d+\.", _mtp_layer),
         TensorRule(r"^(model\.)?mtp\.\w+\.weight$", _mtp_head),
         TensorRule(r"\.linear_attn\.in_proj_qkvz\.weight$", qkvz),

@@ -16,7 +16,7 @@ def qwen35_kv(config: Config) -> list[KV]:
 SPEC = ArchSpec(
     name="qwen35",
     gguf_arch="qwen35",
-    hf_classes=("Qwen3_5ForCausalLM",),
+    hf_classes=("Qwen3_5ForCausalLM", "Qwen3_5ForConditionalGeneration"),
     hparams=TEXT_HPARAMS + DELTANET_HPARAMS,
     norm_offset=1.0,
     norm_offset_skip=("linear_attn.norm.weight",),

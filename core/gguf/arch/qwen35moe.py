@@ -12,7 +12,7 @@ from quantpress.core.gguf.arch.qwen35 import qwen35_kv
 SPEC = ArchSpec(
     name="qwen35moe",
     gguf_arch="qwen35moe",
-    hf_classes=("Qwen3_5MoeForCausalLM",),
+    hf_classes=("Qwen3_5MoeForCausalLM", "Qwen3_5MoeForConditionalGeneration"),
     hparams=TEXT_HPARAMS + MOE_HPARAMS + MOE_FFN_HPARAMS + DELTANET_HPARAMS,
     norm_offset=1.0,
     norm_offset_skip=("linear_attn.norm.weight",),

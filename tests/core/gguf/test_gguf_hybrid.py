@@ -44,12 +44,13 @@ def _reference(folder: Path, tmp_path: Path) -> tuple[Path, set[str]]:
     """llama.cpp's conversion of ``folder``, and the keys to leave out of the comparison.
 
     llama.cpp's converter names the BPE pre-tokenizer by hashing AutoTokenizer's output; for
-    model_type qwen3_5_moe_text transformers 5 forces its Qwen3_5Tokenizer (Qwen's split regex) over
-    the test vocabulary, a hash llama.cpp does not know. The reference runs on a copy that names the
-    dense model_type (same tensors, same hparams in config.json); AutoConfig then adds the dense
-    class's default intermediate_size, so its feed_forward_length is an artefact of the copy."""
+    model_type qwen3_5_moe_text and the wrappers' qwen3_5 / qwen3_5_moe, transformers 5 forces its
+    Qwen3_5Tokenizer (Qwen's split regex) over the test vocabulary, a hash llama.cpp does not know.
+    The reference runs on a copy that names the dense text model_type (same tensors, same hparams in
+    config.json); for the MoE models AutoConfig then adds the dense class's default
+    intermediate_size, so their feed_forward_length is an artefact of the copy."""
     cfg = json.loads((folder / "config.json").read_text())
-    if cfg["model_type"] != "qwen3_5_moe_text":
+    if cfg["model_type"] not in ("qwen3_5_moe_text", "qwen3_5", "qwen3_5_moe"):
         return reference_gguf(folder, tmp_path / "ref.gguf"), set()
     copy = tmp_path / "ref-src"
     shutil.copytree(folder, copy)
