@@ -100,6 +100,11 @@ class RuntimeConfig:
     flash_attn: bool | None = None
     n_seq: int = 1
     kv_type_v: str | None = None
+    # Full-size cache on sliding-window layers: llama.cpp's llama_context_default_params sets
+    # swa_full = true and llama-cpp-python 0.3.36's Llama() keeps it unless given swa_full (measured:
+    # a Gemma-2-shaped model at 8192 tokens used the full cache on its SWA layers). False: the
+    # windowed SWA cache (llama-server's default, --swa-full off).
+    swa_full: bool = True
 
     def __post_init__(self) -> None:
         for t in (self.kv_type, self.kv_type_v or self.kv_type):
@@ -171,10 +176,10 @@ def recurrent_state_bytes(d_conv: int, d_inner: int, n_group: int, d_state: int)
 
 
 def kv_cells(model: ModelInfo | KVShape, cfg: RuntimeConfig, layer: int) -> int:
-    """Cells of one layer's cache: kv_size, or the SWA size for sliding-window layers
-    (llama-kv-cache-iswa.cpp: size_swa = GGML_PAD(min(kv_size, n_swa*n_seq + n_ubatch), 256))."""
+    """Cells of one layer's cache: kv_size, or without swa_full the SWA size for sliding-window layers
+    (llama-kv-cache-iswa.cpp: size_swa = swa_full ? kv_size : GGML_PAD(min(kv_size, n_swa*n_seq + n_ubatch), 256))."""
     kv_size = pad(cfg.n_ctx, KV_PAD)
-    if layer in model.swa_layers and model.sliding_window:
+    if layer in model.swa_layers and model.sliding_window and not cfg.swa_full:
         return min(kv_size, pad(model.sliding_window * cfg.n_seq + cfg.ubatch, KV_PAD))
     return kv_size
 
