@@ -6,7 +6,10 @@ loads a GGUF and evaluates a full context; GGUF file sizes are predicted exactly
 Reference = the measurement (a fresh subprocess per point: llama_cpp.Llama(n_ctx) + eval of n_ctx
 tokens; peak RSS minus RSS before the load). Models: the demo SmolLM2-135M (its original Q4_1
 GGUF and quantpress conversions to F16/Q8_0/Q4_K_M/Q2_K) and tiny generated llama/gemma3 (SWA)
-models (tests/tiny_models.py) converted to F16.
+models (tests/tiny_models.py) converted to F16. ``--hybrid``: instead, a Qwen3.5-shaped Gated
+DeltaNet hybrid (tests/tiny_hybrid.py 'qwen35-mid', 6 recurrent + 2 attention layers, converted
+by quantpress to Q8_0) and a Gemma-2-shaped model (sliding window 256 on every other layer,
+converted to F16 by llama.cpp's own converter), e.g. ``--hybrid --contexts 2048 8192``.
 """
 
 from __future__ import annotations
@@ -75,6 +78,47 @@ def build_ggufs(workdir: Path, quick: bool = False) -> list[tuple[str, Path, int
     return out
 
 
+def build_hybrid_ggufs(workdir: Path) -> list[tuple[str, Path, int | None]]:
+    """The hybrid-memory models: a Qwen3.5-shaped one (quantpress Q8_0) and a Gemma-2-shaped one
+    (llama.cpp's converter, F16: Gemma 2 conversion is not quantpress's yet)."""
+    from quantpress.core.gguf.convert import convert
+    from quantpress.core.gguf.plan import plan_conversion
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from llama_reference import reference_gguf
+    from tiny_hybrid import tiny_hybrid
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    plan = plan_conversion(open_model(tiny_hybrid("qwen35-mid", workdir / "tiny")), ["Q8_0"], workdir)
+    o = plan.outputs[0]
+    if not Path(o.path).is_file() or Path(o.path).stat().st_size != o.file_bytes:
+        convert(plan)
+    gemma2 = workdir / "gemma2-F16.gguf"
+    if not gemma2.is_file():
+        reference_gguf(_gemma2_folder(workdir / "tiny" / "gemma2"), gemma2, outtype="f16")
+    return [("qwen35-shaped Q8_0 (hybrid)", Path(o.path), o.file_bytes), ("gemma2-shaped F16 (SWA 256)", gemma2, None)]
+
+
+def _gemma2_folder(folder: Path) -> Path:
+    """A random Gemma2ForCausalLM: 6 layers alternating sliding (window 256) and global attention,
+    head_dim 128, soft-capping, a SentencePiece vocabulary (tests/tiny_models.py)."""
+    if (folder / "config.json").is_file():
+        return folder
+    import torch
+    import transformers
+    from tiny_models import _write_spm
+
+    folder.mkdir(parents=True)
+    ids = _write_spm(folder)
+    config = transformers.Gemma2Config(
+        vocab_size=384, hidden_size=512, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=8,
+        num_key_value_heads=4, head_dim=128, sliding_window=256, max_position_embeddings=8192,
+        query_pre_attn_scalar=128, pad_token_id=0, **ids)
+    torch.manual_seed(0)
+    transformers.Gemma2ForCausalLM(config).to(torch.bfloat16).save_pretrained(folder)
+    return folder
+
+
 def predict_cpu(path: Path, cfg: mem.RuntimeConfig) -> int:
     """The estimator's CPU-only RAM for the file as it is (row 'FILE')."""
     hw = detect_hardware().with_overrides(vram_gib=0)
@@ -82,9 +126,10 @@ def predict_cpu(path: Path, cfg: mem.RuntimeConfig) -> int:
     return est.formats[0].cpu_only_bytes
 
 
-def run(contexts: tuple[int, ...], quick: bool) -> list[Point]:
+def run(contexts: tuple[int, ...], quick: bool, hybrid: bool = False) -> list[Point]:
     points = []
-    for label, path, file_pred in build_ggufs(cache_dir() / "bench" / "estimate_memory", quick):
+    workdir = cache_dir() / "bench" / "estimate_memory"
+    for label, path, file_pred in build_hybrid_ggufs(workdir) if hybrid else build_ggufs(workdir, quick):
         for n_ctx in contexts:
             cfg = mem.RuntimeConfig(n_ctx=n_ctx)
             points.append(Point(label, n_ctx, predict_cpu(path, cfg), measure_rss_increase(str(path), cfg),
@@ -109,8 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--contexts", type=int, nargs="+", default=[512, 2048])
     ap.add_argument("--quick", action="store_true", help="demo Q4_1, F16 and Q8_0 only")
+    ap.add_argument("--hybrid", action="store_true",
+                    help="only the hybrid-memory models: Qwen3.5-shaped (DeltaNet) and Gemma-2-shaped (SWA)")
     args = ap.parse_args(argv)
-    print(table(run(tuple(args.contexts), args.quick)))
+    print(table(run(tuple(args.contexts), args.quick, args.hybrid)))
     return 0
 
 

@@ -17,13 +17,14 @@ import json
 import re
 import struct
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gguf.constants import Keys
 from quantpress.core.errors import InvalidModel, UnsupportedArchitecture
+from quantpress.core.memory import recurrent_state_bytes
 from quantpress.core.model import ModelInfo, SourceKind, TensorInfo
 from quantpress.core.validate import (
     SAFETENSORS_DTYPE_BYTES,
@@ -78,6 +79,12 @@ ARCHITECTURES: dict[str, ArchRow] = {
     "MixtralForCausalLM": ArchRow("llama"),
     "OlmoeForCausalLM": ArchRow("olmoe"),
     "Glm4MoeForCausalLM": ArchRow("glm4moe"),
+    # Gated DeltaNet hybrids: recurrent state on linear-attention layers, KV on the others.
+    "Qwen3_5ForCausalLM": ArchRow("qwen35"),
+    "Qwen3_5ForConditionalGeneration": ArchRow("qwen35"),
+    "Qwen3_5MoeForCausalLM": ArchRow("qwen35moe"),
+    "Qwen3_5MoeForConditionalGeneration": ArchRow("qwen35moe"),
+    "Qwen3NextForCausalLM": ArchRow("qwen3next"),
 }
 GGUF_SWA = {"gemma3": 6, "gemma2": 2}  # llama.cpp archs with interleaved SWA and their default pattern
 
@@ -114,6 +121,30 @@ def _swa_layers(config: Mapping[str, Any], row: ArchRow | None, n_layers: int) -
     return int(window), tuple(i for i in range(n_layers) if pattern > 1 and (i + 1) % pattern)
 
 
+def _recurrent(config: Mapping[str, Any]) -> tuple[tuple[int, ...], int]:
+    """(linear-attention layer indices, state bytes per layer and sequence) of a Gated DeltaNet
+    hybrid config (Qwen3.5, Qwen3-Next; the keys llama.cpp's converter maps to ssm.*), else ((), 0)."""
+    types = config.get("layer_types")
+    if not isinstance(types, list) or "linear_attention" not in types or "linear_key_head_dim" not in config:
+        return (), 0
+    d_inner = int(config["linear_value_head_dim"]) * int(config["linear_num_value_heads"])
+    state = recurrent_state_bytes(int(config.get("linear_conv_kernel_dim") or 4), d_inner,
+                                  int(config["linear_num_key_heads"]), int(config["linear_key_head_dim"]))
+    return tuple(i for i, t in enumerate(types) if t == "linear_attention"), state
+
+
+def gguf_recurrent(av: Callable[[str, Any], Any], n_layers: int) -> tuple[tuple[int, ...], int, int]:
+    """(recurrent layer indices, state bytes per layer and sequence, MTP blocks) from a GGUF's
+    ``{arch}.*`` metadata (``av``: GGUFFile.arch_value): attention.recurrent_layers and ssm.*."""
+    n_nextn = int(av("nextn_predict_layers", 0) or 0)
+    flags = av("attention.recurrent_layers", None)
+    if not isinstance(flags, list) or not any(flags):
+        return (), 0, n_nextn
+    state = recurrent_state_bytes(int(av("ssm.conv_kernel", 0) or 0), int(av("ssm.inner_size", 0) or 0),
+                                  int(av("ssm.group_count", 0) or 0), int(av("ssm.state_size", 0) or 0))
+    return tuple(i for i, r in enumerate(flags) if r and i < n_layers - n_nextn), state, n_nextn
+
+
 def _convertible(hf_class: str) -> str:
     """'' if quantpress's GGUF converter supports ``hf_class``, else the reason."""
     from quantpress.core.gguf.arch import spec_for_hf_class
@@ -135,6 +166,7 @@ def describe_config(config: Mapping[str, Any], tensors: tuple[TensorInfo, ...], 
     hidden = _cfg(text, "hidden_size")
     head_dim = int(text.get("head_dim") or (hidden // n_heads if n_heads else 0))
     window, swa = _swa_layers(text, row, n_layers)
+    recurrent, state = _recurrent(text)
     names = {t.name for t in tensors}
     tied = bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings", False))) or (
         bool(tensors) and not any(n.endswith("lm_head.weight") for n in names))
@@ -148,6 +180,7 @@ def describe_config(config: Mapping[str, Any], tensors: tuple[TensorInfo, ...], 
         n_kv_heads=_cfg(text, "n_kv_heads", n_heads), head_dim=head_dim, head_dim_v=head_dim,
         hidden_size=hidden, ffn_size=_cfg(text, "ffn_size"), vocab_size=_cfg(text, "vocab_size"),
         context_length=_cfg(text, "context_length"), sliding_window=window, swa_layers=swa,
+        recurrent_layers=recurrent, recurrent_state_bytes=state,
         tied_embeddings=tied, n_experts=_cfg(text, "n_experts"), n_experts_used=_cfg(text, "n_experts_used"),
         dtype=_dominant_dtype(tensors, str(text.get("torch_dtype") or text.get("dtype") or "bfloat16")),
         tensors=tensors, convertible=not reason, not_convertible_reason=reason, local_path=local_path,
@@ -290,10 +323,12 @@ def open_gguf_file(path: Path) -> ModelInfo:
         pattern = av("attention.sliding_window_pattern")
         n_vocab = av("vocab_size") or len(g.get(Keys.Tokenizer.LIST, []) or [])
         ffn = av("feed_forward_length", 0)
+        recurrent, state, n_nextn = gguf_recurrent(av, n_layers)
         name = str(g.get(Keys.General.NAME) or path.stem)
         info: dict[str, Any] = dict(context_length=int(av("context_length", 0) or 0), head_dim_v=int(av("attention.value_length", 0)
                     or head_dim), ffn_size=int(max(ffn) if isinstance(ffn, list) else ffn or 0),
-                    n_experts=int(av("expert_count", 0) or 0), n_experts_used=int(av("expert_used_count", 0) or 0))
+                    n_experts=int(av("expert_count", 0) or 0), n_experts_used=int(av("expert_used_count", 0) or 0),
+                    recurrent_layers=recurrent, recurrent_state_bytes=state, n_nextn_layers=n_nextn)
     swa = gguf_swa_layers(arch, n_layers, window, pattern)
     from quantpress.core.gguf.arch import spec_for_gguf_arch
 

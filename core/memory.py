@@ -100,6 +100,11 @@ class RuntimeConfig:
     flash_attn: bool | None = None
     n_seq: int = 1
     kv_type_v: str | None = None
+    # Full-size cache on sliding-window layers: llama.cpp's llama_context_default_params sets
+    # swa_full = true and llama-cpp-python 0.3.36's Llama() keeps it unless given swa_full (measured:
+    # a Gemma-2-shaped model at 8192 tokens used the full cache on its SWA layers). False: the
+    # windowed SWA cache (llama-server's default, --swa-full off).
+    swa_full: bool = True
 
     def __post_init__(self) -> None:
         for t in (self.kv_type, self.kv_type_v or self.kv_type):
@@ -148,27 +153,46 @@ class KVShape:
     n_embd_v_gqa: int
     sliding_window: int | None = None
     swa_layers: tuple[int, ...] = ()
+    recurrent_layers: tuple[int, ...] = ()  # layers with a recurrent state instead of KV (hybrids)
+    recurrent_state_bytes: int = 0  # that state, per layer and sequence
+    n_nextn_layers: int = 0  # trailing MTP blocks: no cache at all
 
     @classmethod
     def of(cls, model: ModelInfo | KVShape) -> KVShape:
         if isinstance(model, KVShape):
             return model
         return cls(model.n_layers, model.head_dim * model.n_kv_heads, model.head_dim_v * model.n_kv_heads,
-                   model.sliding_window, model.swa_layers)
+                   model.sliding_window, model.swa_layers, model.recurrent_layers, model.recurrent_state_bytes,
+                   model.n_nextn_layers)
+
+
+def recurrent_state_bytes(d_conv: int, d_inner: int, n_group: int, d_state: int) -> int:
+    """One recurrent layer's state for one sequence, F32 (llama-memory-recurrent.cpp: r_l [n_embd_r]
+    and s_l [n_embd_s] per sequence, n_rs_seq = 0 snapshots by default; llama-hparams.cpp:
+    n_embd_r = (d_conv - 1) * (d_inner + 2 * n_group * d_state), the conv state; n_embd_s =
+    d_state * d_inner, the Mamba / Gated DeltaNet state). Fixed: it does not grow with context."""
+    n_embd_r = max(d_conv - 1, 0) * (d_inner + 2 * n_group * d_state)
+    return 4 * (n_embd_r + d_state * d_inner)
 
 
 def kv_cells(model: ModelInfo | KVShape, cfg: RuntimeConfig, layer: int) -> int:
-    """Cells of one layer's cache: kv_size, or the SWA size for sliding-window layers
-    (llama-kv-cache-iswa.cpp: size_swa = GGML_PAD(min(kv_size, n_swa*n_seq + n_ubatch), 256))."""
+    """Cells of one layer's cache: kv_size, or without swa_full the SWA size for sliding-window layers
+    (llama-kv-cache-iswa.cpp: size_swa = swa_full ? kv_size : GGML_PAD(min(kv_size, n_swa*n_seq + n_ubatch), 256))."""
     kv_size = pad(cfg.n_ctx, KV_PAD)
-    if layer in model.swa_layers and model.sliding_window:
+    if layer in model.swa_layers and model.sliding_window and not cfg.swa_full:
         return min(kv_size, pad(model.sliding_window * cfg.n_seq + cfg.ubatch, KV_PAD))
     return kv_size
 
 
 def kv_layer_bytes(model: ModelInfo | KVShape, cfg: RuntimeConfig, layer: int) -> int:
-    """K [n_embd_k_gqa, cells] + V [n_embd_v_gqa, cells] (llama-kv-cache.cpp:209-234)."""
+    """K [n_embd_k_gqa, cells] + V [n_embd_v_gqa, cells] (llama-kv-cache.cpp:209-234); on a hybrid's
+    recurrent layer its fixed state per sequence instead, and nothing on MTP blocks (llama-model.cpp
+    create_memory: hybrid filters take il < n_layer(), recurrent or not; n_layer() excludes nextn)."""
     shape = KVShape.of(model)
+    if layer >= shape.n_layers - shape.n_nextn_layers:
+        return 0
+    if layer in shape.recurrent_layers:
+        return shape.recurrent_state_bytes * max(1, cfg.n_seq)
     cells = kv_cells(shape, cfg, layer) * cfg.n_seq
     k = kv_row_bytes(cfg.kv_type, shape.n_embd_k_gqa)
     v = kv_row_bytes(cfg.kv_type_v or cfg.kv_type, shape.n_embd_v_gqa)

@@ -48,6 +48,11 @@ class ModelInfo:
     context_length: int
     sliding_window: int | None = None  # window size of the SWA layers, if any
     swa_layers: tuple[int, ...] = ()  # indices of sliding-window layers
+    # Hybrid models (Gated DeltaNet, Mamba): layers holding a fixed-size recurrent state instead of a
+    # KV cache, and that state's bytes per layer and sequence (core/memory.py recurrent_state_bytes).
+    recurrent_layers: tuple[int, ...] = ()
+    recurrent_state_bytes: int = 0
+    n_nextn_layers: int = 0  # trailing MTP blocks counted in n_layers (GGUF): llama.cpp gives them no cache
     tied_embeddings: bool = False
     n_experts: int = 0
     n_experts_used: int = 0

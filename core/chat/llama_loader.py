@@ -14,7 +14,7 @@ from gguf.constants import GGMLQuantizationType, Keys
 from quantpress.core.chat.architectures import LLAMA_CPP_ARCHITECTURES
 from quantpress.core.chat.types import KVCacheType
 from quantpress.core.errors import InvalidInput, InvalidModel, ModelLoadError
-from quantpress.core.inspect import gguf_swa_layers
+from quantpress.core.inspect import gguf_recurrent, gguf_swa_layers
 
 GPU_LAYERS_TIMEOUT_S = 120.0  # the separate estimate process (default_gpu_layers); then 0 layers
 
@@ -33,6 +33,9 @@ class GgufShape:
     chat_template: str | None
     sliding_window: int | None = None
     swa_layers: tuple[int, ...] = ()
+    recurrent_layers: tuple[int, ...] = ()
+    recurrent_state_bytes: int = 0
+    n_nextn_layers: int = 0
 
 
 def llama_cpp_version() -> str:
@@ -71,6 +74,7 @@ def read_gguf_shape(path: str | Path) -> GgufShape:
             n_layers = int(g.arch_value("block_count", 0) or 0)
             window = int(g.arch_value("attention.sliding_window", 0) or 0)
             swa = gguf_swa_layers(arch, n_layers, window, g.arch_value("attention.sliding_window_pattern"))
+            recurrent, state, n_nextn = gguf_recurrent(g.arch_value, n_layers)
             return GgufShape(
                 path=path,
                 architecture=arch,
@@ -82,6 +86,9 @@ def read_gguf_shape(path: str | Path) -> GgufShape:
                 chat_template=str(template) if template else None,
                 sliding_window=window or None,
                 swa_layers=swa,
+                recurrent_layers=recurrent,
+                recurrent_state_bytes=state,
+                n_nextn_layers=n_nextn,
             )
         except (ValueError, TypeError) as exc:  # an architecture llama.cpp lacks, with odd values besides
             raise InvalidModel(f"{path.name}: GGUF metadata of the wrong kind ({exc}); the file is damaged") from None
@@ -89,11 +96,12 @@ def read_gguf_shape(path: str | Path) -> GgufShape:
 
 def kv_cache_bytes(shape: GgufShape, ctx_tokens: int, kv_type_k: KVCacheType, kv_type_v: KVCacheType) -> int:
     """Bytes of llama.cpp's KV buffer for this file: core.memory's formula (the Fit pane's and the
-    estimator's), sliding-window layers included."""
+    estimator's), sliding-window layers and hybrids' recurrent state included."""
     from quantpress.core.memory import KVShape, RuntimeConfig
     from quantpress.core.memory import kv_cache_bytes as model_kv_cache_bytes
 
-    kv = KVShape(shape.n_layers, shape.n_embd_k_gqa, shape.n_embd_v_gqa, shape.sliding_window, shape.swa_layers)
+    kv = KVShape(shape.n_layers, shape.n_embd_k_gqa, shape.n_embd_v_gqa, shape.sliding_window, shape.swa_layers,
+                 shape.recurrent_layers, shape.recurrent_state_bytes, shape.n_nextn_layers)
     return model_kv_cache_bytes(kv, RuntimeConfig(n_ctx=ctx_tokens, kv_type=kv_type_k.value,
                                                   kv_type_v=kv_type_v.value))
 

@@ -87,13 +87,18 @@ def llama_order(names: Sequence[str]) -> list[str]:
     return sorted(names, key=lambda n: (_layer(n), n))
 
 
+# Name parts llama-quantize never quantizes (llama-quant.cpp tensor_allows_quantization): expert
+# routers, and the small DeltaNet/Mamba conv1d kernels (kept F32 as the converter writes them).
+NEVER_QUANTIZED = ("ffn_gate_inp", "ssm_conv1d")
+
+
 def allows_quantization(name: str, n_dims: int) -> bool:
     """tensor_allows_quantization for the architectures quantpress converts (2-D and 3-D expert
     weights). Routers (ffn_gate_inp) stay F32, and so does the shared-expert gate
     (ffn_gate_inp_shexp), which llama.cpp's converter writes as F32 and its quantizer never sees as
     2-D (ggml_n_dims of a [D, 1] tensor is 1)."""
     return (n_dims >= 2 and name.endswith("weight") and "_norm.weight" not in name
-            and "ffn_gate_inp" not in name)
+            and not any(part in name for part in NEVER_QUANTIZED))
 
 
 def ggml_n_dims(shape: Sequence[int]) -> int:

@@ -33,7 +33,13 @@ from quantpress.core.gguf.arch import (
     spec_for_hf_class,
 )
 from quantpress.core.gguf.mixes import MIXES, MixContext, Policy, llama_order, tensor_types
-from quantpress.core.gguf.source import TensorPlan, list_hf_tensors, map_hf_tensors, synthesize_hf_tensors
+from quantpress.core.gguf.source import (
+    TensorPlan,
+    list_hf_tensors,
+    map_hf_tensors,
+    synthesize_hf_tensors,
+    with_nextn_count,
+)
 from quantpress.core.gguf.tokenizer import tokenizer_kv
 from quantpress.core.model import ModelInfo, SourceKind
 from quantpress.core.quant import QuantEngine
@@ -236,6 +242,8 @@ class _Source:
 
 def _hf_source(model: ModelInfo, config: dict[str, Any]) -> _Source:
     spec = spec_for_hf_class(_hf_class(model, config))
+    if isinstance(config.get("text_config"), dict):  # a multimodal wrapper: the language model's hparams
+        config = {**config, **config["text_config"]}
     if model.local_path is None:
         raise InvalidModel(f"{model.source}: the tokenizer and config files are needed to plan a GGUF; "
                            "download them first")
@@ -244,6 +252,7 @@ def _hf_source(model: ModelInfo, config: dict[str, Any]) -> _Source:
     n_vocab = len(next(v for k, v, _ in tok if k == Keys.Tokenizer.LIST))
     has_weights = any(folder.glob("*.safetensors"))
     infos = list_hf_tensors(folder) if has_weights else (list(model.tensors) or synthesize_hf_tensors(spec, config))
+    config = dict(with_nextn_count(spec, config, infos))
     tensors = map_hf_tensors(spec, config, infos, n_vocab)
     n_head = int(config["num_attention_heads"])
     n_kv = int(config.get("num_key_value_heads") or n_head)

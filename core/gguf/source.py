@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,9 @@ class TensorPlan:
     ``transforms``: 'permute_q:<n_head>', 'permute_k:<n_kv_head>', 'add:<float>', 'rows:<n>' (keep
     the first n rows), 'generated' (computed from config, e.g. rope_freqs), 'expert_rows:<a>:<b>'
     (rows a..b of every expert's matrix of a stacked [E, R, C] source: the gate or up half of a
-    fused gate_up_proj).
+    fused gate_up_proj), 'neg_exp' (A = -exp(A_log)), 'vheads:<first>:<nk>:<per_k>:<hd>' (V-head rows
+    from first on reordered to tiled order), 'vcols:<nk>:<per_k>:<hd>' (the same on columns),
+    'qkvz:<part>:<nk>:<dk>:<dvg>' (Qwen3-Next's q/k/v or z rows of in_proj_qkvz); see deltanet.py.
 
     ``parts``: for an expert tensor stacked from per-expert sources, the (source tensor, shard file)
     of each expert in order; ``source`` then names the stacked tensor (it exists in no file)."""
@@ -195,7 +198,11 @@ def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
     out = [info("model.embed_tokens.weight", (vocab, h)), info("model.norm.weight", (h,))]
     if not config.get("tie_word_embeddings", False):
         out.append(info("lm_head.weight", (vocab, h)))
-    groups = _ARCH_LAYERS.get(spec.name) or _ARCH_LAYERS["llama" if spec.gguf_arch == "llama" else spec.gguf_arch]
+    groups = _ARCH_LAYERS.get(spec.name) or _ARCH_LAYERS.get("llama" if spec.gguf_arch == "llama" else spec.gguf_arch)
+    if groups is None:
+        raise UnsupportedArchitecture(
+            f"{spec.name}: quantpress cannot yet describe this family's tensors from config.json alone; "
+            "download the model (its safetensors) and convert the local folder")
     n_dense = int(config.get("first_k_dense_replace") or 0) if spec.name in _DENSE_LEAD else 0
     n_layers = int(config["num_hidden_layers"])
     for i in range(block_count(spec, config)):  # MTP blocks (i >= n_layers): a MoE layer plus their own tensors
@@ -231,24 +238,19 @@ def map_hf_tensors(spec: ArchSpec, config: Config, tensors: list[TensorInfo], n_
     n_head = int(config["num_attention_heads"])
     n_kv = int(config.get("num_key_value_heads") or n_head)
     out: list[TensorPlan] = []
-    for t in stack_experts(spec, config, apply_splits(spec, config, _drop_companions(spec, config, tensors))):
-        if t.name.endswith(IGNORED_SUFFIXES) or is_multimodal_tensor(t.name):
-            continue
-        name = text_tensor_name(t.name)
-        # DeepSeek-style router score bias: gguf-py's table knows it as '...e_score_correction' + '.bias'
-        name = name.replace("e_score_correction_bias", "e_score_correction.bias")
-        gname = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
+    stacked = stack_experts(spec, config, apply_splits(spec, config, _drop_companions(spec, config, tensors)))
+    for t, name, shape, rule_tr in _apply_rules(spec, config, stacked):
+        gname = name if name.startswith("blk.") else name_map.get_name(name, try_suffixes=(".weight", ".bias"))
         if gname is None:
             raise UnsupportedArchitecture(
                 f"tensor '{t.name}' has no GGUF equivalent for {spec.name}; this checkpoint variant is not supported")
-        tr: list[str] = []
+        tr: list[str] = list(rule_tr)
         if spec.permute_qk and name.endswith(("q_proj.weight", "q_proj.bias")):
             tr.append(f"permute:{n_head}")
         elif spec.permute_qk and name.endswith(("k_proj.weight", "k_proj.bias")):
             tr.append(f"permute:{n_kv}")
-        if spec.norm_offset and name.endswith("norm.weight"):
+        if spec.norm_offset and name.endswith("norm.weight") and not name.endswith(spec.norm_offset_skip):
             tr.append(f"add:{spec.norm_offset}")
-        shape = t.shape
         if spec.truncate_vocab and gname == "token_embd.weight" and shape[0] > n_vocab:
             tr.append(f"rows:{n_vocab}")
             shape = (n_vocab,) + shape[1:]
@@ -307,6 +309,30 @@ def apply_splits(spec: ArchSpec, config: Config, tensors: list[TensorInfo]) -> l
         for suffix, shape, transform in split.parts(config, t.shape):
             out.append(_Stacked(base + suffix, shape, dtype, t.file, t.name, transforms=(transform,) if transform else ()))
     return out
+
+
+def _apply_rules(spec: ArchSpec, config: Config, tensors: list[TensorInfo | _Stacked]
+                 ) -> Iterator[tuple[TensorInfo | _Stacked, str, tuple[int, ...], tuple[str, ...]]]:
+    """(source tensor, name for gguf-py's map, output shape, transforms) for every kept tensor: the
+    spec's TensorRules (renames, splits, reorders) applied to the checkpoint's names."""
+    for t in tensors:
+        if t.name.endswith(IGNORED_SUFFIXES) or is_multimodal_tensor(t.name):
+            continue
+        name = text_tensor_name(t.name)
+        # DeepSeek-style router score bias: gguf-py's table knows it as '...e_score_correction' + '.bias'
+        name = name.replace("e_score_correction_bias", "e_score_correction.bias")
+        rule = next((r for r in spec.tensor_rules if re.search(r.pattern, name)), None)
+        for out_name, shape, tr in rule.outputs(name, t.shape, config) if rule else [(name, t.shape, ())]:
+            yield t, out_name, shape, tr
+
+
+def with_nextn_count(spec: ArchSpec, config: Config, tensors: list[TensorInfo]) -> Config:
+    """``config`` with the MTP layer count under ``spec.nextn_key`` taken from the checkpoint's
+    tensor names when the config does not say it (Qwen3-Next), as llama.cpp's converter does."""
+    if not spec.nextn_pattern or not spec.nextn_key or config.get(spec.nextn_key) is not None:
+        return config
+    found = [int(m[1]) for t in tensors if (m := re.match(spec.nextn_pattern, t.name))]
+    return {**config, spec.nextn_key: max(found) + 1} if found else config
 
 
 # One routed expert's projection in a checkpoint that stores experts one by one.
@@ -414,6 +440,61 @@ def _chunks(x: np.ndarray, max_rows: int) -> Iterator[np.ndarray]:
         yield x[a:a + max_rows]
 
 
+def _vhead_order(n: int, nk: int, per_k: int, hd: int) -> np.ndarray:
+    """Index of V-head rows from grouped-by-key-head [K0: v0..v(r-1), K1: ...] to tiled order
+    [v0 of K0, v0 of K1, ..., v1 of K0, ...] (llama.cpp's _reorder_v_heads)."""
+    return np.arange(n).reshape(nk, per_k, hd).transpose(1, 0, 2).reshape(n)
+
+
+def _qkvz_order(part: str, nk: int, dk: int, dvg: int) -> np.ndarray:
+    """Rows of Qwen3-Next's in_proj_qkvz ([q dk, k dk, v dvg, z dvg] per key head) for attn_qkv
+    (all q, then all k, then all v) or attn_gate (all z)."""
+    base = np.arange(nk)[:, None] * (2 * dk + 2 * dvg)
+    pieces = {"q": (0, dk), "k": (dk, 2 * dk), "v": (2 * dk, 2 * dk + dvg), "z": (2 * dk + dvg, 2 * dk + 2 * dvg)}
+    return np.concatenate([(base + np.arange(*pieces[p])[None, :]).reshape(-1)
+                           for p in ("qkv" if part == "qkv" else "z")])
+
+
+def _vhead_cols(x: np.ndarray, *, nk: int, per_k: int, hd: int) -> np.ndarray:
+    return x[:, _vhead_order(x.shape[1], nk, per_k, hd)]
+
+
+def row_order(transforms: tuple[str, ...], n_rows: int) -> np.ndarray | None:
+    """Source row of each output row for the row-picking transforms (None: rows as stored)."""
+    for tr in transforms:
+        kind, _, arg = tr.partition(":")
+        if kind == "permute":
+            return _permute_rows(n_rows, int(arg))
+        if kind == "vheads":
+            first, nk, per_k, hd = (int(v) for v in arg.split(":"))
+            return np.concatenate([np.arange(first), first + _vhead_order(n_rows - first, nk, per_k, hd)])
+        if kind == "qkvz":
+            part, *dims = arg.split(":")
+            return _qkvz_order(part, *(int(v) for v in dims))
+    return None
+
+
+def _slab_transform(transforms: tuple[str, ...]) -> Callable[[np.ndarray], np.ndarray]:
+    """Element and column transforms applied to each float32 slab, in order: 'add:<f>' (norm
+    offset), 'neg_exp' (A = -exp(A_log)), 'vcols:<nk>:<per_k>:<hd>' (V-head columns reordered)."""
+    steps: list[Callable[[np.ndarray], np.ndarray]] = []
+    for tr in transforms:
+        kind, _, arg = tr.partition(":")
+        if kind == "add":
+            steps.append(partial(np.add, np.float32(arg)))
+        elif kind == "neg_exp":
+            steps.append(lambda x: -np.exp(x))
+        elif kind == "vcols":
+            nk, per_k, hd = (int(v) for v in arg.split(":"))
+            steps.append(partial(_vhead_cols, nk=nk, per_k=per_k, hd=hd))
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        for step in steps:
+            x = step(x)
+        return np.ascontiguousarray(x, dtype=np.float32)
+    return apply
+
+
 class HFReader:
     """Reads transformed float32 row slabs of HF tensors from safetensors files.
 
@@ -464,24 +545,19 @@ class HFReader:
         meta = header[t.source]
         begin, end = meta["data_offsets"]
         src_shape = tuple(meta["shape"])
-        order: np.ndarray | None = None
-        add = 0.0
-        for tr in t.transforms:
-            kind, _, arg = tr.partition(":")
-            if kind == "permute":
-                order = _permute_rows(src_shape[0], int(arg))
-            elif kind == "add":
-                add = float(arg)
+        order = row_order(t.transforms, src_shape[0] if src_shape else 1)
+        post = _slab_transform(t.transforms)
         what = f"{t.source_file}: tensor '{t.source}'"
         if len(src_shape) <= 1 or order is not None:  # whole tensor: permutations pick rows anywhere
             raw = self._read(f, start + begin, end - begin, what).reshape(src_shape[0] if src_shape else 1, -1)
             picked = raw[order] if order is not None else raw
             x = _to_f32(np.ascontiguousarray(picked), meta["dtype"])
-            x = x.reshape(1, -1) if len(src_shape) <= 1 else x.reshape(src_shape[0], -1)
+            x = x.reshape(1, -1) if len(src_shape) <= 1 else x.reshape(len(picked), -1)
             for a in range(0, x.shape[0], max_rows):
-                yield x[a:a + max_rows] + np.float32(add) if add else x[a:a + max_rows]
+                yield post(x[a:a + max_rows])
             return
-        yield from self._rows(t.source_file, t.source, 0, int(np.prod(t.shape[:-1], dtype=np.int64)), max_rows, add)
+        for x in self._rows(t.source_file, t.source, 0, int(np.prod(t.shape[:-1], dtype=np.int64)), max_rows):
+            yield post(x)
 
     def _reshaped(self, t: TensorPlan, transform: str, max_rows: int) -> Iterator[np.ndarray]:
         """Slabs of a tensor cut out of a differently shaped source (see _RESHAPING), one expert
@@ -569,8 +645,7 @@ class HFReader:
             self._fp8_cache = {name: self._whole(where, name)}  # one weight's scales at a time
         return self._fp8_cache[name]
 
-    def _rows(self, fname: str, source: str, first: int, stop: int | None, max_rows: int,
-              add: float = 0.0) -> Iterator[np.ndarray]:
+    def _rows(self, fname: str, source: str, first: int, stop: int | None, max_rows: int) -> Iterator[np.ndarray]:
         """Float32 slabs of rows first..stop (None: all) of ``source`` viewed as 2-D (rows, last dim)."""
         f, header, start = self._open(fname)
         meta = header[source]
@@ -587,8 +662,6 @@ class HFReader:
                 x = fp8_rows(raw.reshape(b - a, n_per_row), self._fp8_scales(fname, source), a, fp8_block(self.config))
             else:
                 x = _to_f32(raw, meta["dtype"]).reshape(b - a, n_per_row)
-            if add:
-                x = x + np.float32(add)
             yield x
 
     def close(self) -> None:

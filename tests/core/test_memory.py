@@ -42,7 +42,9 @@ def test_kv_padding_to_256_cells() -> None:
 
 def test_sliding_window_layers_are_capped() -> None:
     m = _model(n_layers=6, swa_layers=(0, 1, 2, 3, 4), sliding_window=1024)
-    cfg = mem.RuntimeConfig(n_ctx=32768)
+    # llama-cpp-python's default (swa_full) keeps the full cache on every layer
+    assert mem.kv_cells(m, mem.RuntimeConfig(n_ctx=32768), 0) == 32768
+    cfg = mem.RuntimeConfig(n_ctx=32768, swa_full=False)
     assert mem.kv_cells(m, cfg, 5) == 32768
     assert mem.kv_cells(m, cfg, 0) == 1536  # pad(1024 + 512, 256)
     full = mem.kv_cache_bytes(dataclasses.replace(m, swa_layers=()), cfg)

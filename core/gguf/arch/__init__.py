@@ -74,6 +74,18 @@ class Split:
 
 
 @dataclass(frozen=True)
+class TensorRule:
+    """A checkpoint tensor whose name matches ``pattern`` (a regex, ``re.search``) becomes the
+    tensors ``outputs(name, shape, config)`` returns: (HF-style name the gguf-py name map knows, or a
+    final GGUF name starting with 'blk.' for tensors its tables lack,
+    numpy-order shape, transforms), see core/gguf/source.py TensorPlan for the transforms. The
+    first matching rule applies; one tensor may become several (Qwen3-Next's in_proj_qkvz)."""
+
+    pattern: str
+    outputs: Callable[[str, tuple[int, ...], Config], list[tuple[str, tuple[int, ...], tuple[str, ...]]]]
+
+
+@dataclass(frozen=True)
 class ArchSpec:
     """How to convert one model family (see module docstring)."""
 
@@ -110,6 +122,15 @@ class ArchSpec:
     # Drop tensors of layers past num_hidden_layers (DeepSeek's MTP layers, which llama.cpp's
     # converter skips for deepseek2) instead of refusing them.
     skip_extra_layers: bool = False
+    # Whether nextn_predict_layers is written when the config says 0 (GLM writes it; Qwen only when > 0).
+    nextn_write_zero: bool = True
+    # Regex over checkpoint tensor names whose group 1 is an MTP layer index, for configs that do not
+    # count their MTP layers under nextn_key (Qwen3-Next): the count is taken from the tensors.
+    nextn_pattern: str | None = None
+    # Norm weights that get no ``norm_offset`` (Qwen3-Next's gated DeltaNet norm is a plain w).
+    norm_offset_skip: tuple[str, ...] = ()
+    # Per-tensor rewrites beyond name mapping (renames, splits, reorders): see TensorRule.
+    tensor_rules: tuple[TensorRule, ...] = ()
 
 
 def rope_theta(config: Config, default: float | None = None, *, sliding: bool = False) -> float | None:
@@ -216,7 +237,8 @@ def gating_func_kv(config: Config) -> list[KV]:
 
 
 _MODULES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "qwen3moe", "mixtral", "qwen2moe", "olmoe",
-            "glm4moe", "gemma2", "smollm3", "mistral3", "qwen3vl", "gptoss", "deepseekv3")
+            "glm4moe", "gemma2", "smollm3", "mistral3", "qwen3vl", "gptoss", "deepseekv3", "qwen35", "qwen35moe",
+            "qwen3next")
 
 
 def _load_all() -> list[ArchSpec]:
@@ -234,7 +256,8 @@ def all_specs() -> tuple[ArchSpec, ...]:
 
 
 def block_count(spec: ArchSpec, config: Config) -> int:
-    """Decoder layers plus the next-token-prediction blocks llama.cpp appends (GLM-4 MoE's MTP)."""
+    """Decoder layers plus the next-token-prediction blocks llama.cpp appends (GLM-4 MoE's and
+    Qwen3.5's MTP)."""
     extra = int(config.get(spec.nextn_key) or 0) if spec.nextn_key else 0
     return int(config["num_hidden_layers"]) + extra
 
@@ -266,9 +289,10 @@ def arch_kv(spec: ArchSpec, config: Config) -> list[KV]:
         value = next((config[k] for k in hp.config_keys if config.get(k) is not None), hp.default)
         if value is not None:
             rows[hp.key] = (hp.key, float(value) if hp.vtype == "FLOAT32" else value, hp.vtype)
-    if spec.nextn_key and config.get(spec.nextn_key) is not None:  # written even when 0, as llama.cpp does
+    n_next = config.get(spec.nextn_key) if spec.nextn_key else None
+    if n_next is not None and (n_next or spec.nextn_write_zero):  # GLM: written even when 0, as llama.cpp does
         rows["block_count"] = ("block_count", block_count(spec, config), "UINT32")
-        rows["nextn_predict_layers"] = ("nextn_predict_layers", int(config[spec.nextn_key]), "UINT32")
+        rows["nextn_predict_layers"] = ("nextn_predict_layers", int(n_next), "UINT32")
     rope = common_rope_kv(config) if spec.rope_kv else []
     for key, value, vtype in rope + (spec.extra_kv(config) if spec.extra_kv else []):
         rows[key] = (key, value, vtype)  # later rows override (e.g. Gemma's explicit defaults)
