@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from quantpress.core.dequant import QuantizedSource, quantization_config
+from quantpress.core.dequant.base import NUMPY_DTYPES, Part
 from quantpress.core.errors import InvalidModel, UnsupportedArchitecture
 from quantpress.core.gguf.arch import ArchSpec, Config, block_count, head_dim
 from quantpress.core.model import TensorInfo
+from quantpress.core.validate import SAFETENSORS_DTYPE_BYTES
 
 # HF tensors llama.cpp's converter drops.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "attention.masked_bias", "attention.bias")
@@ -89,7 +92,7 @@ def list_hf_tensors(folder: Path) -> list[TensorInfo]:
         header, _ = read_safetensors_header(folder / fname)
         for name, meta in header.items():
             shape = tuple(int(d) for d in meta["shape"])
-            n = int(np.prod(shape, dtype=np.int64)) * _DTYPE_BYTES.get(meta["dtype"], 4)
+            n = int(np.prod(shape, dtype=np.int64)) * SAFETENSORS_DTYPE_BYTES.get(meta["dtype"], 4)
             out.append(TensorInfo(name, shape, meta["dtype"], n, fname))
     return out
 
@@ -324,6 +327,35 @@ class HFReader:
         self.config = config
         self.spec = spec
         self._files: dict[str, tuple[Any, dict[str, Any], int]] = {}
+        self._quantized: QuantizedSource | None | bool = False  # False: not looked at yet
+
+    def quantized(self) -> QuantizedSource | None:
+        """The checkpoint's quantized weights (core/dequant), None for a float checkpoint."""
+        if self._quantized is False:
+            from quantpress.core.dequant import quantized_source
+
+            self._quantized = quantized_source(self.config, list_hf_tensors(self.folder), self.label)
+        return self._quantized if isinstance(self._quantized, QuantizedSource) else None
+
+    def _dequantized(self, source: str) -> QuantizedSource | None:
+        q = self.quantized() if quantization_config(self.config) else None
+        return q if q is not None and source in q.weights else None
+
+    def _shape(self, fname: str, source: str) -> tuple[int, ...]:
+        q = self._dequantized(source)
+        return q.weights[source].shape if q else tuple(int(d) for d in self._open(fname)[1][source]["shape"])
+
+    def stored_rows(self, part: Part, first: int, stop: int, lead: int) -> np.ndarray:
+        """Rows first..stop of a stored tensor viewed as (prod(shape[:lead]), *shape[lead:]), as numpy
+        (core/dequant's RowReader; BF16 comes back as its uint16 bits)."""
+        f, header, start = self._open(part.file)
+        meta = header[part.name]
+        begin, end = meta["data_offsets"]
+        shape = tuple(int(d) for d in meta["shape"])
+        n_rows = int(np.prod(shape[:lead], dtype=np.int64))
+        row_bytes = (end - begin) // max(1, n_rows)
+        raw = self._read(f, start + begin + first * row_bytes, (stop - first) * row_bytes, part.where)
+        return raw.view(NUMPY_DTYPES[meta["dtype"]]).reshape((stop - first,) + shape[lead:])
 
     def _open(self, fname: str) -> tuple[Any, dict[str, Any], int]:
         if fname not in self._files:
@@ -355,14 +387,11 @@ class HFReader:
         split = next((tr for tr in t.transforms if tr.startswith("expert_rows:")), None)
         if split:  # each expert's rows a..b of a stacked [E, R, C] source
             lo, hi = (int(v) for v in split.split(":")[1:])
-            n_expert, rows = t.shape[0], int(self._open(t.source_file)[1][t.source]["shape"][1])
+            n_expert, rows = t.shape[0], self._shape(t.source_file, t.source)[1]
             for e in range(n_expert):
                 yield from self._rows(t.source_file, t.source, e * rows + lo, e * rows + hi, max_rows)
             return
-        f, header, start = self._open(t.source_file)
-        meta = header[t.source]
-        begin, end = meta["data_offsets"]
-        src_shape = tuple(meta["shape"])
+        src_shape = self._shape(t.source_file, t.source)
         order: np.ndarray | None = None
         add = 0.0
         for tr in t.transforms:
@@ -372,7 +401,15 @@ class HFReader:
             elif kind == "add":
                 add = float(arg)
         what = f"{t.source_file}: tensor '{t.source}'"
+        if order is not None and self._dequantized(t.source):  # dequantize whole, then permute the rows
+            x = np.concatenate(list(self._rows(t.source_file, t.source, 0, src_shape[0], src_shape[0])))[order]
+            for a in range(0, x.shape[0], max_rows):
+                yield x[a:a + max_rows] + np.float32(add) if add else x[a:a + max_rows]
+            return
         if len(src_shape) <= 1 or order is not None:  # whole tensor: permutations pick rows anywhere
+            f, header, start = self._open(t.source_file)
+            meta = header[t.source]
+            begin, end = meta["data_offsets"]
             raw = self._read(f, start + begin, end - begin, what).reshape(src_shape[0] if src_shape else 1, -1)
             picked = raw[order] if order is not None else raw
             x = _to_f32(np.ascontiguousarray(picked), meta["dtype"])
@@ -385,6 +422,13 @@ class HFReader:
     def _rows(self, fname: str, source: str, first: int, stop: int | None, max_rows: int,
               add: float = 0.0) -> Iterator[np.ndarray]:
         """Float32 slabs of rows first..stop (None: all) of ``source`` viewed as 2-D (rows, last dim)."""
+        q = self._dequantized(source)
+        if q is not None:
+            shape = q.weights[source].shape
+            total = int(np.prod(shape[:-1], dtype=np.int64))
+            for x in q.slabs(source, self.stored_rows, first, total if stop is None else stop, max_rows):
+                yield x + np.float32(add) if add else x
+            return
         f, header, start = self._open(fname)
         meta = header[source]
         begin, end = meta["data_offsets"]
