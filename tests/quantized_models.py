@@ -159,9 +159,11 @@ def dense_equivalent(quantized: Path, out: Path, decode: Callable[[dict[str, Any
 
     out.mkdir(parents=True)
     for f in quantized.iterdir():
-        if f.suffix != ".safetensors":
+        if f.suffix != ".safetensors" and f.name != "model.safetensors.index.json":
             shutil.copy(f, out / f.name)
-    state = load_file(str(quantized / "model.safetensors"))
+    state: dict[str, Any] = {}
+    for f in sorted(quantized.glob("*.safetensors")):
+        state.update(load_file(str(f)))
     modules = sorted({k.rsplit(".", 1)[0] for k in state if ".layers." in k and k.rsplit(".", 1)[0].endswith(_LINEARS)})
     dense = {k: v.float() for k, v in state.items() if k.rsplit(".", 1)[0] not in modules}
     for m in modules:

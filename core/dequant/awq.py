@@ -54,7 +54,8 @@ class AwqGemm:
         def rows(a: int, b: int) -> np.ndarray:
             first = a // 8
             q = unpack(qweight[:, first:ceil_div(b, 8)], 4, ORDER)[:, a - 8 * first:b - 8 * first]  # (K, rows)
-            return (q.T.astype(np.float32) - zeros[groups, a:b].T) * scales[groups, a:b].T
+            out: np.ndarray = (q.T.astype(np.float32) - zeros[groups, a:b].T) * scales[groups, a:b].T
+            return out
         return rows
 
 

@@ -110,7 +110,8 @@ class Compressed:
                 1 if per_tensor else b - a, -1)
             if zero is not None:
                 q = q - expand_columns(zero[:1] if per_tensor else zero[a:b], k, g_idx, self.group_size)
-            return q * expand_columns(s, k, g_idx, self.group_size)
+            out: np.ndarray = q * expand_columns(s, k, g_idx, self.group_size)
+            return out
         return rows
 
     def _zeros(self, qt: QuantTensor, zero: Part, read: RowReader) -> np.ndarray:
@@ -130,7 +131,7 @@ def _weight_args(qc: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     if not isinstance(groups, dict) or not groups:
         raise InvalidModel("config.json: quantization_config (compressed-tensors) has no config_groups; the config "
                            "is damaged")
-    out = []
+    out: list[tuple[str, Mapping[str, Any]]] = []
     for key, group in groups.items():
         weights = group.get("weights") if isinstance(group, dict) else None
         if isinstance(weights, dict):

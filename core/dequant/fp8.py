@@ -80,16 +80,18 @@ class Fp8:
         whole = None if block or per_row else float(float32(read(scale, 0, 1, 0), scale.dtype).reshape(-1)[0])
 
         def rows(a: int, b: int) -> np.ndarray:
-            x = table[read(weight, a, b, 1)]
+            x: np.ndarray = table[read(weight, a, b, 1)]
             if whole is not None:
                 return x * np.float32(whole)
             if block is None:  # one scale per row
-                return x * float32(read(scale, a, b, 1), scale.dtype).reshape(-1, 1)
+                out: np.ndarray = x * float32(read(scale, a, b, 1), scale.dtype).reshape(-1, 1)
+                return out
             bn, bk = block
             first = a // bn
             s = float32(read(scale, first, ceil_div(b, bn), 1), scale.dtype)
             s = expand_columns(s, x.shape[1], None, bk)[np.arange(a, b) // bn - first]
-            return x * s
+            blocked: np.ndarray = x * s
+            return blocked
         return rows
 
 

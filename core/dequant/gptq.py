@@ -101,7 +101,8 @@ class Gptq:
 
         def rows(a: int, b: int) -> np.ndarray:
             q = unpack(np.ascontiguousarray(qweight[:, a:b].T), self.bits).astype(np.float32)  # (rows, K)
-            return (q - zeros[:, a:b].T[:, g_idx]) * scales[:, a:b].T[:, g_idx]
+            out: np.ndarray = (q - zeros[:, a:b].T[:, g_idx]) * scales[:, a:b].T[:, g_idx]
+            return out
         return rows
 
 

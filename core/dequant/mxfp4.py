@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from quantpress.core.dequant.base import Part, QuantTensor, RowReader, RowSource, expect_dtype, expect_shape, sibling
+from quantpress.core.dequant.base import (
+    Part,
+    QuantTensor,
+    RowReader,
+    RowSource,
+    expect_dtype,
+    expect_shape,
+    sibling,
+)
 from quantpress.core.dequant.packing import FP4_E2M1, e8m0
 from quantpress.core.model import TensorInfo
 
@@ -55,7 +63,8 @@ class Mxfp4:
         def rows(a: int, b: int) -> np.ndarray:
             packed = read(blocks, a, b, lead)  # (r, G, 16)
             values = np.stack((FP4_E2M1[packed & 0x0F], FP4_E2M1[packed >> 4]), axis=-1).reshape(b - a, -1, BLOCK)
-            return (values * e8m0(read(scales, a, b, lead))[..., None]).reshape(b - a, -1)
+            out: np.ndarray = (values * e8m0(read(scales, a, b, lead))[..., None]).reshape(b - a, -1)
+            return out
         return rows
 
 

@@ -23,7 +23,8 @@ def _fp8_table(exp_bits: int, bias: int) -> np.ndarray:
     m = (b & ((1 << man_bits) - 1)).astype(np.float64)
     normal = (1.0 + m / (1 << man_bits)) * np.exp2(e - bias)
     sub = (m / (1 << man_bits)) * np.exp2(1 - bias)
-    return (sign * np.where(e == 0, sub, normal)).astype(np.float32)
+    table: np.ndarray = (sign * np.where(e == 0, sub, normal)).astype(np.float32)
+    return table
 
 
 FP8_E4M3 = _fp8_table(4, 7)

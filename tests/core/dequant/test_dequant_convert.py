@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 import quantized_models as qm
+import torch
 from quantpress.core.gguf.convert import convert
 from quantpress.core.gguf.plan import plan_conversion
 from quantpress.core.gguf.source import open_source

@@ -139,8 +139,8 @@ def test_gptq_equals_public_decoder(tmp_path: Path, bits: int, v2: bool, act_ord
 
 
 def test_awq_gemm_equals_autoawq_unpacking(tmp_path: Path) -> None:
-    from quantpress.core.awq.quantizer import dequantize, unpack_autoawq
     from quantized_models import quantize_awq_gemm
+    from quantpress.core.awq.quantizer import dequantize, unpack_autoawq
 
     w = torch.randn(40, 256) * 0.05
     stored = quantize_awq_gemm(w, 128)
