@@ -122,6 +122,8 @@ def test_description_and_estimate_of_a_quantized_folder(tiny_llama: Path, tmp_pa
     est = estimate(model, detect_hardware(), formats=["Q4_K_M"])
     ref = estimate(float_model, detect_hardware(), formats=["Q4_K_M"])
     assert est.model.params == ref.model.params
+    assert any("already quantized (F8_E4M3)" in w for w in est.warnings)
+    assert not any("already quantized" in w for w in ref.warnings)
     assert est.formats[0].weights_bytes == ref.formats[0].weights_bytes  # planned from the dequantized shapes
 
 
