@@ -145,3 +145,31 @@ def test_fp8_config_survives_plan_save_and_replay(tiny_llama: Path, tmp_path: Pa
     (result,) = convert(again)
     assert Path(result.output).stat().st_size == plan.outputs[0].file_bytes
     assert json.loads((tmp_path / "a.gguf.json").read_text())["result"]["warnings"]
+
+
+def _decode_fp8_block(t: dict[str, Any]) -> Any:
+    n, k = t["weight"].shape
+    scale = t["weight_scale_inv"].repeat_interleave(128, 0).repeat_interleave(128, 1)[:n, :k]
+    return t["weight"].float() * scale
+
+
+@pytest.mark.slow
+def test_fp8_experts_stack_like_the_float_checkpoint(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """DeepSeek/Qwen-MoE FP8 releases store every expert's projections with their own block scales: the
+    stacked ffn_*_exps tensors of the F32 GGUF equal those converted from the decoded float checkpoint."""
+    from quantpress.core.gguf.reader import open_gguf
+    from tiny_models import tiny_model
+
+    src = tiny_model("qwen3moe", tmp_path_factory.mktemp("dequant-moe"))
+    folder = qm.fp8_block(src, tmp_path / "fp8")
+    dense = qm.dense_equivalent(folder, tmp_path / "dense", _decode_fp8_block)
+    paths = []
+    for f in (folder, dense):
+        plan = plan_conversion(open_source(f), ["F32"], tmp_path / f"{f.name}.gguf")
+        (result,) = convert(plan)
+        paths.append(Path(result.output))
+    with open_gguf(paths[0]) as a, open_gguf(paths[1]) as b:
+        names = [t.name for t in a.tensors]
+        assert names == [t.name for t in b.tensors] and any(n.endswith("ffn_gate_exps.weight") for n in names)
+        for name in names:
+            np.testing.assert_array_equal(a.dequantize(name), b.dequantize(name), err_msg=name)

@@ -159,10 +159,14 @@ def _source(folder: Path, strict: bool = True) -> Any:
 
 
 def test_missing_scale_is_named(tmp_path: Path) -> None:
+    from quantpress.core.gguf.source import open_source
+
     q = torch.zeros(8, 8).to(torch.float8_e4m3fn)
     folder = _folder(tmp_path, {"l.weight": q}, {"quant_method": "fp8", "weight_block_size": [128, 128]})
     with pytest.raises(InvalidModel, match=r"'l\.weight' is quantized but its scale 'l\.weight_scale_inv' is not stored"):
         _source(folder, strict=False)
+    with pytest.raises(InvalidModel, match="is not stored in any weight file"):
+        open_source(folder)  # the one validation layer every command goes through
 
 
 def test_block_scale_of_the_wrong_shape(tmp_path: Path) -> None:
