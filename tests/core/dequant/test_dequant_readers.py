@@ -119,6 +119,25 @@ def test_compressed_tensors_pack_quantized_equals_its_library(tmp_path: Path, sy
     np.testing.assert_allclose(_read(folder, "l.weight"), ref.numpy(), rtol=0, atol=0)
 
 
+def test_compressed_tensors_int8_packed_per_channel_and_plain(tmp_path: Path) -> None:
+    """8-bit pack-quantized (channel scales, packed by compressed-tensors itself) and int-quantized int8."""
+    from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
+
+    q = torch.randint(-128, 128, (24, 64), dtype=torch.int8)
+    scale = torch.rand(24, 1, dtype=torch.float32).to(torch.bfloat16)
+    ref = (q.float() * scale.float()).numpy()
+    weights = {"num_bits": 8, "type": "int", "strategy": "channel", "symmetric": True}
+    packed = _folder(tmp_path / "packed", {"l.weight_packed": pack_to_int32(q, 8), "l.weight_scale": scale,
+                                           "l.weight_shape": torch.tensor([24, 64], dtype=torch.int32)},
+                     {"quant_method": "compressed-tensors", "format": "pack-quantized",
+                      "config_groups": {"g": {"weights": weights}}})
+    np.testing.assert_array_equal(_read(packed, "l.weight"), ref)
+    plain = _folder(tmp_path / "plain", {"l.weight": q, "l.weight_scale": scale},
+                    {"quant_method": "compressed-tensors", "format": "int-quantized",
+                     "config_groups": {"g": {"weights": weights}}})
+    np.testing.assert_array_equal(_read(plain, "l.weight"), ref)
+
+
 @pytest.mark.parametrize(("bits", "v2", "act_order"), [(4, False, False), (4, True, True), (8, False, True),
                                                        (2, True, False)])
 def test_gptq_equals_public_decoder(tmp_path: Path, bits: int, v2: bool, act_order: bool) -> None:
