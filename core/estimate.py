@@ -173,6 +173,8 @@ def _plan_weights(model: ModelInfo, names: Sequence[str]) -> tuple[dict[str, Wei
             except QuantpressError as exc:
                 warnings.append(f"{n}: {exc}")
     for plan in plans:
+        # the plan's cautions (an already quantized source, ...) are the estimate's too: the Fit pane shows them
+        warnings += [w for w in plan.warnings if w not in warnings]
         shapes = {t.name: t.shape for t in plan.tensors}
         for o in plan.outputs:
             out[o.format] = _output_weights(model, shapes, o.tensor_types, o.file_bytes, o.metadata_bytes)

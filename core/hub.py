@@ -108,6 +108,9 @@ def _describe(repo_id: str, folder: Path) -> ModelInfo:
     tensors: list[TensorInfo] = []
     for fname in sorted(headers):
         tensors += tensors_from_header(headers[fname], fname)
+    from quantpress.core.dequant import dequantized_tensors
+
+    tensors = dequantized_tensors(config, tensors, repo_id, strict=False)  # quantized: as the float model
     check_weights_match_config(config, tensors, repo_id)
     return describe_config(config, tuple(tensors), source=repo_id, kind=SourceKind.HUB, local_path=folder,
                            name=repo_id.split("/")[-1])

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gguf.constants import Keys
+from quantpress.core.dequant import dequantized_tensors
 from quantpress.core.errors import InvalidModel, UnsupportedArchitecture
 from quantpress.core.memory import recurrent_state_bytes
 from quantpress.core.model import ModelInfo, SourceKind, TensorInfo
@@ -283,6 +284,7 @@ def open_hf_folder(folder: Path) -> ModelInfo:
     tensors: list[TensorInfo] = []
     for fname in _weight_files(folder):
         tensors += tensors_from_header(read_safetensors_header(folder / fname), fname)
+    tensors = dequantized_tensors(config, tensors, folder.name, strict=False)  # quantized: as the float model
     check_weights_match_config(config, tensors, str(folder))
     from quantpress.core.hub_download import repo_of_snapshot
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from gguf.constants import Keys
 from quantpress.core.choices import CalibrationKind as CalibrationKind  # re-exported: plans own it
+from quantpress.core.dequant import bits_per_weight, dequantized_tensors, quantization_config, scheme_for
 from quantpress.core.errors import InvalidInput, InvalidModel, UnsupportedArchitecture
 from quantpress.core.gguf import layout
 from quantpress.core.gguf.arch import (
@@ -199,6 +200,8 @@ class ConversionPlan:
 def _src_nbytes(t: TensorPlan) -> int:
     if t.source_dtype in ("BF16", "F16"):
         return int(t.n_elements) * 2
+    if (bits := bits_per_weight(t.source_dtype)) is not None:  # a quantized checkpoint's weight (progress only)
+        return int(t.n_elements * bits / 8)
     if t.source_dtype in layout.GGML_TYPES and t.source_dtype != "F32":
         return int(layout.tensor_nbytes(t.shape, t.source_dtype))
     return int(t.n_elements) * 4
@@ -251,16 +254,21 @@ def _hf_source(model: ModelInfo, config: dict[str, Any]) -> _Source:
     tok = tokenizer_kv(folder, spec, config)
     n_vocab = len(next(v for k, v, _ in tok if k == Keys.Tokenizer.LIST))
     has_weights = any(folder.glob("*.safetensors"))
-    infos = list_hf_tensors(folder) if has_weights else (list(model.tensors) or synthesize_hf_tensors(spec, config))
+    if has_weights:  # a quantized checkpoint is listed dequantized (core/dequant), as model.tensors is
+        infos = dequantized_tensors(config, list_hf_tensors(folder), folder.name)
+    else:
+        infos = list(model.tensors) or synthesize_hf_tensors(spec, config)
+    if quantization_config(config) and not has_weights:
+        scheme_for(config)  # a Hub model: refuse a format no reader handles before anything is downloaded
     config = dict(with_nextn_count(spec, config, infos))
     tensors = map_hf_tensors(spec, config, infos, n_vocab)
     n_head = int(config["num_attention_heads"])
     n_kv = int(config.get("num_key_value_heads") or n_head)
     n_expert = spec.experts.n_experts(config) if spec.experts else 0
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = already_quantized(model.name or folder.name, [t.dtype for t in infos])
     norm = spec.experts.norm_topk if spec.experts else None
     if norm is not None and config.get("norm_topk_prob") is not None and bool(config["norm_topk_prob"]) != norm:
-        warnings = (f"config.json sets norm_topk_prob={config['norm_topk_prob']}, but llama.cpp's {spec.gguf_arch} "
+        warnings += (f"config.json sets norm_topk_prob={config['norm_topk_prob']}, but llama.cpp's {spec.gguf_arch} "
                     f"graph always {'renormalises' if norm else 'keeps'} the top-k expert weights; "
                     "the GGUF will not compute exactly what the checkpoint does",)
     return _Source(spec, tensors, arch_kv(spec, config) + tok, block_count(spec, config),
@@ -281,15 +289,21 @@ def _gguf_source(model: ModelInfo) -> _Source:
         n_head = int(g.arch_value("attention.head_count", 1) or 1)
         n_kv = int(g.arch_value("attention.head_count_kv", n_head) or n_head)
         n_expert = int(g.arch_value("expert_count", 0) or 0)
-    quantized = sorted({t.source_dtype for t in tensors} - {"F32", "F16", "BF16"})
-    warnings: tuple[str, ...] = ()
-    if quantized:
-        warnings = (f"{path.name} is already quantized ({', '.join(quantized)}); requantizing adds error on top "
-                    "of it. Convert from the original F16/BF16 weights when you can.",)
+    warnings = already_quantized(path.name, [t.source_dtype for t in tensors])
     from quantpress.core.gguf.arch import spec_for_gguf_arch
 
     return _Source(spec_for_gguf_arch(arch), tensors, kv, n_layers, max(1, n_head // max(1, n_kv)), warnings,
                    n_expert)
+
+
+def already_quantized(name: str, dtypes: Sequence[str]) -> tuple[str, ...]:
+    """The warning for a source whose weights are already quantized (a GGUF k-quant, an FP8/GPTQ/AWQ/MXFP4
+    checkpoint): converting cannot win back what that quantization lost."""
+    quantized = sorted(set(dtypes) - {"F32", "F16", "BF16", "F64"})
+    if not quantized:
+        return ()
+    return (f"{name} is already quantized ({', '.join(quantized)}); requantizing adds error on top of it, so "
+            "quality cannot improve. Convert from the original F16/BF16 weights when you can.",)
 
 
 # ------------------------------------------------------------------------------------- metadata
@@ -391,6 +405,12 @@ def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None =
     else:
         config = _config(model)
         src = _hf_source(model, config)
+        if quantization_config(config) and calib.kind in (CalibrationKind.DEFAULT, CalibrationKind.FILE):
+            # The calibration pass runs the checkpoint's own float linears; a quantized one stores none.
+            raise InvalidInput(
+                f"calibration text is not supported for an already quantized source ({model.name or model.source}); "
+                "convert with the default importance estimated from the (dequantized) weights, with --imatrix FILE, "
+                "or with --calibration none")
         if src.spec and src.spec.experts and calib.kind in ("default", "file"):
             # The layer-by-layer calibration pass hooks nn.Linear modules; transformers 5 keeps routed
             # experts as fused parameters, which it neither loads from per-expert checkpoints nor sees.

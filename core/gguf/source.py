@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from quantpress.core.dequant import QuantizedSource, mxfp4, quantization_config
+from quantpress.core.dequant.base import NUMPY_DTYPES, Part
 from quantpress.core.errors import InvalidModel, UnsupportedArchitecture
 from quantpress.core.gguf.arch import ArchSpec, Config, block_count, head_dim
-from quantpress.core.gguf.sources_fp8 import FP8_DTYPE
-from quantpress.core.gguf.sources_fp8 import block_size as fp8_block
-from quantpress.core.gguf.sources_fp8 import dequantize_rows as fp8_rows
 from quantpress.core.model import TensorInfo
+from quantpress.core.validate import SAFETENSORS_DTYPE_BYTES
 
 # HF tensors llama.cpp's converter drops.
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq", "attention.masked_bias", "attention.bias")
@@ -111,12 +111,12 @@ def list_hf_tensors(folder: Path) -> list[TensorInfo]:
         header, _ = read_safetensors_header(folder / fname)
         for name, meta in header.items():
             shape = tuple(int(d) for d in meta["shape"])
-            n = int(np.prod(shape, dtype=np.int64)) * _DTYPE_BYTES.get(meta["dtype"], 4)
+            n = int(np.prod(shape, dtype=np.int64)) * SAFETENSORS_DTYPE_BYTES.get(meta["dtype"], 4)
             out.append(TensorInfo(name, shape, meta["dtype"], n, fname))
     return out
 
 
-_DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8, "F8_E4M3": 1, "U8": 1}
+_DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8}
 
 # Per-layer tensors synthesised from config.json (Hub models described without weights).
 # Dimension symbols: h hidden, q n_head*head_dim, k n_kv*head_dim, f ffn, d head_dim.
@@ -238,7 +238,7 @@ def map_hf_tensors(spec: ArchSpec, config: Config, tensors: list[TensorInfo], n_
     n_head = int(config["num_attention_heads"])
     n_kv = int(config.get("num_key_value_heads") or n_head)
     out: list[TensorPlan] = []
-    stacked = stack_experts(spec, config, apply_splits(spec, config, _drop_companions(spec, config, tensors)))
+    stacked = stack_experts(spec, config, apply_splits(spec, config, _drop_extra_layers(spec, config, tensors)))
     for t, name, shape, rule_tr in _apply_rules(spec, config, stacked):
         gname = name if name.startswith("blk.") else name_map.get_name(name, try_suffixes=(".weight", ".bias"))
         if gname is None:
@@ -272,26 +272,13 @@ def map_hf_tensors(spec: ArchSpec, config: Config, tensors: list[TensorInfo], n_
 _LAYER = re.compile(r"^model\.(?:language_model\.)?layers\.(\d+)\.")
 
 
-def _drop_companions(spec: ArchSpec, config: Config, tensors: list[TensorInfo]) -> list[TensorInfo]:
-    """``tensors`` without the scale tensors of quantized sources (read with their weights:
-    core/gguf/sources_mxfp4.py, sources_fp8.py) and, for ``skip_extra_layers`` specs, without the
-    layers past num_hidden_layers."""
-    from quantpress.core.gguf.sources_fp8 import FP8_SCALE_SUFFIX
-    from quantpress.core.gguf.sources_mxfp4 import MXFP4_SCALES_SUFFIX
-
-    names = {t.name for t in tensors}
+def _drop_extra_layers(spec: ArchSpec, config: Config, tensors: list[TensorInfo]) -> list[TensorInfo]:
+    """``tensors`` without the layers past num_hidden_layers, for ``skip_extra_layers`` specs. (A
+    quantized checkpoint's scales never get here: core/dequant lists each weight once, dequantized.)"""
+    if not spec.skip_extra_layers:
+        return list(tensors)
     n_layers = int(config.get("num_hidden_layers") or 0)
-    out = []
-    for t in tensors:
-        if t.name.endswith(MXFP4_SCALES_SUFFIX) and t.name.removesuffix("_scales") + "_blocks" in names:
-            continue
-        if t.name.endswith(FP8_SCALE_SUFFIX) and t.name.removesuffix(FP8_SCALE_SUFFIX) in names:
-            continue
-        m = _LAYER.match(t.name)
-        if spec.skip_extra_layers and m and int(m.group(1)) >= n_layers:
-            continue
-        out.append(t)
-    return out
+    return [t for t in tensors if not ((m := _LAYER.match(t.name)) and int(m.group(1)) >= n_layers)]
 
 
 def apply_splits(spec: ArchSpec, config: Config, tensors: list[TensorInfo]) -> list[TensorInfo | _Stacked]:
@@ -300,14 +287,13 @@ def apply_splits(spec: ArchSpec, config: Config, tensors: list[TensorInfo]) -> l
         return list(tensors)
     out: list[TensorInfo | _Stacked] = []
     for t in tensors:
-        split = next((sp for sp in spec.splits if t.name.endswith(sp.suffix)), None)
+        split = next((sp for sp in spec.splits if t.name.endswith(sp.suffix) and sp.dtype in (None, t.dtype)), None)
         if split is None:
             out.append(t)
             continue
         base = t.name.removesuffix(split.suffix)
-        dtype = "MXFP4" if t.name.endswith("_blocks") else t.dtype
         for suffix, shape, transform in split.parts(config, t.shape):
-            out.append(_Stacked(base + suffix, shape, dtype, t.file, t.name, transforms=(transform,) if transform else ()))
+            out.append(_Stacked(base + suffix, shape, t.dtype, t.file, t.name, transforms=(transform,) if transform else ()))
     return out
 
 
@@ -432,7 +418,7 @@ def _permute_rows(n_rows: int, n_head: int) -> np.ndarray:
 
 
 # Transforms that cut a tensor out of a differently shaped source (HFReader._reshaped).
-_RESHAPING = frozenset({"expert_rows", "expert_cols_t", "mxfp4_rows", "cols", "mla_k_b", "mla_v_b"})
+_RESHAPING = frozenset({"expert_rows", "expert_cols_t", "expert_rows_step", "cols", "mla_k_b", "mla_v_b"})
 
 
 def _chunks(x: np.ndarray, max_rows: int) -> Iterator[np.ndarray]:
@@ -507,8 +493,35 @@ class HFReader:
         self.config = config
         self.spec = spec
         self._files: dict[str, tuple[Any, dict[str, Any], int]] = {}
-        self._where: dict[str, str] | None = None  # tensor -> shard, read when a companion is elsewhere
-        self._fp8_cache: dict[str, np.ndarray] = {}
+        self._quantized: QuantizedSource | None | bool = False  # False: not looked at yet
+
+    def quantized(self) -> QuantizedSource | None:
+        """The checkpoint's quantized weights (core/dequant), None for a float checkpoint."""
+        if self._quantized is False:
+            from quantpress.core.dequant import quantized_source
+
+            self._quantized = quantized_source(self.config, list_hf_tensors(self.folder), self.label)
+        return self._quantized if isinstance(self._quantized, QuantizedSource) else None
+
+    def _dequantized(self, source: str) -> QuantizedSource | None:
+        q = self.quantized() if quantization_config(self.config) else None
+        return q if q is not None and source in q.weights else None
+
+    def _shape(self, fname: str, source: str) -> tuple[int, ...]:
+        q = self._dequantized(source)
+        return q.weights[source].shape if q else tuple(int(d) for d in self._open(fname)[1][source]["shape"])
+
+    def stored_rows(self, part: Part, first: int, stop: int, lead: int) -> np.ndarray:
+        """Rows first..stop of a stored tensor viewed as (prod(shape[:lead]), *shape[lead:]), as numpy
+        (core/dequant's RowReader; BF16 comes back as its uint16 bits)."""
+        f, header, start = self._open(part.file)
+        meta = header[part.name]
+        begin, end = meta["data_offsets"]
+        shape = tuple(int(d) for d in meta["shape"])
+        n_rows = int(np.prod(shape[:lead], dtype=np.int64))
+        row_bytes = (end - begin) // max(1, n_rows)
+        raw = self._read(f, start + begin + first * row_bytes, (stop - first) * row_bytes, part.where)
+        return raw.view(NUMPY_DTYPES[meta["dtype"]]).reshape((stop - first,) + shape[lead:])
 
     def _open(self, fname: str) -> tuple[Any, dict[str, Any], int]:
         if fname not in self._files:
@@ -541,14 +554,19 @@ class HFReader:
         if special:
             yield from self._reshaped(t, special, max_rows)
             return
-        f, header, start = self._open(t.source_file)
-        meta = header[t.source]
-        begin, end = meta["data_offsets"]
-        src_shape = tuple(meta["shape"])
+        src_shape = self._shape(t.source_file, t.source)
         order = row_order(t.transforms, src_shape[0] if src_shape else 1)
         post = _slab_transform(t.transforms)
         what = f"{t.source_file}: tensor '{t.source}'"
+        if order is not None and self._dequantized(t.source):  # dequantize whole, then permute the rows
+            x = np.concatenate(list(self._rows(t.source_file, t.source, 0, src_shape[0], src_shape[0])))[order]
+            for a in range(0, x.shape[0], max_rows):
+                yield post(x[a:a + max_rows])
+            return
         if len(src_shape) <= 1 or order is not None:  # whole tensor: permutations pick rows anywhere
+            f, header, start = self._open(t.source_file)
+            meta = header[t.source]
+            begin, end = meta["data_offsets"]
             raw = self._read(f, start + begin, end - begin, what).reshape(src_shape[0] if src_shape else 1, -1)
             picked = raw[order] if order is not None else raw
             x = _to_f32(np.ascontiguousarray(picked), meta["dtype"])
@@ -564,22 +582,16 @@ class HFReader:
         matrix (or one small whole tensor) in memory at a time."""
         kind, *args = transform.split(":")
         a, b, c = (int(v) for v in args + ["0"] * (3 - len(args)))
-        src_shape = tuple(self._open(t.source_file)[1][t.source]["shape"])
+        src_shape = self._shape(t.source_file, t.source)
         if kind == "expert_rows":  # rows a..b of every expert of [E, R, C]
             rows = src_shape[1]
             for e in range(t.shape[0]):
                 yield from self._rows(t.source_file, t.source, e * rows + a, e * rows + b, max_rows)
-        elif kind == "expert_cols_t":  # columns a::b of every expert of [E, R, C], transposed
+        elif kind in ("expert_cols_t", "expert_rows_step"):  # columns (transposed) or rows a::b of every expert
             rows = src_shape[1]
             for e in range(src_shape[0]):
                 m = np.concatenate(list(self._rows(t.source_file, t.source, e * rows, (e + 1) * rows, max_rows)))
-                yield from _chunks(np.ascontiguousarray(m[:, a::b].T), max_rows)
-        elif kind == "mxfp4_rows":  # rows a::b of every expert of MXFP4 blocks [E, R, C/32, 16]
-            from quantpress.core.gguf import sources_mxfp4
-
-            for e in range(src_shape[0]):
-                blocks, scales = self._mxfp4_expert(t, e)
-                yield from _chunks(sources_mxfp4.dequantize(blocks[a::b], scales[a::b]), max_rows)
+                yield from _chunks(np.ascontiguousarray(m[:, a::b].T if kind == "expert_cols_t" else m[a::b]), max_rows)
         elif kind == "cols":  # columns a::b of a small 2-D tensor (gpt-oss's fused expert biases)
             yield from _chunks(np.ascontiguousarray(self._whole(t.source_file, t.source)[:, a::b]), max_rows)
         else:  # mla_k_b / mla_v_b: DeepSeek's kv_b_proj [H * (nope + v), rank] per head (a heads, b nope, c v)
@@ -589,64 +601,29 @@ class HFReader:
 
     def raw_chunks(self, t: TensorPlan) -> Iterator[np.ndarray]:
         """The tensor's bytes in its source's quantized type, expert by expert: MXFP4 expert blocks
-        moved into ggml's block layout (values unchanged; core/gguf/sources_mxfp4.py)."""
-        from quantpress.core.gguf import sources_mxfp4
-
-        transform = next((tr for tr in t.transforms if tr.startswith("mxfp4_rows:")), None)
-        if transform is None:
+        moved into ggml's block layout (values unchanged; core/dequant/mxfp4.py)."""
+        transform = next((tr for tr in t.transforms if tr.startswith("expert_rows_step:")), None)
+        q = self._dequantized(t.source)
+        qt = q.weights[t.source] if q is not None else None
+        if transform is None or qt is None or qt.label != mxfp4.LABEL:
             raise InvalidModel(f"{t.source}: only MXFP4 expert blocks can be copied unchanged")
         a, b = (int(v) for v in transform.split(":")[1:])
         for e in range(t.shape[0]):
-            blocks, scales = self._mxfp4_expert(t, e)
-            yield sources_mxfp4.to_ggml(blocks[a::b], scales[a::b])
-
-    def _mxfp4_expert(self, t: TensorPlan, e: int) -> tuple[np.ndarray, np.ndarray]:
-        """Expert ``e``'s MXFP4 blocks [R, C/32, 16] and scales [R, C/32] (uint8)."""
-        from quantpress.core.gguf.sources_mxfp4 import MXFP4_BLOCKS_SUFFIX, MXFP4_SCALES_SUFFIX
-
-        out = []
-        for name in (t.source, t.source.removesuffix(MXFP4_BLOCKS_SUFFIX) + MXFP4_SCALES_SUFFIX):
-            fname = self._locate(name, t.source_file)
-            f, header, start = self._open(fname)
-            meta = header[name]
-            if meta["dtype"] != "U8":
-                raise InvalidModel(f"{fname}: MXFP4 tensor '{name}' is {meta['dtype']}, expected U8")
-            shape = tuple(meta["shape"])
-            per_expert = (meta["data_offsets"][1] - meta["data_offsets"][0]) // shape[0]
-            raw = self._read(f, start + meta["data_offsets"][0] + e * per_expert, per_expert, f"{fname}: tensor '{name}'")
-            out.append(raw.reshape(shape[1:]))
-        return out[0], out[1]
+            yield mxfp4.ggml_rows(qt, self.stored_rows, e, a, b)
 
     def _whole(self, fname: str, source: str) -> np.ndarray:
         """A small tensor as float32 (rows, last dim)."""
         return np.concatenate(list(self._rows(fname, source, 0, None, 1 << 30)))
 
-    def _locate(self, name: str, hint: str) -> str:
-        """The shard holding tensor ``name`` (``hint`` first, then the index, then every shard's header)."""
-        if name in self._open(hint)[1]:
-            return hint
-        if self._where is None:
-            self._where = {t.name: t.file for t in list_hf_tensors(self.folder)}
-        if name not in self._where:
-            raise InvalidModel(f"{self.folder}: tensor '{name}' is missing. Download the complete model.")
-        return self._where[name]
-
-    def _fp8_scales(self, fname: str, source: str) -> np.ndarray:
-        """The block scales of FP8 weight ``source`` (float32 2-D); InvalidModel when there are none."""
-        from quantpress.core.gguf.sources_fp8 import FP8_SCALE_SUFFIX
-
-        name = source + FP8_SCALE_SUFFIX
-        try:
-            where = self._locate(name, fname)
-        except InvalidModel:
-            raise InvalidModel(f"{fname}: '{source}' is FP8 without a '{name}' block scale; only block-scaled FP8 "
-                               "(DeepSeek-V3 style, quantization_config.weight_block_size) can be read") from None
-        if name not in self._fp8_cache:
-            self._fp8_cache = {name: self._whole(where, name)}  # one weight's scales at a time
-        return self._fp8_cache[name]
-
     def _rows(self, fname: str, source: str, first: int, stop: int | None, max_rows: int) -> Iterator[np.ndarray]:
         """Float32 slabs of rows first..stop (None: all) of ``source`` viewed as 2-D (rows, last dim)."""
+        q = self._dequantized(source)
+        if q is not None:
+            shape = q.weights[source].shape
+            total = int(np.prod(shape[:-1], dtype=np.int64))
+            for x in q.slabs(source, self.stored_rows, first, total if stop is None else stop, max_rows):
+                yield x
+            return
         f, header, start = self._open(fname)
         meta = header[source]
         begin, end = meta["data_offsets"]
@@ -658,10 +635,7 @@ class HFReader:
         for a in range(first, stop, max_rows):
             b = min(stop, a + max_rows)
             raw = self._read(f, start + begin + a * row_bytes, (b - a) * row_bytes, what)
-            if meta["dtype"] == FP8_DTYPE:
-                x = fp8_rows(raw.reshape(b - a, n_per_row), self._fp8_scales(fname, source), a, fp8_block(self.config))
-            else:
-                x = _to_f32(raw, meta["dtype"]).reshape(b - a, n_per_row)
+            x = _to_f32(raw, meta["dtype"]).reshape(b - a, n_per_row)
             yield x
 
     def close(self) -> None:

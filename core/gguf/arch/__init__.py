@@ -67,10 +67,13 @@ SplitPart = tuple[str, tuple[int, ...], str]
 class Split:
     """An HF tensor whose name ends in ``suffix`` written as the GGUF tensors ``parts(config, shape)``
     returns (a rename, a transpose, gpt-oss's interleaved gate/up columns, DeepSeek's kv_b_proj into
-    k_b/v_b). The new suffixes replace ``suffix`` in the name before gguf-py's name map sees it."""
+    k_b/v_b). The new suffixes replace ``suffix`` in the name before gguf-py's name map sees it.
+    ``dtype``: only a tensor of that stored type (a quantized checkpoint's label from core/dequant,
+    e.g. 'MXFP4', whose layout differs from the float release's); None: any. The first match wins."""
 
     suffix: str
     parts: Callable[[Config, tuple[int, ...]], list[SplitPart]]
+    dtype: str | None = None
 
 
 @dataclass(frozen=True)

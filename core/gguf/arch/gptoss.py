@@ -7,11 +7,13 @@ transformers keeps the experts fused and transposed: ``experts.gate_up_proj`` [E
 up *interleaved* column by column (gate = [..., ::2], up = [..., 1::2]) and ``experts.down_proj``
 [E, F, D]; llama.cpp wants [E, F, D] gate/up and [E, D, F] down, so each expert matrix is read, its
 columns picked and transposed (``expert_cols_t``). The released checkpoints store those experts as
-MXFP4 ``*_blocks``/``*_scales`` (rows not transposed, gate/up rows interleaved): they are read by
-core/gguf/sources_mxfp4.py and written unchanged as MXFP4 where the mix asks for it."""
+MXFP4 ``*_blocks``/``*_scales`` (rows not transposed, gate/up rows interleaved): core/dequant reads
+them as tensors labelled 'MXFP4', split by rows here, and written unchanged as MXFP4 where the mix
+asks for it."""
 
 from __future__ import annotations
 
+from quantpress.core.dequant.mxfp4 import LABEL as MXFP4
 from quantpress.core.gguf import arch
 from quantpress.core.gguf.arch import KV, Config, Split, SplitPart
 
@@ -34,16 +36,18 @@ def _down(config: Config, shape: tuple[int, ...]) -> list[SplitPart]:
 
 
 def _mxfp4(gate_up: bool) -> Split:
-    """MXFP4 ``<proj>_blocks`` [E, R, C/32, 16] (its ``_scales`` [E, R, C/32] beside it): rows are
-    outputs, so no transpose; gate/up rows interleaved."""
+    """An MXFP4 checkpoint's experts as core/dequant presents them: [E, out, in] as stored (its
+    ``_blocks``/``_scales`` read together), so no transpose; gate/up rows interleaved. The rows are
+    picked expert by expert (``expert_rows_step``), which also lets MXFP4_MOE copy the blocks unchanged."""
     def parts(config: Config, shape: tuple[int, ...]) -> list[SplitPart]:
-        n_expert, rows, n_blocks, _ = shape
+        n_expert, rows, cols = shape
         if not gate_up:
-            return [(".experts.down_proj.weight", (n_expert, rows, n_blocks * 32), "mxfp4_rows:0:1")]
-        half = (n_expert, rows // 2, n_blocks * 32)
-        return [(".experts.gate_proj.weight", half, "mxfp4_rows:0:2"), (".experts.up_proj.weight", half, "mxfp4_rows:1:2")]
+            return [(".experts.down_proj.weight", shape, "expert_rows_step:0:1")]
+        half = (n_expert, rows // 2, cols)
+        return [(".experts.gate_proj.weight", half, "expert_rows_step:0:2"),
+                (".experts.up_proj.weight", half, "expert_rows_step:1:2")]
 
-    return Split(".experts.gate_up_proj_blocks" if gate_up else ".experts.down_proj_blocks", parts)
+    return Split(".experts.gate_up_proj" if gate_up else ".experts.down_proj", parts, dtype=MXFP4)
 
 
 def _rename(old: str, new: str) -> Split:
@@ -62,8 +66,7 @@ SPEC = arch.ArchSpec(
                                                                 ("intermediate_size",)),),
     extra_kv=_gptoss_kv,
     experts=arch.ExpertSpec(count_keys=("num_local_experts", "num_experts")),
-    splits=(Split(".experts.gate_up_proj", _gate_up), Split(".experts.gate_up_proj_bias", _gate_up_bias),
+    splits=(_mxfp4(True), _mxfp4(False), Split(".experts.gate_up_proj", _gate_up), Split(".experts.gate_up_proj_bias", _gate_up_bias),
             Split(".experts.down_proj", _down), _rename(".experts.down_proj_bias", ".experts.down_proj.bias"),
-            _rename(".self_attn.sinks", ".self_attn.sinks.weight"),
-            _mxfp4(True), _mxfp4(False)),
+            _rename(".self_attn.sinks", ".self_attn.sinks.weight")),
 )

@@ -1,6 +1,6 @@
 """Quantized source checkpoints: gpt-oss's MXFP4 experts (``*_blocks``/``*_scales``) and DeepSeek's FP8
-128x128 block-scaled weights (``weight_scale_inv``). The decoders are checked against a bit-by-bit
-reading of the specs; whole conversions against llama.cpp's own converter on the same checkpoint
+128x128 block-scaled weights (``weight_scale_inv``), both read by core/dequant. MXFP4 decoding is checked
+against a bit-by-bit reading of the spec (FP8's tables and edge blocks: tests/core/dequant); whole conversions against llama.cpp's own converter on the same checkpoint
 (tests/llama_reference.py), and gpt-oss's MXFP4_MOE mix against llama-quantize's rules."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from llama_reference import reference_gguf
-from quantpress.core.gguf import sources_fp8, sources_mxfp4
+from quantpress.core.dequant import mxfp4
+from quantpress.core.dequant.base import Part, QuantTensor
 from quantpress.core.gguf.convert import convert
 from quantpress.core.gguf.plan import plan_conversion
 from quantpress.core.gguf.reader import open_gguf
@@ -31,38 +32,33 @@ def test_mxfp4_decoding_follows_the_ocp_spec_and_ggml_layout() -> None:
     import gguf
 
     rng = np.random.default_rng(0)
-    blocks = rng.integers(0, 256, (3, 5, 16), dtype=np.uint8)
-    scales = rng.integers(110, 140, (3, 5), dtype=np.uint8)
-    want = np.empty((3, 5, 32), dtype=np.float32)
-    for idx in np.ndindex(3, 5):
+    blocks = rng.integers(0, 256, (2, 3, 5, 16), dtype=np.uint8)  # 2 experts of 3 rows x 5 blocks
+    scales = rng.integers(110, 140, (2, 3, 5), dtype=np.uint8)
+    want = np.empty((2, 3, 5, 32), dtype=np.float32)
+    for idx in np.ndindex(2, 3, 5):
         for i in range(16):  # byte i: element 2i in the low nibble, 2i+1 in the high one
             for j, code in ((2 * i, blocks[idx][i] & 0xF), (2 * i + 1, blocks[idx][i] >> 4)):
                 want[idx][j] = _ocp_e2m1(int(code)) * 2.0 ** (int(scales[idx]) - 127)
-    got = sources_mxfp4.dequantize(blocks, scales)
-    assert np.array_equal(got, want.reshape(3, 160))
-    # the ggml blocks hold the same values (gguf-py's MXFP4 dequantizer reads them)
-    ggml = sources_mxfp4.to_ggml(blocks, scales)
-    assert ggml.shape == (3, 5 * 17)
-    assert np.array_equal(gguf.quants.dequantize(ggml, gguf.GGMLQuantizationType.MXFP4).reshape(3, 160), want.reshape(3, 160))
-    with pytest.raises(ValueError, match="do not belong together"):
-        sources_mxfp4.dequantize(blocks, scales[:, :4])
+    stored = {"w_blocks": blocks, "w_scales": scales}
+    parts = tuple((role, Part(f"w_{role}", "m.safetensors", "U8", stored[f"w_{role}"].shape, stored[f"w_{role}"].size))
+                  for role in ("blocks", "scales"))
+    qt = QuantTensor("w", (2, 3, 160), mxfp4.LABEL, parts)
 
+    def read(part: Part, first: int, stop: int, lead: int) -> np.ndarray:  # the RowReader on arrays
+        x = stored[part.name]
+        return x.reshape(-1, *x.shape[lead:])[first:stop]
 
-def test_fp8_e4m3_table_and_block_scales() -> None:
-    import torch
-
-    codes = torch.arange(256, dtype=torch.uint8)
-    want = codes.view(torch.float8_e4m3fn).float().numpy()
-    assert np.array_equal(sources_fp8.E4M3_VALUES, want, equal_nan=True)
-    raw = np.arange(6 * 5, dtype=np.uint8).reshape(6, 5)
-    scale = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)  # blocks of 4 x 3
-    got = sources_fp8.dequantize_rows(raw[2:], scale, 2, (4, 3))
-    expect = want[raw[2:]] * np.array([[1, 1, 1, 2, 2]] * 2 + [[3, 3, 3, 4, 4]] * 2, dtype=np.float32)
-    assert np.array_equal(got, expect)
+    got = mxfp4.Mxfp4().open(qt, read)(0, 6)
+    assert np.array_equal(got, want.reshape(6, 160))
+    # ggml blocks of rows 1::2 of expert 1 hold the same values (gguf-py's MXFP4 dequantizer reads them)
+    ggml = mxfp4.ggml_rows(qt, read, 1, 1, 2)
+    assert ggml.shape == (1, 5 * 17)
+    back = gguf.quants.dequantize(ggml, gguf.GGMLQuantizationType.MXFP4).reshape(1, 160)
+    assert np.array_equal(back, want[1, 1::2].reshape(1, 160))
 
 
 def _ggml_to_ocp(ggml: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ggml MXFP4 bytes [..., n * 17] -> checkpoint (blocks [..., n, 16], scales [..., n]): sources_mxfp4.to_ggml inverted."""
+    """ggml MXFP4 bytes [..., n * 17] -> checkpoint (blocks [..., n, 16], scales [..., n]): core/dequant/mxfp4.to_ggml inverted."""
     b = ggml.reshape(*ggml.shape[:-1], -1, 17)
     qs = b[..., 1:]
     codes = np.concatenate([qs & 0xF, qs >> 4], axis=-1)  # element order 0..31
