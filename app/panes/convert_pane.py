@@ -455,12 +455,16 @@ class ConvertPane(Pane):
         self.rows[id(job)] = row
         self.queue_layout.insertWidget(self.queue_layout.count() - 1, row)
         self.queue_empty.hide()
+        self._show_queue_total()
 
     @Slot(object)
     def _on_job_changed(self, job: Job) -> None:
         row = self.rows.get(id(job))
         if row is not None:
             row.refresh()
+        self._show_queue_total()
+
+    def _show_queue_total(self) -> None:
         text, fraction = self.queue.summary()
         self.queue_total.setText(f"Queue: {text}" if text else "")
         self.queue_bar.setValue(int(fraction * 1000))
