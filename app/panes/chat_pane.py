@@ -313,7 +313,8 @@ class ChatPane(Pane):
         if not targets:
             self.banner.show_message("Already loaded: the chosen model(s) are ready.", "info")
             return []
-        losing = [side for side, _ in targets if side.turns]
+        # Ask only when a working model's conversation would go (after a crash "press Load" just loads).
+        losing = [side for side, _ in targets if side.turns and side.session is not None]
         if losing and not confirmed:
             self._confirm_load(losing)
             return []
