@@ -61,3 +61,7 @@ torch_installed=$("$VENV/bin/python" -c 'import torch; print(torch.__version__)'
 echo "${QUANTPRESS_CONSTRAINTS:-on}" > "$VENV/quantpress-constraints"  # tests/test_dependencies.py reads it
 echo
 echo "quantpress is installed in $VENV. Try: $VENV/bin/quantpress doctor"
+# The desktop app needs a few X11 libraries PySide6's wheel does not carry (core/desktop.py): say which.
+"$VENV/bin/python" -c 'from quantpress.core.desktop import missing_xcb_libraries, xcb_problem
+p = xcb_problem(missing_xcb_libraries())
+print("note: " + p if p else "", end="\n" if p else "")'

@@ -65,6 +65,9 @@ def _configured(session: Any, chat_settings: Any) -> Any:
 def _serve(conn: Any, stop_event: Any, path: str, settings: Any) -> None:
     """The child's main loop: load the model, then answer requests until "close" or EOF."""
     from quantpress.core.chat import ChatSession
+    from quantpress.core.signals import exit_with_parent
+
+    exit_with_parent()  # a killed or crashed GUI must not leave the model loaded here
 
     def answer(kind: str, *payload: Any) -> None:
         conn.send((kind, *payload))

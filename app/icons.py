@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
+from typing import Any
 
 from PySide6.QtCore import QByteArray, QRectF, Qt
 from PySide6.QtGui import QColor, QGuiApplication, QIcon, QPainter, QPalette, QPixmap
 from PySide6.QtSvg import QSvgRenderer
+from PySide6.QtWidgets import QApplication
 
 SIZES = (16, 24, 32)  # with 2x versions; QIcon scales between them
 
@@ -40,11 +43,50 @@ def _icon(name: str, color: str) -> QIcon:
     return icon
 
 
+# QIcon.cacheKey() -> name of every icon drawn in the palette's text colour, so that a theme change can
+# draw them again in the new one (issue 18: dark icons stayed on dark buttons until a restart).
+_palette_icons: dict[int, str] = {}
+
+
 def icon(name: str, color: str | QColor | None = None) -> QIcon:
     """The icon ``name`` (file stem in resources/icons), drawn in ``color`` or the palette's text colour."""
     if isinstance(color, QColor):
         color = color.name()
-    return _icon(name, color or _text_color())
+    drawn = _icon(name, color or _text_color())
+    if not color:
+        _palette_icons[drawn.cacheKey()] = name
+    return drawn
+
+
+def palette_icon_name(drawn: QIcon) -> str | None:
+    """The name of an icon :func:`icon` drew in the palette's colour (None for any other icon)."""
+    return _palette_icons.get(drawn.cacheKey())
+
+
+def retint(holders: Iterable[Any]) -> int:
+    """Draw again, in the current palette's text colour, the palette-coloured icons of ``holders``
+    (widgets, actions: anything with ``icon()``/``setIcon()``); returns how many changed."""
+    changed = 0
+    for holder in holders:
+        get = getattr(holder, "icon", None)
+        if not callable(get) or not hasattr(holder, "setIcon"):
+            continue
+        current = get()
+        name = palette_icon_name(current) if isinstance(current, QIcon) else None
+        if name is not None:
+            holder.setIcon(icon(name))
+            changed += 1
+    return changed
+
+
+def retint_all() -> int:
+    """:func:`retint` every widget of the application and every action they hold."""
+    app = QApplication.instance()
+    if not isinstance(app, QApplication):
+        return 0
+    widgets = QApplication.allWidgets()
+    actions = {id(a): a for w in widgets for a in w.actions()}
+    return retint([*widgets, *actions.values()])
 
 
 def clear_cache() -> None:

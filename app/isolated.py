@@ -26,7 +26,7 @@ from typing import Any
 
 from quantpress.core.errors import Cancelled, QuantpressError
 from quantpress.core.jobs import CancelToken, Progress, Report
-from quantpress.core.signals import Terminated, terminate_gracefully
+from quantpress.core.signals import Terminated, exit_with_parent, terminate_gracefully
 
 POLL_S = 0.05
 CANCEL_GRACE_S = 60.0  # core checks cancel between (and within large) tensors; then we stop waiting
@@ -57,6 +57,7 @@ def _child(target: Callable[..., Any], args: tuple[Any, ...], out: Any, cancel_e
     # The parent terminate()s a child that outlives the cancel grace period: SIGTERM then unwinds
     # through the job's cleanup (its temporary outputs removed) instead of killing it on the spot.
     terminate_gracefully()
+    exit_with_parent()  # a killed or crashed GUI must not leave this job running
     try:
         value = target(*args, report=report, cancel=_EventToken(cancel_event))
         out.put(("result", value))
@@ -161,7 +162,8 @@ def run_in_helper(target: Callable[..., Any], *args: Any) -> Any:
     if _pool is None:
         from concurrent.futures import ProcessPoolExecutor
 
-        _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=exit_with_parent)
     return _pool.submit(target, *args).result()
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
 from quantpress.app.tasks import Runner, Task
 from quantpress.app.widgets.common import format_seconds
 from quantpress.core.jobs import Progress
@@ -61,14 +61,21 @@ class Job:
     def active(self) -> bool:
         return self.state in (JobState.QUEUED, JobState.RUNNING)
 
+    def elapsed(self, now: float | None = None) -> float:
+        """Seconds since the job started (0 before), up to its end once it has ended."""
+        if self.started_at is None:
+            return 0.0
+        return (self.ended_at or now or time.monotonic()) - self.started_at
+
     def status_text(self) -> str:
         if self.active and self.cancel_requested:
             return "Cancelling… (stopping at the next tensor; its partial file is removed)"
         if self.state is JobState.RUNNING:
+            elapsed = f"{format_seconds(self.elapsed())} elapsed"
             if self.fraction <= 0 and not self.message:
-                return "Starting…"  # no "0% · " before the first report
-            eta = f" · ETA {format_seconds(self.eta_seconds)}" if self.eta_seconds is not None else ""
-            return " · ".join(filter(None, (f"{self.fraction * 100:.0f}%", self.message))) + eta
+                return f"Starting… · {elapsed}"  # no "0% · " before the first report
+            left = f"about {format_seconds(self.eta_seconds)} left" if self.eta_seconds is not None else "estimating time left"
+            return " · ".join(filter(None, (f"{self.fraction * 100:.0f}%", self.message, elapsed, left)))
         if self.state is JobState.DONE and self.started_at and self.ended_at:
             return f"Done in {format_seconds(self.ended_at - self.started_at)}"
         if self.state is JobState.FAILED:
@@ -102,6 +109,29 @@ def outputs_of(result: Any) -> list[Path]:
     return paths
 
 
+def queue_summary(jobs: list[Job], now: float | None = None) -> tuple[str, float]:
+    """The total of ``jobs`` (the queue's batch: the jobs added since it was last idle): a line ("2 of
+    3 jobs left · 1 min 05 s elapsed · about 2 min left for the running job, then 1 more") and the
+    fraction of the batch done, the running job counted by its own fraction. Waiting jobs have no time of their own until
+    they run (their work depends on the machine's measured speed), so they are counted, not timed."""
+    batch = [j for j in jobs if j.state is not JobState.CANCELLED or j.started_at is not None]  # not the withdrawn
+    active = [j for j in batch if j.active]
+    if not active:
+        return "", 0.0
+    done = sum(1 for j in batch if not j.active)
+    running = next((j for j in active if j.state is JobState.RUNNING), None)
+    waiting = len(active) - (running is not None)
+    fraction = (done + (running.fraction if running else 0.0)) / max(1, len(batch))
+    started = [j.started_at for j in batch if j.started_at is not None]
+    parts = [f"{len(active)} of {len(batch)} job{'s' if len(batch) != 1 else ''} left"]
+    if started:
+        parts.append(f"{format_seconds((now or time.monotonic()) - min(started))} elapsed")
+    if running is not None and running.eta_seconds is not None:
+        parts.append(f"about {format_seconds(running.eta_seconds)} left for the running job"
+                     + (f", then {waiting} more" if waiting else ""))
+    return " · ".join(parts), fraction
+
+
 class JobQueue(QObject):
     job_added = Signal(object)
     job_changed = Signal(object)
@@ -112,9 +142,26 @@ class JobQueue(QObject):
         self.runner = runner
         self.jobs: list[Job] = []
         self._current: Job | None = None
+        self._batch: list[Job] = []  # the jobs added since the queue was last idle (its total)
+        self._ticker = QTimer(self)  # the elapsed time moves on between progress reports
+        self._ticker.setInterval(1000)
+        self._ticker.timeout.connect(self._tick)
+
+    def summary(self) -> tuple[str, float]:
+        return queue_summary(self._batch)
+
+    @Slot()
+    def _tick(self) -> None:
+        if self._current is None:
+            self._ticker.stop()
+        else:
+            self.job_changed.emit(self._current)
 
     def add(self, job: Job) -> Job:
         job.add_log(f"Queued: {job.title}")
+        if not self.active():
+            self._batch = []
+        self._batch.append(job)
         self.jobs.append(job)
         self.job_added.emit(job)
         self._start_next()
@@ -157,6 +204,7 @@ class JobQueue(QObject):
         job.state = JobState.RUNNING
         job.started_at = time.monotonic()
         job.add_log("Started")
+        self._ticker.start()
         task = self.runner.submit(job.title, job.fn)
         job.task = task
         task.progress.connect(self._on_progress)

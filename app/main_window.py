@@ -27,7 +27,7 @@ from quantpress.app.panes.fit_pane import FitPane
 from quantpress.app.panes.model_pane import ModelPane
 from quantpress.app.state import AppState
 from quantpress.app.theme import apply_theme
-from quantpress.app.widgets.common import format_bytes
+from quantpress.app.widgets.common import ask_yes_no, format_bytes
 from quantpress.core.hardware import detect_hardware
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ class MainWindow(QMainWindow):
         self._build_status()
         self.state.heavy.changed.connect(self._update_jobs)
         self.state.chat.changed.connect(self._update_jobs)
+        self.state.chat_b.changed.connect(self._update_jobs)
         self.state.model_changed.connect(self._on_model_changed)
         QTimer.singleShot(0, self._detect_hardware)
 
@@ -249,7 +250,7 @@ class MainWindow(QMainWindow):
     @Slot()
     def _update_jobs(self) -> None:
         parts = []
-        for runner, label in ((self.state.heavy, "job"), (self.state.chat, "chat")):
+        for runner, label in ((self.state.heavy, "job"), (self.state.chat, "chat"), (self.state.chat_b, "chat")):
             active = runner.user_tasks()
             running = runner.running()
             if running is not None and running.background:
@@ -268,7 +269,7 @@ class MainWindow(QMainWindow):
 
     # -- closing -----------------------------------------------------------------------------------
     def busy(self) -> bool:
-        return bool(self.state.heavy.user_tasks() or self.state.chat.user_tasks() or self.convert_pane.queue.active())
+        return bool(any(r.user_tasks() for r in self.state.runners()) or self.convert_pane.queue.active())
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt name
         if self._closing or not self.busy():
@@ -276,21 +277,22 @@ class MainWindow(QMainWindow):
             event.accept()
             return
         event.ignore()
-        box = QMessageBox(self)
-        box.setObjectName("confirmClose")
-        box.setIcon(QMessageBox.Icon.Question)
-        box.setWindowTitle("Jobs are running")
-        n = len({*self.state.heavy.user_tasks(), *self.state.chat.user_tasks()}) + sum(
+        n = len({t for r in self.state.runners() for t in r.user_tasks()}) + sum(
             1 for j in self.convert_pane.queue.active() if j.task is None)
-        box.setText(f"{n} job(s) are still running or queued. Cancel them and quit?")
-        box.setInformativeText("Cancelled conversions leave no partial files behind.")
-        box.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
-        box.setDefaultButton(QMessageBox.StandardButton.No)
-        box.setWindowModality(Qt.WindowModality.WindowModal)
-        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box = ask_yes_no(self, "confirmClose", "Jobs are running",
+                         f"{n} job(s) are still running or queued. Cancel them and quit?",
+                         "Cancelled conversions leave no partial files behind.", self._confirmed_close)
         box.accepted.connect(self._confirmed_close)
-        box.button(QMessageBox.StandardButton.Yes).clicked.connect(self._confirmed_close)
-        box.show()
+
+    @Slot()
+    def quit_now(self) -> None:
+        """Close without asking: cancel every job, wait for them to stop, then close (a signal, app/main.py)."""
+        self._confirmed_close()
+        self._close_when_idle()
+
+    @Slot()
+    def noop(self) -> None:
+        """A slot for the timer that lets Python's signal handlers run (app/main.py)."""
 
     @Slot()
     def _confirmed_close(self) -> None:
@@ -299,8 +301,8 @@ class MainWindow(QMainWindow):
         self._closing = True
         self.statusBar().showMessage("Cancelling jobs…")
         self.convert_pane.queue.cancel_all()  # queued conversions must not start while we wait
-        self.state.heavy.cancel_all()
-        self.state.chat.cancel_all()
+        for runner in self.state.runners():
+            runner.cancel_all()
         self._close_timer = QTimer(self)
         self._close_timer.setInterval(50)
         self._close_timer.timeout.connect(self._close_when_idle)

@@ -27,6 +27,10 @@ class AppState(QObject):
         super().__init__(parent)
         self.heavy = Runner("heavy", self)
         self.chat = Runner("chat", self)
+        # Model B of an A/B chat has its own runner thread, so both answers stream at once (each
+        # model is a process of its own; a runner thread only waits on its pipe), while the
+        # requests to one model stay in order (its pipe takes one at a time).
+        self.chat_b = Runner("chat-b", self)
         self.model: Any = None  # ModelInfo
         self.hardware: Any = None  # Hardware
         self.outputs: list[Path] = []  # converted files known for the current model
@@ -81,9 +85,12 @@ class AppState(QObject):
                     found.extend(sorted(g for g in p.glob("*.gguf") if not g.name.startswith(".")))
             self.add_outputs(found)
 
+    def runners(self) -> tuple[Runner, ...]:
+        return (self.heavy, self.chat, self.chat_b)
+
     def shutdown(self) -> None:
-        self.heavy.shutdown()
-        self.chat.shutdown()
+        for runner in self.runners():
+            runner.shutdown()
 
 
 def is_model_output(path: Path) -> bool:

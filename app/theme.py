@@ -73,6 +73,28 @@ QLabel[role="hint"] { color: palette(placeholder-text); }
 QFrame[role="card"] { border: 1px solid palette(mid); border-radius: 8px; background: palette(base); }
 """
 
+# Checkbox squares drawn by the style sheet: Fusion outlines them in the window colour darkened, which
+# on the dark theme is nearly black on nearly black (issue 18). The muted text colour gives the border
+# at least 3:1 contrast against the base on both themes (WCAG's figure for a control's boundary).
+_INDICATORS = ("QCheckBox::indicator", "QListView::indicator", "QTreeView::indicator", "QGroupBox::indicator")
+
+
+def indicator_style(c: Colors) -> str:
+    from importlib import resources
+
+    tick = str(resources.files("quantpress.resources") / "icons" / "tick.svg").replace("\\", "/")
+
+    def rule(state: str, body: str) -> str:
+        return ", ".join(f"{sel}{state}" for sel in _INDICATORS) + " { " + body + " }\n"
+
+    return (rule("", f"width: 14px; height: 14px; border: 1px solid {c.muted}; border-radius: 3px; "
+                     f"background: {c.base};")
+            + rule(":hover", f"border-color: {c.accent};")
+            + rule(":checked", f"background: {c.accent}; border-color: {c.accent}; image: url({tick});")
+            + rule(":indeterminate", f"background: {c.muted}; border-color: {c.muted};")
+            + rule(":disabled", f"border-color: {c.grid}; background: {c.alt_base};")
+            + rule(":checked:disabled", f"background: {c.muted}; border-color: {c.muted};"))
+
 
 def apply_theme(app: QApplication, name: str) -> str:
     """Apply 'light', 'dark' or 'system'; returns the one applied ('light' or 'dark')."""
@@ -81,6 +103,7 @@ def apply_theme(app: QApplication, name: str) -> str:
     _current = DARK if resolved == "dark" else LIGHT
     app.setStyle("Fusion")
     app.setPalette(palette_for(_current))
-    app.setStyleSheet(STYLE)
+    app.setStyleSheet(STYLE + indicator_style(_current))
     icons.clear_cache()
+    icons.retint_all()  # buttons and actions already on screen take the new text colour
     return resolved

@@ -10,14 +10,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from quantpress.core.errors import Cancelled
 
 
 @dataclass(frozen=True)
 class Progress:
-    """One progress update. ``fraction`` is in [0, 1]; ``eta_seconds`` is None when unknown."""
+    """One progress update. ``fraction`` is in [0, 1]; ``eta_seconds`` is None when unknown;
+    ``elapsed_seconds`` is the job's time so far (None when the reporter does not track it)."""
 
     stage: str
     fraction: float
@@ -25,6 +26,7 @@ class Progress:
     done: int = 0
     total: int = 0
     eta_seconds: float | None = None
+    elapsed_seconds: float | None = None
 
 
 Report = Callable[[Progress], None]
@@ -60,6 +62,13 @@ class _NeverCancelled(CancelToken):
 NEVER: CancelToken = _NeverCancelled()
 
 
+def linear_eta(elapsed_s: float, fraction: float) -> float | None:
+    """Time left if the rest goes at the pace so far (None before any progress; 0 when done)."""
+    if fraction <= 0.0:
+        return None
+    return max(0.0, elapsed_s * (1.0 - fraction) / fraction)
+
+
 class Throttle:
     """Forward progress at most every ``interval_s`` seconds, plus whenever the fraction has moved
     by ``step`` since the last forwarded update (always the first and the final one), and fill in
@@ -87,8 +96,5 @@ class Throttle:
         self._last_fraction = progress.fraction
         eta = progress.eta_seconds
         if eta is None and 0.0 < progress.fraction < 1.0:
-            elapsed = now - self._start
-            eta = elapsed * (1.0 - progress.fraction) / progress.fraction
-        self._report(
-            Progress(progress.stage, progress.fraction, progress.message, progress.done, progress.total, eta)
-        )
+            eta = linear_eta(now - self._start, progress.fraction)
+        self._report(replace(progress, eta_seconds=eta))

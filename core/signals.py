@@ -64,6 +64,42 @@ def terminate_gracefully() -> Callable[[], None]:
     return restore
 
 
+# ----------------------------------------------------------------------------- helpers die with their parent
+
+PARENT_POLL_S = 0.5
+PARENT_GONE_GRACE_S = 30.0  # time for a job's own cleanup after the SIGTERM before a hard exit
+
+
+def exit_with_parent(poll_s: float = PARENT_POLL_S) -> None:
+    """End this process when the process that started it is gone (killed, crashed): the GUI's job,
+    chat and helper processes would otherwise run on, orphaned, and with them multiprocessing's
+    resource tracker, which waits for every process holding its pipe (issue 18: still alive 15
+    minutes after a SIGTERM to the GUI). A daemon thread polls ``os.getppid()`` (an orphan is
+    re-parented, so the number changes; portable, unlike Linux's PR_SET_PDEATHSIG, which also fires
+    when the *thread* that started the child ends, as a GUI's pool thread does when idle). It then
+    sends this process SIGTERM, which runs the job's cleanup where :func:`terminate_gracefully` is
+    installed, and exits hard if that has not ended the process ``PARENT_GONE_GRACE_S`` later."""
+    parent = os.getppid()
+    term = getattr(signal, "SIGTERM", None)
+    if term is not None and threading.current_thread() is threading.main_thread():
+        # A process started from a thread that blocks or ignores SIGTERM inherits that (the mask and an
+        # ignored disposition survive exec): the signal below would never arrive.
+        if signal.getsignal(term) == signal.SIG_IGN:
+            signal.signal(term, signal.SIG_DFL)
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {term})
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            threading.Event().wait(poll_s)
+        if hasattr(signal, "SIGTERM"):
+            os.kill(os.getpid(), signal.SIGTERM)
+        threading.Event().wait(PARENT_GONE_GRACE_S)
+        os._exit(128 + int(getattr(signal, "SIGTERM", 15)))
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 # ----------------------------------------------------------------------------- stale temporary outputs
 
 

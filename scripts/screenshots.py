@@ -1,4 +1,5 @@
-"""Render each screen of the app offscreen on the demo model into docs/screenshots/*.png.
+"""Render each screen of the app offscreen on the demo model into docs/screenshots/*.png, and each
+screen again at 1024x640 (``<screen>-1024.png``: the smallest size the app is checked at, issue 18).
 
 Run: .venv/bin/python scripts/screenshots.py [--out docs/screenshots] [--formats Q8_0,Q4_K_M,...]
 
@@ -23,6 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from PySide6.QtCore import QEventLoop, QSettings, Qt, QTimer  # noqa: E402,TID251 - a GUI script
 
 SIZE = (1280, 820)
+SMALL = (1024, 640)
 
 
 def wait(signal: Any, timeout_s: float = 900.0, until: Any = None) -> None:
@@ -76,7 +78,8 @@ def main() -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    from quantpress.core.demo import cache_dir, demo_gguf_path
+    from quantpress.core.demo import demo_gguf_path
+    from quantpress.core.paths import cache_dir
 
     # Settings of a fresh install (not the user's own), kept in the work folder.
     work = cache_dir() / "screenshots-work"
@@ -180,6 +183,12 @@ def main() -> int:
     window.toggle_theme()
     shoot(window, "fit", out, "fit-dark")
     window.toggle_theme()
+
+    # Every screen at 1024x640: nothing may be cut off there (tests/app/test_user_flow.py checks it too)
+    window.resize(*SMALL)
+    settle(300)
+    for key in ("model", "fit", "convert", "evaluate", "chat"):
+        shoot(window, key, out, f"{key}-1024")
 
     window.shutdown()
     window.close()

@@ -34,12 +34,13 @@ from quantpress.app import settings
 from quantpress.app.errors import show_error
 from quantpress.app.icons import icon
 from quantpress.app.state import AppState
-from quantpress.app.tasks import Task
-from quantpress.app.widgets.common import Pane, format_bytes
+from quantpress.app.tasks import Runner, Task
+from quantpress.app.widgets.common import Pane, ask_yes_no, format_bytes
 
 if TYPE_CHECKING:
     from quantpress.core.chat.types import ChatSettings
 
+EMPTY_CONVERSATION = "The conversation appears here."
 PLACEHOLDER = "Ask something, then press Ctrl+Return. Esc stops the answer."
 
 
@@ -97,7 +98,7 @@ class ChatSide:
         self.memory_line = ""
         self.view = QTextBrowser()
         self.view.setOpenExternalLinks(True)
-        self.view.setPlaceholderText("The conversation appears here.")
+        self.view.setPlaceholderText(EMPTY_CONVERSATION)
         self.title = QLabel(f"Model {name}: not loaded")
         self.title.setStyleSheet("font-weight: 600;")
         self.stats = QLabel("")
@@ -290,32 +291,67 @@ class ChatPane(Pane):
     def sides(self) -> list[ChatSide]:
         return [self.a, self.b] if self.compare_check.isChecked() else [self.a]
 
+    def runner(self, side: ChatSide) -> Runner:
+        """The runner of one side: A and B each have their own thread, so A/B answers stream at once."""
+        return self.state.chat_b if side is self.b else self.state.chat
+
+    def _targets(self) -> list[tuple[ChatSide, Path]]:
+        """The sides Load would (re)load: those without their chosen file loaded. A side already running
+        its chosen file keeps its process and its conversation (ticking Compare, then Load, adds B
+        without wiping A)."""
+        chosen = [(self.a, self.model_a.currentData())]
+        if self.compare_check.isChecked():
+            chosen.append((self.b, self.model_b.currentData()))
+        return [(side, Path(data)) for side, data in chosen
+                if data and (side.session is None or side.path != Path(data))]
+
     @Slot()
-    def load(self) -> list[Task]:
+    def load(self, confirmed: bool = False) -> list[Task]:
+        """Load the chosen model(s). Replacing a model that has a conversation asks first (the
+        conversation goes with it); the question is a window-modal box whose Yes loads."""
+        targets = self._targets()
+        if not targets:
+            self.banner.show_message("Already loaded: the chosen model(s) are ready.", "info")
+            return []
+        # Ask only when a working model's conversation would go (after a crash "press Load" just loads).
+        losing = [side for side, _ in targets if side.turns and side.session is not None]
+        if losing and not confirmed:
+            self._confirm_load(losing)
+            return []
         try:
             chat_settings = self.chat_settings()
         except Exception as exc:  # noqa: BLE001 - e.g. chat core missing
             show_error(self, exc, title="Cannot load the model")
             return []
-        self.unload_sessions()
         tasks = []
-        for side, combo in ((self.a, self.model_a), (self.b, self.model_b)):
-            if side is self.b and not self.compare_check.isChecked():
-                continue
-            data = combo.currentData()
-            if not data:
-                continue
-            side.path = Path(data)
+        for side, path in targets:
+            self._unload_side(side)
+            side.path = path
             side.turns.clear()
             side.streaming = ""
             side.render()
             side.title.setText(f"Model {side.name}: loading {side.path.name}…")
-            task = self.state.chat.submit(f"load {side.path.name}", _load_job(side.path, chat_settings))
+            task = self.runner(side).submit(f"load {side.path.name}", _load_job(side.path, chat_settings))
             self._track(task, side)
             task.succeeded.connect(self._on_loaded)
             tasks.append(task)
+        kept = [s for s in self.sides() if s not in [t[0] for t in targets] and s.turns]
+        if kept:  # a side that joins later has not seen the earlier turns: say so
+            for side, _ in targets:
+                side.view.setPlaceholderText(f"Model {side.name} joins here: it has not seen the conversation "
+                                             f"with {kept[0].name} so far (Clear to start both afresh).")
         self._update_buttons()
         return tasks
+
+    def _confirm_load(self, losing: list[ChatSide]) -> None:
+        names = " and ".join(s.name for s in losing)
+        ask_yes_no(self, "confirmLoad", "Start a new conversation?",
+                   f"Loading another file for model {names} clears its conversation.", "Load and clear it?",
+                   self._load_confirmed)
+
+    @Slot()
+    def _load_confirmed(self) -> None:
+        self.load(confirmed=True)
 
     @Slot(object)
     def _on_loaded(self, value: Any) -> None:
@@ -330,31 +366,32 @@ class ChatPane(Pane):
         side.stats.setText(side.memory_line)
         self.banner.clear()  # a stale "Load a model first" no longer applies
 
+    def _unload_side(self, side: ChatSide) -> None:
+        session, side.session = side.session, None
+        if session is not None:
+            self.runner(side).submit("unload", _close_job([session]))
+
     def unload_sessions(self) -> None:
-        sessions = [s.session for s in (self.a, self.b) if s.session is not None]
         for side in (self.a, self.b):
-            side.session = None
-        if sessions:
-            self.state.chat.submit("unload", _close_job(sessions))
+            self._unload_side(side)
 
     def unload(self) -> None:
-        """Stop generation and free the models on the chat thread (window closing)."""
+        """Stop generation and free the models on their chat threads (window closing)."""
         self.stop()
-        self.state.chat.cancel_all()
-        sessions = [s.session for s in (self.a, self.b) if s.session is not None]
         for side in (self.a, self.b):
-            side.session = None
-        if sessions:
-            self.state.chat.wait(10000)
-            self.state.chat.submit("unload", _close_job(sessions))
-            self.state.chat.wait(10000)
+            self.runner(side).cancel_all()
+        for side in (self.a, self.b):
+            if side.session is not None:
+                self.runner(side).wait(10000)
+                self._unload_side(side)
+                self.runner(side).wait(10000)
 
     @Slot()
     def apply_settings(self) -> None:
         chat_settings = self.chat_settings()
         for side in self.sides():
             if side.session is not None:
-                task = self.state.chat.submit("apply settings", _configure_job(side.session, chat_settings))
+                task = self.runner(side).submit("apply settings", _configure_job(side.session, chat_settings))
                 self._track(task, side)
                 task.succeeded.connect(self._on_memory)
 
@@ -403,7 +440,8 @@ class ChatPane(Pane):
             side.turns.append(("user", text))
             side.streaming = ""
             side.render()
-            task = self.state.chat.submit(f"chat {side.name}", _send_job(side.session, text, rewind), streaming=True)
+            task = self.runner(side).submit(f"chat {side.name}", _send_job(side.session, text, rewind),
+                                            streaming=True)
             self._track(task, side)
             task.streamed.connect(self._on_stream)
             task.succeeded.connect(self._on_reply)
@@ -444,9 +482,10 @@ class ChatPane(Pane):
         for side in (self.a, self.b):
             side.turns.clear()
             side.streaming = ""
+            side.view.setPlaceholderText(EMPTY_CONVERSATION)
             side.render()
             if side.session is not None:
-                self._track(self.state.chat.submit("clear chat", _clear_job(side.session)), side)
+                self._track(self.runner(side).submit("clear chat", _clear_job(side.session)), side)
         self.last_prompt = ""
 
     def busy(self) -> bool:

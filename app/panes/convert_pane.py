@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QProgressBar,
     QPushButton,
     QScrollArea,
     QSpinBox,
@@ -192,6 +193,15 @@ class ConvertPane(Pane):
         ql = QVBoxLayout(queue_box)
         self.queue_empty = hint("No conversions yet. Jobs you add appear here with their progress and log.")
         ql.addWidget(self.queue_empty)
+        self.queue_total = QLabel()  # the whole queue: jobs left, elapsed, time left for the running one
+        self.queue_total.setWordWrap(True)
+        self.queue_bar = QProgressBar()
+        self.queue_bar.setRange(0, 1000)
+        self.queue_bar.setTextVisible(False)
+        self.queue_bar.setFixedHeight(6)
+        for w in (self.queue_total, self.queue_bar):
+            w.hide()
+            ql.addWidget(w)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         holder = QWidget()
@@ -445,12 +455,21 @@ class ConvertPane(Pane):
         self.rows[id(job)] = row
         self.queue_layout.insertWidget(self.queue_layout.count() - 1, row)
         self.queue_empty.hide()
+        self._show_queue_total()
 
     @Slot(object)
     def _on_job_changed(self, job: Job) -> None:
         row = self.rows.get(id(job))
         if row is not None:
             row.refresh()
+        self._show_queue_total()
+
+    def _show_queue_total(self) -> None:
+        text, fraction = self.queue.summary()
+        self.queue_total.setText(f"Queue: {text}" if text else "")
+        self.queue_bar.setValue(int(fraction * 1000))
+        for w in (self.queue_total, self.queue_bar):
+            w.setVisible(bool(text))
 
     @Slot(object)
     def _on_job_succeeded(self, job: Job) -> None:

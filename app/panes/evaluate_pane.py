@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,8 @@ from quantpress.app.icons import icon
 from quantpress.app.state import AppState, is_model_output
 from quantpress.app.tasks import Task
 from quantpress.app.widgets.charts import Point, ScatterChart
-from quantpress.app.widgets.common import Pane, format_bytes, hint
-from quantpress.core.jobs import Progress
+from quantpress.app.widgets.common import Pane, format_bytes, format_seconds, hint
+from quantpress.core.jobs import Progress, linear_eta
 
 COLUMNS = ("File", "Format", "Size", "KLD mean", "KLD p99", "Top-1 agree", "Perplexity", "Δ PPL", "Scored tokens")
 REFERENCE_PREFERENCE = ("F32", "BF16", "F16", "Q8_0")
@@ -85,6 +86,7 @@ class EvaluatePane(Pane):
         self.tasks: list[Task] = []
         self._failed_runs: list[str] = []  # files whose evaluation failed in the current batch
         self._batch_fraction: dict[int, float] = {}  # id(task) -> its fraction, for one bar over the batch
+        self._batch_started = time.monotonic()
         self.results: dict[str, dict[str, Any]] = {}  # model path -> result dict
         self._build()
         state.outputs_changed.connect(self.refresh_files)
@@ -155,8 +157,10 @@ class EvaluatePane(Pane):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setAlternatingRowColors(True)
         self.table.setWordWrap(False)
+        # Every column as wide as its text (a narrow window scrolls instead of cutting "SmolLM2-…" to "Smol…").
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideNone)
         tips = ("", "", "File size on disk", "Mean KL-divergence of next-token distributions (0 = identical)",
                 "99th percentile of per-token KL-divergence: the bad cases", "How often both pick the same top token",
                 "Perplexity on the text (lower is better)", "Perplexity minus the reference's", "Scored tokens")
@@ -302,6 +306,7 @@ class EvaluatePane(Pane):
         if not self.tasks:
             self._failed_runs = []  # a new batch: earlier failures are no longer news
             self._batch_fraction = {}
+            self._batch_started = time.monotonic()
             self.progress.setRange(0, 0)  # busy until the first report (loading the reference takes a while)
         self._batch_fraction.update({id(t): 0.0 for t in tasks})
         self.tasks.extend(tasks)
@@ -326,9 +331,15 @@ class EvaluatePane(Pane):
         # One bar for the whole batch: each file's share, so it never restarts per file.
         self._batch_fraction[id(task)] = p.fraction
         self.progress.setRange(0, 1000)
-        self.progress.setValue(int(sum(self._batch_fraction.values()) / max(1, len(self._batch_fraction)) * 1000))
+        fraction = sum(self._batch_fraction.values()) / max(1, len(self._batch_fraction))
+        self.progress.setValue(int(fraction * 1000))
         name = task.name if isinstance(task, Task) else ""
-        self.progress_label.setText(f"{name}: {p.message}")
+        elapsed = time.monotonic() - self._batch_started
+        left = linear_eta(elapsed, fraction)  # over the whole batch: the bar's own pace
+        n = len(self._batch_fraction)
+        self.progress_label.setText(
+            f"{name}: {p.message}\n{fraction:.0%} of {n} file{'s' if n != 1 else ''} · {format_seconds(elapsed)} elapsed"
+            + (f" · about {format_seconds(left)} left" if left is not None else ""))
 
     @Slot(object)
     def _on_result(self, result: Any) -> None:
@@ -387,9 +398,12 @@ class EvaluatePane(Pane):
             if res.get("kld_mean") is not None:
                 points.append(Point(fmt, float(res.get("model_bytes", 0)), float(res["kld_mean"])))
         self.chart.set_points(points)
-        self.footer.setText(
-            "Results are saved next to each file (its .json sidecar) and shown again when you reopen the model."
-            if rows else "")
+        refs = {(Path(str(r["reference"])).name, float(r["reference_perplexity"])) for r in rows
+                if r.get("reference") and r.get("reference_perplexity") is not None}
+        ref_line = "; ".join(f"Reference {name}: perplexity {ppl:.3f}" for name, ppl in sorted(refs))
+        saved = "Results are saved next to each file (its .json sidecar) and shown again when you reopen the model."
+        self.footer.setText(f"{ref_line} (Δ PPL is each file's perplexity minus this).\n{saved}" if ref_line
+                            else saved if rows else "")
 
 
 def _is_demo_source(path: Path) -> bool:

@@ -124,8 +124,6 @@ class FitPane(Pane):
         self.ram_spin.setValue(32.0)
         self.ram_spin.setSuffix(" GiB RAM")
         self.vram_spin.setSpecialValueText("no GPU")  # 0 GiB: plan for a machine without one
-        for widget in (self.whatif_check, self.vram_spin, self.ram_spin):
-            row.addWidget(widget)
         for override in (self.vram_spin, self.ram_spin):  # they only count while the box is ticked
             override.setEnabled(False)
             self.whatif_check.toggled.connect(override.setEnabled)
@@ -136,9 +134,8 @@ class FitPane(Pane):
             "figure then uses the measured value instead of a conservative default.")
         self.measure_button.setEnabled(False)
         self.measure_button.clicked.connect(self.measure_gpu)
-        row.addWidget(self.measure_button)
         self.body.addLayout(row)
-        best_row = QHBoxLayout()
+        best_row = QHBoxLayout()  # a second row: one row clipped the boxes to "24.0 GiB VRAI" at 1024 px
         self.best_fit_button = QPushButton("Best quality that fits")
         self.best_fit_button.setToolTip(
             "Let quantpress choose every tensor's type: the most accurate GGUF whose estimated memory at this "
@@ -148,6 +145,8 @@ class FitPane(Pane):
         self.best_fit_button.clicked.connect(self.request_best_fit)
         best_row.addWidget(self.best_fit_button)
         best_row.addStretch(1)
+        for widget in (self.whatif_check, self.vram_spin, self.ram_spin, self.measure_button):
+            best_row.addWidget(widget)
         self.body.addLayout(best_row)
         for spin in (self.ctx_spin, self.batch_spin, self.vram_spin, self.ram_spin):
             spin.valueChanged.connect(self._schedule)

@@ -32,6 +32,8 @@ from quantpress.app.widgets.common import Pane, format_bytes, hint
 from quantpress.core.errors import GatedRepo
 from quantpress.core.jobs import Progress
 
+NO_MODEL = "No model open"
+
 
 def _open_job(source: str) -> Any:
     """A runner job: describe ``source`` with core.inspect.open_model (reads metadata only)."""
@@ -227,7 +229,7 @@ class ModelPane(Pane):
         card = QFrame()
         card.setProperty("role", "card")
         card_layout = QVBoxLayout(card)
-        self.card_title = QLabel("No model open")
+        self.card_title = QLabel(NO_MODEL)
         self.card_title.setStyleSheet("font-size: 13pt; font-weight: 600;")
         card_layout.addWidget(self.card_title)
         self.card_note = hint("")
@@ -325,6 +327,8 @@ class ModelPane(Pane):
         self.progress_label.setText(message)
         self.progress.setRange(0, 0)  # busy until the first progress report
         self._set_busy(True)
+        if self.state.model is None:  # never "No model open" while one is opening (a slow start under load)
+            self.card_title.setText(message)
 
     def _set_busy(self, busy: bool) -> None:
         for w in (self.progress, self.progress_label, self.cancel_button):
@@ -446,6 +450,8 @@ class ModelPane(Pane):
         if self.sender() is self._task:
             self._task = None
             self._set_busy(False)
+            if self.state.model is None:  # failed or cancelled: nothing is open after all
+                self.card_title.setText(NO_MODEL)
 
     def show_model(self, model: Any) -> None:
         self.card_title.setText(model.name or str(model.source))

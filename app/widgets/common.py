@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QMessageBox, QVBoxLayout, QWidget
 from quantpress.app.theme import colors
 from quantpress.core.cli.output import format_bytes
 
@@ -83,3 +85,22 @@ class Pane(QWidget):
         self.body = QVBoxLayout()
         self.body.setSpacing(8)
         outer.addLayout(self.body, 1)
+
+
+def ask_yes_no(parent: QWidget, name: str, title: str, text: str, informative: str,
+               on_yes: Callable[[], None]) -> QMessageBox:
+    """A window-modal Yes/No question that does not block (tests and the event loop go on); Yes calls
+    ``on_yes`` (a bound slot), No is the default. ``name`` is the box's object name."""
+    box = QMessageBox(parent)
+    box.setObjectName(name)
+    box.setIcon(QMessageBox.Icon.Question)
+    box.setWindowTitle(title)
+    box.setText(text)
+    box.setInformativeText(informative)
+    box.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+    box.setDefaultButton(QMessageBox.StandardButton.No)
+    box.setWindowModality(Qt.WindowModality.WindowModal)
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    box.button(QMessageBox.StandardButton.Yes).clicked.connect(on_yes)
+    box.show()
+    return box

@@ -133,6 +133,17 @@ def _post_norm(w: _Weights, name: str, update: np.ndarray) -> np.ndarray:
     return scaled
 
 
+# Tensors the estimate never reads: Q and K only feed the attention pattern, which it does not model
+# (read only for the sensitivity trace), and the output head's input is the final residual.
+_UNREAD = (".attn_q.weight", ".attn_k.weight")
+
+
+def read_elements(tensors: Sequence[Any], *, with_trace: bool = False) -> int:
+    """How many weights ``weight_importance`` reads (its share of a conversion's work, core/eta.py)."""
+    return sum(math.prod(t.shape) for t in tensors
+               if t.name != "output.weight" and (with_trace or not t.name.endswith(_UNREAD)))
+
+
 def weight_importance(tensors: Sequence[Any], read: Callable[[Any], Iterator[np.ndarray]],
                       kv: Sequence[tuple[str, Any, str]], arch: str, *, report: Report = ignore,
                       cancel: CancelToken = NEVER, trace: dict[str, np.ndarray] | None = None) -> Imatrix:
@@ -146,12 +157,13 @@ def weight_importance(tensors: Sequence[Any], read: Callable[[Any], Iterator[np.
     ``<blk>gate``/``<blk>up``; and ``resid_final``."""
     names = [t.name for t in tensors]
     n_layers = sum(1 for n in names if n.endswith(".attn_norm.weight"))
+    sizes = {t.name: math.prod(t.shape) for t in tensors}
+    total = max(1, read_elements(tensors, with_trace=trace is not None))
     done = [0]
 
-    def tick(name: str) -> None:
-        done[0] += 1
-        report(Progress("importance", min(done[0] / max(1, 7 * n_layers + 1), 0.999),
-                        f"importance: {name}"))  # the tensor name must fit a 40-column progress line
+    def tick(name: str) -> None:  # progress in weights read: an FFN matrix weighs more than a norm
+        report(Progress("importance", min(done[0] / total, 0.999), f"importance: {name}", done[0], total))
+        done[0] += sizes[name]  # the tensor name must fit a 40-column progress line
 
     w = _Weights(tensors, read, cancel, tick)
     means: dict[str, np.ndarray] = {}

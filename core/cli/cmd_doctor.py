@@ -78,6 +78,15 @@ def _simple(name: str, dist: str) -> Component:
     return Component(name, version, problem="" if version else "not installed")
 
 
+def _qt_x11() -> Component:
+    from quantpress.core.desktop import missing_xcb_libraries, xcb_plugin, xcb_problem
+
+    plugin = xcb_plugin()
+    if plugin is None:
+        return Component("Qt X11 plugin", None, problem="" if sys.platform != "linux" else "PySide6 has no xcb plugin")
+    return Component("Qt X11 plugin", "present", {"path": str(plugin)}, problem=xcb_problem(missing_xcb_libraries(plugin)))
+
+
 def _hardware() -> dict[str, Any]:
     try:
         from quantpress.core.hardware import detect_hardware
@@ -103,6 +112,7 @@ def collect() -> dict[str, Any]:
         _simple("safetensors", "safetensors"),
         _simple("tokenizers", "tokenizers"),
         _simple("numpy", "numpy"),
+        _qt_x11(),
     ]
     return {"components": [to_jsonable(c) for c in components], "hardware": _hardware()}
 

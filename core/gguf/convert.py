@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from quantpress.core.disk import DiskFree, require_free_space
 from quantpress.core.errors import InvalidInput, InvalidModel, NotEnoughDiskSpace
+from quantpress.core.eta import CALIBRATION_COST, IMPORTANCE_COST, Stage, StagedProgress, write_cost
 from quantpress.core.gguf import layout
 from quantpress.core.gguf.plan import (
     CalibrationKind,
@@ -201,8 +202,7 @@ def _load_imatrix(plan: ConversionPlan, reader: Any, source_kv: list[Any], repor
     if kind == CalibrationKind.NONE:
         return None, ""
     if kind == CalibrationKind.WEIGHTS:
-        if not any(_quant_choice(plan, o).importance and set(o.tensor_types.values()) - _IMPORTANCE_FREE
-                   for o in plan.outputs):
+        if not _uses_weight_importance(plan):
             return None, ""  # nothing would use it: skip the extra read of the weights
         from quantpress.core.calibration.weights import weight_importance
 
@@ -225,6 +225,36 @@ def _quant_choice(plan: ConversionPlan, out: OutputPlan) -> QuantChoice:
     return choose(plan.engine, out.format, plan.calibration.kind)
 
 
+def _uses_weight_importance(plan: ConversionPlan) -> bool:
+    return plan.calibration.kind == CalibrationKind.WEIGHTS and any(
+        _quant_choice(plan, o).importance and set(o.tensor_types.values()) - _IMPORTANCE_FREE for o in plan.outputs)
+
+
+def _tensor_costs(plan: ConversionPlan) -> list[float]:
+    """Each tensor's share of the writing pass (core/eta.py): its weights times the cost of every
+    type it is encoded to (a raw copy from a GGUF source costs only the read)."""
+    gguf_source = plan.source_kind == SourceKind.GGUF.value
+    costs = []
+    for t in plan.tensors:
+        types = [o.tensor_types[t.name] for o in plan.outputs]
+        encoded = [ty for ty in types if not (gguf_source and ty == t.source_dtype and not t.transforms)]
+        costs.append(write_cost(t.n_elements, encoded))
+    return costs
+
+
+def job_stages(plan: ConversionPlan) -> list[Stage]:
+    """The passes ``convert(plan)`` makes, with their expected costs: one progress bar over the job."""
+    from quantpress.core.calibration.weights import read_elements
+
+    stages = []
+    if _uses_weight_importance(plan):
+        stages.append(Stage("importance", IMPORTANCE_COST * read_elements(plan.tensors)))
+    elif plan.calibration.kind in (CalibrationKind.DEFAULT, CalibrationKind.FILE):
+        stages.append(Stage("calibrate", CALIBRATION_COST * sum(t.n_elements for t in plan.tensors)))
+    stages.append(Stage("convert", sum(_tensor_costs(plan))))
+    return stages
+
+
 # ------------------------------------------------------------------------------ main
 
 
@@ -235,6 +265,7 @@ def convert(plan: ConversionPlan, *, report: Report = ignore, cancel: CancelToke
     Cancelled, InvalidModel (e.g. NaN weights, naming the tensor), NotEnoughDiskSpace; nothing is
     left behind on failure."""
     t0 = time.monotonic()
+    report = StagedProgress(report, job_stages(plan))  # one bar over both passes, with elapsed time and ETA
     preflight(plan, disk_free)
     for folder in {Path(o.path).parent for o in plan.outputs}:  # what killed conversions left behind
         remove_stale(folder, CONVERT_PARTIAL)
@@ -314,9 +345,10 @@ def _write_preamble(plan: ConversionPlan, out: _Output, source_kv: list[Any], n_
 
 def _write_tensors(plan: ConversionPlan, outputs: list[_Output], reader: Any, imatrix: Any,
                    report: Report, cancel: CancelToken) -> None:
-    total = max(1, plan.source_bytes)
-    done = 0
-    for t in plan.tensors:
+    costs = _tensor_costs(plan)  # progress in expected work: a Q6_K output head weighs less than a Q4_K one
+    total = max(1.0, sum(costs))
+    done = 0.0
+    for t, cost in zip(plan.tensors, costs, strict=True):
         cancel.raise_if_cancelled()
         n_per_row = t.shape[-1]
         types = [o.plan.tensor_types[t.name] for o in outputs]
@@ -327,7 +359,6 @@ def _write_tensors(plan: ConversionPlan, outputs: list[_Output], reader: Any, im
                 for out in outputs:
                     out.write(_buffer(raw))
         else:
-            src_bytes = _src_bytes(t)
             n_rows = max(1, t.n_elements // n_per_row)
             row = 0
             for x in _checked_slabs(reader, t):
@@ -345,8 +376,8 @@ def _write_tensors(plan: ConversionPlan, outputs: list[_Output], reader: Any, im
                         continue
                     out.write(_buffer(encode(x, ty, used, plan.threads, how.engine)))
                 row += x.shape[0]
-                now = done + src_bytes * row // n_rows  # progress in source bytes: big tensors weigh more
-                report(Progress("convert", min(now / total, 0.999), t.name, now, total))
+                now = done + cost * row / n_rows
+                report(Progress("convert", min(now / total, 0.999), t.name, int(now), int(total)))
             if any(copy_raw):
                 for raw in _raw_chunks(reader, t):
                     for out, raw_copy in zip(outputs, copy_raw, strict=False):
@@ -354,8 +385,8 @@ def _write_tensors(plan: ConversionPlan, outputs: list[_Output], reader: Any, im
                             out.write(_buffer(raw))
         for out in outputs:
             out.pad()
-        done += _src_bytes(t)
-        report(Progress("convert", min(done / total, 0.999), t.name, done, total))
+        done += cost
+        report(Progress("convert", min(done / total, 0.999), t.name, int(done), int(total)))
 
 
 def _copies_raw(plan: ConversionPlan, t: TensorPlan, ggml_type: str) -> bool:
@@ -394,12 +425,6 @@ def _checked_slabs(reader: Any, t: TensorPlan) -> Iterator[np.ndarray]:
         if not np.isfinite(x).all():
             raise non_finite_weights(reader.label, t.source or t.name)
         yield x
-
-
-def _src_bytes(t: TensorPlan) -> int:
-    from quantpress.core.gguf.plan import _src_nbytes
-
-    return int(_src_nbytes(t))
 
 
 def _buffer(arr: np.ndarray) -> memoryview:
