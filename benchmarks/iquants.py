@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--formats", default=",".join(MIXES))
     ap.add_argument("--chunks", type=int, default=4)
     ap.add_argument("--n-ctx", type=int, default=256)
+    ap.add_argument("--no-default", action="store_true",
+                    help="skip the default (weights-estimate) files; the reply then comes from the +imatrix file")
     ap.add_argument("--write", action="store_true", help="replace this model's section of BENCHMARKS.md")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -79,11 +81,12 @@ def main() -> None:
     cli = [py, "-m", "quantpress.core.cli", "convert", str(model), "--json"]
     fmt_args = [a for f in formats for a in ("-f", f)]
     t_im, _, _ = run_measured(cli + ["--imatrix", str(imx_path), "--out", str(work / "im")] + fmt_args)
-    t_w, _, _ = run_measured(cli + ["--out", str(work / "w")] + fmt_args)
+    t_w = 0.0 if args.no_default else run_measured(cli + ["--out", str(work / "w")] + fmt_args)[0]
     run_measured(cli + ["-f", "F32", "--out", str(work)])
     chunks = heldout_chunks(model, args.chunks, args.n_ctx)
     ref = logprobs(work / f"{model.name}-F32.gguf", chunks)
     rows: dict[str, dict[str, float | str]] = {}
+    per_token: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # mix -> (llama.cpp, quantpress+imatrix) KLDs
     for fmt in formats:
         t0 = time.monotonic()
         llama_quantize(work / "ref-F16.gguf", work / f"ref-{fmt}.gguf", fmt, imatrix=means)
@@ -91,17 +94,35 @@ def main() -> None:
         k_ref = kld_tokens(ref, logprobs(work / f"ref-{fmt}.gguf", chunks))
         ours = work / "im" / f"{model.name}-{fmt}.gguf"
         k_im = kld_tokens(ref, logprobs(ours, chunks))
-        k_w = kld_tokens(ref, logprobs(work / "w" / f"{model.name}-{fmt}.gguf", chunks))
+        default = ours if args.no_default else work / "w" / f"{model.name}-{fmt}.gguf"
+        k_w = np.full(1, np.nan) if args.no_default else kld_tokens(ref, logprobs(default, chunks))
         d, se = paired(k_im, k_ref)
+        per_token[fmt] = (k_ref, k_im)
+        np.savez(work / "kld_tokens.npz", **{f"{m}-{w}": a[i] for m, a in per_token.items()
+                                             for i, w in enumerate(("llama", "ours"))})
         rows[fmt] = {"bytes": ours.stat().st_size, "ref_bytes": (work / f"ref-{fmt}.gguf").stat().st_size,
                      "ref": float(k_ref.mean()), "im": float(k_im.mean()), "w": float(k_w.mean()), "d": d, "se": se,
-                     "ref_s": t_ref, "reply": chat_reply(work / "w" / f"{model.name}-{fmt}.gguf")[:48]}
+                     "ref_s": t_ref, "reply": chat_reply(default)[:48]}
         print(f"{fmt}: llama.cpp {rows[fmt]['ref']:.4f} quantpress+imatrix {rows[fmt]['im']:.4f} "
               f"weights {rows[fmt]['w']:.4f}", file=sys.stderr, flush=True)
-    report = render(rows, formats, args, imx.n_tokens, t_im, t_w)
+    report = render(rows, formats, args, imx.n_tokens, t_im, t_w) + size_steps(rows, per_token)
     print(report)
     if args.write:
         write_section(report)
+
+
+def size_steps(rows: dict[str, dict[str, float | str]], per_token: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
+    """Each step up in file size: the paired KLD change per token (larger file − smaller) ± SE, for both
+    pipelines: whether a rise is beyond noise (|Δ| > 2 SE) or not."""
+    order = sorted(per_token, key=lambda f: float(rows[f]["bytes"]))
+    lines = ["| size step | Δ KLD llama.cpp ± SE | Δ KLD quantpress ± SE |", "|---|---|---|"]
+    for a, b in zip(order, order[1:], strict=False):
+        cells = []
+        for i in (0, 1):
+            d, se = paired(per_token[b][i], per_token[a][i])
+            cells.append(f"{d:+.4f} ± {se:.4f}" + (" (rise > 2 SE)" if d > 2 * se else ""))
+        lines.append(f"| {a} → {b} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines) + "\n"
 
 
 def render(rows: dict[str, dict[str, float | str]], formats: list[str], args: argparse.Namespace, n_tokens: int,
@@ -116,8 +137,9 @@ def render(rows: dict[str, dict[str, float | str]], formats: list[str], args: ar
              "(importance estimated from the weights). KLD = mean KL-divergence to the F32 GGUF per token on "
              f"held-out text ({args.chunks}×{args.n_ctx} tokens of resources/eval/heldout.txt). ratio = quantpress"
              f"+imatrix / llama.cpp+imatrix (limit {RATIO_LIMIT}); Δ = paired difference ± SE. reply = the greedy "
-             f"answer of the quantpress default file to \"{PROMPT}\" (16 tokens) through quantpress's chat.", "",
-             f"Command: `.venv/bin/python -m benchmarks.iquants{flags} --chunks {args.chunks} --n-ctx {args.n_ctx} "
+             f"answer of the quantpress {'+imatrix' if args.no_default else 'default'} file to \"{PROMPT}\" (16 tokens) through quantpress's chat.", "",
+             f"Command: `.venv/bin/python -m benchmarks.iquants{flags} --formats {','.join(formats)}"
+             f"{' --no-default' if args.no_default else ''} --chunks {args.chunks} --n-ctx {args.n_ctx} "
              f"--write` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
              f"{os.getloadavg()[0]:.1f}); quantpress passes over all {len(formats)} mixes: {t_im:.0f} s with the "
              f"imatrix, {t_w:.0f} s default.", "",

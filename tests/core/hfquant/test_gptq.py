@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from quantpress.core.cli import main
-from quantpress.core.hfquant.gptq import dequantize_sym, gptq, rtn
+from quantpress.core.hfquant.gptq import dequantize_sym, gptq, gptq_ref, rtn
 from quantpress.core.hfquant.gptq_run import GptqSettings, gptq_convert, plan_gptq
 
 FAST = dict(samples=4, seqlen=64, batch_rows=2, device="cpu")
@@ -43,6 +43,25 @@ def test_gptq_beats_rounding_on_the_layer_output(act_order: str) -> None:
     assert q.dtype == torch.uint8 and int(q.max()) <= 15 and s.shape == (64, 2)
     e_gptq, e_rtn = _out_err(w, dequantize_sym(q, s, 128), x), _out_err(w, dequantize_sym(qr, sr, 128), x)
     assert e_gptq < 0.6 * e_rtn, (e_gptq, e_rtn)
+
+
+@pytest.mark.parametrize(("width", "group_size", "act_order"), [
+    (256, 128, "off"), (576, 64, "off"), (576, 64, "weight"), (384, 32, "off"), (512, 256, "off")])
+def test_blocked_gptq_equals_the_column_by_column_reference(width: int, group_size: int, act_order: str) -> None:
+    """The lazy-batch loop gives the levels and scales of Algorithm 1 fed column by column (groups wider than
+    a block included), and so the same layer-output error."""
+    g = torch.Generator().manual_seed(width + group_size)
+    w = torch.randn(48, width, generator=g) * 0.05
+    x = torch.randn(1024, width, generator=g) @ (torch.randn(width, width, generator=g) / 16)
+    x[:, :8] *= 20
+    x[:, 9] = 0  # a dead input
+    h = 2 * x.T @ x / x.shape[0]
+    (q, s), (q_ref, s_ref) = gptq(w, h, group_size, act_order=act_order), gptq_ref(w, h, group_size, act_order=act_order)
+    assert torch.equal(s, s_ref)
+    assert int((q != q_ref).sum()) <= q.numel() // 10000  # float summation order may flip a tie, nothing more
+    errs = [_out_err(w, dequantize_sym(a, b, group_size), x) for a, b in ((q, s), (q_ref, s_ref))]
+    assert errs[0] == pytest.approx(errs[1], rel=1e-3)
+    assert int(q[:, 9].ne(8).sum()) == 0  # the dead input's weights are zero
 
 
 def test_identity_hessian_is_plain_rounding() -> None:
@@ -177,3 +196,24 @@ def test_rtn_baseline_is_plain_rounding_without_text(tiny: Callable[[str], Path]
     with safe_open(str(shard), framework="pt") as f:
         assert torch.equal(f.get_tensor(name + ".weight_packed"), expected["weight_packed"])
         assert torch.equal(f.get_tensor(name + ".weight_scale"), expected["weight_scale"])
+
+
+def test_both_layouts_chat_and_evaluate_through_the_torch_int4_backend(folders: dict[str, Path]) -> None:
+    """The chat session picks the torch int4 backend for a GPTQ folder (no dense fallback) and answers;
+    evaluation against the source model gives the same KLD for both layouts (they hold the same numbers)."""
+    from quantpress.core.awq.backend import AwqBackend
+    from quantpress.core.chat import ChatSession, ChatSettings
+    from quantpress.core.evaluate.evaluate import evaluate
+
+    klds = []
+    for key in ("ct", "v1"):
+        session = ChatSession.load(folders[key], ChatSettings(temperature=0.0, seed=1, max_tokens=4, ctx_tokens=128))
+        try:
+            assert isinstance(session.backend, AwqBackend) and not session.backend.dense_fallbacks
+            assert session.send("hi").tokens > 0
+        finally:
+            session.close()
+        res = evaluate(folders[key], folders["src"], max_tokens=128, ctx_tokens=64, save=False)
+        assert res.tokens > 0 and res.kld_mean is not None and 0 < res.kld_mean < 1
+        klds.append(res.kld_mean)
+    assert klds[0] == pytest.approx(klds[1], rel=1e-4)
