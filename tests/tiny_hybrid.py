@@ -17,11 +17,10 @@ reorder), some rows a multiple of 256 (k-quants) and some only of 32.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
-from tiny_models import _copy_smollm2_tokenizer
+from tiny_models import _copy_smollm2_tokenizer, built_once
 
 # 4 layers: three DeltaNet layers, then full attention (full_attention_interval 4, as released).
 _LINEAR = dict(linear_conv_kernel_dim=4, linear_key_head_dim=32, linear_value_head_dim=32, linear_num_key_heads=2,
@@ -134,13 +133,5 @@ def _add_to_index(folder: Path, state: dict[str, Any], shard: str) -> None:
 
 
 def tiny_hybrid(arch: str, cache_dir: Path) -> Path:
-    """The tiny ``arch`` model under ``cache_dir``, built on first use (atomic: built aside, renamed)."""
-    target = Path(cache_dir) / f"tiny-{arch}"
-    if (target / "config.json").exists():
-        return target
-    tmp = Path(cache_dir) / f".tiny-{arch}.building"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    build_hybrid_model(arch, tmp)
-    tmp.rename(target)
-    return target
+    """The tiny ``arch`` model under ``cache_dir``, built on first use."""
+    return built_once(arch, cache_dir, build_hybrid_model)

@@ -364,17 +364,23 @@ def build_tiny_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
     return folder
 
 
-def tiny_model(arch: str, cache_dir: Path) -> Path:
-    """The tiny ``arch`` model under ``cache_dir``, built on first use (atomic: built aside, renamed)."""
+def built_once(arch: str, cache_dir: Path, build: Callable[[str, Path], object]) -> Path:
+    """The tiny ``arch`` model under ``cache_dir``, made by ``build(arch, folder)`` on first use
+    (atomic: built aside, renamed)."""
     target = Path(cache_dir) / f"tiny-{arch}"
     if (target / "config.json").exists():
         return target
     tmp = Path(cache_dir) / f".tiny-{arch}.building"
     if tmp.exists():
         shutil.rmtree(tmp)
-    build_tiny_model(arch, tmp)
+    build(arch, tmp)
     tmp.rename(target)
     return target
+
+
+def tiny_model(arch: str, cache_dir: Path) -> Path:
+    """The tiny ``arch`` model under ``cache_dir``, built on first use."""
+    return built_once(arch, cache_dir, build_tiny_model)
 
 
 def hf_logprobs(folder: Path, token_ids: list[int]) -> Any:
