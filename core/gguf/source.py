@@ -116,8 +116,6 @@ def list_hf_tensors(folder: Path) -> list[TensorInfo]:
     return out
 
 
-_DTYPE_BYTES = {"BF16": 2, "F16": 2, "F32": 4, "F64": 8}
-
 # Per-layer tensors synthesised from config.json (Hub models described without weights).
 # Dimension symbols: h hidden, q n_head*head_dim, k n_kv*head_dim, f ffn, d head_dim.
 _LAYER_SHAPES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
@@ -189,7 +187,7 @@ def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
             "H": int(config["num_attention_heads"]), **_mla_dims(config)}
     dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
     st = {"bfloat16": "BF16", "float16": "F16", "float32": "F32"}.get(dtype, "BF16")
-    nb = _DTYPE_BYTES[st]
+    nb = SAFETENSORS_DTYPE_BYTES[st]
 
     def info(name: str, shape: tuple[int, ...]) -> TensorInfo:
         return TensorInfo(name, shape, st, int(np.prod(shape)) * nb, "")
