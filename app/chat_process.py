@@ -24,6 +24,7 @@ No Qt here: the child imports this module, not the GUI.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -62,12 +63,14 @@ def _configured(session: Any, chat_settings: Any) -> Any:
     return session.memory()
 
 
-def _serve(conn: Any, stop_event: Any, path: str, settings: Any) -> None:
+def _serve(conn: Any, stop_event: Any, path: str, settings: Any, parent_pid: int) -> None:
     """The child's main loop: load the model, then answer requests until "close" or EOF."""
     from quantpress.core.chat import ChatSession
     from quantpress.core.signals import exit_with_parent
 
-    exit_with_parent()  # a killed or crashed GUI must not leave the model loaded here
+    # A killed or crashed GUI must not leave the model loaded here. No parent-death signal: the runner
+    # thread that started this process may end (idle) while the chat goes on.
+    exit_with_parent(parent_pid)
 
     def answer(kind: str, *payload: Any) -> None:
         conn.send((kind, *payload))
@@ -133,7 +136,7 @@ class ChatProcess:
         ctx = multiprocessing.get_context("spawn")  # never fork a process that runs Qt threads
         parent, child = ctx.Pipe(duplex=True)
         stop_event = ctx.Event()
-        proc = ctx.Process(target=_serve, args=(child, stop_event, str(path), settings), daemon=True,
+        proc = ctx.Process(target=_serve, args=(child, stop_event, str(path), settings, os.getpid()), daemon=True,
                            name=f"quantpress-chat-{Path(path).name}")
         proc.start()
         child.close()  # the parent keeps only its end: EOF on recv once the child is gone

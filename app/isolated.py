@@ -17,6 +17,7 @@ No Qt here: the child imports this module, not the GUI.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 import queue
 import time
@@ -50,14 +51,16 @@ class _EventToken(CancelToken):
             raise Cancelled()
 
 
-def _child(target: Callable[..., Any], args: tuple[Any, ...], out: Any, cancel_event: Any) -> None:
+def _child(target: Callable[..., Any], args: tuple[Any, ...], out: Any, cancel_event: Any, parent_pid: int) -> None:
     def report(p: Progress) -> None:
         out.put(("progress", p))
 
     # The parent terminate()s a child that outlives the cancel grace period: SIGTERM then unwinds
     # through the job's cleanup (its temporary outputs removed) instead of killing it on the spot.
     terminate_gracefully()
-    exit_with_parent()  # a killed or crashed GUI must not leave this job running
+    # A killed or crashed GUI must not leave this job running. The thread that started this process
+    # waits in run_isolated until it ends, so Linux's parent-death signal is safe here (and instant).
+    exit_with_parent(parent_pid, death_signal=True)
     try:
         value = target(*args, report=report, cancel=_EventToken(cancel_event))
         out.put(("result", value))
@@ -94,7 +97,7 @@ def run_isolated(target: Callable[..., Any], *args: Any, report: Report, cancel:
     ctx = multiprocessing.get_context("spawn")  # never fork a process that runs Qt threads
     out = ctx.Queue()
     cancel_event = ctx.Event()
-    proc = ctx.Process(target=_child, args=(target, args, out, cancel_event), daemon=True,
+    proc = ctx.Process(target=_child, args=(target, args, out, cancel_event, os.getpid()), daemon=True,
                        name=f"quantpress-{getattr(target, '__name__', 'job')}")
     proc.start()
     cancel_sent_at: float | None = None
@@ -163,7 +166,7 @@ def run_in_helper(target: Callable[..., Any], *args: Any) -> Any:
         from concurrent.futures import ProcessPoolExecutor
 
         _pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                    initializer=exit_with_parent)
+                                    initializer=exit_with_parent, initargs=(os.getpid(),))
     return _pool.submit(target, *args).result()
 
 

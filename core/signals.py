@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -70,34 +71,64 @@ PARENT_POLL_S = 0.5
 PARENT_GONE_GRACE_S = 30.0  # time for a job's own cleanup after the SIGTERM before a hard exit
 
 
-def exit_with_parent(poll_s: float = PARENT_POLL_S) -> None:
-    """End this process when the process that started it is gone (killed, crashed): the GUI's job,
-    chat and helper processes would otherwise run on, orphaned, and with them multiprocessing's
-    resource tracker, which waits for every process holding its pipe (issue 18: still alive 15
-    minutes after a SIGTERM to the GUI). A daemon thread polls ``os.getppid()`` (an orphan is
-    re-parented, so the number changes; portable, unlike Linux's PR_SET_PDEATHSIG, which also fires
-    when the *thread* that started the child ends, as a GUI's pool thread does when idle). It then
-    sends this process SIGTERM, which runs the job's cleanup where :func:`terminate_gracefully` is
-    installed, and exits hard if that has not ended the process ``PARENT_GONE_GRACE_S`` later."""
-    parent = os.getppid()
+def exit_with_parent(parent_pid: int | None = None, *, poll_s: float = PARENT_POLL_S,
+                     death_signal: bool = False) -> None:
+    """End this process when the process that started it is gone (killed, crashed, even by SIGKILL):
+    the GUI's job, chat and helper processes would otherwise run on, orphaned, and with them
+    multiprocessing's resource tracker, which waits for every process holding its pipe (issue 18:
+    still alive 15 minutes after the GUI was killed).
+
+    ``parent_pid`` is the PID the parent gave us (``os.getpid()`` on its side). Pass it: reading
+    ``os.getppid()`` here instead races with a parent killed while this child was still importing
+    (the child then takes the reaper's PID for its parent's and never notices). A daemon thread polls
+    ``os.getppid()``: an orphan is re-parented, so the number changes (portable: every POSIX system;
+    Windows has no re-parenting and no SIGTERM, so there it is a no-op).
+
+    ``death_signal=True`` also asks Linux for SIGTERM the moment the parent dies (``PR_SET_PDEATHSIG``),
+    for no 0.5 s poll. Only for a child whose starting *thread* lives as long as the child: Linux
+    sends that signal when the thread that forked the child ends, as an idle pool thread does.
+
+    Either way the process gets SIGTERM, which runs the job's cleanup where
+    :func:`terminate_gracefully` is installed, and it exits hard if that has not ended it
+    ``PARENT_GONE_GRACE_S`` later."""
+    parent = os.getppid() if parent_pid is None else parent_pid
     term = getattr(signal, "SIGTERM", None)
-    if term is not None and threading.current_thread() is threading.main_thread():
+    if term is None or not hasattr(os, "getppid") or sys.platform == "win32":
+        return
+    if threading.current_thread() is threading.main_thread():
         # A process started from a thread that blocks or ignores SIGTERM inherits that (the mask and an
         # ignored disposition survive exec): the signal below would never arrive.
         if signal.getsignal(term) == signal.SIG_IGN:
             signal.signal(term, signal.SIG_DFL)
         if hasattr(signal, "pthread_sigmask"):
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {term})
+    if death_signal:
+        _ask_for_death_signal(term)
 
     def watch() -> None:
         while os.getppid() == parent:
             threading.Event().wait(poll_s)
-        if hasattr(signal, "SIGTERM"):
-            os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), term)
         threading.Event().wait(PARENT_GONE_GRACE_S)
-        os._exit(128 + int(getattr(signal, "SIGTERM", 15)))
+        os._exit(128 + int(term))
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _ask_for_death_signal(signum: int) -> bool:
+    """Linux only: have the kernel send ``signum`` when the parent dies; False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)) == 0
+    except (OSError, AttributeError):  # no prctl in this libc (musl has it; be safe anyway)
+        return False
 
 
 # ----------------------------------------------------------------------------- stale temporary outputs

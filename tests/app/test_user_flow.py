@@ -272,43 +272,71 @@ def test_evaluate_file_column_is_never_cut(qtbot, window, demo_gguf: Path) -> No
 
 
 CHILD_SCRIPT = r"""
-import os, sys, threading, time
-os.environ["QT_QPA_PLATFORM"] = "offscreen"
-from PySide6.QtCore import QTimer
-from quantpress.app import main
-from quantpress.app.isolated import run_in_helper, run_isolated
-from quantpress.core.jobs import CancelToken
+import os, sys, time
 
-def announce():
-    # one helper (estimates) and one job child, as a conversion and the Fit pane start them
-    from quantpress.app.main_window import MainWindow
-    window = next(w for w in main.QApplication.topLevelWidgets() if isinstance(w, MainWindow))
-    window.state.heavy.submit("helper", lambda report, cancel: run_in_helper(os.getpid))
-    window.state.chat.submit("job", lambda report, cancel: run_isolated(time.sleep, 600, report=report, cancel=cancel))
-    print("READY", os.getpid(), flush=True)
+def wait(seconds, *, report, cancel):
+    # a job that runs until cancelled (a module-level function: the spawned child imports it)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        cancel.raise_if_cancelled()
+        time.sleep(0.05)
 
-app = main.make_app()  # run_gui takes this one; a timer needs the application first
-QTimer.singleShot(500, announce)
-sys.exit(main.run_gui())
+if __name__ == "__main__":
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from PySide6.QtCore import QTimer
+    from quantpress.app import main
+    from quantpress.app.isolated import run_in_helper, run_isolated
+    from quantpress.core.chat.types import ChatSettings
+    from quantpress.core.demo import demo_gguf_path
+
+    def announce():
+        # the three kinds of child the GUI starts: the warm helper (estimates, plan previews), a job's
+        # own process (a conversion) and a chat model's process
+        from quantpress.app.chat_process import ChatProcess
+        from quantpress.app.main_window import MainWindow
+        window = next(w for w in main.QApplication.topLevelWidgets() if isinstance(w, MainWindow))
+        window.state.heavy.submit("helper", lambda report, cancel: print("HELPER", run_in_helper(os.getpid),
+                                                                        flush=True))
+        window.state.heavy.submit("job", lambda report, cancel: run_isolated(wait, 600, report=report,
+                                                                             cancel=cancel))
+        window.state.chat.submit("chat", lambda report, cancel: print(
+            "CHAT", ChatProcess.start(demo_gguf_path(), ChatSettings(ctx_tokens=256)).pid, flush=True))
+        print("READY", os.getpid(), flush=True)
+
+    app = main.make_app()  # run_gui takes this one; a timer needs the application first
+    QTimer.singleShot(500, announce)
+    sys.exit(main.run_gui())
 """
 
 
 def spawn_gui(tmp_path: Path) -> tuple[subprocess.Popen[str], list[int]]:
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path / "config")}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD_SCRIPT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    """The real GUI in a process of its own, once it has started its helper, a job's process and a
+    chat process (and so multiprocessing's resource tracker); returns it and those children's PIDs."""
+    from quantpress.core.demo import demo_gguf_path
+
+    demo_gguf_path()  # built here, before the GUI's chat child looks for it
+    script = tmp_path / "gui_with_children.py"
+    script.write_text(CHILD_SCRIPT)
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path / "config"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env, cwd=Path(__file__).resolve().parents[2])
     assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("READY"), (line, proc.stderr.read() if proc.stderr else "")
+    said = {}
+    while len(said) < 3:  # READY, HELPER (it answered) and CHAT (its model is loaded)
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read() if proc.stderr else ""
+        word, _, pid = line.partition(" ")
+        said[word] = int(pid)
     gui = psutil.Process(proc.pid)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        children = gui.children(recursive=True)
-        # the resource tracker, the helper and the job's child
-        if len(children) >= 3:
-            break
+    children = gui.children(recursive=True)
+    while len(children) < 4 and time.monotonic() < deadline:  # tracker, helper, job and chat
         time.sleep(0.2)
-    return proc, [c.pid for c in gui.children(recursive=True)]
+        children = gui.children(recursive=True)
+    pids = [c.pid for c in children]
+    assert said["HELPER"] in pids and said["CHAT"] in pids, (said, pids)
+    return proc, pids
 
 
 def all_gone(pids: list[int], timeout: float) -> list[int]:
@@ -321,19 +349,19 @@ def all_gone(pids: list[int], timeout: float) -> list[int]:
     return alive
 
 
-# SIGKILL (a crash) is not in the list: core.signals.exit_with_parent ends the job child then, but the
-# idle helper process was still alive 45 s after the GUI in this test (issue 18 stays partly open there).
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "SIGKILL"])
 def test_helpers_end_with_the_gui(tmp_path: Path, how: str) -> None:
     """Point 12: terminated or interrupted (Ctrl+C in the terminal), the GUI quits (exit 128 + the
-    signal) and takes its job child, its helper and multiprocessing's resource tracker with it."""
+    signal); killed outright (SIGKILL, as a crash), it cannot clean up, yet its helper, its job's
+    process, its chat process and multiprocessing's resource tracker all end within seconds."""
     proc, children = spawn_gui(tmp_path)
-    assert len(children) >= 3, children
+    assert len(children) >= 4, children
     try:
-        proc.send_signal(getattr(signal, how))
+        signum = getattr(signal, how)
+        proc.send_signal(signum)
         code = proc.wait(timeout=60)
-        assert code == 128 + getattr(signal, how), code
-        assert all_gone(children, 45) == []
+        assert code == (-signum if how == "SIGKILL" else 128 + signum), code
+        assert all_gone(children, 10 if how == "SIGKILL" else 45) == []
     finally:
         if proc.poll() is None:
             proc.kill()

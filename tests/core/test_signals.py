@@ -77,6 +77,73 @@ def test_terminated_unwinds_and_the_handlers_are_restored() -> None:
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+# A parent that starts a child, says the child's PID, then waits to be killed. The child takes
+# ``delay`` seconds before it sets up its watch (as a spawned child does while importing), says
+# WATCHING on the same pipe, then sleeps.
+ORPHAN_CHILD = """
+import time
+time.sleep({delay})
+from quantpress.core.signals import exit_with_parent
+exit_with_parent({parent}, poll_s={poll_s}, death_signal={death_signal})
+print("WATCHING", flush=True)
+time.sleep(600)
+"""
+ORPHAN_PARENT = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1].format(parent=os.getpid())])
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _orphan(delay_s: float, poll_s: float, death_signal: bool) -> tuple[subprocess.Popen[str], int]:
+    child_code = ORPHAN_CHILD.format(delay=delay_s, parent="{parent}", poll_s=poll_s, death_signal=death_signal)
+    parent = subprocess.Popen([sys.executable, "-c", ORPHAN_PARENT, child_code], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    return parent, int(parent.stdout.readline())
+
+
+def _gone_within(pid: int, timeout_s: float) -> bool:
+    import psutil
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_child_whose_parent_died_before_it_watched_still_exits() -> None:
+    """Issue 18, point 12: the GUI killed (SIGKILL) while its child was still importing. The child is
+    given its parent's PID, so it does not mistake the process that adopted it for its parent."""
+    parent, child = _orphan(delay_s=1.5, poll_s=0.1, death_signal=False)
+    try:
+        parent.kill()  # before the child has set up its watch
+        parent.wait()
+        assert _gone_within(child, 10), "the orphaned child kept running"
+    finally:
+        if pid_alive(child):
+            os.kill(child, signal.SIGKILL)
+        parent.communicate()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_death_signal_ends_the_child_at_once() -> None:
+    """With ``death_signal`` the kernel ends the child when its parent dies (SIGKILL), without waiting
+    for the watching thread's next look (60 s apart here)."""
+    parent, child = _orphan(delay_s=0, poll_s=60, death_signal=True)
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == "WATCHING\n"
+        parent.kill()
+        parent.wait()
+        assert _gone_within(child, 5), "no parent-death signal arrived"
+    finally:
+        if pid_alive(child):
+            os.kill(child, signal.SIGKILL)
+        parent.communicate()
+
+
 def test_stale_partials_of_dead_processes_are_swept_by_the_next_conversion(tmp_path: Path) -> None:
     from quantpress.core.gguf.convert import convert
     from quantpress.core.gguf.plan import plan_conversion
