@@ -7,9 +7,16 @@ pass over the whole job (issue 18: 17-22 s shown on a 0.8B model when 81 s remai
 Here each stage has a cost from the plan before the job starts (elements per output type times a
 relative cost per element, ``WRITE_COST``/``IMPORTANCE_COST``, measured by ``benchmarks/eta.py``), so
 ``fraction`` is the share of the whole job's work done. The machine's own speed is measured as the job
-runs: a stage that has run for a while is extrapolated at its own measured rate, later stages at the
-job's rate so far (seconds per cost unit), so the ETA is right from early on as long as the relative
-costs are — the absolute numbers in the tables never need to match the machine.
+runs, so the ETA is right from early on as long as the relative costs are — the absolute numbers in
+the tables never need to match the machine:
+
+- the current stage is extrapolated at its *recent* pace: the work done over the last
+  ``RECENT_SHARE`` of the stage's time (at least ``RECENT_MIN_S``). Its average pace since it began
+  lagged behind a machine whose load changed mid-job (the 0.9B benchmark ran 33% high at 60% of the
+  job when other jobs on the machine ended; BENCHMARKS.md, "Progress and ETA");
+- until the stage has done ``PRIOR_FRACTION`` of its work, that measurement is blended with the prior:
+  the stage's planned cost at the pace of the stages before it (the first stage: its own pace);
+- later stages are priced at the current stage's recent seconds per cost unit.
 
 Used by ``core.gguf.convert.convert`` (so the CLI and the GUI show the same numbers); any job can wrap
 its ``report`` in :class:`StagedProgress`.
@@ -18,6 +25,7 @@ its ``report`` in :class:`StagedProgress`.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -42,8 +50,15 @@ IMPORTANCE_COST = 6.0
 # A calibration pass over text runs the model (transformers, layer by layer): per weight.
 CALIBRATION_COST = 200.0
 
-MIN_MEASURE_S = 1.0  # a stage's own rate is trusted after it has run this long
+MIN_MEASURE_S = 1.0  # a stage's own rate is measured once it has run this long
 MIN_MEASURE_FRACTION = 0.02  # ... and done this share of its work
+# The pace used is the one over the last RECENT_SHARE of the stage's time, never a window shorter than
+# RECENT_MIN_S: long enough to span a layer or two of a 0.9B model (its tensors' types, and so their
+# real cost against the planned one, vary within a layer), short enough to follow a change of load.
+RECENT_SHARE = 0.2
+RECENT_MIN_S = 20.0
+# Until a stage has done this share of its work, its measured pace is blended with the prior.
+PRIOR_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,8 @@ class StagedProgress:
         self._stage_t0 = self._t0
         self._last_t = self._t0
         self._stage_f0 = 0.0
+        self._prior_per_cost: float | None = None  # seconds per cost unit of the stages before this one
+        self._recent: deque[tuple[float, float]] = deque()  # (time, stage fraction) within the window
 
     def _stage_index(self, name: str) -> int:
         for i, s in enumerate(self._stages):
@@ -92,12 +109,33 @@ class StagedProgress:
         i = self._stage_index(p.stage)
         f = min(max(p.fraction, 0.0), 1.0)
         if i != self._index:  # the time since the previous report went into this stage already
+            done_s = self._last_t - self._t0
+            if done_s > 0:
+                self._prior_per_cost = done_s / sum(s.cost for s in self._stages[:i])
             self._index, self._stage_t0, self._stage_f0 = i, self._last_t, 0.0
+            self._recent.clear()
+            self._recent.append((self._stage_t0, 0.0))
         self._last_t = now
+        self._recent.append((now, f))
         overall = self.fraction_of(i, f)
         elapsed = now - self._t0
         self._report(replace(p, fraction=overall, eta_seconds=self._eta(i, f, overall, now),
                              elapsed_seconds=elapsed))
+
+    def _recent_pace(self, f: float, now: float) -> float | None:
+        """Seconds per unit of the current stage's fraction over the recent window, or None while too
+        little of the stage has been seen to measure it."""
+        stage_s = now - self._stage_t0
+        if stage_s < MIN_MEASURE_S or f - self._stage_f0 < MIN_MEASURE_FRACTION:
+            return None
+        since = now - max(RECENT_MIN_S, RECENT_SHARE * stage_s)
+        recent = self._recent
+        while len(recent) > 2 and recent[1][0] <= since:  # keep the last sample at or before the window
+            recent.popleft()
+        t_then, f_then = recent[0]
+        if f - f_then < MIN_MEASURE_FRACTION:  # a window that saw too little work (one huge tensor)
+            t_then, f_then = self._stage_t0, self._stage_f0
+        return (now - t_then) / (f - f_then)
 
     def _eta(self, i: int, f: float, overall: float, now: float) -> float | None:
         if overall >= 1.0:
@@ -105,12 +143,15 @@ class StagedProgress:
         elapsed = now - self._t0
         if elapsed < MIN_MEASURE_S or overall <= 0.0:
             return None  # nothing measured yet: better no number than a wild one
-        per_cost = elapsed / (overall * self._total)  # this machine's seconds per cost unit so far
         stage = self._stages[i]
-        stage_s, stage_df = now - self._stage_t0, f - self._stage_f0
-        if stage_s >= MIN_MEASURE_S and stage_df >= MIN_MEASURE_FRACTION:
-            current = (1.0 - f) * stage_s / stage_df  # the current stage at its own measured rate
+        # The prior: the stages before this one, or for the first the job so far (it is this stage).
+        prior_per_cost = self._prior_per_cost or elapsed / (overall * self._total)
+        pace = self._recent_pace(f, now)
+        if pace is None:
+            per_cost = prior_per_cost
         else:
-            current = (1.0 - f) * stage.cost * per_cost
-        later = sum(s.cost for s in self._stages[i + 1:]) * per_cost
-        return current + later
+            measured = pace / stage.cost
+            trust = min(1.0, (f - self._stage_f0) / PRIOR_FRACTION)
+            per_cost = trust * measured + (1.0 - trust) * prior_per_cost
+        later = sum(s.cost for s in self._stages[i + 1:])
+        return ((1.0 - f) * stage.cost + later) * per_cost

@@ -113,3 +113,74 @@ def test_conversion_reports_one_bar_with_elapsed_and_eta(tmp_path) -> None:  # t
     share = job_stages(plan)[0].cost / sum(s.cost for s in job_stages(plan))
     assert max(p.fraction for p in seen if p.stage == "importance") <= share + 1e-9
     assert all(p.elapsed_seconds is not None for p in seen)
+
+
+def run_timeline(stages: list[Stage], step_seconds: dict[str, list[float]]) -> list[tuple[float, Progress]]:
+    """Like ``run``, with each stage's steps (equal shares of its work) taking the given seconds: a
+    machine whose speed changes during the job."""
+    clock = Clock()
+    seen: list[Progress] = []
+    staged = StagedProgress(seen.append, stages, clock=clock)
+    remaining = sum(sum(v) for v in step_seconds.values())
+    out = []
+    for s in stages:
+        steps = step_seconds[s.name]
+        for i, dt in enumerate(steps, start=1):
+            clock.now += dt
+            remaining -= dt
+            staged(Progress(s.name, i / len(steps), f"{s.name} {i}"))
+            out.append((remaining, seen[-1]))
+    return out
+
+
+def errors_between(out: list[tuple[float, Progress]], lo: float, hi: float) -> list[float]:
+    """(ETA - true remaining) / true remaining for reports with the bar between ``lo`` and ``hi``."""
+    return [(p.eta_seconds - r) / r for r, p in out if lo <= p.fraction <= hi and r > 0 and p.eta_seconds is not None]
+
+
+@pytest.mark.parametrize("speed_change", [0.5, 2.0], ids=["machine-gets-faster", "machine-gets-slower"])
+def test_eta_follows_a_change_of_pace_mid_job(speed_change: float) -> None:
+    """The machine's load changes 40% into the writing pass (another job ends or starts), and stays
+    so: the ETA follows the new pace within a window instead of averaging the whole pass (which ran
+    33% high at 60% of the 0.9B benchmark). Shortly after the change it is right again."""
+    write = [1.0] * 200  # 200 s at the planned pace
+    write = write[:80] + [speed_change] * 120
+    out = run_timeline([Stage("importance", 1.0), Stage("convert", 9.0)],
+                       {"importance": [0.5] * 40, "convert": write})
+    # The change is at 46% of the bar. At 60% the window (the last 20% of the pass's time, at least
+    # 20 s) has mostly passed it; by 70% wholly.
+    at_60_to_70 = errors_between(out, 0.6, 0.7)
+    assert at_60_to_70 and max(abs(e) for e in at_60_to_70) < 0.15, at_60_to_70
+    after = errors_between(out, 0.7, 0.99)
+    assert after and max(abs(e) for e in after) < 0.02, after
+    # The average pace since the pass began, as before, was still far off at 60%.
+    at_60 = next(p for r, p in out if p.fraction >= 0.6)
+    elapsed_in_pass = at_60.elapsed_seconds - 20.0
+    f = (at_60.fraction - 0.1) / 0.9
+    average_eta = (1 - f) * elapsed_in_pass / f
+    truth = next(r for r, p in out if p is at_60)
+    assert abs(average_eta - truth) / truth > 0.25
+
+
+def test_eta_steady_when_tensors_vary_in_real_cost() -> None:
+    """Tensors whose real cost differs from the planned one by +-40% in turn (a layer's Q4_K and Q6_K
+    tensors): the recent window spans several, so the ETA does not jump about."""
+    write = [1.4 if (i // 5) % 2 else 0.6 for i in range(300)]  # 5 s fast, 5 s slow, ...: 300 s in all
+    out = run_timeline([Stage("importance", 1.0), Stage("convert", 9.0)],
+                       {"importance": [1.0 / 3] * 100, "convert": write})
+    errors = errors_between(out, 0.1, 0.9)
+    assert errors and max(abs(e) for e in errors) < 0.12, max(errors, key=abs)
+
+
+def test_a_new_stage_starts_from_the_prior_and_moves_to_its_own_pace() -> None:
+    """The writing pass really runs at 2x the planned cost relative to the first pass: its first
+    reports blend the prior (the first pass's pace) with its own, so the ETA rises smoothly toward
+    the truth instead of jumping, and is right once the pass has done a tenth of its work."""
+    out = run([Stage("importance", 1.0), Stage("convert", 9.0)], {"importance": 10.0, "convert": 180.0}, steps=100)
+    convert = [(r, p) for r, p in out if p.stage == "convert"]
+    etas = [p.eta_seconds for _, p in convert[:10]]
+    assert all(e is not None for e in etas)
+    assert etas == sorted(etas)  # rising from the prior toward the measured pace, no jump back
+    assert abs(etas[0] - 90.0) / 90.0 < 0.05  # the first report: the prior (9 units at 10 s per unit)
+    for r, p in convert[10:-1]:
+        assert p.eta_seconds == pytest.approx(r, rel=0.02)
