@@ -2,8 +2,9 @@
 (benchmarks/generated_model.py) with the default calibration (importance estimated from the weights:
 two passes over the model) and compares the ETA it reported with the time that really remained.
 
-    .venv/bin/python -m benchmarks.eta [--work DIR] [--format Q4_K_M] [--keep]
+    .venv/bin/python -m benchmarks.eta [--work DIR] [--format Q4_K_M] [--keep] [--save-samples F.json]
     .venv/bin/python -m benchmarks.eta --costs     # per-type encoding cost, for core/eta.py's tables
+    .venv/bin/python -m benchmarks.eta --replay F.json   # today's ETA rule on a saved run's timeline
 
 The conversion runs in this process through ``core.gguf.convert.convert`` — the function the CLI and
 the GUI's job child call — and records every report (time, fraction of the job, stage, ETA). The
@@ -18,11 +19,12 @@ already filled once).
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +47,10 @@ class Sample:
     eta: float | None
 
 
-def run_conversion(model_dir: Path, out_dir: Path, fmt: str) -> tuple[list[Sample], float, dict[str, float]]:
+def run_conversion(model_dir: Path, out_dir: Path, fmt: str) -> tuple[list[Sample], float, dict[str, float],
+                                                                     list[tuple[str, float]]]:
     """Convert ``model_dir`` to ``fmt`` with the default calibration; the samples, the job's wall time
-    and the seconds spent in each stage."""
+    the seconds spent in each stage and the planned stages (name, cost)."""
     from quantpress.core.gguf.convert import convert, job_stages
     from quantpress.core.gguf.request import ConversionRequest
     from quantpress.core.inspect import open_model
@@ -70,7 +73,27 @@ def run_conversion(model_dir: Path, out_dir: Path, fmt: str) -> tuple[list[Sampl
     for s in samples:
         per_stage[s.stage] = per_stage.get(s.stage, 0.0) + s.t - previous_t
         previous_t = s.t
-    return samples, total, per_stage
+    return samples, total, per_stage, [(s.name, s.cost) for s in stages]
+
+
+def replay(path: Path) -> tuple[list[Sample], float]:
+    """The samples of a run saved with ``--save-samples``, their ETA recomputed by today's
+    core/eta.py on the same timeline (its clock is the recorded time): ETA rules compared on one run."""
+    from quantpress.core.eta import Stage, StagedProgress
+    from quantpress.core.jobs import Progress
+
+    saved = json.loads(path.read_text())
+    now = [0.0]
+    etas: list[float | None] = []
+    staged = StagedProgress(lambda p: etas.append(p.eta_seconds), [Stage(n, c) for n, c in saved["stages"]],
+                            clock=lambda: now[0])
+    samples = []
+    for raw in saved["samples"]:
+        s = Sample(**raw)
+        now[0] = s.t
+        staged(Progress(s.stage, s.stage_fraction, ""))
+        samples.append(Sample(s.t, s.fraction, s.stage, s.stage_fraction, etas[-1]))
+    return samples, float(saved["total_s"])
 
 
 def baseline_eta(samples: list[Sample], i: int) -> float | None:
@@ -139,9 +162,18 @@ def main() -> int:
     ap.add_argument("--format", default="Q4_K_M")
     ap.add_argument("--keep", action="store_true", help="keep the generated model and the output")
     ap.add_argument("--costs", action="store_true", help="only measure the per-type encoding costs")
+    ap.add_argument("--save-samples", type=Path, default=None,
+                    help="write every report (time, stage, fractions, ETA) as JSON, to replay ETA rules on")
+    ap.add_argument("--replay", type=Path, default=None,
+                    help="no conversion: recompute the ETA of a run saved with --save-samples with today's rule")
     args = ap.parse_args()
     if args.costs:
         measure_costs()
+        return 0
+    if args.replay is not None:
+        samples, total = replay(args.replay)
+        print(f"replayed {args.replay} ({total:.1f} s) with today's core/eta.py")
+        print("\n".join(table(samples, total)))
         return 0
     from quantpress.core.demo import ensure_demo_model
 
@@ -150,13 +182,17 @@ def main() -> int:
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     try:
-        samples, total, per_stage = run_conversion(model_dir, out_dir, args.format)
+        samples, total, per_stage, stages = run_conversion(model_dir, out_dir, args.format)
     finally:
         if not args.keep:
             shutil.rmtree(args.work, ignore_errors=True)
     print(f"{args.format} of the generated 0.9B model, default calibration: {total:.1f} s, "
           + ", ".join(f"{k} {v:.1f} s ({v / total:.0%})" for k, v in per_stage.items()))
     print("\n".join(table(samples, total)))
+    if args.save_samples is not None:
+        args.save_samples.write_text(json.dumps({"total_s": total, "stages": stages,
+                                                 "samples": [asdict(s) for s in samples]}))
+        print(f"samples written to {args.save_samples}")
     return 0
 
 

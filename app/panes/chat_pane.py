@@ -36,6 +36,7 @@ from quantpress.app.icons import icon
 from quantpress.app.state import AppState
 from quantpress.app.tasks import Runner, Task
 from quantpress.app.widgets.common import Pane, ask_yes_no, format_bytes
+from quantpress.app.widgets.elide import ElidedLabel, ElidingComboBox
 
 if TYPE_CHECKING:
     from quantpress.core.chat.types import ChatSettings
@@ -99,7 +100,7 @@ class ChatSide:
         self.view = QTextBrowser()
         self.view.setOpenExternalLinks(True)
         self.view.setPlaceholderText(EMPTY_CONVERSATION)
-        self.title = QLabel(f"Model {name}: not loaded")
+        self.title = ElidedLabel(f"Model {name}: not loaded")  # a long file name is elided, whole in its tooltip
         self.title.setStyleSheet("font-weight: 600;")
         self.stats = QLabel("")
         self.stats.setWordWrap(True)
@@ -143,13 +144,11 @@ class ChatPane(Pane):
     # -- layout ------------------------------------------------------------------------------------
     def _build(self) -> None:
         row = QHBoxLayout()
-        self.model_a = QComboBox()
-        self.model_a.setMinimumWidth(240)
-        self.model_a.setToolTip("A converted model to chat with: a GGUF file or an AWQ folder")
+        # Both file lists share the row's free width and elide a long name in the middle (its format stays).
+        self.model_a = ElidingComboBox(description="A converted model to chat with: a GGUF file or an AWQ folder")
         self.compare_check = QCheckBox("Compare with")
         self.compare_check.setToolTip("A/B: the same prompt to a second model; both stay loaded (memory for two)")
-        self.model_b = QComboBox()
-        self.model_b.setMinimumWidth(240)
+        self.model_b = ElidingComboBox(description="The second model of an A/B comparison")
         self.compare_check.toggled.connect(self._on_compare)
         browse = QPushButton(icon("file"), "GGUF…")
         browse.setToolTip("Chat with any GGUF file")
@@ -159,7 +158,6 @@ class ChatPane(Pane):
         self.load_button.clicked.connect(self.load)
         for w in (QLabel("Model"), self.model_a, browse, self.compare_check, self.model_b, self.load_button):
             row.addWidget(w)
-        row.addStretch(1)
         self.body.addLayout(row)
 
         splitter = QSplitter(Qt.Orientation.Horizontal)

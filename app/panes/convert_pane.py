@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -183,8 +184,16 @@ class ConvertPane(Pane):
         pl.addWidget(self.plan_summary)
         self.plan_tree = QTreeWidget()
         self.plan_tree.setHeaderLabels(["Output / tensor", "Type", "Size"])
-        self.plan_tree.setColumnWidth(0, 300)
-        self.plan_tree.setColumnWidth(1, 180)
+        # The names take the width left by Type and Size, so nothing scrolls sideways at 1024x640 (a
+        # long name is elided in the middle, whole in its tooltip); a file's mix of types is in the
+        # Type cell's tooltip, its own rows list each tensor's.
+        header = self.plan_tree.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        fm = self.plan_tree.fontMetrics()
+        self.plan_tree.setColumnWidth(1, fm.horizontalAdvance("IQ4_XS_M") + 16)
+        self.plan_tree.setColumnWidth(2, fm.horizontalAdvance("999.99 MiB") + 14)
+        self.plan_tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.plan_tree.setUniformRowHeights(True)
         pl.addWidget(self.plan_tree, 1)
         right.addWidget(plan_box)
@@ -376,9 +385,11 @@ class ConvertPane(Pane):
             counts: dict[str, int] = {}
             for t in out.tensor_types.values():
                 counts[t] = counts.get(t, 0) + 1
-            top.setText(1, ", ".join(f"{n}×{t}" for t, n in sorted(counts.items(), key=lambda kv: -kv[1])[:3]))
+            top.setToolTip(1, "Tensors by type: " + ", ".join(
+                f"{n}×{t}" for t, n in sorted(counts.items(), key=lambda kv: -kv[1])))
             for name, ggml_type in out.tensor_types.items():
-                QTreeWidgetItem(top, [name, ggml_type, ""])
+                child = QTreeWidgetItem(top, [name, ggml_type, ""])
+                child.setToolTip(0, name)
             self.plan_tree.addTopLevelItem(top)
         if self.plan_tree.topLevelItemCount() == 1:
             self.plan_tree.topLevelItem(0).setExpanded(True)  # one file: show its per-tensor types

@@ -123,6 +123,10 @@ class EvaluatePane(Pane):
         ll.addWidget(QLabel("Files to evaluate"))
         self.files_list = QListWidget()
         self.files_list.setToolTip("Converted files of this model; tick the ones to measure")
+        # A long name loses its middle, never its format ("SmolLM2-135…Q4_K_M.gguf"; whole in its
+        # tooltip), instead of being cut behind a sideways scroll bar (issue 18, 1024x640).
+        self.files_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.files_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         ll.addWidget(self.files_list, 1)
         add = QPushButton(icon("file"), "Add a GGUF…")
         add.clicked.connect(self._add_file)

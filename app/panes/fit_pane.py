@@ -34,7 +34,9 @@ from quantpress.app.widgets.common import Pane, format_bytes, hint
 from quantpress.core.formats import FORMATS
 
 GIB = 1024 ** 3
-COLUMNS = ("Format", "Bits/weight", "File size", "Weights", "KV cache", "Total", "Fit", "Quality (published)")
+# "Quality" is the published figure (its header's tooltip and the footer say whose); the longer
+# "Quality (published)" did not fit its column at 1024x640.
+COLUMNS = ("Format", "Bits/weight", "File size", "Weights", "KV cache", "Total", "Fit", "Quality")
 FIT_TEXT = {  # fit code -> (badge text, colour attribute of theme.Colors, tooltip)
     "gpu": ("Fully on GPU", "good", "All layers and the KV cache fit in free VRAM: fastest."),
     "partial": ("Partial: {n} of {m} layers", "warn", "Some layers run on the GPU, the rest on the CPU from RAM."),

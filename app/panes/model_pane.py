@@ -29,6 +29,7 @@ from quantpress.app.icons import icon
 from quantpress.app.state import AppState
 from quantpress.app.tasks import Runner, Task
 from quantpress.app.widgets.common import Pane, format_bytes, hint
+from quantpress.app.widgets.elide import ElidedLabel
 from quantpress.core.errors import GatedRepo
 from quantpress.core.jobs import Progress
 
@@ -229,7 +230,8 @@ class ModelPane(Pane):
         card = QFrame()
         card.setProperty("role", "card")
         card_layout = QVBoxLayout(card)
-        self.card_title = QLabel(NO_MODEL)
+        # "Opening /a/long/path/to/model…" while a model opens: elided in the middle, never wider than the card
+        self.card_title = ElidedLabel(NO_MODEL)
         self.card_title.setStyleSheet("font-size: 13pt; font-weight: 600;")
         card_layout.addWidget(self.card_title)
         self.card_note = hint("")

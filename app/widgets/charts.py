@@ -110,7 +110,18 @@ class MemoryBarChart(_Chart):
         widest = max(small_fm.horizontalAdvance(b.label) for b in self.bars)
         rotated = widest > slot_guess - 2
         bottom_pad = (int(widest * 0.6) + fm.height() + 6) if rotated else fm.height() * 2 + 10
-        plot = QRectF(left, 10 + legend_h, self.width() - left - 14, self.height() - 20 - legend_h - bottom_pad)
+        right_pad = 14.0
+        if rotated:  # labels slope down to the right: the last bars' labels ran past the edge (cut at 1024x640)
+            def overhang(slot: float) -> float:
+                cos = math.cos(math.radians(35))
+                n = len(self.bars)
+                return max(small_fm.horizontalAdvance(b.label) * cos + fm.height() / 3 - (n - i - 0.5) * slot
+                           for i, b in enumerate(self.bars))
+
+            right_pad = max(right_pad, overhang(slot_guess))  # then again with the narrower slots it leaves
+            right_pad = max(14.0, overhang((self.width() - left - right_pad) / len(self.bars)) + 4)
+        plot = QRectF(left, 10 + legend_h, self.width() - left - right_pad,
+                      self.height() - 20 - legend_h - bottom_pad)
         if plot.height() < 20 or plot.width() < 20:
             p.end()
             return

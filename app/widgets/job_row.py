@@ -39,6 +39,9 @@ class JobRow(QFrame):
         top = QHBoxLayout()
         self.title = QLabel(job.title)
         self.title.setStyleSheet("font-weight: 600;")
+        # Wrapped: a job of six formats would otherwise make the card wider than the queue (cut off at
+        # 1024x640 behind a sideways scroll bar).
+        self.title.setWordWrap(True)
         self.state_label = QLabel()
         self.cancel_button = QPushButton(icon("cancel"), "Cancel")
         self.cancel_button.setToolTip("Stop this job; its partial file is removed")

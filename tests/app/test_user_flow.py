@@ -14,9 +14,24 @@ from pathlib import Path
 
 import psutil
 import pytest
+from PySide6.QtCore import QTimer
 from PySide6.QtGui import QColor, QImage
-from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox, QCheckBox, QLabel, QWidget
-from quantpress.app.jobqueue import JobState
+from PySide6.QtWidgets import (
+    QAbstractButton,
+    QAbstractSpinBox,
+    QCheckBox,
+    QComboBox,
+    QHeaderView,
+    QLabel,
+    QListWidget,
+    QScrollArea,
+    QStyle,
+    QStyleOptionComboBox,
+    QTreeWidget,
+    QWidget,
+)
+from quantpress.app.jobqueue import Job, JobState
+from quantpress.app.widgets.elide import ElidedLabel, ElidingComboBox
 
 from tests.app.test_user_polish import demo_link, open_model  # noqa: F401 - the fixture is used by name
 
@@ -224,7 +239,19 @@ def test_evaluate_shows_batch_eta_and_reference_perplexity(qtbot, window, demo_g
 
 
 def clipped(widget: QWidget) -> bool:
-    """Whether a widget shows less than its text needs."""
+    """Whether a widget shows less than its text needs, without saying so (a deliberately elided
+    text, "…" with the whole text in its tooltip, is fine)."""
+    if isinstance(widget, ElidedLabel):
+        return widget.shown_text() != widget.text() and widget.toolTip() != widget.text()
+    if isinstance(widget, ElidingComboBox):
+        return widget.shown_text() != widget.currentText() and widget.currentText() not in widget.toolTip()
+    if isinstance(widget, QComboBox):  # its current text in the box's label area
+        opt = QStyleOptionComboBox()
+        widget.initStyleOption(opt)
+        field = widget.style().subControlRect(QStyle.ComplexControl.CC_ComboBox, opt,
+                                              QStyle.SubControl.SC_ComboBoxEditField, widget)
+        icon_w = 0 if opt.currentIcon.isNull() else opt.iconSize.width() + 4
+        return field.width() - icon_w < widget.fontMetrics().horizontalAdvance(widget.currentText())
     if isinstance(widget, QCheckBox):  # the tick box and its text: Qt's size hint
         return widget.width() < widget.sizeHint().width()
     if isinstance(widget, QAbstractButton):  # its text and icon, plus a little frame
@@ -232,6 +259,8 @@ def clipped(widget: QWidget) -> bool:
         return widget.width() < widget.fontMetrics().horizontalAdvance(widget.text()) + icon_w + 8
     if isinstance(widget, QAbstractSpinBox):  # its longest value and suffix (Qt's size hint)
         return widget.width() < widget.sizeHint().width() - 2
+    if isinstance(widget, QHeaderView):
+        return bool(cut_titles(widget))
     if isinstance(widget, QLabel) and not widget.wordWrap() and widget.text() and not widget.pixmap():
         text = widget.text()
         if "<" in text or "\n" in text:
@@ -240,22 +269,72 @@ def clipped(widget: QWidget) -> bool:
     return False
 
 
-def test_no_clipped_text_at_1024_by_640(qtbot, window, demo_link: Path) -> None:  # noqa: F811  # type: ignore[no-untyped-def]
-    """Point 11: at 1024x640 no pane cuts a button, spin box or label short, and Evaluate's File column
-    is as wide as the longest file name."""
+def cut_titles(header: QHeaderView) -> list[str]:
+    """The column titles wholly in view that do not fit their column."""
+    cut = []
+    for i in range(header.count()):
+        pos, size = header.sectionViewportPosition(i), header.sectionSize(i)
+        if header.isSectionHidden(i) or pos < 0 or pos + size > header.viewport().width():
+            continue  # scrolled out of view (the table scrolls), not cut
+        text = str(header.model().headerData(i, header.orientation()) or "")
+        if header.fontMetrics().horizontalAdvance(text) + 4 > size:
+            cut.append(f"{text!r} in {size} px")
+    return cut
+
+
+def sideways_scrolled(widget: QWidget) -> bool:
+    """A list or a queue whose content is wider than itself: text cut behind a scroll bar."""
+    return (isinstance(widget, (QListWidget, QTreeWidget, QScrollArea))
+            and widget.horizontalScrollBar().isVisible())
+
+
+def test_no_clipped_text_at_1024_by_640(qtbot, window, demo_link: Path, demo_gguf: Path,  # noqa: F811
+                                        tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Point 11: at 1024x640, with long file names and a job of six formats on screen, no pane cuts a
+    button, spin box, combo box, label or column title short; lists and the queue do not hide text
+    behind a sideways scroll bar; what is elided says so ("…") and has the whole text as tooltip."""
     open_model(qtbot, window, demo_link)
     window.resize(1024, 640)
+    long_names = []
+    for fmt in ("Q4_K_M", "Q2_K"):  # files named as converted files of a long-named model are
+        link = tmp_path / f"SmolLM2-135M-Instruct-with-a-long-fine-tune-name-{fmt}.gguf"
+        link.symlink_to(demo_gguf)
+        long_names.append(link)
+    window.state.add_outputs(long_names)
+    conv = window.convert_pane
+    conv.out_edit.setText(str(tmp_path / "out"))
+    conv.set_selected_formats(["Q4_K_M"])
+    with qtbot.waitSignal(conv.preview().finished, timeout=120000):
+        pass
+    job = conv.queue.add(Job("SmolLM2-135M-Instruct → Q4_K_M, Q5_K_M, Q6_K, Q8_0, Q3_K_M, Q2_K",
+                             finished_at_once, tmp_path))
+    qtbot.waitUntil(lambda: job.state is JobState.DONE, timeout=30000)
+    chat = window.chat_pane
+    chat.model_a.setCurrentIndex(chat.model_a.findData(str(long_names[0])))
+    chat.compare_check.setChecked(True)
+    chat.model_b.setCurrentIndex(chat.model_b.findData(str(long_names[1])))
+    for side, path in ((chat.a, long_names[0]), (chat.b, long_names[1])):
+        side.title.setText(f"Model {side.name}: {path.name}")  # what a loaded model's title says
     for key in ("model", "fit", "convert", "evaluate", "chat"):
         window.go_to(key)
         qtbot.wait(50)
         pane = window.panes[key]
+        shown = [w for w in pane.findChildren(QWidget) if w.isVisible()]
         bad = [f"{type(w).__name__} {getattr(w, 'text', lambda: '')()!r} {w.width()}<{w.sizeHint().width()}"
-               for w in pane.findChildren(QWidget) if w.isVisible() and clipped(w)]
+               + (f" {cut_titles(w)}" if isinstance(w, QHeaderView) else "") for w in shown if clipped(w)]
+        bad += [f"{type(w).__name__} scrolls sideways" for w in shown if sideways_scrolled(w)]
         assert not bad, (key, bad)
     assert window.width() <= 1024 and window.height() <= 640
+    # the elided ones really were elided: the check above looked at them
+    assert chat.a.title.shown_text() != chat.a.title.text() and chat.a.title.toolTip() == chat.a.title.text()
+    assert "…" in chat.model_a.shown_text() and chat.model_a.shown_text().endswith("Q4_K_M.gguf")
     fit = window.fit_pane
     fit.whatif_check.setChecked(True)
     assert fit.vram_spin.width() >= fit.vram_spin.sizeHint().width() - 2
+
+
+def finished_at_once(*, report, cancel) -> list[Path]:  # type: ignore[no-untyped-def]
+    return []
 
 
 def test_evaluate_file_column_is_never_cut(qtbot, window, demo_gguf: Path) -> None:  # type: ignore[no-untyped-def]
@@ -407,3 +486,41 @@ def test_doctor_reports_the_x11_plugin() -> None:
 
     row = next(c for c in collect()["components"] if c["name"] == "Qt X11 plugin")
     assert bool(row["problem"]) == bool(missing_xcb_libraries())
+
+
+def test_a_model_given_on_the_command_line_shows_opening_at_once(qtbot, window, demo_link: Path,  # noqa: F811
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """`quantpress gui MODEL` (app.main.run_gui calls window.open_source right after show): the card
+    says "Opening <model>…" before the event loop has run once, the model is read on a worker thread
+    (the GUI thread stays free: it keeps running timers meanwhile), and the card never says
+    "No model open" on the way (issue 18: still so after 20 s under load)."""
+    import threading
+
+    from quantpress.app.panes.model_pane import NO_MODEL
+    from quantpress.core import inspect
+
+    real_open = inspect.open_model
+    threads: list[str] = []
+    release = threading.Event()
+
+    def slow_open(source: str):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        release.wait(30)  # a machine under load: reading the model takes long
+        return real_open(source)
+
+    monkeypatch.setattr(inspect, "open_model", slow_open)
+    card = window.model_pane.card_title
+    titles: list[str] = []
+    window.open_source(str(demo_link))
+    assert card.text() == f"Opening {demo_link}…"
+    ticks: list[int] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: (ticks.append(1), titles.append(card.text())))
+    timer.start(10)
+    qtbot.waitUntil(lambda: bool(threads) and len(ticks) >= 20, timeout=30000)  # the GUI runs while it opens
+    assert threads[0] != threading.main_thread().name
+    with qtbot.waitSignal(window.state.model_changed, timeout=60000):
+        release.set()
+    timer.stop()
+    assert card.text() == window.state.model.name
+    assert NO_MODEL not in titles and all(t.startswith("Opening") or t == card.text() for t in titles)
