@@ -14,5 +14,6 @@ Public API
   in one warm helper process. ``chat_process.ChatProcess.start(path, settings)``: a chat session whose
   model lives in its own child process (a native crash there ends that process, not the window).
 - ``main_window.MainWindow``: sidebar flow Model -> Fit -> Convert -> Evaluate -> Chat, status bar,
-  ``shutdown()``; panes in ``panes/``, QPainter charts in ``widgets/charts.py``.
+  ``shutdown()``; panes in ``panes/``, QPainter charts in ``widgets/charts.py``, a label and a combo box
+  that elide long file names (whole in the tooltip) in ``widgets/elide.py``.
 """
