@@ -1,7 +1,8 @@
 """Issue 18, the rest of what a new user trips on, driven through the real window: one progress bar
 per job with elapsed time, ETA and a queue total (point 1), A/B chat answering at once (3), a theme
 switch while running (9), Evaluate's batch ETA and reference perplexity (10), a 1024x640 window (11),
-helper processes ending with the GUI (12) and the X11 libraries named when Qt cannot start (13)."""
+helper processes ending with the GUI, even killed (12), the X11 libraries named when Qt cannot start
+(13), and a model given on the command line shown as opening at once."""
 
 from __future__ import annotations
 
