@@ -64,6 +64,9 @@ from quantpress.core.model import ModelInfo
 # norms stay F32, as llama.cpp requires (mixes.allows_quantization).
 CANDIDATES = ("Q2_K", "Q3_K", "IQ4_XS", "IQ4_NL", "Q4_K", "Q4_1", "Q5_0", "Q5_K", "Q5_1", "Q6_K", "Q8_0")
 MAX_RESOLVES = 6  # fit targets: re-solves with the estimator's overshoot taken off the budget
+# Row samples smaller than this are quantized on the calling thread: the thousands of small samples a
+# plan measures would otherwise spend more on starting thread pools than on quantizing.
+PARALLEL_MIN_ELEMENTS = 1 << 18
 FISHER_RAM_SHARE = 0.6  # the sensitivity pass loads the model in float32: at most this share of free RAM
 # Where the per-tensor sensitivity comes from: 'weights' (the weights estimate, sharing the importance
 # estimate's one read of the weights: planning costs about one conversion) or 'fisher' (a calibration
@@ -280,7 +283,8 @@ def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: li
             return [LossTerm(sens.scale[name], col if col is not None and col.shape[0] == n else np.ones(n, np.float32))]
 
         def quantize(x: np.ndarray, ggml_type: str, imp: np.ndarray | None) -> np.ndarray:
-            return np.asarray(encode(x, ggml_type, imp, threads, how.engine))
+            # the bytes do not depend on the thread count; a small sample is done before threads start
+            return np.asarray(encode(x, ggml_type, imp, threads if x.size >= PARALLEL_MIN_ELEMENTS else 1, how.engine))
 
         errors = measure_errors(base.tensors, cands, read, quantize, quant_importance, terms, report=report,
                                 cancel=cancel)
