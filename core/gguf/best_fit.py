@@ -110,8 +110,10 @@ def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
     cands = {t.name: candidates_for(t.name, shapes[t.name]) for t in base.tensors}
     fixed_types = {n: "F32" for n, c in cands.items() if not c}
 
+    metadata = layout.encode_metadata(kv)  # once: a large vocabulary takes a good part of a second to encode
+
     def finish(types: dict[str, str]) -> tuple[bytes, int]:
-        head, total = layout.encode_preamble(layout.encode_metadata(kv), len(kv),
+        head, total = layout.encode_preamble(metadata, len(kv),
                                              [(t.name, t.shape, types[t.name]) for t in base.tensors])
         return head, int(total)
 
