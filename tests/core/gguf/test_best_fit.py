@@ -166,6 +166,7 @@ def on_q4_1_grid(src: Path, dst: Path) -> Path:
     return dst
 
 
+@pytest.mark.slow
 def test_a_size_target_is_met_with_lossless_bytes_when_nothing_else_is_left(model: Path, tmp_path: Path) -> None:
     """Weights on a grid: past the size where every tensor is stored exactly, the leftover buys
     dearer exact types (Q4_1 -> Q5_1), so the file is the size asked for (within 0.5%, never above)
@@ -184,3 +185,7 @@ def test_a_size_target_is_met_with_lossless_bytes_when_nothing_else_is_left(mode
     assert Path(res.output).stat().st_size == out.file_bytes
     small = plan_best_fit(info, Target.size(exact_sizes[0] + (exact_sizes[1] - exact_sizes[0]) // 8), tmp_path)
     assert small.outputs[0].file_bytes < out.file_bytes and small.target.expected_kld == 0.0  # type: ignore[union-attr]
+    # a fit target keeps its headroom: memory spent for nothing measured is not bought
+    fit = plan_best_fit(info, Target.fit("ram", ctx_tokens=256, memory_bytes=1 << 30), tmp_path, hardware=detect_hardware())
+    assert "Q5_1" not in fit.outputs[0].tensor_types.values() and fit.target.expected_kld == 0.0  # type: ignore[union-attr]
+    assert any("most accurate choice" in w for w in fit.warnings)
