@@ -123,7 +123,8 @@ def render(results: dict[str, dict[str, object]], args: argparse.Namespace) -> s
              "per-tensor sensitivity the planner's default (the weights estimate). KLD = mean "
              f"KL-divergence to the model's F32 GGUF per token on held-out text ({args.chunks}×{args.n_ctx} tokens of "
              "resources/eval/heldout.txt); Δ = paired mean difference best − fixed ± its standard error; "
-             "ratio = KLD best / KLD fixed (the issue asks ≤ 0.90). 2 shared CPU cores.", "",
+             "ratio = KLD best / KLD fixed (the issue asks ≤ 0.90); Δ size = the best fit's file against the "
+             "target (the issue asks ±0.5%; the planner never goes above it). 2 shared CPU cores.", "",
              f"Command: `.venv/bin/python -m benchmarks.best_fit --models {args.models} --chunks {args.chunks} "
              f"--n-ctx {args.n_ctx} --write` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average "
              f"{os.getloadavg()[0]:.1f} at the end)", ""]

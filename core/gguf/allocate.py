@@ -9,6 +9,11 @@ most one unit per tensor unspent; a fill pass then spends the leftover on the si
 the most loss while they fit. (A Lagrangian sweep, the usual alternative, stops at the first upgrade
 that does not fit and was measurably worse on small models with few large tensors.)
 
+Given a ``priority`` per tensor, what is still left is then spent on changes that cost more for no
+measured loss (a tensor whose weights lie on a type's grid, stored as a dearer type that is exact too):
+highest priority first, each its dearest such type that fits, until none fits. A file asked for at a
+size is then that size whenever the options allow, and never above it.
+
 Pure: numbers in, names out; no model, no I/O.
 """
 
@@ -43,10 +48,12 @@ class Allocation:
 UNITS = 100_000  # budget resolution: the unspent remainder is at most one unit per tensor before the fill
 
 
-def allocate(options: Mapping[str, Sequence[Option]], budget: int) -> Allocation:
+def allocate(options: Mapping[str, Sequence[Option]], budget: int,
+             priority: Mapping[str, float] | None = None) -> Allocation:
     """The choice of one option per tensor with summed cost ≤ ``budget`` and the least loss (exact
-    on costs rounded to the unit). InvalidInput when even the cheapest choice costs more than the
-    budget, or a tensor has no option."""
+    on costs rounded to the unit). With ``priority`` (tensor name -> rank, higher first), the budget
+    left over is spent on dearer options of no more loss (module docstring). InvalidInput when even
+    the cheapest choice costs more than the budget, or a tensor has no option."""
     for name, opts in options.items():
         if not opts:
             raise InvalidInput(f"tensor {name}: no type can store it")
@@ -81,6 +88,8 @@ def allocate(options: Mapping[str, Sequence[Option]], budget: int) -> Allocation
             pick[names[i]] = options[names[i]][k]
             b -= units[names[i]][k]
     spent = _fill(options, pick, sum(o.cost for o in pick.values()), budget)
+    if priority is not None:
+        spent = _spend(options, pick, spent, budget, priority)
     return Allocation({n: pick[n].ggml_type for n in names}, spent, sum(o.loss for o in pick.values()),
                       min_cost, max_cost)
 
@@ -99,4 +108,25 @@ def _fill(options: Mapping[str, Sequence[Option]], pick: dict[str, Option], spen
             return spent
         _, name, o = best
         spent += o.cost - pick[name].cost
+        pick[name] = o
+
+
+def _spend(options: Mapping[str, Sequence[Option]], pick: dict[str, Option], spent: int, budget: int,
+           priority: Mapping[str, float]) -> int:
+    """Spend what the fill left on dearer options of no more loss: the highest-priority tensor that
+    has one that fits gets its dearest, until none fits (each step raises one tensor's cost, so it
+    ends)."""
+    while True:
+        best: tuple[float, int, str, Option] | None = None
+        for name, opts in options.items():
+            cur = pick[name]
+            for o in opts:
+                extra = o.cost - cur.cost
+                if (o.loss <= cur.loss and extra > 0 and spent + extra <= budget
+                        and (best is None or (priority[name], extra) > best[:2])):
+                    best = (priority[name], extra, name, o)
+        if best is None:
+            return spent
+        _, extra, name, o = best
+        spent += extra
         pick[name] = o

@@ -19,6 +19,11 @@ the memory of a GPU / of RAM at a context), minimising the expected loss.
 3. The budgeted choice (core/gguf/allocate.py), then checked exactly: the file size from the layout
    encoder, memory from the estimator (core/estimate.py); a fit target that the linear per-tensor
    costs slightly misjudged is solved again with the overshoot taken off the budget.
+4. A size or bits-per-weight target then spends what is left on dearer types of no more measured
+   loss (weights on a type's grid, as the demo model's on Q4_1's, are stored as exactly by Q5_1): the
+   token embedding and output layer first, then the tensors most sensitive per weight (spend_order),
+   so the file is the size asked for whenever the types allow, never above it. A fit target does not:
+   memory spent for nothing measured is headroom lost.
 """
 
 from __future__ import annotations
@@ -59,12 +64,21 @@ from quantpress.core.model import ModelInfo
 # norms stay F32, as llama.cpp requires (mixes.allows_quantization).
 CANDIDATES = ("Q2_K", "Q3_K", "IQ4_XS", "IQ4_NL", "Q4_K", "Q4_1", "Q5_0", "Q5_K", "Q5_1", "Q6_K", "Q8_0")
 MAX_RESOLVES = 6  # fit targets: re-solves with the estimator's overshoot taken off the budget
+# Row samples smaller than this are quantized on the calling thread: the thousands of small samples a
+# plan measures would otherwise spend more on starting thread pools than on quantizing.
+PARALLEL_MIN_ELEMENTS = 1 << 18
 FISHER_RAM_SHARE = 0.6  # the sensitivity pass loads the model in float32: at most this share of free RAM
 # Where the per-tensor sensitivity comes from: 'weights' (the weights estimate, sharing the importance
 # estimate's one read of the weights: planning costs about one conversion) or 'fisher' (a calibration
 # pass through the model with torch: finer, but its fixed costs alone are many small conversions).
 SENSITIVITIES = ("weights", "fisher")
 DEFAULT_SENSITIVITY = "weights"
+# Bytes that buy no measured gain go to these first: llama.cpp's k-quant mixes store the output layer
+# (a tied token embedding is it) at Q6_K or more (llama-quant.cpp, llama_tensor_get_type): every
+# token's logits go through it.
+SPENT_FIRST = ("output.weight", "token_embd.weight")
+# A size target's file further below it than this share is reported (the target asked for more).
+SIZE_SLACK = 0.005
 
 
 def candidates_for(name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
@@ -96,8 +110,10 @@ def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
     cands = {t.name: candidates_for(t.name, shapes[t.name]) for t in base.tensors}
     fixed_types = {n: "F32" for n, c in cands.items() if not c}
 
+    metadata = layout.encode_metadata(kv)  # once: a large vocabulary takes a good part of a second to encode
+
     def finish(types: dict[str, str]) -> tuple[bytes, int]:
-        head, total = layout.encode_preamble(layout.encode_metadata(kv), len(kv),
+        head, total = layout.encode_preamble(metadata, len(kv),
                                              [(t.name, t.shape, types[t.name]) for t in base.tensors])
         return head, int(total)
 
@@ -112,17 +128,20 @@ def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
     fixed_cost = sum(cost(n, shapes[n], t) for n, t in fixed_types.items())
     n_params = sum(t.n_elements for t in base.tensors)
 
-    def solve(loss: Callable[[str, str], float | None]) -> tuple[int, Allocation, int]:
+    def solve(loss: Callable[[str, str], float | None],
+              priority: dict[str, float] | None = None) -> tuple[int, Allocation, int]:
         """(budget, allocation, estimated memory or 0) for the options' losses ``loss(name, type)``
-        (None: not an option, a dearer type than one with no loss at all)."""
+        (None: not an option, a dearer type than a lossless one that loses); ``priority``: spend the
+        leftover of a size or bpw target on dearer lossless types in this order (allocate)."""
         options = {n: [Option(t, cost(n, shapes[n], t), v) for t in c if (v := loss(n, t)) is not None]
                    for n, c in cands.items() if c}
         if target.kind == "size":
             return target.size_bytes, _solve(options, target.size_bytes - len(head) - fixed_cost,
-                                             lambda b: f"{b:,} bytes"), 0
+                                             lambda b: f"{b:,} bytes", priority), 0
         if target.kind == "bpw":
             budget = int(target.bits_per_weight * n_params / 8)
-            return budget, _solve(options, budget - fixed_cost, lambda b: f"{8 * b / n_params:.2f} bits per weight"), 0
+            return budget, _solve(options, budget - fixed_cost, lambda b: f"{8 * b / n_params:.2f} bits per weight",
+                                  priority), 0
         assert hw is not None
         budget = target.device_budget(hw)
         return (budget, *_solve_fit(model, target, hw, shapes, options, fixed_types, fixed_cost, budget, len(head),
@@ -131,15 +150,17 @@ def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
     solve(lambda n, t: 0.0)  # refuses a target nothing fits before the weights are read
     errors, source, notes = _measure(base, cands, src_kv, threads, sensitivity, report, cancel)
     report(Progress("plan", 0.999, "choosing types"))
-    budget, alloc, memory = solve(lambda n, t: errors[n].loss.get(t))
+    budget, alloc, memory = solve(lambda n, t: errors[n].loss.get(t),
+                                  spend_order(errors, {t.name: t.n_elements for t in base.tensors}))
     types = {t.name: {**fixed_types, **alloc.types}[t.name] for t in base.tensors}
     head, file_bytes = finish(types)
     if target.kind == "size" and file_bytes > target.size_bytes:  # the layout's promise; never hand out more
         raise RuntimeError(f"planned {file_bytes} bytes for a {target.size_bytes}-byte target")
     warnings = list(base.warnings) + notes
-    if alloc.cost == alloc.max_cost:
-        warnings.append(f"the target allows more than the most accurate choice; the file is {file_bytes:,} bytes, "
-                        "every tensor at its lowest-error type")
+    used = {"size": file_bytes, "bpw": fixed_cost + alloc.cost}.get(target.kind, memory)
+    if alloc.cost >= alloc.max_cost and used < (1 - SIZE_SLACK) * budget:
+        warnings.append(f"the target allows more than the most accurate choice: every tensor is at its lowest-error "
+                        f"type and no dearer type of no more error fits; the file is {file_bytes:,} bytes")
     summary = TargetSummary(target.kind, target.label, budget, alloc.loss, memory,
                             target.ctx_tokens if target.is_fit else 0, target.kv_type if target.is_fit else "",
                             round(time.monotonic() - t0, 2), source)
@@ -147,9 +168,18 @@ def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
     return dataclasses.replace(base, outputs=(output,), target=summary, warnings=tuple(warnings))
 
 
-def _solve(options: dict[str, list[Option]], budget: int, say: Callable[[int], str]) -> Allocation:
+def spend_order(errors: dict[str, TensorErrors], n_elements: dict[str, int]) -> dict[str, float]:
+    """The order in which a size target's leftover buys dearer types of no more measured loss
+    (higher first): SPENT_FIRST, then by sensitivity per weight (the loss the tensor would cause if
+    it were zero, per weight)."""
+    order = sorted(errors, key=lambda n: (n in SPENT_FIRST, errors[n].signal / max(1, n_elements[n]), n))
+    return {n: float(i) for i, n in enumerate(order)}
+
+
+def _solve(options: dict[str, list[Option]], budget: int, say: Callable[[int], str],
+           priority: dict[str, float] | None = None) -> Allocation:
     try:
-        return allocate(options, budget)
+        return allocate(options, budget, priority)
     except InvalidInput:
         smallest = sum(min(o.cost for o in opts) for opts in options.values())
         raise InvalidInput(f"the target is too small for this model: even the smallest types need "
@@ -255,7 +285,8 @@ def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: li
             return [LossTerm(sens.scale[name], col if col is not None and col.shape[0] == n else np.ones(n, np.float32))]
 
         def quantize(x: np.ndarray, ggml_type: str, imp: np.ndarray | None) -> np.ndarray:
-            return np.asarray(encode(x, ggml_type, imp, threads, how.engine))
+            # the bytes do not depend on the thread count; a small sample is done before threads start
+            return np.asarray(encode(x, ggml_type, imp, threads if x.size >= PARALLEL_MIN_ELEMENTS else 1, how.engine))
 
         errors = measure_errors(base.tensors, cands, read, quantize, quant_importance, terms, report=report,
                                 cancel=cancel)

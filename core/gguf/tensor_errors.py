@@ -37,21 +37,26 @@ MIN_SAMPLE_ROWS = 32
 MAX_RELATIVE_SE = 0.1
 # A loss at most this share of the tensor's signal is zero (its weights already lie on the type's grid).
 ZERO_LOSS = 1e-9
+# Dearer types after a lossless one are first tried on this many sampled rows: most are not lossless
+# (a few rows show it at a fraction of the sample's cost); those that are get the whole sample.
+PROBE_ROWS = 4
 
 
 @dataclass(frozen=True)
 class TensorErrors:
     """``loss[type]``: the tensor's expected loss stored as that type, Σ over its loss terms of
     scale · Σ_i rows_i Σ_j columns_j (w_ij − q_ij)² over the whole tensor (estimated from
-    ``sampled_rows`` of ``rows``); types listed after one with no loss at all are left out, as they
-    cannot do better for more bytes (candidates are listed cheapest first); ``signal``: the same sum with q = 0 (what the loss would be if the
-    tensor were zero: a scale for reading the losses)."""
+    ``sampled_rows`` of ``rows``), exactly 0 for a type whose grid the weights lie on (ZERO_LOSS);
+    after the first such type (candidates are listed cheapest first) only the dearer types that are
+    lossless too are listed: the others cost more and do worse, while these are what a size target's
+    leftover bytes may still buy (core/gguf/allocate.py). ``signal``: the same sum with q = 0 (what
+    the loss would be if the tensor were zero: a scale for reading the losses)."""
 
     name: str
     rows: int
     sampled_rows: int
     signal: float
-    loss: dict[str, float]  # only the types worth choosing: none after the first with zero loss
+    loss: dict[str, float]  # only the types worth choosing: after a lossless one, only lossless ones
     relative_se: float = 0.0  # the largest standard error of a type's loss estimate, relative to it
 
 
@@ -168,16 +173,31 @@ def _measure_sample(t: TensorPlan, rows: np.ndarray, row_weight: np.ndarray,
                 term.matrix[rows].astype(np.float64) if term.matrix is not None else None)
                for term in tensor_terms]
     signal = float(_row_losses(x.astype(np.float64) ** 2, weights) @ row_weight)
-    losses, worst = {}, 0.0
+    losses, worst, lossless = {}, 0.0, False
     for ggml_type in types:
         cancel.raise_if_cancelled()
+        if lossless and not _exact_on(x[:PROBE_ROWS], ggml_type, quantize, imp):
+            continue  # dearer than a lossless type and not lossless itself: a few rows tell, cheaply
         q = decode(quantize(x, ggml_type, imp), ggml_type, n)
         per_row = _row_losses((x - q).astype(np.float64) ** 2, weights)
-        losses[ggml_type] = total = float(per_row @ row_weight)
-        if total <= ZERO_LOSS * signal:  # on this type's grid: the larger types cannot do better (cheapest first)
-            break
-        worst = max(worst, estimate_se(per_row, row_weight) / total)
+        total = float(per_row @ row_weight)
+        exact = total <= ZERO_LOSS * signal  # on this type's grid
+        if exact:
+            total = 0.0
+        if lossless and not exact:  # dearer and worse than a lossless type: never worth choosing
+            continue
+        losses[ggml_type] = total
+        lossless = lossless or exact
+        if not exact:
+            worst = max(worst, estimate_se(per_row, row_weight) / total)
     return TensorErrors(t.name, 0, len(rows), signal, losses, worst)
+
+
+def _exact_on(x: np.ndarray, ggml_type: str, quantize: Callable[[np.ndarray, str, np.ndarray | None], np.ndarray],
+              imp: np.ndarray | None) -> bool:
+    """Whether rows ``x`` lie on ``ggml_type``'s grid (stored with at most ZERO_LOSS of their energy lost)."""
+    q = decode(quantize(x, ggml_type, imp), ggml_type, x.shape[-1])
+    return float(((x - q).astype(np.float64) ** 2).sum()) <= ZERO_LOSS * float((x.astype(np.float64) ** 2).sum())
 
 
 def _row_losses(err2: np.ndarray, weights: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> np.ndarray:

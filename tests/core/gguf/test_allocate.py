@@ -79,3 +79,26 @@ def test_too_small_a_budget_and_empty_options_are_refused() -> None:
         allocate(options, 149)
     with pytest.raises(InvalidInput, match="tensor c: no type"):
         allocate({**options, "c": []}, 1000)
+
+
+def test_leftover_buys_lossless_dearer_options_by_priority_and_never_exceeds_the_budget() -> None:
+    # "a", "b", "c" are exact at their second option and at a dearer third (weights on both grids);
+    # "d" gains from every byte. Without a priority the leftover stays unspent.
+    options = {"a": [Option("Q4_K", 100, 2.0), Option("Q4_1", 110, 0.0), Option("Q5_1", 150, 0.0)],
+               "b": [Option("Q4_K", 300, 2.0), Option("Q4_1", 330, 0.0), Option("Q5_1", 450, 0.0)],
+               "c": [Option("Q4_K", 50, 1.0), Option("Q4_1", 55, 0.0), Option("Q5_1", 75, 0.0)],
+               "d": [Option("Q4_K", 200, 3.0), Option("Q8_0", 380, 1.0)]}
+    exact = 110 + 330 + 55 + 380
+    plain = allocate(options, exact + 150)
+    assert plain.types == {"a": "Q4_1", "b": "Q4_1", "c": "Q4_1", "d": "Q8_0"} and plain.cost == exact
+    assert plain.max_cost == exact
+    # b first (the highest priority), then what still fits: a's upgrade (40) before c's (20)
+    spent = allocate(options, exact + 170, priority={"a": 1.0, "b": 3.0, "c": 0.0, "d": 2.0})
+    assert spent.types == {"a": "Q5_1", "b": "Q5_1", "c": "Q4_1", "d": "Q8_0"}
+    assert spent.cost == exact + 160 and spent.loss == plain.loss == 1.0
+    # too little for b's upgrade: the lower priorities still spend what fits
+    spent = allocate(options, exact + 65, priority={"a": 1.0, "b": 3.0, "c": 0.0, "d": 2.0})
+    assert spent.types == {"a": "Q5_1", "b": "Q4_1", "c": "Q5_1", "d": "Q8_0"} and spent.cost == exact + 60
+    # bytes that save loss go first, whatever the priority: d's upgrade, not a's lossless one
+    spent = allocate(options, exact + 39, priority={"a": 9.0, "b": 0.0, "c": 0.0, "d": 0.0})
+    assert spent.types == {"a": "Q4_1", "b": "Q4_1", "c": "Q5_1", "d": "Q8_0"} and spent.cost == exact + 20

@@ -140,3 +140,52 @@ def test_fisher_sensitivity_on_request(model: Path, tmp_path: Path) -> None:
     assert plan.outputs[0].file_bytes <= size
     with pytest.raises(InvalidInput, match="unknown sensitivity"):
         plan_best_fit(info, Target.size(size), tmp_path, sensitivity="guess")
+
+
+def on_q4_1_grid(src: Path, dst: Path) -> Path:
+    """A copy of model ``src`` whose 2-D weights lie on llama.cpp's min/max Q4_1 grid (as the demo
+    model's do), saved in F32: Q4_1 and Q5_1 store them exactly."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    for f in dst.glob("*.safetensors"):
+        tensors = load_file(str(f))
+        for name, w in tensors.items():
+            x = w.float()
+            if x.ndim == 2:
+                b = x.reshape(-1, 32)
+                lo, hi = b.min(1, keepdim=True).values, b.max(1, keepdim=True).values
+                d = ((hi - lo) / 15).half().float().clamp_min(1e-6)
+                m = lo.half().float()
+                x = (torch.round((b - m) / d).clamp(0, 15) * d + m).reshape(x.shape)
+            tensors[name] = x.contiguous()
+        save_file(tensors, str(f), metadata={"format": "pt"})
+    return dst
+
+
+@pytest.mark.slow
+def test_a_size_target_is_met_with_lossless_bytes_when_nothing_else_is_left(model: Path, tmp_path: Path) -> None:
+    """Weights on a grid: past the size where every tensor is stored exactly, the leftover buys
+    dearer exact types (Q4_1 -> Q5_1), so the file is the size asked for (within 0.5%, never above)
+    at no more expected loss, and converts to exactly the planned bytes."""
+    info = open_source(on_q4_1_grid(model, tmp_path / "grid"))
+    exact_sizes = [plan_conversion(info, [f], tmp_path).outputs[0].file_bytes for f in ("Q4_1", "Q5_1")]
+    target = (exact_sizes[0] + exact_sizes[1]) // 2
+    plan = plan_best_fit(info, Target.size(target), tmp_path)
+    out = plan.outputs[0]
+    assert plan.target is not None and plan.target.expected_kld == 0.0
+    assert target * (1 - 0.005) <= out.file_bytes <= target
+    types = out.tensor_types
+    assert "Q5_1" in types.values() and "Q4_1" in types.values()
+    assert not any("most accurate choice" in w for w in plan.warnings)
+    (res,) = convert(plan)
+    assert Path(res.output).stat().st_size == out.file_bytes
+    small = plan_best_fit(info, Target.size(exact_sizes[0] + (exact_sizes[1] - exact_sizes[0]) // 8), tmp_path)
+    assert small.outputs[0].file_bytes < out.file_bytes and small.target.expected_kld == 0.0  # type: ignore[union-attr]
+    # a fit target keeps its headroom: memory spent for nothing measured is not bought
+    fit = plan_best_fit(info, Target.fit("ram", ctx_tokens=256, memory_bytes=1 << 30), tmp_path, hardware=detect_hardware())
+    assert "Q5_1" not in fit.outputs[0].tensor_types.values() and fit.target.expected_kld == 0.0  # type: ignore[union-attr]
+    assert any("most accurate choice" in w for w in fit.warnings)

@@ -59,17 +59,31 @@ def test_uneven_rows_are_measured_until_the_estimate_is_within_the_bound() -> No
         assert abs(errors.loss[t] / exact - 1) < 3 * max(errors.relative_se, 1e-6)
 
 
-def test_types_dearer_than_one_with_no_loss_are_left_out() -> None:
-    """Weights already on Q4_1's grid (as the demo model's are): Q4_1 measures zero, and the larger
-    types after it are no options (they cannot do better for more bytes)."""
+def q4_1_grid(n_rows: int, n: int, seed: int = 2) -> np.ndarray:
+    """Weights as llama.cpp's min/max Q4_1 leaves them (the demo model's): per 32-block m + d·k with
+    f16 d and m and k in 0..15, both ends used."""
+    rng = np.random.default_rng(seed)
+    blocks = n_rows * n // 32
+    d = rng.uniform(0.01, 0.1, (blocks, 1)).astype(np.float16).astype(np.float32)
+    m = rng.uniform(-1.0, 0.0, (blocks, 1)).astype(np.float16).astype(np.float32)
+    k = rng.integers(0, 16, (blocks, 32))
+    k[:, 0], k[:, 1] = 0, 15
+    return (k.astype(np.float32) * d + m).reshape(n_rows, n)
+
+
+def test_after_a_lossless_type_only_lossless_dearer_types_are_listed() -> None:
+    """Weights on Q4_1's grid: Q4_1 measures zero; of the larger types after it only Q5_1 (whose grid
+    holds Q4_1's at half the step) is lossless too and listed, a way to spend bytes for nothing lost;
+    Q5_0 and Q8_0 (no minimum) cost more and do worse: left out."""
     from quantpress.core.gguf.tensor_errors import decode
 
-    rng = np.random.default_rng(2)
     n_rows, n = 256, 64
-    x = decode(encode(rng.standard_normal((n_rows, n)).astype(np.float32), "Q4_1", None, 1), "Q4_1", n)
+    x = q4_1_grid(n_rows, n)
     plan = _plan("blk.0.attn_q.weight", (n_rows, n))
-    errors = measure_errors([plan], {plan.name: ("IQ4_NL", "Q4_1", "Q5_0", "Q8_0")}, lambda t: iter([x]),
+    errors = measure_errors([plan], {plan.name: ("IQ4_NL", "Q4_1", "Q5_0", "Q5_1", "Q8_0")}, lambda t: iter([x]),
                             lambda a, t, imp: encode(a, t, imp, 1), lambda name, k: None,
                             lambda name, r, c: [LossTerm(1.0, np.ones(c, np.float32))])[plan.name]
-    assert list(errors.loss) == ["IQ4_NL", "Q4_1"]
-    assert errors.loss["Q4_1"] == 0.0 < errors.loss["IQ4_NL"]
+    assert list(errors.loss) == ["IQ4_NL", "Q4_1", "Q5_1"]
+    assert errors.loss["Q4_1"] == errors.loss["Q5_1"] == 0.0 < errors.loss["IQ4_NL"]
+    for left_out in ("Q5_0", "Q8_0"):
+        assert float(((x - decode(encode(x, left_out, None, 1), left_out, n)) ** 2).sum()) > 0
