@@ -60,6 +60,10 @@ VARIANTS: dict[str, tuple[list[str], dict[str, int]]] = {
     "native+imatrix": (["--engine", "native", "--imatrix", "{imatrix}"], PLAIN),
     "ggml+imatrix": (["--engine", "ggml", "--imatrix", "{imatrix}"], {}),
     "nativemag+imatrix": (["--engine", "native", "--imatrix", "{imatrix}"], MAGNITUDE),
+    # What a user gets: the converter's defaults (engine "auto", core/quant/auto.py), measured directly
+    # rather than inferred from the variant the table names.
+    "auto": ([], {}),
+    "auto+imatrix": (["--imatrix", "{imatrix}"], {}),
 }
 
 
@@ -166,6 +170,9 @@ def default_variant(mix: str, kind: str, measured: dict[str, dict[str, float]], 
     variant name prefix of today's native kernels."""
     from quantpress.core.quant.auto import choose
 
+    direct = "auto+imatrix" if kind == "default" else "auto"
+    if direct in measured:
+        return direct
     how = choose("auto", mix, kind)
     suffix = "imatrix" if kind == "default" else ("weights" if how.importance else "none")
     name = f"{native if how.engine == 'native' else 'ggml'}+{suffix}"
