@@ -252,8 +252,9 @@ REFERENCE = {"weights": "LLAMA_CPP", "none": "LLAMA_CPP", "measured": "GGML_WITH
 
 
 def decide(all_results: dict[str, dict[str, dict[str, dict[str, float]]]]) -> dict[str, dict[str, str]]:
-    """Per mix and source: the candidate not worse than llama.cpp (Δ ≤ 2 SE) on every model with the
-    lowest mean relative Δ, if that mean is below zero; else the reference."""
+    """Per mix and source: among the candidates not worse than llama.cpp (Δ ≤ 2 SE) on every model and
+    better on average (mean relative Δ below zero), the one whose worst model is closest to llama.cpp
+    (lowest maximum relative Δ: "never worse" matters more than the average gain); else the reference."""
     out: dict[str, dict[str, str]] = {}
     for fmt in next(iter(all_results.values())):
         for source, cands in CANDIDATES.items():
@@ -264,9 +265,9 @@ def decide(all_results: dict[str, dict[str, dict[str, dict[str, float]]]]) -> di
                     continue
                 ref = "llama.cpp+imatrix" if source == "measured" else "llama.cpp"
                 bases = [res[fmt][ref]["kld"] for res in all_results.values()]
-                score = float(np.mean([r["delta"] / b for r, b in zip(rows, bases, strict=True) if b > 0] or [0.0]))
-                if score < best_score:
-                    best, best_score = const, score
+                rel = [r["delta"] / b for r, b in zip(rows, bases, strict=True) if b > 0] or [0.0]
+                if float(np.mean(rel)) < 0 and (best == REFERENCE[source] or max(rel) < best_score):
+                    best, best_score = const, max(rel)
             out.setdefault(fmt, {})[source] = best
     return out
 
