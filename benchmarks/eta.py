@@ -2,7 +2,7 @@
 (benchmarks/generated_model.py) with the default calibration (importance estimated from the weights:
 two passes over the model) and compares the ETA it reported with the time that really remained.
 
-    .venv/bin/python -m benchmarks.eta [--work DIR] [--format Q4_K_M] [--keep] [--save-samples F.json]
+    .venv/bin/python -m benchmarks.eta [--work DIR] [--format Q4_K_S] [--keep] [--save-samples F.json]
     .venv/bin/python -m benchmarks.eta --costs     # per-type encoding cost, for core/eta.py's tables
     .venv/bin/python -m benchmarks.eta --replay F.json   # today's ETA rule on a saved run's timeline
 
@@ -159,7 +159,8 @@ def measure_costs() -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "quantpress-eta-bench")
-    ap.add_argument("--format", default="Q4_K_M")
+    ap.add_argument("--format", default="Q4_K_S",
+                    help="Q4_K_S (default): its default conversion has both passes (importance, writing)")
     ap.add_argument("--keep", action="store_true", help="keep the generated model and the output")
     ap.add_argument("--costs", action="store_true", help="only measure the per-type encoding costs")
     ap.add_argument("--save-samples", type=Path, default=None,

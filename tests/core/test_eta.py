@@ -103,7 +103,7 @@ def test_conversion_reports_one_bar_with_elapsed_and_eta(tmp_path) -> None:  # t
     from quantpress.core.gguf.request import ConversionRequest
     from quantpress.core.inspect import open_model
 
-    plan = ConversionRequest(("Q4_K_M",), tmp_path).plan(open_model(str(ensure_demo_model())))
+    plan = ConversionRequest(("Q4_K_S",), tmp_path).plan(open_model(str(ensure_demo_model())))  # its default uses the weights estimate
     assert [s.name for s in job_stages(plan)] == ["importance", "convert"]
     seen: list[Progress] = []
     convert(plan, report=seen.append)
