@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -114,34 +116,36 @@ def _gone_within(pid: int, timeout_s: float) -> bool:
     return False
 
 
-def test_a_child_whose_parent_died_before_it_watched_still_exits() -> None:
-    """Issue 18, point 12: the GUI killed (SIGKILL) while its child was still importing. The child is
-    given its parent's PID, so it does not mistake the process that adopted it for its parent."""
-    parent, child = _orphan(delay_s=1.5, poll_s=0.1, death_signal=False)
+@contextmanager
+def _orphaned(delay_s: float, poll_s: float, death_signal: bool) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """``_orphan``'s parent and child; the child is killed and the parent reaped whatever the test saw."""
+    parent, child = _orphan(delay_s, poll_s, death_signal)
     try:
-        parent.kill()  # before the child has set up its watch
-        parent.wait()
-        assert _gone_within(child, 10), "the orphaned child kept running"
+        yield parent, child
     finally:
         if pid_alive(child):
             os.kill(child, signal.SIGKILL)
         parent.communicate()
+
+
+def test_a_child_whose_parent_died_before_it_watched_still_exits() -> None:
+    """Issue 18, point 12: the GUI killed (SIGKILL) while its child was still importing. The child is
+    given its parent's PID, so it does not mistake the process that adopted it for its parent."""
+    with _orphaned(delay_s=1.5, poll_s=0.1, death_signal=False) as (parent, child):
+        parent.kill()  # before the child has set up its watch
+        parent.wait()
+        assert _gone_within(child, 10), "the orphaned child kept running"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_death_signal_ends_the_child_at_once() -> None:
     """With ``death_signal`` the kernel ends the child when its parent dies (SIGKILL), without waiting
     for the watching thread's next look (60 s apart here)."""
-    parent, child = _orphan(delay_s=0, poll_s=60, death_signal=True)
-    try:
+    with _orphaned(delay_s=0, poll_s=60, death_signal=True) as (parent, child):
         assert parent.stdout is not None and parent.stdout.readline() == "WATCHING\n"
         parent.kill()
         parent.wait()
         assert _gone_within(child, 5), "no parent-death signal arrived"
-    finally:
-        if pid_alive(child):
-            os.kill(child, signal.SIGKILL)
-        parent.communicate()
 
 
 def test_stale_partials_of_dead_processes_are_swept_by_the_next_conversion(tmp_path: Path) -> None:
