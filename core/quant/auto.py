@@ -46,8 +46,9 @@ IMPORTANCE_SOURCES = ("weights", "none", "measured")
 # mix -> {importance source -> choice}; a mix or source not listed gets FALLBACK[source].
 # From `benchmarks.auto_choice` (BENCHMARKS.md, "Choosing auto"): a departure is listed where it was
 # not worse than llama.cpp (Δ ≤ 2 paired SE) on each of the five test models and better on average;
-# of two such, the one whose worst model is closer to llama.cpp (`benchmarks.auto_choice.decide`). On finetuned_far, the fine-tune off the grid, the weights-estimated
-# importance makes the Q5_1 path (the Q5_1 mix, and the Q5_K mixes' fallback for 576-wide rows) 1.8-3.5x
+# of two such, the one whose worst model is closer to llama.cpp (`benchmarks.auto_choice.decide`). On
+# finetuned_far, the fine-tune off the grid, the weights-estimated importance makes the Q5_1 path (the
+# Q5_1 mix, and the Q5_K mixes' fallback for 576-wide rows) 1.8-3.7x
 # worse than llama-quantize with either quantizer, as issue 21 found on its own fine-tune: those mixes
 # stay llama-quantize's by default. "none" (--calibration none) is from the earlier three-model study.
 AUTO: dict[str, dict[str, QuantChoice]] = {
@@ -56,7 +57,7 @@ AUTO: dict[str, dict[str, QuantChoice]] = {
     "Q3_K_S": {"weights": NATIVE, "none": NATIVE_PLAIN},
     "Q3_K_M": {"weights": GGML_WITH_IMPORTANCE, "none": NATIVE_PLAIN},
     # Q3_K_L: no departure. Native kernels with the weights estimate won on demo, finetuned and scratch,
-    # but lost on finetuned_far (KLD 0.246 vs llama.cpp's 0.135; BENCHMARKS.md "How far from the grid").
+    # but lost on finetuned_far (KLD 0.250 vs llama.cpp's 0.142; BENCHMARKS.md "Choosing auto").
     "Q4_0": {"weights": GGML_WITH_IMPORTANCE, "none": NATIVE_PLAIN, "measured": NATIVE},
     "Q4_1": {"weights": NATIVE, "none": NATIVE_PLAIN, "measured": NATIVE},
     "IQ4_NL": {"weights": GGML_WITH_IMPORTANCE, "none": NATIVE_PLAIN},
