@@ -140,20 +140,28 @@ def table(samples: list[Sample], total: float) -> list[str]:
 
 
 def measure_costs() -> None:
-    """Nanoseconds per weight for each type in core/eta.py's WRITE_COST (one 5632 x 2048 matrix,
-    importance given where the type takes it, all cores), next to the table's relative costs."""
+    """Nanoseconds per weight for each (engine, type) in core/eta.py's WRITE_COST, without and with
+    importance (one 2048 x 2048 matrix, all cores, best of two), next to the table's numbers."""
     from quantpress.core.eta import WRITE_COST
     from quantpress.core.gguf.convert import encode
 
     rng = np.random.default_rng(0)
-    x = (0.02 * rng.standard_normal((5632, 2048))).astype(np.float32)
+    x = (0.02 * rng.standard_normal((2048, 2048))).astype(np.float32)
     imp = rng.random(2048).astype(np.float32) + 0.1
-    print("| type | ns / weight | table |")
-    print("|---|---:|---:|")
-    for t, cost in WRITE_COST.items():
-        start = time.perf_counter()
-        encode(x, t, None if t in ("F32", "F16", "BF16") else imp, 0)
-        print(f"| {t} | {(time.perf_counter() - start) / x.size * 1e9:.1f} | {cost:g} |")
+    print("| engine | type | ns / weight without importance (table) | with importance (table) |")
+    print("|---|---|---:|---:|")
+    for engine, table in WRITE_COST.items():
+        for t, (plain, weighted) in table.items():
+            measured = []
+            for importance in (None, imp):
+                encode(x[:32], t, imp, 0, engine)  # i-quant grids are built on first use
+                best = float("inf")
+                for _ in range(2):
+                    start = time.perf_counter()
+                    encode(x, t, imp if t.startswith(("IQ1", "IQ2", "IQ3")) else importance, 0, engine)  # these need it
+                    best = min(best, time.perf_counter() - start)
+                measured.append(best / x.size * 1e9)
+            print(f"| {engine} | {t} | {measured[0]:.1f} ({plain:g}) | {measured[1]:.1f} ({weighted:g}) |", flush=True)
 
 
 def main() -> int:

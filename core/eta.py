@@ -5,7 +5,7 @@ the writing pass). Reported stage by stage, the bar filled twice and the ETA ext
 pass over the whole job (issue 18: 17-22 s shown on a 0.8B model when 81 s remained).
 
 Here each stage has a cost from the plan before the job starts (elements per output type times a
-relative cost per element, ``WRITE_COST``/``IMPORTANCE_COST``, measured by ``benchmarks/eta.py``), so
+relative cost per element, ``WRITE_COST`` by engine, type and importance, ``IMPORTANCE_COST``, measured by ``benchmarks/eta.py``), so
 ``fraction`` is the share of the whole job's work done. The machine's own speed is measured as the job
 runs, so the ETA is right from early on as long as the relative costs are — the absolute numbers in
 the tables never need to match the machine:
@@ -31,22 +31,35 @@ from dataclasses import dataclass, replace
 
 from quantpress.core.jobs import Progress, Report
 
-# Relative cost per weight of the writing pass, per output GGML type (one unit = one nanosecond per
-# weight on the reference machine; only the ratios matter). Measured with `python -m benchmarks.eta
-# --costs` (native kernels, importance given where the type takes it; BENCHMARKS.md, "Progress and
-# ETA"). Reading and converting a bf16 source row to float32 is READ_COST, paid once per tensor
-# whatever the number of outputs.
-WRITE_COST: Mapping[str, float] = {
-    "F32": 1.0, "F16": 2.0, "BF16": 2.0, "Q8_0": 3.0,
-    "Q4_0": 14.0, "Q4_1": 14.0, "Q5_0": 16.0, "Q5_1": 16.0,
-    "Q2_K": 40.0, "Q3_K": 40.0, "Q4_K": 40.0, "Q5_K": 40.0, "Q6_K": 20.0,
-    "IQ4_NL": 30.0, "IQ4_XS": 30.0,
+# Cost per weight of the writing pass: nanoseconds per weight to encode a 2048 x 2048 float32 matrix on
+# the reference machine (2 cores; only the ratios matter), per engine and output type, as (without,
+# with) importance. Measured with `python -m benchmarks.eta --costs` (BENCHMARKS.md, "Progress and
+# ETA"). The engine and the importance matter as much as the type: ggml's Q4_K search takes 68 ns
+# without importance and 113 with it, so a token embedding (never any importance) written at Q4_K costs
+# 0.6 of a block's Q4_K; an ETA that priced them equal ran 42-49% short early in a 0.9B conversion.
+# Reading and converting a bf16 source row to float32 is READ_COST, paid once per tensor whatever the
+# number of outputs.
+CAST_COST: Mapping[str, float] = {"F32": 1.0, "F16": 6.0, "BF16": 9.0}
+WRITE_COST: Mapping[str, Mapping[str, tuple[float, float]]] = {
+    "ggml": {
+        "Q8_0": (5.0, 5.0), "Q4_0": (3.0, 27.0), "Q4_1": (3.0, 110.0), "Q5_0": (4.0, 27.0), "Q5_1": (3.0, 110.0),
+        "Q2_K": (57.0, 126.0), "Q3_K": (13.0, 37.0), "Q4_K": (68.0, 113.0), "Q5_K": (52.0, 113.0),
+        "Q6_K": (30.0, 31.0), "IQ4_NL": (222.0, 226.0), "IQ4_XS": (220.0, 218.0), "MXFP4": (9.0, 9.0),
+        # i-quants always take importance (llama-quantize refuses the low ones without)
+        "IQ1_S": (151.0, 151.0), "IQ1_M": (143.0, 143.0), "IQ2_XXS": (325.0, 325.0), "IQ2_XS": (671.0, 671.0),
+        "IQ2_S": (186.0, 186.0), "IQ3_XXS": (413.0, 413.0), "IQ3_S": (281.0, 281.0),
+    },
+    "native": {
+        "Q8_0": (1.1, 1.2), "Q4_0": (61.0, 61.0), "Q4_1": (101.0, 101.0), "Q5_0": (62.0, 62.0),
+        "Q5_1": (101.0, 103.0), "Q2_K": (21.0, 39.0), "Q3_K": (10.0, 22.0), "Q4_K": (41.0, 46.0),
+        "Q5_K": (20.0, 27.0), "Q6_K": (15.0, 20.0), "IQ4_NL": (46.0, 47.0), "IQ4_XS": (44.0, 45.0),
+    },
 }
-# Types not in the table (ggml's i-quant searches) are much slower per weight than the k-quants.
-DEFAULT_WRITE_COST = 120.0
+# A type the table lacks: priced like the slower i-quant searches.
+DEFAULT_WRITE_COST = 300.0
 READ_COST = 4.0
 # The weights-only importance estimate (core/calibration/weights.py): one read plus column statistics.
-IMPORTANCE_COST = 6.0
+IMPORTANCE_COST = 4.5
 # A calibration pass over text runs the model (transformers, layer by layer): per weight.
 CALIBRATION_COST = 200.0
 
@@ -69,9 +82,19 @@ class Stage:
     cost: float
 
 
-def write_cost(n_weights: int, types: Iterable[str]) -> float:
-    """The writing pass's cost for a tensor of ``n_weights`` written once per type in ``types``."""
-    return n_weights * (READ_COST + sum(WRITE_COST.get(t, DEFAULT_WRITE_COST) for t in types))
+def encode_cost(ggml_type: str, engine: str, importance: bool) -> float:
+    """Nanoseconds per weight (WRITE_COST's unit) to write one weight as ``ggml_type`` with ``engine``
+    ('ggml' or 'native', as core.quant.engine_for resolves it), with or without importance."""
+    if ggml_type in CAST_COST:
+        return CAST_COST[ggml_type]
+    costs = WRITE_COST.get(engine, WRITE_COST["ggml"]).get(ggml_type) or WRITE_COST["ggml"].get(ggml_type)
+    return costs[1 if importance else 0] if costs else DEFAULT_WRITE_COST
+
+
+def write_cost(n_weights: int, encodings: Iterable[tuple[str, str, bool]]) -> float:
+    """The writing pass's cost for a tensor of ``n_weights`` written once per (type, engine, with
+    importance) in ``encodings``."""
+    return n_weights * (READ_COST + sum(encode_cost(t, e, imp) for t, e, imp in encodings))
 
 
 class StagedProgress:

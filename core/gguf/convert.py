@@ -232,14 +232,33 @@ def _uses_weight_importance(plan: ConversionPlan) -> bool:
 
 def _tensor_costs(plan: ConversionPlan) -> list[float]:
     """Each tensor's share of the writing pass (core/eta.py): its weights times the cost of every
-    type it is encoded to (a raw copy from a GGUF source costs only the read)."""
+    encoding it gets, by type, engine and whether importance reaches it (a raw copy from a GGUF source
+    costs only the read)."""
+    from quantpress.core.quant import engine_for
+
     gguf_source = plan.source_kind == SourceKind.GGUF.value
+    choices = [_quant_choice(plan, o) for o in plan.outputs]
     costs = []
     for t in plan.tensors:
-        types = [o.tensor_types[t.name] for o in plan.outputs]
-        encoded = [ty for ty in types if not (gguf_source and ty == t.source_dtype and not t.transforms)]
-        costs.append(write_cost(t.n_elements, encoded))
+        encodings = []
+        for o, how in zip(plan.outputs, choices, strict=True):
+            ty = o.tensor_types[t.name]
+            if gguf_source and ty == t.source_dtype and not t.transforms:
+                continue
+            imp = how.importance and _expects_importance(plan, t.name)
+            encodings.append((ty, engine_for(ty, imp, how.engine), imp))
+        costs.append(write_cost(t.n_elements, encodings))
     return costs
+
+
+def _expects_importance(plan: ConversionPlan, name: str) -> bool:
+    """Whether the plan's importance source will have an entry for tensor ``name``: every linear that
+    reads activations (the token embedding is a lookup), and the output head only when measured on
+    text or read from an imatrix (the weights estimate stops at the last block)."""
+    kind = plan.calibration.kind
+    if kind == CalibrationKind.NONE or name == "token_embd.weight":
+        return False
+    return not (kind == CalibrationKind.WEIGHTS and name == "output.weight")
 
 
 def job_stages(plan: ConversionPlan) -> list[Stage]:
