@@ -22,8 +22,10 @@ the memory of a GPU / of RAM at a context), minimising the expected loss.
 4. A size or bits-per-weight target then spends what is left on dearer types of no more measured
    loss (weights on a type's grid, as the demo model's on Q4_1's, are stored as exactly by Q5_1): the
    token embedding and output layer first, then the tensors most sensitive per weight (spend_order),
-   so the file is the size asked for whenever the types allow, never above it. A fit target does not:
-   memory spent for nothing measured is headroom lost.
+   so the file is the size asked for whenever the types allow, never above it. Each such purchase is
+   then checked on every row of its tensor (the errors saw a sample) and the choice solved again without
+   those that are not exact. A fit target does not spend: memory spent for nothing measured is headroom
+   lost.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from quantpress.core.gguf.plan import (
 )
 from quantpress.core.gguf.source import TensorPlan
 from quantpress.core.gguf.targets import Target, cost_function
-from quantpress.core.gguf.tensor_errors import TensorErrors, measure_errors
+from quantpress.core.gguf.tensor_errors import TensorErrors, measure_errors, rows_exact
 from quantpress.core.hardware import Hardware
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, ignore
 from quantpress.core.model import ModelInfo
@@ -79,6 +81,10 @@ DEFAULT_SENSITIVITY = "weights"
 SPENT_FIRST = ("output.weight", "token_embd.weight")
 # A size target's file further below it than this share is reported (the target asked for more).
 SIZE_SLACK = 0.005
+# A size target's leftover buys dearer types measured lossless on a tensor's sampled rows; each such
+# purchase is checked on every row (a demo tensor had 2 of 10,368 Q5_1 blocks off the grid, outside the
+# sample, which raised the KLD of a larger file) and the choice solved again without the ones that fail.
+MAX_EXACT_CHECKS = 4
 
 
 def candidates_for(name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
@@ -148,10 +154,20 @@ def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
                                     finish))
 
     solve(lambda n, t: 0.0)  # refuses a target nothing fits before the weights are read
-    errors, source, notes = _measure(base, cands, src_kv, threads, sensitivity, report, cancel)
+    errors, source, notes, exact = _measure(base, cands, src_kv, threads, sensitivity, report, cancel)
     report(Progress("plan", 0.999, "choosing types"))
-    budget, alloc, memory = solve(lambda n, t: errors[n].loss.get(t),
-                                  spend_order(errors, {t.name: t.n_elements for t in base.tensors}))
+    order = spend_order(errors, {t.name: t.n_elements for t in base.tensors})
+    checked: dict[tuple[str, str], bool] = {}
+
+    def loss(name: str, ggml_type: str) -> float | None:
+        return None if checked.get((name, ggml_type)) is False else errors[name].loss.get(ggml_type)
+
+    for attempt in range(MAX_EXACT_CHECKS + 1):
+        budget, alloc, memory = solve(loss, order)
+        bought = [c for c in _bought_as_exact(alloc.types, errors) if c not in checked]
+        if not bought or attempt == MAX_EXACT_CHECKS:
+            break
+        checked |= {c: exact(*c) for c in bought}  # lossless on the sampled rows only: not bought if it fails
     types = {t.name: {**fixed_types, **alloc.types}[t.name] for t in base.tensors}
     head, file_bytes = finish(types)
     if target.kind == "size" and file_bytes > target.size_bytes:  # the layout's promise; never hand out more
@@ -166,6 +182,18 @@ def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
                             round(time.monotonic() - t0, 2), source)
     output = OutputPlan(str(path), MIXED_FORMAT, types, file_bytes, len(head))
     return dataclasses.replace(base, outputs=(output,), target=summary, warnings=tuple(warnings))
+
+
+def _bought_as_exact(types: dict[str, str], errors: dict[str, TensorErrors]) -> list[tuple[str, str]]:
+    """(tensor, type) where the choice is a dearer type than the tensor's cheapest lossless one, of no
+    measured loss either: bytes spent on the promise that the sampled rows speak for all of them."""
+    out = []
+    for name, ggml_type in types.items():
+        loss = errors[name].loss
+        lossless = [t for t, v in loss.items() if v == 0.0]  # cheapest first (CANDIDATES' order)
+        if loss.get(ggml_type) == 0.0 and lossless and ggml_type != lossless[0]:
+            out.append((name, ggml_type))
+    return out
 
 
 def spend_order(errors: dict[str, TensorErrors], n_elements: dict[str, int]) -> dict[str, float]:
@@ -223,9 +251,11 @@ def _solve_fit(model: ModelInfo, target: Target, hw: Hardware, shapes: dict[str,
 
 
 def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: list[Any], threads: int,
-             sensitivity: str, report: Report, cancel: CancelToken) -> tuple[dict[str, TensorErrors], str, list[str]]:
+             sensitivity: str, report: Report, cancel: CancelToken
+             ) -> tuple[dict[str, TensorErrors], str, list[str], Callable[[str, str], bool]]:
     """Expected loss of every candidate type of every tensor, the sensitivity's source ('fisher' or
-    'weights') and warnings."""
+    'weights'), warnings, and ``exact(name, type)``: whether every row of that tensor is stored
+    losslessly by that type, with the importance the converter will pass (reads the tensor again)."""
     from quantpress.core.calibration.sensitivity import estimate_sensitivity
     from quantpress.core.calibration.weights import weight_importance
     from quantpress.core.gguf.convert import (
@@ -292,7 +322,18 @@ def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: li
                                 cancel=cancel)
     finally:
         reader.close()
-    return errors, source, warnings
+
+    def exact(name: str, ggml_type: str) -> bool:
+        t = plans[name]
+        check = _open_reader(base)
+        try:
+            return all(rows_exact(x.reshape(-1, t.shape[-1]), ggml_type, quantize,
+                                  quant_importance(name, int(t.shape[-1])))
+                       for x in _checked_slabs(check, t))
+        finally:
+            check.close()
+
+    return errors, source, warnings, exact
 
 
 def _in_gguf_order(t: TensorPlan, term: LossTerm) -> LossTerm:

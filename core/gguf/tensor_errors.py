@@ -193,6 +193,15 @@ def _measure_sample(t: TensorPlan, rows: np.ndarray, row_weight: np.ndarray,
     return TensorErrors(t.name, 0, len(rows), signal, losses, worst)
 
 
+def rows_exact(x: np.ndarray, ggml_type: str, quantize: Callable[[np.ndarray, str, np.ndarray | None], np.ndarray],
+               imp: np.ndarray | None) -> bool:
+    """Whether every row of ``x`` (rows, n) is stored by ``ggml_type`` with at most ZERO_LOSS of that
+    row's energy lost: row by row, so one block off the grid in a large tensor is not averaged away."""
+    q = decode(quantize(x, ggml_type, imp), ggml_type, x.shape[-1]).astype(np.float64)
+    x64 = x.astype(np.float64)
+    return bool(np.all(((x64 - q) ** 2).sum(axis=1) <= ZERO_LOSS * (x64 ** 2).sum(axis=1)))
+
+
 def _exact_on(x: np.ndarray, ggml_type: str, quantize: Callable[[np.ndarray, str, np.ndarray | None], np.ndarray],
               imp: np.ndarray | None) -> bool:
     """Whether rows ``x`` lie on ``ggml_type``'s grid (stored with at most ZERO_LOSS of their energy lost)."""

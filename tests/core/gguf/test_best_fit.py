@@ -189,3 +189,35 @@ def test_a_size_target_is_met_with_lossless_bytes_when_nothing_else_is_left(mode
     fit = plan_best_fit(info, Target.fit("ram", ctx_tokens=256, memory_bytes=1 << 30), tmp_path, hardware=detect_hardware())
     assert "Q5_1" not in fit.outputs[0].tensor_types.values() and fit.target.expected_kld == 0.0  # type: ignore[union-attr]
     assert any("most accurate choice" in w for w in fit.warnings)
+
+
+@pytest.mark.slow
+def test_bytes_bought_for_nothing_are_checked_on_every_row(model: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leftover of a size target buys dearer types measured lossless on the sampled rows only; each
+    purchase is checked on all rows, and one that fails (here: told so for one tensor's Q5_1) is not
+    bought: the plan is solved again without it, still within the target."""
+    from quantpress.core.gguf import best_fit
+
+    info = open_source(on_q4_1_grid(model, tmp_path / "grid"))
+    exact_sizes = [plan_conversion(info, [f], tmp_path).outputs[0].file_bytes for f in ("Q4_1", "Q5_1")]
+    target = (exact_sizes[0] + exact_sizes[1]) // 2
+    first = plan_best_fit(info, Target.size(target), tmp_path).outputs[0].tensor_types
+    victim = next(n for n, t in first.items() if t == "Q5_1")
+    measure, asked = best_fit._measure, []
+
+    def measured(*args, **kwargs):  # type: ignore[no-untyped-def]
+        errors, source, notes, exact = measure(*args, **kwargs)
+
+        def checked(name: str, ggml_type: str) -> bool:
+            asked.append((name, ggml_type))
+            return exact(name, ggml_type) and (name, ggml_type) != (victim, "Q5_1")
+
+        return errors, source, notes, checked
+
+    monkeypatch.setattr(best_fit, "_measure", measured)
+    plan = plan_best_fit(info, Target.size(target), tmp_path)
+    types = plan.outputs[0].tensor_types
+    assert (victim, "Q5_1") in asked and all(t == "Q5_1" for _, t in asked)
+    assert types[victim] == "Q4_1" and "Q5_1" in types.values()
+    assert target * (1 - 0.005) <= plan.outputs[0].file_bytes <= target

@@ -87,3 +87,22 @@ def test_after_a_lossless_type_only_lossless_dearer_types_are_listed() -> None:
     assert errors.loss["Q4_1"] == errors.loss["Q5_1"] == 0.0 < errors.loss["IQ4_NL"]
     for left_out in ("Q5_0", "Q8_0"):
         assert float(((x - decode(encode(x, left_out, None, 1), left_out, n)) ** 2).sum()) > 0
+
+
+def test_rows_exact_checks_every_row_alone() -> None:
+    """A tensor on Q4_1's grid is exact at Q4_1 and Q5_1 in every row; one row moved off the grid by
+    a tiny fraction of the tensor's energy (less than ZERO_LOSS of the whole) still fails its own row."""
+    from quantpress.core.gguf.tensor_errors import ZERO_LOSS, rows_exact
+
+    x = q4_1_grid(256, 64)
+
+    def quantize(a: np.ndarray, t: str, imp: np.ndarray | None) -> np.ndarray:
+        return np.asarray(encode(a, t, imp, 1))
+
+    assert rows_exact(x, "Q4_1", quantize, None) and rows_exact(x, "Q5_1", quantize, None)
+    off = x.copy()
+    off[200, 3] += 1e-3 * float(np.abs(x[200]).max())
+    moved = float(((off - x).astype(np.float64) ** 2).sum())
+    assert moved < ZERO_LOSS * float((x.astype(np.float64) ** 2).sum())  # the whole tensor would hide it
+    assert not rows_exact(off, "Q5_1", quantize, None)
+    assert not rows_exact(x, "Q5_0", quantize, None)
