@@ -11,7 +11,8 @@ Two policies:
   as in llama.cpp: with quantpress's scale search for Q5_1 (core/quant, SEARCH_WITHOUT_IMPORTANCE)
   Q5_1 is the more accurate of the two, so Q5_K mixes stay better than Q4_K mixes, which Q5_0 could
   not guarantee (Q5_K_S measured no better than Q4_K_S). Measured in benchmarks/convert.py
-  (BENCHMARKS.md, "GGUF conversion").
+  (BENCHMARKS.md, "GGUF conversion"). The i-quant mixes (IQ1_S ... IQ3_M) keep llama.cpp's fallbacks
+  under both policies (_fallback_policy).
 
 Tensors are visited in llama.cpp's order (non-block tensors, then blk.0, blk.1, ... each sorted by
 name) because the attn_v rules count visits.
@@ -180,6 +181,14 @@ def _fallback(name: str, n_per_row: int, t: str, policy: str) -> str:
     return t if n_per_row % block_size(t) == 0 else "F16"
 
 
+def _fallback_policy(mix_name: str, policy: str) -> str:
+    """The i-quant mixes keep llama.cpp's own fallbacks whatever the policy: with an imatrix, the demo
+    model's IQ2_XXS with IQ4_NL instead of Q4_0 for its 576-wide attn_v was 3.0% ± 1.1% worse than
+    llama-quantize's file (IQ1_S/IQ1_M within noise either way; BENCHMARKS.md, "GGUF i-quants"), and
+    these mixes are llama.cpp's designs, each checked against llama_model_quantize."""
+    return "llama.cpp" if mix_name in IQ_MIXES else policy
+
+
 def _check_type(t: str, what: str) -> str:
     t = t.upper()
     if t not in GGML_TYPES:
@@ -211,7 +220,7 @@ def tensor_types(shapes: dict[str, tuple[int, ...]], mix_name: str, ctx: MixCont
             t = _rule(name, cat, shape, mix, ctx, tied, i_attn_v, n_attn_v,
                       _layer(name) if ctx.n_expert > 1 else i_ffn_down)
         t = _user_type(name, cat, tied, ctx, overrides) or t
-        out[name] = _fallback(name, shape[-1], t, ctx.policy) if t not in FLOAT_MIXES else t
+        out[name] = _fallback(name, shape[-1], t, _fallback_policy(mix_name, ctx.policy)) if t not in FLOAT_MIXES else t
         i_attn_v += cat == "attn_v"
         i_ffn_down += cat == "ffn_down"
     return out

@@ -49,6 +49,22 @@ def test_quantpress_policy_only_changes_fallbacks() -> None:
                 assert b[name] == FALLBACK["quantpress"][_unfallback(a[name])], (mix, name)
 
 
+def test_iquant_mixes_keep_llama_cpps_fallbacks_under_either_policy() -> None:
+    """576-wide rows: an i-quant mix's Q2_K attn_v falls back to Q4_0 as llama-quantize's does (IQ4_NL
+    there measured worse with an imatrix), while a k-quant mix still gets quantpress's IQ4_NL."""
+    from quantpress.core.gguf.mixes_iq import IQ_MIXES
+
+    shapes = {"token_embd.weight": (1000, 576), "blk.0.attn_q.weight": (576, 576),
+              "blk.0.attn_v.weight": (192, 576), "blk.0.ffn_down.weight": (576, 1536),
+              "blk.0.attn_norm.weight": (576,)}
+    for mix in IQ_MIXES:
+        ctx = {"n_layers": 1, "n_gqa": 3, "has_imatrix": True}
+        assert (tensor_types(shapes, mix, MixContext(**ctx, policy="llama.cpp"))  # type: ignore[arg-type]
+                == tensor_types(shapes, mix, MixContext(**ctx, policy="quantpress"))), mix  # type: ignore[arg-type]
+    assert tensor_types(shapes, "IQ2_XXS", MixContext(n_layers=1, has_imatrix=True))["blk.0.attn_v.weight"] == "Q4_0"
+    assert tensor_types(shapes, "Q2_K", MixContext(n_layers=1))["blk.0.attn_v.weight"] == "IQ4_NL"
+
+
 def _unfallback(t: str) -> str:
     return next(k for k, v in FALLBACK["llama.cpp"].items() if v == t)
 
