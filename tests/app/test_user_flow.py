@@ -90,7 +90,9 @@ def test_ab_chat_streams_both_at_once_and_buttons_act_on_both(qtbot, window, dem
     copy.symlink_to(demo_gguf)
     window.state.add_outputs([demo_gguf, copy])
     load_ab(qtbot, pane, demo_gguf, copy)
-    pane.max_tokens.setValue(60)
+    # long enough that both answers overlap even when other work holds the CPU for a while (at 60 tokens
+    # one side could finish before the other's first token on a loaded 2-core machine)
+    pane.max_tokens.setValue(200)
     pane.seed.setValue(1)
     pane.apply_settings()
     qtbot.waitUntil(lambda: not pane.tasks, timeout=60000)
