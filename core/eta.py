@@ -5,8 +5,8 @@ the writing pass). Reported stage by stage, the bar filled twice and the ETA ext
 pass over the whole job (issue 18: 17-22 s shown on a 0.8B model when 81 s remained).
 
 Here each stage has a cost from the plan before the job starts (elements per output type times a
-relative cost per element, ``WRITE_COST`` by engine, type and importance, ``IMPORTANCE_COST``, measured by ``benchmarks/eta.py``), so
-``fraction`` is the share of the whole job's work done. The machine's own speed is measured as the job
+relative cost per element: ``WRITE_COST`` by engine, type and importance, ``IMPORTANCE_COST``; measured
+by ``benchmarks/eta.py``), so ``fraction`` is the share of the whole job's work done. The machine's own speed is measured as the job
 runs, so the ETA is right from early on as long as the relative costs are — the absolute numbers in
 the tables never need to match the machine:
 
