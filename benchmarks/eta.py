@@ -153,8 +153,8 @@ def measure_costs() -> None:
     for engine, table in WRITE_COST.items():
         for t, (plain, weighted) in table.items():
             measured = []
+            encode(x[:32], t, imp, 0, engine)  # i-quant grids are built on first use
             for importance in (None, imp):
-                encode(x[:32], t, imp, 0, engine)  # i-quant grids are built on first use
                 best = float("inf")
                 for _ in range(2):
                     start = time.perf_counter()

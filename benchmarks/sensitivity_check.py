@@ -80,18 +80,14 @@ def predicted(model_dir: Path, qtype: str, names: list[str], sensitivity: str) -
     from quantpress.core.gguf.best_fit import _measure
     from quantpress.core.gguf.plan import plan_conversion, source_metadata
     from quantpress.core.inspect import open_model
+    from quantpress.core.jobs import NEVER, ignore
 
     base = plan_conversion(open_model(str(model_dir)), ["Q8_0"], None)
     errors, source, _, _ = _measure(base, {n: (qtype,) for n in names}, source_metadata(base), 0, sensitivity,
-                                 lambda p: None, _Never())
+                                    ignore, NEVER)
     if source != sensitivity:
         raise RuntimeError(f"sensitivity '{sensitivity}' is not available for {model_dir}")
     return {n: float(errors[n].loss[qtype]) for n in names}
-
-
-class _Never:
-    def raise_if_cancelled(self) -> None:
-        return None
 
 
 def residual_energies(model_dir: Path, chunks: int, n_ctx: int) -> tuple[list[float], list[float]]:

@@ -167,7 +167,10 @@ def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
         bought = [c for c in _bought_as_exact(alloc.types, errors) if c not in checked]
         if not bought or attempt == MAX_EXACT_CHECKS:
             break
-        checked |= {c: exact(*c) for c in bought}  # lossless on the sampled rows only: not bought if it fails
+        found = exact(bought)  # lossless on the sampled rows only: not bought if it fails
+        checked |= found
+        if all(found.values()):  # nothing excluded: solving again would choose the same
+            break
     types = {t.name: {**fixed_types, **alloc.types}[t.name] for t in base.tensors}
     head, file_bytes = finish(types)
     if target.kind == "size" and file_bytes > target.size_bytes:  # the layout's promise; never hand out more
@@ -252,10 +255,12 @@ def _solve_fit(model: ModelInfo, target: Target, hw: Hardware, shapes: dict[str,
 
 def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: list[Any], threads: int,
              sensitivity: str, report: Report, cancel: CancelToken
-             ) -> tuple[dict[str, TensorErrors], str, list[str], Callable[[str, str], bool]]:
+             ) -> tuple[dict[str, TensorErrors], str, list[str],
+                        Callable[[list[tuple[str, str]]], dict[tuple[str, str], bool]]]:
     """Expected loss of every candidate type of every tensor, the sensitivity's source ('fisher' or
-    'weights'), warnings, and ``exact(name, type)``: whether every row of that tensor is stored
-    losslessly by that type, with the importance the converter will pass (reads the tensor again)."""
+    'weights'), warnings, and ``exact([(name, type), ...])``: for each, whether every row of that tensor
+    is stored losslessly by that type, with the importance the converter will pass (reads the tensors
+    again)."""
     from quantpress.core.calibration.sensitivity import estimate_sensitivity
     from quantpress.core.calibration.weights import weight_importance
     from quantpress.core.gguf.convert import (
@@ -323,13 +328,13 @@ def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: li
     finally:
         reader.close()
 
-    def exact(name: str, ggml_type: str) -> bool:
-        t = plans[name]
+    def exact(choices: list[tuple[str, str]]) -> dict[tuple[str, str], bool]:
         check = _open_reader(base)
         try:
-            return all(rows_exact(x.reshape(-1, t.shape[-1]), ggml_type, quantize,
-                                  quant_importance(name, int(t.shape[-1])))
-                       for x in _checked_slabs(check, t))
+            return {(name, ggml_type): all(
+                rows_exact(x.reshape(-1, plans[name].shape[-1]), ggml_type, quantize,
+                           quant_importance(name, int(plans[name].shape[-1])))
+                for x in _checked_slabs(check, plans[name])) for name, ggml_type in choices}
         finally:
             check.close()
 

@@ -206,6 +206,7 @@ def tensor_types(shapes: dict[str, tuple[int, ...]], mix_name: str, ctx: MixCont
     order = llama_order(list(shapes))
     tied = "output.weight" not in shapes
     n_attn_v = sum(1 for n in order if _category(n) == "attn_v")
+    fallback_policy = _fallback_policy(mix_name, ctx.policy)
     i_attn_v, i_ffn_down = 0, 0
     out: dict[str, str] = {}
     for name in order:
@@ -220,7 +221,7 @@ def tensor_types(shapes: dict[str, tuple[int, ...]], mix_name: str, ctx: MixCont
             t = _rule(name, cat, shape, mix, ctx, tied, i_attn_v, n_attn_v,
                       _layer(name) if ctx.n_expert > 1 else i_ffn_down)
         t = _user_type(name, cat, tied, ctx, overrides) or t
-        out[name] = _fallback(name, shape[-1], t, _fallback_policy(mix_name, ctx.policy)) if t not in FLOAT_MIXES else t
+        out[name] = _fallback(name, shape[-1], t, fallback_policy) if t not in FLOAT_MIXES else t
         i_attn_v += cat == "attn_v"
         i_ffn_down += cat == "ffn_down"
     return out

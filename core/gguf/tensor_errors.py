@@ -197,16 +197,22 @@ def rows_exact(x: np.ndarray, ggml_type: str, quantize: Callable[[np.ndarray, st
                imp: np.ndarray | None) -> bool:
     """Whether every row of ``x`` (rows, n) is stored by ``ggml_type`` with at most ZERO_LOSS of that
     row's energy lost: row by row, so one block off the grid in a large tensor is not averaged away."""
-    q = decode(quantize(x, ggml_type, imp), ggml_type, x.shape[-1]).astype(np.float64)
-    x64 = x.astype(np.float64)
-    return bool(np.all(((x64 - q) ** 2).sum(axis=1) <= ZERO_LOSS * (x64 ** 2).sum(axis=1)))
+    err, energy = _stored_errors(x, ggml_type, quantize, imp)
+    return bool(np.all(err <= ZERO_LOSS * energy))
 
 
 def _exact_on(x: np.ndarray, ggml_type: str, quantize: Callable[[np.ndarray, str, np.ndarray | None], np.ndarray],
               imp: np.ndarray | None) -> bool:
     """Whether rows ``x`` lie on ``ggml_type``'s grid (stored with at most ZERO_LOSS of their energy lost)."""
+    err, energy = _stored_errors(x, ggml_type, quantize, imp)
+    return float(err.sum()) <= ZERO_LOSS * float(energy.sum())
+
+
+def _stored_errors(x: np.ndarray, ggml_type: str, quantize: Callable[[np.ndarray, str, np.ndarray | None], np.ndarray],
+                   imp: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of ``x`` (rows, n): the squared error of storing it as ``ggml_type``, and its energy."""
     q = decode(quantize(x, ggml_type, imp), ggml_type, x.shape[-1])
-    return float(((x - q).astype(np.float64) ** 2).sum()) <= ZERO_LOSS * float((x.astype(np.float64) ** 2).sum())
+    return ((x - q).astype(np.float64) ** 2).sum(axis=1), (x.astype(np.float64) ** 2).sum(axis=1)
 
 
 def _row_losses(err2: np.ndarray, weights: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> np.ndarray:

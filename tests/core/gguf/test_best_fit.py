@@ -209,9 +209,9 @@ def test_bytes_bought_for_nothing_are_checked_on_every_row(model: Path, tmp_path
     def measured(*args, **kwargs):  # type: ignore[no-untyped-def]
         errors, source, notes, exact = measure(*args, **kwargs)
 
-        def checked(name: str, ggml_type: str) -> bool:
-            asked.append((name, ggml_type))
-            return exact(name, ggml_type) and (name, ggml_type) != (victim, "Q5_1")
+        def checked(choices: list[tuple[str, str]]) -> dict[tuple[str, str], bool]:
+            asked.extend(choices)
+            return {c: ok and c != (victim, "Q5_1") for c, ok in exact(choices).items()}
 
         return errors, source, notes, checked
 
