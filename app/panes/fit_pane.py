@@ -361,7 +361,9 @@ class FitPane(Pane):
             if fit == "gpu" and row.max_context_on_gpu:
                 fit_tip += f" Largest context fully on the GPU: {row.max_context_on_gpu:,} tokens."
             moe = experts_in_ram_text(row)
-            if moe:  # what the Chat page loads for such a row (core/chat/placement.py placement_from_estimate)
+            total = row.total_bytes
+            if moe:
+                total = row.cpu_moe_ram_bytes + row.cpu_moe_vram_bytes  # the placement the badge names  # what the Chat page loads for such a row (core/chat/placement.py placement_from_estimate)
                 fit_tip = f"Instead of: {badge}. {fit_tip}\n{moe}"
                 badge = f"GPU + experts in RAM (N={row.cpu_moe_layers})"
             quality = quality_hint(row)
@@ -374,7 +376,7 @@ class FitPane(Pane):
                 fallbacks.append(fmt)
             values = (
                 fmt, f"{row.bits_per_weight:.2f}" + (" *" if fell_back else ""), _bytes_or_dash(getattr(row, "file_bytes", None)),
-                format_bytes(row.weights_bytes), format_bytes(row.kv_cache_bytes), format_bytes(row.total_bytes),
+                format_bytes(row.weights_bytes), format_bytes(row.kv_cache_bytes), format_bytes(total),
                 badge, quality,
             )
             for col, text in enumerate(values):
@@ -394,7 +396,7 @@ class FitPane(Pane):
                 for col in range(len(COLUMNS)):
                     self.table.item(r, col).setBackground(QBrush(_blend(c.warn, c.base, 0.22)))
                 self.table.item(r, 0).setText(f"★ {fmt}")
-            other = max(0, row.total_bytes - row.weights_bytes - row.kv_cache_bytes)
+            other = max(0, total - row.weights_bytes - row.kv_cache_bytes)
             bars.append(Bar(fmt, (row.weights_bytes, row.kv_cache_bytes, other), fmt == recommended))
         lines = []
         for gpu in getattr(hardware, "gpus", ()) or ():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from quantpress.app.widgets.common import format_bytes
 from quantpress.core.estimate import estimate
 from quantpress.core.hardware import GIB, detect_hardware
 from quantpress.core.inspect import open_model
@@ -36,6 +37,8 @@ def test_fit_pane_offers_experts_in_ram(qtbot, window, tmp_path: Path) -> None: 
     assert not shot.isNull() and shot.save(str(tmp_path / "moe-fit-pane.png"))
     fit_item = window.fit_pane.table.item(0, 6)
     assert "GPU + experts in RAM (N=1)" in fit_item.text()
+    total = est.formats[0].cpu_moe_ram_bytes + est.formats[0].cpu_moe_vram_bytes  # that placement's RAM + VRAM
+    assert window.fit_pane.table.item(0, 5).text() == format_bytes(total)
     assert "--n-cpu-moe 1" in fit_item.toolTip() and "Chat page loads this placement" in fit_item.toolTip()
     assert "Mixture of experts: 4 experts per layer, 2 used per token" in window.fit_pane.summary.text()
     assert "parameters active per token" in window.fit_pane.summary.text()
