@@ -61,6 +61,8 @@ def available_formats(model: ModelInfo) -> list[tuple[str, str, str]]:
     out = []
     for m in names:
         fmt = FORMATS.get(m)  # sizes are on the Fit page and in the plan preview (exact, per model)
+        if fmt is not None and fmt.moe_only and model.n_experts <= 1:
+            continue  # MXFP4_MOE on a dense model would be Q8_0 under another name
         out.append((m, f"GGUF {m}", fmt.explanation if fmt else ""))
     if model.kind == SourceKind.HF_FOLDER:
         out.extend((c.key, c.label, c.explanation) for c in AWQ_CHOICES)

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import statistics
 import subprocess
@@ -34,6 +33,8 @@ from quantpress.core.chat import (
     kv_cache_bytes,
     read_gguf_shape,
 )
+
+from tests.llama_log import captured_llama_log
 
 PROMPT = "Write a long story about a lighthouse keeper and a storm."
 RSS_CTX = 16384
@@ -94,20 +95,8 @@ def speed(args: argparse.Namespace) -> tuple[float, float]:
 
 
 def _llama_kv_mib(model: Path, kv: KVCacheType, args: argparse.Namespace) -> float:
-    import llama_cpp
-    import llama_cpp._logger
-
-    lines: list[str] = []
-
-    @llama_cpp.llama_log_callback
-    def capture(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        lines.append(text.decode(errors="replace"))
-
-    llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
-    try:
+    with captured_llama_log() as lines:
         ChatSession.load(model, _settings(args, kv, RSS_CTX)).close()
-    finally:
-        llama_cpp.llama_log_set(llama_cpp._logger.llama_log_callback, ctypes.c_void_p(0))
     return sum(float(x.split("=")[1].split("MiB")[0]) for x in lines if "KV buffer size" in x)
 
 

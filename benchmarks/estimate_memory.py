@@ -119,6 +119,32 @@ def _gemma2_folder(folder: Path) -> Path:
     return folder
 
 
+def build_moe_ggufs(workdir: Path) -> list[tuple[str, Path, int | None]]:
+    """The mixture-of-experts files: a generated Qwen3-MoE (Q4_K_M, MXFP4_MOE) and a tiny DeepSeek-V3 (Q8_0)."""
+    import tempfile
+
+    from quantpress.core.gguf.convert import convert
+    from quantpress.core.gguf.plan import plan_conversion
+
+    from benchmarks.convert_moe import build
+    from benchmarks.moe_quality import CONFIG
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from tiny_models import tiny_model
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    qwen = build(Path(tempfile.gettempdir()) / "qp-large" / "gen-qwen3moe-16x-small", config=CONFIG)
+    sources = ((qwen, ("Q4_K_M", "MXFP4_MOE"), "generated Qwen3-MoE 16x"),
+               (tiny_model("deepseekv3", workdir / "tiny"), ("Q8_0",), "tiny DeepSeek-V3 (MLA)"))
+    out: list[tuple[str, Path, int | None]] = []
+    for folder, formats, label in sources:
+        plan = plan_conversion(open_model(folder), list(formats), workdir)
+        if any(not Path(o.path).is_file() or Path(o.path).stat().st_size != o.file_bytes for o in plan.outputs):
+            convert(plan)
+        out += [(f"{label} {o.format}", Path(o.path), o.file_bytes) for o in plan.outputs]
+    return out
+
+
 def predict_cpu(path: Path, cfg: mem.RuntimeConfig) -> int:
     """The estimator's CPU-only RAM for the file as it is (row 'FILE')."""
     hw = detect_hardware().with_overrides(vram_gib=0)
@@ -126,10 +152,12 @@ def predict_cpu(path: Path, cfg: mem.RuntimeConfig) -> int:
     return est.formats[0].cpu_only_bytes
 
 
-def run(contexts: tuple[int, ...], quick: bool, hybrid: bool = False) -> list[Point]:
+def run(contexts: tuple[int, ...], quick: bool, hybrid: bool = False, moe: bool = False) -> list[Point]:
     points = []
     workdir = cache_dir() / "bench" / "estimate_memory"
-    for label, path, file_pred in build_hybrid_ggufs(workdir) if hybrid else build_ggufs(workdir, quick):
+    files = (build_hybrid_ggufs(workdir) if hybrid else build_moe_ggufs(workdir / "moe") if moe
+             else build_ggufs(workdir, quick))
+    for label, path, file_pred in files:
         for n_ctx in contexts:
             cfg = mem.RuntimeConfig(n_ctx=n_ctx)
             points.append(Point(label, n_ctx, predict_cpu(path, cfg), measure_rss_increase(str(path), cfg),
@@ -156,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="demo Q4_1, F16 and Q8_0 only")
     ap.add_argument("--hybrid", action="store_true",
                     help="only the hybrid-memory models: Qwen3.5-shaped (DeltaNet) and Gemma-2-shaped (SWA)")
+    ap.add_argument("--moe", action="store_true",
+                    help="only mixture-of-experts files: generated Qwen3-MoE (Q4_K_M, MXFP4_MOE), tiny DeepSeek-V3 (MLA)")
     args = ap.parse_args(argv)
-    print(table(run(tuple(args.contexts), args.quick, args.hybrid)))
+    print(table(run(tuple(args.contexts), args.quick, args.hybrid, args.moe)))
     return 0
 
 

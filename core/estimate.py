@@ -326,19 +326,35 @@ def _gpu_layers(c: _Ctx, w: Weights, n_gpu: int) -> Placement:
 
 
 def _experts_in_ram(c: _Ctx, w: Weights, n_cpu_moe: int) -> Placement:
-    """llama.cpp's ``--n-cpu-moe N``: n_gpu_layers = all, and a tensor buffer override keeps the
-    routed experts of blocks 0..N-1 in a plain CPU buffer (common/common.h llm_add_n_cpu_ffn_overrides:
+    """llama.cpp's ``--n-cpu-moe N``: n_gpu_layers = all, and a tensor buffer override sends the
+    routed experts of blocks 0..N-1 to the CPU buffer type (common/common.h llm_add_n_cpu_ffn_overrides:
     pattern ``blk\\.<i>\\.ffn_(up|down|gate|gate_up)_(ch|)exps``). Those bytes move from the full
-    offload's VRAM to RAM (mmapped pages, read as used; a plain CPU buffer, so no repacked copy), and
-    the CPU computes their matmuls: the CPU-side graph is then the resident compute of a CPU run, as
-    for layers kept on the CPU in ``_gpu_layers``."""
+    offload's VRAM to RAM (mmapped pages, read as used). An override to the CPU buffer type takes the
+    CPU's extra buffer types too (llama-model-loader.cpp: select_weight_buft over buft_list_cpu), so
+    experts of a repackable type also get the repacked copy (logged "overridden to CPU_REPACK";
+    tests/core/chat/test_cpu_moe.py checks which). The CPU computes their matmuls: the CPU-side
+    graph is then the resident compute of a CPU run, as for layers kept on the CPU in ``_gpu_layers``."""
     full = _gpu_layers(c, w, c.model.n_layers)
     n = max(0, min(n_cpu_moe, c.model.n_layers))
     if n == 0:
         return full
     moved = sum(w.expert_layers[:n])
     cpu_graph = mem.compute_bytes(c.model, c.cfg).resident - c.model.hidden_size * c.cfg.ubatch * 4
-    return Placement(full.ram_bytes + moved + max(0, cpu_graph), full.vram_bytes - moved)
+    ram = full.ram_bytes + moved + _expert_repack_bytes(c, w, n) + max(0, cpu_graph)
+    return Placement(ram, full.vram_bytes - moved)
+
+
+def _expert_repack_bytes(c: _Ctx, w: Weights, n_blocks: int) -> int:
+    """The CPU backend's repacked copy of the routed experts of blocks 0..n_blocks-1."""
+    from quantpress.core.gguf.moe import is_routed_expert
+
+    types = mem.repacked_types(c.cpu_flags)
+    total = 0
+    for name, shape, ggml_type, n_bytes in w.tensors:
+        m = _LAYER.search(name)
+        if m and int(m.group(1)) < n_blocks and is_routed_expert(name) and mem.is_repacked(name, shape, ggml_type, types):
+            total += n_bytes
+    return total
 
 
 def _smallest_cpu_moe(c: _Ctx, w: Weights, hw: Hardware) -> tuple[int, Placement] | None:
@@ -550,7 +566,8 @@ def estimate(model: ModelInfo, hardware: Hardware, runtime: mem.RuntimeConfig | 
              formats: Sequence[str] | None = None, budget_bytes: int | None = None) -> MemoryEstimate:
     """Estimate every catalogue format (or ``formats``) of ``model`` on ``hardware``."""
     runtime = runtime or mem.RuntimeConfig()
-    rows = [f for f in all_formats() if formats is None or f.name in {x.upper() for x in formats}]
+    rows = [f for f in all_formats() if (formats is None or f.name in {x.upper() for x in formats})
+            and (model.n_experts > 1 or not f.moe_only)]  # MXFP4_MOE is Q8_0 on a dense model
     c = _Ctx(model, runtime, _n_merges(model), hardware.cpu_flags, mem.gpu_runtime_bytes(hardware.gpus))
     warnings: list[str] = []
     gguf_rows = [f for f in rows if f.kind == FormatKind.GGUF]

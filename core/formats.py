@@ -44,6 +44,7 @@ class Format:
     group_size: int = 0  # quantization group (non-GGUF int formats)
     needs_gpu: bool = False  # the runtime only runs it on a (CUDA) GPU
     kld: float | None = None  # published mean KLD vs F16 (Llama-3-8B), when one exists
+    moe_only: bool = False  # a mix that differs from Q8_0 only for mixture-of-experts models
 
 
 def _kld(value: float, dppl: float) -> str:
@@ -77,6 +78,9 @@ _ROWS: tuple[Format, ...] = (
     Format("Q4_K_M", FormatKind.GGUF, 4.5, _LLAMA_CPP, "4-bit k-quant mix, the usual default: sensitive tensors get 6 bits.", _kld(0.03127, 0.1755), 7, "Q4_K", kld=0.03127),
     Format("Q4_K_S", FormatKind.GGUF, 4.5, _LLAMA_CPP, "4-bit k-quant, fewer 5/6-bit tensors than Q4_K_M: a little smaller, a little worse.", _kld(0.04314, 0.2689), 9, "Q4_K", kld=0.04314),
     Format("IQ4_XS", FormatKind.GGUF, 4.25, _LLAMA_CPP, "4-bit non-linear grid in 256-blocks: Q4_K_S quality in less space; best with an imatrix.", "KLD 0.03633 with imatrix (" + KLD_SOURCE.replace("no imatrix", "imatrix") + ")", 8, "IQ4_XS", kld=0.03633),
+    # llama-quantize's MXFP4_MOE (core/gguf/mixes.py): the routed experts (3-D, ne[2] > 1) MXFP4, every other
+    # quantizable tensor Q8_0; on a dense model it is just Q8_0, so it is offered for MoE models only.
+    Format("MXFP4_MOE", FormatKind.GGUF, 4.25, _LLAMA_CPP, "Mixture-of-experts only: routed experts in MXFP4 (4-bit floats, blocks of 32 with a power-of-two scale), everything else Q8_0: gpt-oss's released format.", "no published KLD; exact for gpt-oss's MXFP4 experts, which are copied as released", 8, "MXFP4", moe_only=True),
     Format("Q4_0", FormatKind.GGUF, 4.5, _LLAMA_CPP, "Legacy 4-bit blocks of 32 with one scale: fast everywhere, lower quality than Q4_K.", _kld(0.07194, 0.4685), 10, "Q4_0", kld=0.07194),
     Format("Q3_K_L", FormatKind.GGUF, 3.4375, _LLAMA_CPP, "3-bit k-quant with 5-bit attention/ffn_down: the largest 3-bit mix.", _kld(0.08718, 0.5562), 11, "Q3_K", kld=0.08718),
     Format("Q3_K_M", FormatKind.GGUF, 3.4375, _LLAMA_CPP, "3-bit k-quant, 4/5-bit where it matters: noticeable loss, fits small GPUs.", _kld(0.10191, 0.6569), 12, "Q3_K", kld=0.10191),

@@ -80,6 +80,7 @@ ARCHITECTURES: dict[str, ArchRow] = {
     "MixtralForCausalLM": ArchRow("llama"),
     "OlmoeForCausalLM": ArchRow("olmoe"),
     "Glm4MoeForCausalLM": ArchRow("glm4moe"),
+    "DeepseekV3ForCausalLM": ArchRow("deepseek2"),
     # Gated DeltaNet hybrids: recurrent state on linear-attention layers, KV on the others.
     "Qwen3_5ForCausalLM": ArchRow("qwen35"),
     "Qwen3_5ForConditionalGeneration": ArchRow("qwen35"),
@@ -87,6 +88,9 @@ ARCHITECTURES: dict[str, ArchRow] = {
     "Qwen3_5MoeForConditionalGeneration": ArchRow("qwen35moe"),
     "Qwen3NextForCausalLM": ArchRow("qwen3next"),
 }
+# llama.cpp archs whose attention is multi-head latent attention (MLA): the converter writes key_length_mla,
+# and llama.cpp caches the latent (kv_lora_rank + qk_rope_head_dim per token and layer) instead of K/V per head.
+MLA_ARCHS = frozenset({"deepseek2"})
 GGUF_SWA = {"gemma3": 6, "gemma2": 2}  # llama.cpp archs with interleaved SWA and their default pattern
 
 # config.json keys, first present wins (GPT-2 style names as fallbacks for unknown archs).
@@ -182,10 +186,19 @@ def describe_config(config: Mapping[str, Any], tensors: tuple[TensorInfo, ...], 
         hidden_size=hidden, ffn_size=_cfg(text, "ffn_size"), vocab_size=_cfg(text, "vocab_size"),
         context_length=_cfg(text, "context_length"), sliding_window=window, swa_layers=swa,
         recurrent_layers=recurrent, recurrent_state_bytes=state,
+        mla_kv_width=_mla_kv_width(text, row),
         tied_embeddings=tied, n_experts=_cfg(text, "n_experts"), n_experts_used=_cfg(text, "n_experts_used"),
         dtype=_dominant_dtype(tensors, str(text.get("torch_dtype") or text.get("dtype") or "bfloat16")),
         tensors=tensors, convertible=not reason, not_convertible_reason=reason, local_path=local_path,
         config=dict(config), name=name)
+
+
+def _mla_kv_width(text: Mapping[str, Any], row: ArchRow | None) -> int:
+    """The MLA cache row width llama.cpp will use for this config (0: not MLA): the GGUF's key_length
+    over its one KV head, kv_lora_rank + qk_rope_head_dim (core/gguf/arch/deepseekv3.py writes them)."""
+    if row is None or row.gguf_arch not in MLA_ARCHS or not text.get("kv_lora_rank"):
+        return 0
+    return int(text["kv_lora_rank"]) + int(text.get("qk_rope_head_dim") or 0)
 
 
 def _n_elements(shape: tuple[int, ...]) -> int:
@@ -330,7 +343,8 @@ def open_gguf_file(path: Path) -> ModelInfo:
         info: dict[str, Any] = dict(context_length=int(av("context_length", 0) or 0), head_dim_v=int(av("attention.value_length", 0)
                     or head_dim), ffn_size=int(max(ffn) if isinstance(ffn, list) else ffn or 0),
                     n_experts=int(av("expert_count", 0) or 0), n_experts_used=int(av("expert_used_count", 0) or 0),
-                    recurrent_layers=recurrent, recurrent_state_bytes=state, n_nextn_layers=n_nextn)
+                    recurrent_layers=recurrent, recurrent_state_bytes=state, n_nextn_layers=n_nextn,
+                    mla_kv_width=head_dim * n_kv if av("attention.key_length_mla") else 0)
     swa = gguf_swa_layers(arch, n_layers, window, pattern)
     from quantpress.core.gguf.arch import spec_for_gguf_arch
 

@@ -161,9 +161,12 @@ class KVShape:
     def of(cls, model: ModelInfo | KVShape) -> KVShape:
         if isinstance(model, KVShape):
             return model
-        return cls(model.n_layers, model.head_dim * model.n_kv_heads, model.head_dim_v * model.n_kv_heads,
-                   model.sliding_window, model.swa_layers, model.recurrent_layers, model.recurrent_state_bytes,
-                   model.n_nextn_layers)
+        if model.mla_kv_width:  # MLA: one latent K row per token and layer, no V (ModelInfo.mla_kv_width)
+            k_width, v_width = model.mla_kv_width, 0
+        else:
+            k_width, v_width = model.head_dim * model.n_kv_heads, model.head_dim_v * model.n_kv_heads
+        return cls(model.n_layers, k_width, v_width, model.sliding_window, model.swa_layers, model.recurrent_layers,
+                   model.recurrent_state_bytes, model.n_nextn_layers)
 
 
 def recurrent_state_bytes(d_conv: int, d_inner: int, n_group: int, d_state: int) -> int:
@@ -185,7 +188,8 @@ def kv_cells(model: ModelInfo | KVShape, cfg: RuntimeConfig, layer: int) -> int:
 
 
 def kv_layer_bytes(model: ModelInfo | KVShape, cfg: RuntimeConfig, layer: int) -> int:
-    """K [n_embd_k_gqa, cells] + V [n_embd_v_gqa, cells] (llama-kv-cache.cpp:209-234); on a hybrid's
+    """K [n_embd_k_gqa, cells] + V [n_embd_v_gqa, cells] (llama-kv-cache.cpp:209-234; MLA models have
+    n_embd_v_gqa 0 here, as llama.cpp allocates no V for them); on a hybrid's
     recurrent layer its fixed state per sequence instead, and nothing on MTP blocks (llama-model.cpp
     create_memory: hybrid filters take il < n_layer(), recurrent or not; n_layer() excludes nextn)."""
     shape = KVShape.of(model)

@@ -53,6 +53,10 @@ class ModelInfo:
     recurrent_layers: tuple[int, ...] = ()
     recurrent_state_bytes: int = 0
     n_nextn_layers: int = 0  # trailing MTP blocks counted in n_layers (GGUF): llama.cpp gives them no cache
+    # Multi-head latent attention (DeepSeek-V2/V3, llama.cpp 'deepseek2'): llama.cpp caches one row of
+    # this width per token and layer (kv_lora_rank + qk_rope_head_dim: the compressed latent and the
+    # shared RoPE key) and no V at all (llama-kv-cache.cpp: has_v = !is_mla). 0: ordinary K/V per head.
+    mla_kv_width: int = 0
     tied_embeddings: bool = False
     n_experts: int = 0
     n_experts_used: int = 0

@@ -568,8 +568,11 @@ def quality_order(path: Path) -> tuple[int, str]:
 
 
 def memory_text(memory: Any) -> str:
-    return (f"Memory: model {format_bytes(memory.model_bytes)} + KV cache {format_bytes(memory.kv_cache_bytes)}"
+    """The loaded model's memory, and where its weights went (the estimator's placement for this file
+    and machine, e.g. "GPU + experts of the first 3 of 48 layers in RAM", or "CPU (...)")."""
+    text = (f"Memory: model {format_bytes(memory.model_bytes)} + KV cache {format_bytes(memory.kv_cache_bytes)}"
             f" (measured RSS growth {format_bytes(memory.rss_delta_bytes)})")
+    return f"Runs on: {memory.placement}\n{text}" if getattr(memory, "placement", "") else text
 
 
 def reply_text(reply: Any) -> str:

@@ -26,6 +26,7 @@ from quantpress.app import settings
 from quantpress.app.convert_jobs import estimate_job, gpu_probe_job
 from quantpress.app.errors import show_error
 from quantpress.app.format_tips import tip
+from quantpress.app.panes.model_pane import human_count
 from quantpress.app.state import AppState
 from quantpress.app.tasks import Task
 from quantpress.app.theme import colors
@@ -360,9 +361,11 @@ class FitPane(Pane):
             if fit == "gpu" and row.max_context_on_gpu:
                 fit_tip += f" Largest context fully on the GPU: {row.max_context_on_gpu:,} tokens."
             moe = experts_in_ram_text(row)
+            total = row.total_bytes
             if moe:
-                badge += f" · GPU + experts in RAM (N={row.cpu_moe_layers})"
-                fit_tip += "\n" + moe
+                total = row.cpu_moe_ram_bytes + row.cpu_moe_vram_bytes  # the placement the badge names  # what the Chat page loads for such a row (core/chat/placement.py placement_from_estimate)
+                fit_tip = f"Instead of: {badge}. {fit_tip}\n{moe}"
+                badge = f"GPU + experts in RAM (N={row.cpu_moe_layers})"
             quality = quality_hint(row)
             explanation = tip(fmt, format_explanation(fmt))
             if getattr(row, "note", ""):
@@ -373,7 +376,7 @@ class FitPane(Pane):
                 fallbacks.append(fmt)
             values = (
                 fmt, f"{row.bits_per_weight:.2f}" + (" *" if fell_back else ""), _bytes_or_dash(getattr(row, "file_bytes", None)),
-                format_bytes(row.weights_bytes), format_bytes(row.kv_cache_bytes), format_bytes(row.total_bytes),
+                format_bytes(row.weights_bytes), format_bytes(row.kv_cache_bytes), format_bytes(total),
                 badge, quality,
             )
             for col, text in enumerate(values):
@@ -393,7 +396,7 @@ class FitPane(Pane):
                 for col in range(len(COLUMNS)):
                     self.table.item(r, col).setBackground(QBrush(_blend(c.warn, c.base, 0.22)))
                 self.table.item(r, 0).setText(f"★ {fmt}")
-            other = max(0, row.total_bytes - row.weights_bytes - row.kv_cache_bytes)
+            other = max(0, total - row.weights_bytes - row.kv_cache_bytes)
             bars.append(Bar(fmt, (row.weights_bytes, row.kv_cache_bytes, other), fmt == recommended))
         lines = []
         for gpu in getattr(hardware, "gpus", ()) or ():
@@ -417,10 +420,9 @@ class FitPane(Pane):
         )
 
 
-# llama-cpp-python 0.3.36's Llama() takes no tensor buffer overrides (its model-parameter field for
-# them is marked unused), so the chat here cannot load the --n-cpu-moe placement; say so plainly.
-CPU_MOE_CHAT_NOTE = ("The chat in this app cannot load this placement (llama-cpp-python has no tensor buffer "
-                     "overrides); it uses the layer split instead. Run it with llama.cpp: "
+# The chat loads this placement itself (core/chat/placement.py: llama.cpp's tensor buffer overrides through
+# llama_model_params), with the same N, when the estimate says the model does not fit the GPU whole.
+CPU_MOE_CHAT_NOTE = ("The Chat page loads this placement for this file on this machine. With llama.cpp itself: "
                      "llama-server -m MODEL.gguf -ngl 999 --n-cpu-moe {n}")
 
 
@@ -468,6 +470,9 @@ def quality_hint(row: Any) -> str:
 
 def summary_text(result: Any, recommended: str | None, ctx_tokens: int) -> str:
     lines = []
+    moe = moe_text(getattr(result, "model", None))
+    if moe:
+        lines.append(moe)
     for rec in getattr(result, "recommendations", ()):
         lines.append(f"{rec.goal[:1].upper() + rec.goal[1:]}: <b>{rec.format or 'none'}</b> — {rec.reason}")
     if not lines:
@@ -475,6 +480,15 @@ def summary_text(result: Any, recommended: str | None, ctx_tokens: int) -> str:
     for warning in getattr(result, "warnings", ()):
         lines.append(f"<i>Note: {warning}</i>")
     return "<br>".join(lines)
+
+
+def moe_text(model: Any) -> str:
+    """A mixture-of-experts model said as such: experts, and active against total parameters."""
+    if model is None or not getattr(model, "n_experts", 0):
+        return ""
+    return (f"Mixture of experts: {model.n_experts} experts per layer, {model.n_experts_used} used per token; "
+            f"{human_count(model.active_params)} of {human_count(model.params)} parameters active per token "
+            "(memory follows the total: every expert is loaded).")
 
 
 def _needs_gpu(name: str) -> bool:

@@ -278,7 +278,8 @@ class AwqBackend:
     def memory(self) -> MemoryUse:
         n_bytes = sum(b.numel() * b.element_size() for b in self.model.buffers())
         n_bytes += sum(p.numel() * p.element_size() for p in self.model.parameters())
-        return MemoryUse(model_bytes=int(n_bytes), kv_cache_bytes=0, rss_delta_bytes=self._rss_delta)
+        return MemoryUse(model_bytes=int(n_bytes), kv_cache_bytes=0, rss_delta_bytes=self._rss_delta,
+                         placement="CPU (torch int4 kernels)")
 
     def close(self) -> None:
         self.model = None

@@ -1,6 +1,7 @@
-"""``python -m quantpress.core.chat.gpu_layers FILE CTX KV``: print the estimator's n_gpu_layers.
+"""``python -m quantpress.core.chat.gpu_layers FILE CTX KV``: print the estimator's placement,
+``[n_gpu_layers, n_cpu_moe]``.
 
-Run by :func:`quantpress.core.chat.llama_loader.default_gpu_layers` in its own process, so that the
+Run by :func:`quantpress.core.chat.llama_loader.default_placement` in its own process, so that the
 process which then initialises CUDA inside llama.cpp has done no NVML or estimator work.
 """
 
@@ -10,13 +11,14 @@ import json
 import sys
 from pathlib import Path
 
-from quantpress.core.chat.llama_loader import estimated_gpu_layers
+from quantpress.core.chat.llama_loader import estimated_placement
 from quantpress.core.chat.types import KVCacheType
 
 
 def main(argv: list[str]) -> int:
     path, ctx_tokens, kv = argv
-    sys.stdout.write(json.dumps(estimated_gpu_layers(Path(path), int(ctx_tokens), KVCacheType(kv))) + "\n")
+    place = estimated_placement(Path(path), int(ctx_tokens), KVCacheType(kv))
+    sys.stdout.write(json.dumps([place.gpu_layers, place.n_cpu_moe]) + "\n")
     return 0
 
 

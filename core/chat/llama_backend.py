@@ -32,9 +32,10 @@ class LlamaCppBackend:
 
     def __init__(self, path: Path, settings: ChatSettings) -> None:
         rss_before = _rss_bytes()
-        self._llm, self.shape = open_llama(path, ctx_tokens=settings.ctx_tokens, kv_type_k=settings.kv_type_k,
-                                           kv_type_v=settings.kv_type_v, gpu_layers=settings.gpu_layers,
-                                           threads=settings.threads, seed=settings.seed)
+        self._llm, self.shape, self.placement = open_llama(
+            path, ctx_tokens=settings.ctx_tokens, kv_type_k=settings.kv_type_k, kv_type_v=settings.kv_type_v,
+            gpu_layers=settings.gpu_layers, n_cpu_moe=settings.n_cpu_moe, threads=settings.threads,
+            seed=settings.seed)
         self._rss_delta = _rss_bytes() - rss_before
         self.path = Path(path)
         self.load_settings = settings
@@ -131,6 +132,7 @@ class LlamaCppBackend:
             model_bytes=self.shape.file_bytes,
             kv_cache_bytes=kv_cache_bytes(self.shape, self.ctx_tokens, s.kv_type_k, s.kv_type_v),
             rss_delta_bytes=self._rss_delta,
+            placement=self.placement.describe(self.shape.n_layers),
         )
 
     @property

@@ -8,15 +8,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gguf.constants import GGMLQuantizationType, Keys
 from quantpress.core.chat.architectures import LLAMA_CPP_ARCHITECTURES
+from quantpress.core.chat.placement import (
+    LoadPlacement,
+    cpu_moe_patterns,
+    llama_class,
+    placement_from_estimate,
+)
 from quantpress.core.chat.types import KVCacheType
 from quantpress.core.errors import InvalidInput, InvalidModel, ModelLoadError
 from quantpress.core.inspect import gguf_recurrent, gguf_swa_layers
 
-GPU_LAYERS_TIMEOUT_S = 120.0  # the separate estimate process (default_gpu_layers); then 0 layers
+if TYPE_CHECKING:
+    from quantpress.core.hardware import Hardware
+
+GPU_LAYERS_TIMEOUT_S = 120.0  # the separate estimate process (default_placement); then the CPU
 
 
 @dataclass(frozen=True)
@@ -80,7 +89,8 @@ def read_gguf_shape(path: str | Path) -> GgufShape:
                 architecture=arch,
                 n_layers=n_layers,
                 n_embd_k_gqa=key_len * n_head_kv,
-                n_embd_v_gqa=value_len * n_head_kv,
+                # MLA (key_length_mla written): llama.cpp caches only the latent K row, no V
+                n_embd_v_gqa=0 if g.arch_value("attention.key_length_mla") else value_len * n_head_kv,
                 n_vocab=n_vocab,
                 file_bytes=path.stat().st_size,
                 chat_template=str(template) if template else None,
@@ -106,18 +116,19 @@ def kv_cache_bytes(shape: GgufShape, ctx_tokens: int, kv_type_k: KVCacheType, kv
                                                   kv_type_v=kv_type_v.value))
 
 
-def default_gpu_layers(path: Path, ctx_tokens: int, kv_type: KVCacheType) -> int:
-    """0 on a llama.cpp build without GPU offload (the estimator is not even asked); otherwise the
-    estimator's verdict for this file and context (all layers, some, or none).
+def default_placement(path: Path, ctx_tokens: int, kv_type: KVCacheType) -> LoadPlacement:
+    """CPU only on a llama.cpp build without GPU offload (the estimator is not even asked);
+    otherwise the estimator's verdict for this file and context (placement.placement_from_estimate:
+    all layers, "GPU + experts in RAM" for a MoE model that needs it, some layers, or none).
 
     The estimate (NVML, the converter's plan) runs in a separate short-lived process: the process
     that is about to initialise CUDA inside llama.cpp does no NVML or estimator work first (a chat
     with an NVML call just before ``Llama()`` died with SIGSEGV on an H200, issue 17). Any failure
-    means 0: the CPU always works."""
+    means CPU only: the CPU always works."""
     import llama_cpp
 
     if not llama_cpp.llama_supports_gpu_offload():
-        return 0
+        return LoadPlacement(0, 0, gpu_offload=False)
     import json
     import subprocess
     import sys
@@ -125,26 +136,45 @@ def default_gpu_layers(path: Path, ctx_tokens: int, kv_type: KVCacheType) -> int
     args = [sys.executable, "-m", "quantpress.core.chat.gpu_layers", str(path), str(int(ctx_tokens)), kv_type.value]
     try:
         out = subprocess.run(args, capture_output=True, text=True, timeout=GPU_LAYERS_TIMEOUT_S, check=False)
-        return int(json.loads(out.stdout.strip().splitlines()[-1])) if out.returncode == 0 else 0
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):  # advice only: never block loading
-        return 0
+        if out.returncode != 0:
+            return LoadPlacement(0, 0, gpu_offload=True)
+        n_gpu, n_cpu_moe = json.loads(out.stdout.strip().splitlines()[-1])
+        return LoadPlacement(int(n_gpu), int(n_cpu_moe), gpu_offload=True)
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError, TypeError):  # advice: never block loading
+        return LoadPlacement(0, 0, gpu_offload=True)
 
 
-def estimated_gpu_layers(path: Path, ctx_tokens: int, kv_type: KVCacheType) -> int:
-    """The estimator's fit verdict as llama.cpp's n_gpu_layers: all (-1), the estimated number, or
-    none (0). Runs NVML and the estimator in this process: call it in a separate one."""
+def estimated_placement(path: Path, ctx_tokens: int, kv_type: KVCacheType,
+                        hardware: Hardware | None = None) -> LoadPlacement:
+    """The estimator's row for this file on ``hardware`` (default: this machine's) as a load
+    placement (n_gpu_layers and --n-cpu-moe N). Detecting the hardware runs NVML in this process:
+    call it in a separate one."""
     try:
         from quantpress.core.estimate import estimate
         from quantpress.core.hardware import detect_hardware
         from quantpress.core.inspect import open_model
         from quantpress.core.memory import RuntimeConfig
 
-        est = estimate(open_model(path), detect_hardware(), RuntimeConfig(n_ctx=ctx_tokens, kv_type=kv_type.value),
-                       formats=[])
+        est = estimate(open_model(path), hardware or detect_hardware(),
+                       RuntimeConfig(n_ctx=ctx_tokens, kv_type=kv_type.value), formats=[])
         row = est.formats[0]  # formats=[]: only the row for this file as it is
-        return int({"gpu": -1, "partial": row.gpu_layers}.get(row.fit, 0))
+        return placement_from_estimate(row.fit, row.gpu_layers, row.cpu_moe_layers)
     except Exception:  # noqa: BLE001  (an estimate is advice; never block loading on it)
-        return 0
+        return LoadPlacement(0, 0, gpu_offload=True)
+
+
+def chosen_placement(path: Path, ctx_tokens: int, kv_type: KVCacheType, gpu_layers: int | None,
+                     n_cpu_moe: int | None) -> LoadPlacement:
+    """The user's placement where they gave one (``--n-cpu-moe N`` alone means every layer on the
+    GPU but those experts, as llama.cpp users run it with ``-ngl 99``), else the estimator's."""
+    import llama_cpp
+
+    if gpu_layers is None and n_cpu_moe is None:
+        return default_placement(path, ctx_tokens, kv_type)
+    if n_cpu_moe is not None and n_cpu_moe < 0:
+        raise InvalidInput(f"--n-cpu-moe must be 0 or more (got {n_cpu_moe}).")
+    n_gpu = gpu_layers if gpu_layers is not None else (-1 if n_cpu_moe else 0)
+    return LoadPlacement(n_gpu, n_cpu_moe or 0, bool(llama_cpp.llama_supports_gpu_offload()))
 
 
 def needs_flash_attention(kv_type_v: KVCacheType) -> bool:
@@ -221,10 +251,12 @@ def open_llama(
     n_batch: int = 512,
     logits_all: bool = False,
     flash_attn: bool | None = None,
-) -> tuple[Any, GgufShape]:
+    n_cpu_moe: int | None = None,
+) -> tuple[Any, GgufShape, LoadPlacement]:
     """Load ``path`` into a ``llama_cpp.Llama``; raises ModelLoadError with a message for the user.
-    ``flash_attn=None``: on exactly when the V cache is quantized (which requires it)."""
-    import llama_cpp
+    ``flash_attn=None``: on exactly when the V cache is quantized (which requires it).
+    ``gpu_layers`` and ``n_cpu_moe`` both None: the estimator's placement (:func:`chosen_placement`);
+    ``n_cpu_moe`` N keeps the routed experts of blocks 0..N-1 in a CPU buffer (llama.cpp's --n-cpu-moe)."""
 
     if flash_attn is False and needs_flash_attention(kv_type_v):
         raise InvalidInput(f"A {kv_type_v.value} V cache needs flash attention; it cannot be switched off.")
@@ -234,11 +266,12 @@ def open_llama(
     except InvalidModel as exc:
         raise ModelLoadError(str(exc)) from None
     check_architecture(shape)
-    n_gpu = default_gpu_layers(shape.path, ctx_tokens, kv_type_k) if gpu_layers is None else gpu_layers
-    kwargs = llama_kwargs(ctx_tokens=ctx_tokens, n_gpu_layers=n_gpu, n_batch=n_batch, kv_type_k=kv_type_k,
-                          kv_type_v=kv_type_v, flash_attn=flash_attn, logits_all=logits_all, threads=threads)
+    place = chosen_placement(shape.path, ctx_tokens, kv_type_k, gpu_layers, n_cpu_moe)
+    kwargs = llama_kwargs(ctx_tokens=ctx_tokens, n_gpu_layers=place.gpu_layers, n_batch=n_batch,
+                          kv_type_k=kv_type_k, kv_type_v=kv_type_v, flash_attn=flash_attn, logits_all=logits_all,
+                          threads=threads)
     try:
-        llm = llama_cpp.Llama(str(shape.path), **kwargs)
+        llm = llama_class(cpu_moe_patterns(place.n_cpu_moe))(str(shape.path), **kwargs)
     except (ValueError, RuntimeError, OSError) as exc:
         raise ModelLoadError(
             f"{shape.path.name}: llama.cpp (llama-cpp-python {llama_cpp_version()}) could not load this "
@@ -247,4 +280,4 @@ def open_llama(
         ) from None
     if seed is not None:
         llm.set_seed(seed)
-    return llm, shape
+    return llm, shape, place

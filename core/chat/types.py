@@ -45,7 +45,9 @@ class OverflowPolicy(str, enum.Enum):
 class ChatSettings:
     """Everything a user can set for a chat. ``gpu_layers=None`` means "decide": the estimator's
     verdict when it offers one, else 0 on a machine without GPU offload. ``threads=None``: the
-    runtime's default. ``seed=None``: a random seed each time. An empty system prompt sends no system
+    runtime's default. ``n_cpu_moe`` (with ``gpu_layers`` None: every layer
+    on the GPU) keeps the routed experts of the first N blocks in RAM; both None: the estimator's
+    placement, "GPU + experts in RAM" when a MoE model needs it. ``seed=None``: a random seed each time. An empty system prompt sends no system
     message (many chat templates then insert the model's own default one)."""
 
     system_prompt: str = ""  # empty: no system message, so the template's own default applies
@@ -57,6 +59,7 @@ class ChatSettings:
     seed: int | None = None
     ctx_tokens: int = 2048
     gpu_layers: int | None = None
+    n_cpu_moe: int | None = None  # MoE: routed experts of blocks 0..N-1 in RAM (llama.cpp --n-cpu-moe N)
     threads: int | None = None
     kv_type_k: KVCacheType = KVCacheType.F16
     kv_type_v: KVCacheType = KVCacheType.F16
@@ -78,6 +81,7 @@ class MemoryUse:
     model_bytes: int
     kv_cache_bytes: int
     rss_delta_bytes: int
+    placement: str = ""  # where the weights were loaded, in words (e.g. "GPU + experts of the first 3 ... in RAM")
 
     @property
     def total_bytes(self) -> int:

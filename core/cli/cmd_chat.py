@@ -22,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--ctx", type=int, default=2048, help="context length in tokens (default 2048)")
     p.add_argument("--kv-type", choices=KV_CHOICES, default="f16", help="KV cache type for keys and values")
     p.add_argument("--threads", type=int, help="CPU threads (default: llama.cpp's choice)")
+    p.add_argument("--gpu-layers", type=int, help="layers on the GPU, -1 for all (default: the estimate's placement)")
+    p.add_argument("--n-cpu-moe", type=int, metavar="N",
+                   help="mixture-of-experts models: keep the routed experts of the first N layers in RAM, every "
+                        "other weight on the GPU (llama.cpp's --n-cpu-moe; default: the estimate's placement)")
     p.add_argument("--json", action="store_true", help="print text, tokens, tokens_per_second as JSON")
     p.set_defaults(func=run)
 
@@ -37,6 +41,8 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         seed=args.seed,
         ctx_tokens=args.ctx,
         threads=args.threads,
+        gpu_layers=args.gpu_layers,
+        n_cpu_moe=args.n_cpu_moe,
         kv_type_k=kv,
         kv_type_v=kv,
         **extra,
@@ -86,6 +92,8 @@ def _one_shot(session, prompt: str, *, as_json: bool) -> int:  # type: ignore[no
 def _repl(session) -> int:  # type: ignore[no-untyped-def]
     mem = session.memory()
     print(f"model {session.backend.path.name}: {format_bytes(mem.model_bytes)} + KV cache {format_bytes(mem.kv_cache_bytes)}")
+    if mem.placement:
+        print(f"runs on: {mem.placement}")
     if session.uses_fallback_template:
         print("note: this model has no chat template; a plain 'User:/Assistant:' format is used")
     print("type /reset to start over, /quit to leave; Ctrl-C stops an answer")

@@ -97,7 +97,7 @@ class ChunkRunner:
         flash_attn: bool | None = None,
     ) -> None:
         self.ctx_tokens = ctx_tokens
-        self._llm, self.shape = open_llama(
+        self._llm, self.shape, _ = open_llama(
             path, ctx_tokens=ctx_tokens, kv_type_k=kv_type, kv_type_v=kv_type, threads=threads, n_batch=ctx_tokens,
             flash_attn=flash_attn,
         )

@@ -16,6 +16,9 @@ def _load(qtbot, pane, gguf):  # type: ignore[no-untyped-def]
         pass
     assert pane.a.session is not None, pane.a.title.text()
     assert "Memory:" in pane.a.stats.text()
+    import llama_cpp  # where the weights went, the estimator's placement: on a build without offload, the CPU
+
+    assert ("Runs on: CPU (no GPU offload" in pane.a.stats.text()) or llama_cpp.llama_supports_gpu_offload()
 
 
 def _ask(qtbot, pane, text: str, max_tokens: int, until: str):  # type: ignore[no-untyped-def]

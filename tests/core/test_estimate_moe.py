@@ -96,3 +96,65 @@ def test_cpu_memory_of_a_moe_gguf_matches_measured_rss(tiny: Callable[[str], Pat
     row = estimate(open_model(result.output), hw, CFG, formats=[]).formats[0]
     measured = measure_rss_increase(result.output, CFG)
     assert abs(row.cpu_only_bytes / measured - 1) < 0.10, (row.cpu_only_bytes, measured)
+
+
+def test_mxfp4_moe_is_offered_for_moe_models_with_the_written_size(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    """MXFP4_MOE (experts MXFP4, the rest Q8_0, llama-quantize's mix) is a row for a MoE model, and its
+    estimated file size is the size the converter writes."""
+    from quantpress.core.gguf.convert import convert
+    from quantpress.core.gguf.reader import open_gguf
+
+    model = open_model(tiny("qwen3moe"))
+    hw = detect_hardware().with_overrides(vram_gib=0, ram_gib=64)
+    assert "MXFP4_MOE" in {r.format for r in estimate(model, hw, CFG).formats}
+    (row,) = estimate(model, hw, CFG, formats=["MXFP4_MOE"]).formats
+    (result,) = convert(plan_conversion(model, ["MXFP4_MOE"], tmp_path))
+    assert row.file_bytes_exact and row.file_bytes == Path(result.output).stat().st_size
+    with open_gguf(Path(result.output)) as g:
+        matrices = {t.name: t.ggml_type for t in g.tensors if len(t.shape) >= 2 and "gate_inp" not in t.name}
+    assert {t for n, t in matrices.items() if "_exps." in n} == {"MXFP4"}
+    assert {t for n, t in matrices.items() if "_exps." not in n} == {"Q8_0"}  # routers stay F32, left out above
+
+
+def test_mxfp4_moe_is_not_offered_for_dense_models(tiny: Callable[[str], Path]) -> None:
+    hw = detect_hardware().with_overrides(vram_gib=0, ram_gib=64)
+    assert "MXFP4_MOE" not in {r.format for r in estimate(open_model(tiny("qwen3")), hw, CFG).formats}
+
+
+def _logged_kv(path: Path, ctx: int) -> tuple[float, float]:
+    """llama.cpp's own account of its KV cache: 'K (f16): X MiB, V (f16): Y MiB' from its load log."""
+    import re
+
+    import llama_cpp
+    from llama_log import captured_llama_log
+
+    with captured_llama_log() as lines:
+        llama_cpp.Llama(str(path), n_ctx=ctx, n_threads=1, verbose=False).close()
+    (k, v), = [(float(m.group(1)), float(m.group(2))) for line in lines
+               if (m := re.search(r"K \(f16\):\s*([\d.]+) MiB, V \(f16\):\s*([\d.]+) MiB", line))]
+    return k, v
+
+
+def test_mla_kv_cache_is_llama_cpps(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    """DeepSeek-V3 (llama.cpp deepseek2, MLA): llama.cpp caches per token and layer only the latent
+    (kv_lora_rank + qk_rope_head_dim) as K and no V; the estimator (from the HF folder and from the
+    GGUF) and the chat's KV figure equal the size llama.cpp logs, at two contexts."""
+    from quantpress.core.chat import KVCacheType, kv_cache_bytes, read_gguf_shape
+    from quantpress.core.gguf.convert import convert
+    from quantpress.core.memory import kv_cache_bytes as model_kv_bytes
+
+    folder = tiny("deepseekv3")
+    (result,) = convert(plan_conversion(open_model(folder), ["Q8_0"], tmp_path))
+    path = Path(result.output)
+    hf, gguf = open_model(folder), open_model(path)
+    assert hf.mla_kv_width == gguf.mla_kv_width == 128 + 32  # kv_lora_rank + qk_rope_head_dim
+    hw = detect_hardware().with_overrides(vram_gib=0, ram_gib=64)
+    for ctx in (1000, 4096):
+        k_mib, v_mib = _logged_kv(path, ctx)
+        assert v_mib == 0.0
+        cfg = RuntimeConfig(n_ctx=ctx)
+        for model in (hf, gguf):
+            assert model_kv_bytes(model, cfg) / 2**20 == pytest.approx(k_mib, abs=0.01)
+            assert estimate(model, hw, cfg, formats=["Q8_0"]).formats[-1].kv_cache_bytes == model_kv_bytes(model, cfg)
+        chat = kv_cache_bytes(read_gguf_shape(path), ctx, KVCacheType.F16, KVCacheType.F16)
+        assert chat / 2**20 == pytest.approx(k_mib, abs=0.01)

@@ -85,8 +85,8 @@ def test_gpu_layers_are_estimated_in_another_process(demo_gguf: Path, monkeypatc
         raise AssertionError("the estimate ran in the loading process")
 
     monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: True)
-    monkeypatch.setattr(llama_loader, "estimated_gpu_layers", in_process)
+    monkeypatch.setattr(llama_loader, "estimated_placement", in_process)
     had_nvml = "pynvml" in sys.modules
-    n = llama_loader.default_gpu_layers(demo_gguf, 1024, KVCacheType.F16)
-    assert n == 0  # no GPU here: the child's estimate says CPU
+    place = llama_loader.default_placement(demo_gguf, 1024, KVCacheType.F16)
+    assert (place.gpu_layers, place.n_cpu_moe) == (0, 0)  # no GPU here: the child's estimate says CPU
     assert ("pynvml" in sys.modules) == had_nvml
