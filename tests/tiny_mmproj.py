@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
+import numpy as np
 from tiny_models import built_once, tiny_model
 
 MM_ARCHS = ("gemma3-mm", "mistral3-mm")
@@ -70,3 +73,16 @@ def tiny_mm_model(arch: str, cache_dir: Path) -> Path:
     ``--mmproj``, built once
     under ``cache_dir``."""
     return built_once(f"{arch}-hub", cache_dir, _build)
+
+
+def write_png(path: Path, rgb: np.ndarray) -> Path:
+    """A plain 8-bit RGB PNG (no imaging library needed)."""
+    h, w, _ = rgb.shape
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\0" + rgb[y].astype(np.uint8).tobytes() for y in range(h))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from quantpress.core.chat.llama_loader import kv_cache_bytes, open_llama
-from quantpress.core.chat.vision import IMAGE_TOKEN, Projector, find_mmproj, image_bytes
 from quantpress.core.chat.template import ChatTemplate
 from quantpress.core.chat.types import ChatSettings, MemoryUse, Message, Reply, ReplyStats, TokenCallback
+from quantpress.core.chat.vision import IMAGE_TOKEN, Projector, find_mmproj, image_bytes
 from quantpress.core.errors import InvalidInput, ModelLoadError
 from quantpress.core.jobs import NEVER, CancelToken
 from quantpress.core.validate import non_finite_output

@@ -346,7 +346,7 @@ def write_mmproj(plan: MmprojPlan, folder: Path, config: dict[str, Any], *, canc
                 cancel.raise_if_cancelled()
                 for x in _slabs(reader, t):  # (rows, n_per_row) float32
                     data = encode(x, plan.tensor_types[t.name], None, 0)
-                    f.write(memoryview(np.ascontiguousarray(data)).cast("B"))
+                    f.write(np.ascontiguousarray(data).view(np.uint8).reshape(-1).data)
                     written += data.nbytes
                 f.write(b"\0" * (layout.pad(written) - written))
                 written = layout.pad(written)

@@ -5,8 +5,6 @@ the evaluated prompt, so the image was encoded and decoded, not dropped."""
 
 from __future__ import annotations
 
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +12,7 @@ import pytest
 from quantpress.core.chat.session import ChatSession
 from quantpress.core.chat.types import ChatSettings
 from quantpress.core.errors import InvalidInput
-
-
-def write_png(path: Path, rgb: np.ndarray) -> Path:
-    """A plain 8-bit RGB PNG (no imaging library needed)."""
-    h, w, _ = rgb.shape
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    raw = b"".join(b"\0" + rgb[y].astype(np.uint8).tobytes() for y in range(h))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-    return path
+from tiny_mmproj import write_png
 
 
 @pytest.fixture(scope="module")

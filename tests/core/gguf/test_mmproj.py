@@ -116,3 +116,56 @@ def test_pixtral_without_img_break_token_warns_and_skips(tiny: object, tmp_path:
     plan = plan_conversion(open_source(tiny("mistral3")), ["Q8_0"], tmp_path)  # type: ignore[operator]
     assert plan.mmproj is None
     assert any("[IMG_BREAK]" in w and "mmproj" in w for w in plan.warnings)
+
+
+def test_estimate_counts_the_projector_file_and_compute(mm_root: Path, tmp_path: Path) -> None:
+    """The estimate of a wrapper adds the planned mmproj's exact size and its compute buffer to every
+    GGUF row (memory.vision_compute_bytes), and the same for a converted GGUF with the file beside it."""
+    from quantpress.core.estimate import estimate
+    from quantpress.core.gguf.convert import convert
+    from quantpress.core.gguf.plan import plan_conversion
+    from quantpress.core.hardware import detect_hardware
+    from quantpress.core.inspect import open_model
+    from quantpress.core.memory import RuntimeConfig, vision_compute_bytes
+
+    folder = tiny_mm_model("gemma3-mm", mm_root)
+    plan = plan_conversion(open_model(folder), ["Q8_0"], tmp_path)
+    assert plan.mmproj is not None
+    compute = vision_compute_bytes({k: v for k, v, _ in plan.mmproj.metadata})
+    assert compute > 0
+    hw, cfg = detect_hardware(), RuntimeConfig(n_ctx=256)
+    with_mm = estimate(open_model(folder), hw, cfg, formats=["Q8_0"]).formats[0]
+    assert (with_mm.mmproj_bytes, with_mm.mmproj_compute_bytes) == (plan.mmproj.file_bytes, compute)
+    (result,) = convert(plan)
+    converted = estimate(open_model(result.output), hw, cfg, formats=["Q8_0"]).formats[0]  # the FILE row
+    assert (converted.mmproj_bytes, converted.mmproj_compute_bytes) == (plan.mmproj.file_bytes, compute)
+    Path(result.mmproj).unlink()
+    alone = estimate(open_model(result.output), hw, cfg, formats=["Q8_0"]).formats[0]
+    assert alone.mmproj_bytes == 0
+    assert converted.cpu_only_bytes - alone.cpu_only_bytes == plan.mmproj.file_bytes + compute
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["gemma3-mm-wide", "mistral3-mm-wide"])
+def test_vision_compute_formula_matches_clip_log(arch: str, mm_root: Path, tmp_path: Path) -> None:
+    """memory.vision_compute_bytes against the compute buffer clip.cpp logs when it loads a real-width
+    tower (one layer: the buffer does not depend on depth): within 1%."""
+    import llama_cpp
+    from quantpress.core.chat.vision import Projector
+    from quantpress.core.gguf.convert import convert
+    from quantpress.core.gguf.plan import plan_conversion
+    from quantpress.core.gguf.source import open_source
+    from quantpress.core.memory import vision_compute_bytes
+
+    plan = plan_conversion(open_source(tiny_mm_model(arch, mm_root)), ["Q8_0"], tmp_path)
+    (result,) = convert(plan)
+    llm = llama_cpp.Llama(result.output, n_ctx=256, n_threads=1, verbose=False)
+    try:
+        projector = Projector(llm, Path(result.mmproj), 1)
+        logged = projector.compute_bytes
+        projector.close()
+    finally:
+        llm.close()
+    assert plan.mmproj is not None
+    formula = vision_compute_bytes({k: v for k, v, _ in plan.mmproj.metadata})
+    assert abs(formula - logged) <= 0.01 * logged, (formula, logged)
