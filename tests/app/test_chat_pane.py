@@ -157,6 +157,12 @@ def test_image_is_attached_when_an_mmproj_sits_beside_the_model(qtbot, window, t
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy(result.output, alone)
-    _load(qtbot, pane, alone / Path(result.output).name)
+    gguf = alone / Path(result.output).name
+    pane.state.add_outputs([gguf])
+    pane.model_a.setCurrentIndex(pane.model_a.findData(str(gguf)))
+    tasks = pane.load(confirmed=True)  # the image conversation goes with the model replaced
+    with qtbot.waitSignals([t.finished for t in tasks], timeout=120000):
+        pass
+    assert pane.a.session is not None
     assert not pane.image_button.isEnabled()
     assert "no mmproj" in pane.image_button.toolTip()
