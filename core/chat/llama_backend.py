@@ -56,7 +56,9 @@ class LlamaCppBackend:
         self.image_problem = "" if self.mmproj else "no mmproj-*.gguf vision projector file beside the model"
         if self.mmproj is not None:
             try:
-                self.projector = Projector(self._llm, self.mmproj, settings.threads, use_gpu=bool(settings.gpu_layers))
+                # on the GPU when the model's layers are (the estimator counts it there too)
+                on_gpu = int(self._llm.model_params.n_gpu_layers) != 0
+                self.projector = Projector(self._llm, self.mmproj, settings.threads, use_gpu=on_gpu)
             except ModelLoadError as exc:
                 self.image_problem = str(exc)
 
