@@ -127,7 +127,7 @@ def test_ab_two_model_processes_answer_side_by_side(qtbot, window, demo_gguf) ->
     assert answers[0] == answers[1]  # the same file, temperature 0, seed 1
 
 
-def test_image_is_attached_when_an_mmproj_sits_beside_the_model(qtbot, window, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_image_is_attached_when_an_mmproj_sits_beside_the_model(qtbot, window, tmp_path, mm_root) -> None:  # type: ignore[no-untyped-def]
     """A quantpress-converted tiny Gemma 3 with its mmproj file: the Image… button is enabled, a sent
     image shows in the transcript and the model answers; the same model without the file says why not."""
     import shutil
@@ -140,7 +140,7 @@ def test_image_is_attached_when_an_mmproj_sits_beside_the_model(qtbot, window, t
 
     out = tmp_path / "out"
     out.mkdir()
-    (result,) = convert(plan_conversion(open_source(tiny_mm_model("gemma3-mm", tmp_path)), ["Q8_0"], out))
+    (result,) = convert(plan_conversion(open_source(tiny_mm_model("gemma3-mm", mm_root)), ["Q8_0"], out))
     image = write_png(tmp_path / "cat.png", np.random.default_rng(0).integers(0, 256, (32, 32, 3)))
     pane = window.chat_pane
     window.go_to("chat")

@@ -16,7 +16,7 @@ from tiny_mmproj import write_png
 
 
 @pytest.fixture(scope="module")
-def converted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def converted(tmp_path_factory: pytest.TempPathFactory, mm_root: Path) -> dict[str, Path]:
     """arch -> the Q8_0 text GGUF of the tiny wrapper, with quantpress's mmproj beside it."""
     from quantpress.core.gguf.convert import convert
     from quantpress.core.gguf.plan import plan_conversion
@@ -26,7 +26,7 @@ def converted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("vision_chat")
     out: dict[str, Path] = {}
     for arch in ("gemma3-mm", "mistral3-mm"):
-        plan = plan_conversion(open_source(tiny_mm_model(arch, root)), ["Q8_0"], root / arch)
+        plan = plan_conversion(open_source(tiny_mm_model(arch, mm_root)), ["Q8_0"], root / arch)
         (root / arch).mkdir()
         (result,) = convert(plan)
         assert Path(result.mmproj).is_file()

@@ -26,11 +26,6 @@ OUR_VALUES = ("general.name",)
 EXTRA_TENSORS = {"gemma3-mm": set(), "mistral3-mm": {"v.token_embd.img_break"}}
 
 
-@pytest.fixture(scope="module")
-def mm_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("tiny_mm")
-
-
 def _ours(folder: Path, out: Path, fmt: str) -> Path:
     config = json.loads((folder / "config.json").read_text())
     plan, warnings = plan_mmproj(folder, config["architectures"][0], config, folder.name, out, fmt)
