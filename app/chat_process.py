@@ -7,7 +7,7 @@ int4 torch kernels) ends that process, not the window.
     session.close()
 
 A :class:`ChatProcess` stands in for a ``core.chat.ChatSession`` (send, stop, rewind, clear,
-configure, memory, uses_fallback_template, close), so the chat pane drives both the same way. Its
+configure, memory, uses_fallback_template, image_problem, close), so the chat pane drives both the same way. Its
 blocking methods are called on the GUI's chat runner thread; only ``stop()`` is called from the GUI
 thread.
 
@@ -83,15 +83,16 @@ def _serve(conn: Any, stop_event: Any, path: str, settings: Any, parent_pid: int
     except BaseException as exc:  # noqa: BLE001 - everything must reach the parent
         error(exc)
         return
-    answer("ok", (session.memory(), session.uses_fallback_template))
+    answer("ok", (session.memory(), session.uses_fallback_template, session.image_problem))
     token = _EventToken(stop_event)
 
     def on_token(piece: str) -> None:
         answer("token", piece)
 
     handlers: dict[str, Callable[..., Any]] = {
-        "send": lambda text, rewind: (session.rewind() if rewind else None,
-                                      session.send(text, on_token=on_token, cancel=token))[1],
+        "send": lambda text, rewind, images=(): (session.rewind() if rewind else None,
+                                                 session.send(text, on_token=on_token, cancel=token,
+                                                              images=images))[1],
         "rewind": session.rewind,
         "clear": session.clear,
         "configure": lambda s: _configured(session, s),
@@ -128,6 +129,7 @@ class ChatProcess:
         self._stop = stop_event
         self._dead: str | None = None
         self.uses_fallback_template = False
+        self.image_problem = ""  # why images cannot be attached ("" when they can), as the child's session says
         self._memory: Any = None
 
     @classmethod
@@ -142,7 +144,7 @@ class ChatProcess:
         child.close()  # the parent keeps only its end: EOF on recv once the child is gone
         self = cls(Path(path), settings, parent, proc, stop_event)
         try:
-            self._memory, self.uses_fallback_template = self._answer(cancel=cancel, loading=True)
+            self._memory, self.uses_fallback_template, self.image_problem = self._answer(cancel=cancel, loading=True)
         except BaseException:
             self._kill()
             raise
@@ -158,9 +160,9 @@ class ChatProcess:
 
     # -- the ChatSession surface the pane uses ----------------------------------------------------
     def send(self, text: str, on_token: Callable[[str], None] | None = None, cancel: CancelToken = NEVER,
-             *, rewind: bool = False) -> Any:
+             *, rewind: bool = False, images: tuple[str, ...] = ()) -> Any:
         self._stop.clear()
-        return self._call("send", text, rewind, on_token=on_token, cancel=cancel)
+        return self._call("send", text, rewind, tuple(str(p) for p in images), on_token=on_token, cancel=cancel)
 
     def stop(self) -> None:
         """Stop the reply being generated (thread-safe): the child ends it before the next token."""

@@ -193,6 +193,9 @@ def awq_in_child(model: ModelInfo, choice: AwqChoice, request: ConversionRequest
 
 def describe_plan(plan: ConversionPlan) -> tuple[list[OutputView], int]:
     outputs = [OutputView(Path(o.path), o.format, int(o.file_bytes), dict(o.tensor_types)) for o in plan.outputs]
+    if plan.mmproj is not None:  # the vision projector written beside the model (multimodal wrappers)
+        mm = plan.mmproj
+        outputs.append(OutputView(Path(mm.path), f"mmproj {mm.format}", int(mm.file_bytes), dict(mm.tensor_types)))
     return outputs, sum(o.file_bytes for o in outputs)
 
 

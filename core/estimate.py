@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gguf.constants import Keys
 from quantpress.core import memory as mem
@@ -43,6 +44,9 @@ class Weights:
     tensors: tuple[tuple[str, tuple[int, ...], str, int], ...] = dataclasses.field(default=(), compare=False, repr=False)
     # bytes of the routed-expert tensors (ffn_*_exps) per block: what --n-cpu-moe keeps in RAM
     expert_layers: tuple[int, ...] = ()
+    # the vision projector (mmproj file beside the model) and clip.cpp's compute buffer for it
+    mmproj_bytes: int = 0
+    mmproj_compute_bytes: int = 0
 
     @property
     def total(self) -> int:
@@ -76,6 +80,10 @@ class FormatEstimate:
     runtime: str
     quality: str
     note: str = ""
+    # the vision projector: its file and compute buffer, counted in the totals (on the GPU when layers
+    # are offloaded, as the chat loads it; in RAM otherwise); 0 without an mmproj planned or beside the file
+    mmproj_bytes: int = 0
+    mmproj_compute_bytes: int = 0
     # Mixture-of-experts models: the "GPU + experts in RAM" placement, llama.cpp's --n-cpu-moe N
     # (every layer offloaded, the routed experts of the first N layers kept in RAM) with the
     # smallest N that fits, and its RAM/VRAM. -1: not a MoE model, no GPU, or no N fits.
@@ -176,9 +184,31 @@ def _plan_weights(model: ModelInfo, names: Sequence[str]) -> tuple[dict[str, Wei
         # the plan's cautions (an already quantized source, ...) are the estimate's too: the Fit pane shows them
         warnings += [w for w in plan.warnings if w not in warnings]
         shapes = {t.name: t.shape for t in plan.tensors}
+        vision = _planned_vision(plan)
         for o in plan.outputs:
-            out[o.format] = _output_weights(model, shapes, o.tensor_types, o.file_bytes, o.metadata_bytes)
+            w = _output_weights(model, shapes, o.tensor_types, o.file_bytes, o.metadata_bytes)
+            out[o.format] = dataclasses.replace(w, mmproj_bytes=vision[0], mmproj_compute_bytes=vision[1])
     return out, warnings
+
+
+def _planned_vision(plan: Any) -> tuple[int, int]:
+    """(file bytes, compute bytes) of a plan's vision projector, (0, 0) without one."""
+    mm = getattr(plan, "mmproj", None)
+    if mm is None:
+        return 0, 0
+    return mm.file_bytes, mem.vision_compute_bytes({k: v for k, v, _ in mm.metadata})
+
+
+def _vision_beside(path: Path) -> tuple[int, int]:
+    """(file bytes, compute bytes) of the mmproj file the chat would load beside a GGUF, (0, 0) without one."""
+    from quantpress.core.chat.vision import find_mmproj
+    from quantpress.core.gguf.reader import open_gguf
+
+    mm = find_mmproj(path)
+    if mm is None:
+        return 0, 0
+    with open_gguf(mm) as g:
+        return mm.stat().st_size, mem.vision_compute_bytes(g.metadata)
 
 
 def _output_weights(model: ModelInfo, shapes: dict[str, tuple[int, ...]], types: dict[str, str], file_bytes: int,
@@ -226,8 +256,9 @@ def _file_weights(model: ModelInfo) -> Weights:
     file_bytes = path.stat().st_size
     data = sum(sizes.values())
     typed = tuple((t.name, t.shape, t.dtype, t.n_bytes) for t in model.tensors)
+    vision = _vision_beside(path)
     return Weights(layers, inp, outb, file_bytes, max(0, file_bytes - data), True, typed,
-                   _expert_layers(model, sizes))
+                   _expert_layers(model, sizes), *vision)
 
 
 def _other_weights(model: ModelInfo, fmt: Format) -> Weights:
@@ -292,7 +323,8 @@ def _cpu_only(c: _Ctx, w: Weights) -> tuple[int, int, int]:
     over = mem.cpu_overhead_bytes(c.model, w.metadata_bytes, c.n_merges)
     rl, ro = _repack(c.model, w, c.cpu_flags)
     over += sum(rl) + ro
-    return _unique(c.model, w) + mem.kv_cache_bytes(c.model, c.cfg) + comp + over, comp, over
+    vision = w.mmproj_bytes + w.mmproj_compute_bytes
+    return _unique(c.model, w) + mem.kv_cache_bytes(c.model, c.cfg) + comp + over + vision, comp, over
 
 
 def _unique(model: ModelInfo, w: Weights) -> int:
@@ -322,7 +354,8 @@ def _gpu_layers(c: _Ctx, w: Weights, n_gpu: int) -> Placement:
     ram += sum(rl[i] for i in cpu_range) + (0 if full else ro)
     ram += mem.cpu_overhead_bytes(model, w.metadata_bytes, c.n_merges)
     ram += (model.hidden_size * cfg.ubatch * 4) if full else comp.resident  # CPU-side graph (inputs; CPU layers)
-    return Placement(ram, vram)
+    vision = w.mmproj_bytes + w.mmproj_compute_bytes  # the chat puts it on the GPU when layers are offloaded
+    return Placement(ram + (0 if n_gpu else vision), vram + (vision if n_gpu else 0))
 
 
 def _experts_in_ram(c: _Ctx, w: Weights, n_cpu_moe: int) -> Placement:
@@ -436,7 +469,8 @@ def _gguf_estimate(c: _Ctx, fmt_name: str, fmt: Format | None, w: Weights, hw: H
         vram_bytes=place.vram_bytes, fit=fit, gpu_layers=n_gpu, max_context_on_gpu=_max_context(c, w, hw),
         runtime=fmt.runtime if fmt else "llama.cpp", quality=fmt.quality if fmt else "as stored in the file",
         note=note, cpu_moe_layers=moe[0] if moe else -1, cpu_moe_ram_bytes=moe[1].ram_bytes if moe else 0,
-        cpu_moe_vram_bytes=moe[1].vram_bytes if moe else 0)
+        cpu_moe_vram_bytes=moe[1].vram_bytes if moe else 0, mmproj_bytes=w.mmproj_bytes,
+        mmproj_compute_bytes=w.mmproj_compute_bytes)
 
 
 def _other_estimate(c: _Ctx, fmt: Format, hw: Hardware) -> FormatEstimate:

@@ -12,8 +12,9 @@ off, logits for the last token only, one sequence, mmap on.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 from quantpress.core.errors import InvalidInput
@@ -259,3 +260,33 @@ def cpu_overhead_bytes(model: ModelInfo, metadata_bytes: int, n_merges: int) -> 
     """Everything besides weights, KV and compute on a CPU run: the mapped GGUF header (tokens,
     merges, chat template are read at load), tokenizer structures, fixed process cost."""
     return metadata_bytes + tokenizer_bytes(model, n_merges) + output_buffer_bytes(model) + CPU_FIXED_BYTES
+
+
+# clip.cpp (llama.cpp tools/mtmd) reserves the projector's compute buffer once, at load, by building the
+# graph of a warm-up image: image_size² for fixed-size towers (Gemma 3's SigLIP), and for Pixtral
+# (dynamic resolution) the image of 256 merged tokens, set_warmup_n_tokens(256): 16 * patch * merge px.
+VISION_WARMUP_TOKENS = 256
+# Per-token live activations of the peak (FFN) phase, in floats: the FFN's hidden width times the
+# tensors alive at once (GELU MLP: 1, SwiGLU gate/up/product: 3) plus residual and normed input (2 x
+# n_embd). Fitted on clip.cpp's logged "compute buffer size" with flash attention (its default where the
+# backend has it: CPU, CUDA), measured on real-width one-layer towers (tests/tiny_models.py *-wide):
+# Gemma 3 SigLIP-so400m 103.81 MiB logged vs 103.25 formula (-0.5%), Mistral Small 3.1 Pixtral 58.31 vs
+# 58.30 MiB; the tiny test towers (<5 MiB) are off by up to 10%, as fixed graph costs dominate there.
+VISION_FFN_TENSORS = {"gemma3": 1, "pixtral": 3}
+
+
+def vision_compute_bytes(clip: Mapping[str, Any]) -> int:
+    """Compute buffer of an mmproj projector from its ``clip.*`` metadata (0 for a projector type
+    whose graph is not modelled here). Depth does not matter: ggml-alloc reuses one layer's memory."""
+    kind = str(clip.get("clip.projector_type", ""))
+    if kind not in VISION_FFN_TENSORS:
+        return 0
+    patch = int(clip["clip.vision.patch_size"])
+    n_embd, n_ff = int(clip["clip.vision.embedding_length"]), int(clip["clip.vision.feed_forward_length"])
+    if kind == "pixtral":
+        side = int(VISION_WARMUP_TOKENS ** 0.5) * patch * int(clip.get("clip.vision.spatial_merge_size", 1))
+        image = 3 * side * side  # the F32 input image stays live through the graph (Pixtral's measured fit)
+    else:
+        side, image = int(clip["clip.vision.image_size"]), 0
+    n_pos = (side // patch) ** 2
+    return 4 * (image + n_pos * (VISION_FFN_TENSORS[kind] * n_ff + 2 * n_embd))

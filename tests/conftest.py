@@ -19,3 +19,10 @@ def demo_model_dir() -> Path:
     from quantpress.core.demo import ensure_demo_model
 
     return ensure_demo_model()
+
+
+@pytest.fixture(scope="session")
+def mm_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tiny multimodal wrappers of tests/tiny_mmproj.py are built, once per session (the
+    mmproj, image chat and Chat pane tests share them)."""
+    return tmp_path_factory.mktemp("tiny_mm")

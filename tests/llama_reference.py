@@ -27,12 +27,13 @@ def vendored_llama_cpp() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-def reference_gguf(folder: Path, out: Path, outtype: str = "f32") -> Path:
-    """Convert the HF ``folder`` with llama.cpp's converter to ``out``."""
+def reference_gguf(folder: Path, out: Path, outtype: str = "f32", *, mmproj: bool = False) -> Path:
+    """Convert the HF ``folder`` with llama.cpp's converter to ``out`` (``mmproj``: the vision projector
+    file its ``--mmproj`` writes, instead of the text model)."""
     vendor = vendored_llama_cpp()
     env = {**os.environ, "PYTHONPATH": str(vendor / "gguf-py"), "NO_LOCAL_GGUF": ""}
     cmd = [sys.executable, str(vendor / "convert_hf_to_gguf.py"), str(folder), "--outtype", outtype,
-           "--outfile", str(out)]
+           "--outfile", str(out)] + (["--mmproj"] if mmproj else [])
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, check=False)
     if res.returncode:
         raise RuntimeError(f"llama.cpp's converter failed on {folder.name}: {res.stderr[-3000:]}")

@@ -204,6 +204,28 @@ FAMILY_SPECS: dict[str, TinySpec] = {
         tie_word_embeddings=True), "smollm2", "bfloat16", extra={"model_class": "Qwen3VLForConditionalGeneration"}),
 }
 FAMILY_ARCHS: tuple[str, ...] = tuple(FAMILY_SPECS)
+# Multimodal wrappers for the mmproj checks (tests/tiny_mmproj.py adds the Hub files). Mistral 3 with
+# three vision layers: llama.cpp's converter maps the projector's linear_1/linear_2 through its
+# per-block table ("multi_modal_projector.linear_{bid}"), so a one-layer tower cannot map linear_2.
+MM_SPECS: dict[str, TinySpec] = {
+    "mistral3-mm": TinySpec("Mistral3Config", dict(FAMILY_SPECS["mistral3"].config,
+                                                   vision_config=dict(_SIGLIP, model_type="pixtral", head_dim=32,
+                                                                      num_hidden_layers=3)),
+                            "spm", "bfloat16", extra={"model_class": "Mistral3ForConditionalGeneration"}),
+    # Real-width towers with one layer (llama.cpp's vision compute buffer depends on widths and image
+    # size, not on depth): Gemma 3's SigLIP-so400m (896 px, patch 14, 256 image tokens) and Mistral
+    # Small 3.1's Pixtral (1024 wide, patch 14, merge 2), for measuring the estimator's compute term.
+    "gemma3-mm-wide": TinySpec("Gemma3Config", dict(
+        FAMILY_SPECS["gemma3-mm"].config, mm_tokens_per_image=256,
+        vision_config=dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=1, num_attention_heads=16,
+                           image_size=896, patch_size=14, vision_use_head=False)),
+        "spm", "bfloat16", extra={"model_class": "Gemma3ForConditionalGeneration", "seed": 1}),
+    "mistral3-mm-wide": TinySpec("Mistral3Config", dict(
+        FAMILY_SPECS["mistral3"].config,
+        vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=1, num_attention_heads=16,
+                           image_size=1540, patch_size=14, model_type="pixtral", head_dim=64)),
+        "spm", "bfloat16", extra={"model_class": "Mistral3ForConditionalGeneration"}),
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,7 +337,7 @@ def build_tiny_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
     import torch
     import transformers
 
-    spec = {**SPECS, **MOE_SPECS, **FAMILY_SPECS}[arch]
+    spec = {**SPECS, **MOE_SPECS, **FAMILY_SPECS, **MM_SPECS}[arch]
     folder.mkdir(parents=True)
     if spec.tokenizer.startswith("smollm2"):
         ids = _copy_smollm2_tokenizer(folder, GLM_SPECIALS if spec.tokenizer == "smollm2-glm" else ())

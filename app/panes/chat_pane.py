@@ -55,10 +55,12 @@ def _load_job(path: Path, chat_settings: Any) -> Any:
     return job
 
 
-def _send_job(session: Any, text: str, rewind: bool) -> Any:
+def _send_job(session: Any, text: str, rewind: bool, images: tuple[str, ...] = ()) -> Any:
     def job(*, report: Any, cancel: Any, stream: Any) -> Any:
         if rewind:
             session.rewind()
+        if images:  # only a session that takes images is given any (_ask checks)
+            return session.send(text, on_token=stream, cancel=cancel, images=images)
         return session.send(text, on_token=stream, cancel=cancel)
 
     return job
@@ -136,6 +138,8 @@ class ChatPane(Pane):
         self.b = ChatSide("B")
         self.tasks: dict[Task, ChatSide] = {}
         self.last_prompt = ""
+        self.last_images: tuple[str, ...] = ()
+        self.images: tuple[str, ...] = ()  # attached to the next message
         self._build()
         state.outputs_changed.connect(self.refresh_models)
         state.model_changed.connect(self._on_model)
@@ -187,8 +191,12 @@ class ChatPane(Pane):
         self.clear_button = QPushButton(icon("clear"), "Clear")
         self.clear_button.setToolTip("Start a new conversation")
         self.clear_button.clicked.connect(self.clear)
-        for b in (self.send_button, self.stop_button, self.regen_button, self.clear_button):
+        self.image_button = QPushButton(icon("file"), "Image…")
+        self.image_button.clicked.connect(self._attach_image)
+        self.image_label = QLabel("")
+        for b in (self.send_button, self.stop_button, self.regen_button, self.clear_button, self.image_button):
             buttons.addWidget(b)
+        buttons.addWidget(self.image_label)
         buttons.addStretch(1)
         cl.addLayout(buttons)
         splitter.addWidget(center)
@@ -363,6 +371,27 @@ class ChatPane(Pane):
         side.memory_line = memory_text(memory)
         side.stats.setText(side.memory_line)
         self.banner.clear()  # a stale "Load a model first" no longer applies
+        self._update_buttons()
+
+    def image_problem(self) -> str:
+        """Why no image can be attached now ("" when every loaded model takes images: a GGUF with an
+        mmproj file beside it that llama.cpp loaded)."""
+        sides = [s for s in self.sides() if s.session is not None]
+        if not sides:
+            return "load a model first"
+        return "; ".join(f"model {s.name}: {s.session.image_problem}" for s in sides
+                         if getattr(s.session, "image_problem", "this runtime takes no images"))
+
+    @Slot()
+    def _attach_image(self) -> None:
+        if self.images:  # the button removes an attached image
+            self.images = ()
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, "Attach an image", str(settings.get("last_file_dir")),
+                                                  "Images (*.png *.jpg *.jpeg *.bmp *.gif)")
+            if path:
+                self.images = (path,)
+        self._update_buttons()
 
     def _unload_side(self, side: ChatSide) -> None:
         session, side.session = side.session, None
@@ -406,9 +435,11 @@ class ChatPane(Pane):
         text = self.input.toPlainText().strip()
         if not text:
             return []
-        tasks = self._ask(text, rewind=False)
+        tasks = self._ask(text, rewind=False, images=self.images)
         if tasks:
             self.input.clear()
+            self.images = ()
+            self._update_buttons()
         return tasks
 
     @Slot()
@@ -418,9 +449,9 @@ class ChatPane(Pane):
         for side in self.sides():
             if len(side.turns) >= 2 and side.turns[-1][0] == "assistant":
                 side.turns = side.turns[:-2]
-        return self._ask(self.last_prompt, rewind=True)
+        return self._ask(self.last_prompt, rewind=True, images=self.last_images)
 
-    def _ask(self, text: str, rewind: bool) -> list[Task]:
+    def _ask(self, text: str, rewind: bool, images: tuple[str, ...] = ()) -> list[Task]:
         sides = [s for s in self.sides() if s.session is not None]
         if not sides:
             self.banner.show_message("Load a model first (pick a file above and press Load).", "info")
@@ -432,13 +463,17 @@ class ChatPane(Pane):
             return []
         if self.busy():
             return []
-        self.last_prompt = text
+        if images and self.image_problem():
+            self.banner.show_message(f"Images cannot be sent: {self.image_problem()}.", "info")
+            return []
+        self.last_prompt, self.last_images = text, images
+        shown = "".join(f"[image: {Path(p).name}]\n\n" for p in images) + text
         tasks = []
         for side in sides:
-            side.turns.append(("user", text))
+            side.turns.append(("user", shown))
             side.streaming = ""
             side.render()
-            task = self.runner(side).submit(f"chat {side.name}", _send_job(side.session, text, rewind),
+            task = self.runner(side).submit(f"chat {side.name}", _send_job(side.session, text, rewind, images),
                                             streaming=True)
             self._track(task, side)
             task.streamed.connect(self._on_stream)
@@ -556,6 +591,13 @@ class ChatPane(Pane):
         self.send_button.setEnabled(not busy)
         self.regen_button.setEnabled(not busy)
         self.stop_button.setEnabled(busy)
+        problem = self.image_problem()
+        self.image_button.setEnabled(not busy and (not problem or bool(self.images)))
+        self.image_button.setText("Remove image" if self.images else "Image…")
+        self.image_button.setToolTip(
+            "Attach an image to the next message (the model's mmproj vision projector file sits beside it)"
+            if not problem else f"No images: {problem}")
+        self.image_label.setText(", ".join(Path(p).name for p in self.images))
 
 
 def quality_order(path: Path) -> tuple[int, str]:

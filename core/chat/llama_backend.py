@@ -17,6 +17,8 @@ from typing import Any
 from quantpress.core.chat.llama_loader import kv_cache_bytes, open_llama
 from quantpress.core.chat.template import ChatTemplate
 from quantpress.core.chat.types import ChatSettings, MemoryUse, Message, Reply, ReplyStats, TokenCallback
+from quantpress.core.chat.vision import IMAGE_TOKEN, Projector, find_mmproj, image_bytes
+from quantpress.core.errors import InvalidInput, ModelLoadError
 from quantpress.core.jobs import NEVER, CancelToken
 from quantpress.core.validate import non_finite_output
 
@@ -48,6 +50,18 @@ class LlamaCppBackend:
             eos_token=model.token_get_text(eos) if eos >= 0 else "",
         )
         self._add_bos = self._wants_bos()
+        self.projector: Projector | None = None
+        self._pending: tuple[list[int], Any] | None = None  # an image prompt's tokens and its mtmd chunks
+        self.mmproj = find_mmproj(self.path)
+        # why images cannot be attached ("" when they can): the GUI says it as it is
+        self.image_problem = "" if self.mmproj else "no mmproj-*.gguf vision projector file beside the model"
+        if self.mmproj is not None:
+            try:
+                # on the GPU when the model's layers are (the estimator counts it there too)
+                on_gpu = int(self._llm.model_params.n_gpu_layers) != 0
+                self.projector = Projector(self._llm, self.mmproj, settings.threads, use_gpu=on_gpu)
+            except ModelLoadError as exc:
+                self.image_problem = str(exc)
 
     @property
     def uses_fallback_template(self) -> bool:
@@ -59,10 +73,26 @@ class LlamaCppBackend:
         return bool(llama_cpp.llama_vocab_get_add_bos(self._llm._model.vocab))
 
     def encode_chat(self, messages: Sequence[Message]) -> list[int]:
+        images = [img for m in messages for img in m.images]
+        if images and self.projector is None:
+            raise InvalidInput(f"This model cannot take images: {self.image_problem}.")
+        if self.projector is not None and images:  # one media marker per image, before the message's text
+            marker = self.projector.marker
+            messages = [Message(m.role, "".join(marker + "\n" for _ in m.images) + m.content) for m in messages]
         rendered = self._template.render(messages)
         self._stop_strings = rendered.stop_strings
         add_bos = self._add_bos and not rendered.includes_bos
-        return list(self._llm.tokenize(rendered.text.encode("utf-8"), add_bos=add_bos, special=True))
+        if self.projector is None or not images:
+            return list(self._llm.tokenize(rendered.text.encode("utf-8"), add_bos=add_bos, special=True))
+        chunks, tokens = self.projector.tokenize(rendered.text, [image_bytes(p) for p in images], add_bos)
+        self._drop_pending()
+        self._pending = (tokens, chunks)
+        return tokens
+
+    def _drop_pending(self) -> None:
+        if self._pending is not None and self.projector is not None:
+            self.projector.free_chunks(self._pending[1])
+        self._pending = None
 
     def generate(
         self,
@@ -83,8 +113,14 @@ class LlamaCppBackend:
         text, n_text_tokens, n_sampled, finish = "", 0, 0, "length"
         t_start = time.perf_counter()
         t_first = t_last = t_start
+        prompt = list(prompt_tokens)
+        if IMAGE_TOKEN in prompt:  # encode the images and fill the cache; generate() then finds it all cached
+            if self._pending is None or self._pending[0] != prompt or self.projector is None:
+                raise InvalidInput("this image prompt was not prepared by encode_chat; send the message again")
+            prompt = self.projector.prefill(llm, self._pending[1])
+            self._drop_pending()
         tokens = llm.generate(
-            list(prompt_tokens),
+            prompt,
             top_k=settings.top_k,
             top_p=settings.top_p,
             min_p=0.0,
@@ -141,6 +177,10 @@ class LlamaCppBackend:
         return self._llm
 
     def close(self) -> None:
+        self._drop_pending()
+        if self.projector is not None:  # before the model it was bound to
+            self.projector.close()
+            self.projector = None
         llm, self._llm = self._llm, None
         if llm is not None:
             llm.close()

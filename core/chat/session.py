@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from quantpress.core.chat.backend import ChatBackend, load_backend
@@ -60,6 +61,12 @@ class ChatSession:
         """True when the model has no usable chat template and a plain one is used (say so in the UI)."""
         return self.backend.uses_fallback_template
 
+    @property
+    def image_problem(self) -> str:
+        """Why images cannot be attached to a message ("" when they can: a GGUF whose mmproj file
+        llama.cpp loaded)."""
+        return str(getattr(self.backend, "image_problem", "this runtime takes no images (GGUF with mmproj only)"))
+
     def memory(self) -> MemoryUse:
         return self.backend.memory()
 
@@ -92,17 +99,21 @@ class ChatSession:
         self.backend.close()
 
     # -- talking ----------------------------------------------------------------------------
-    def send(self, text: str, on_token: TokenCallback | None = None, cancel: CancelToken = NEVER) -> Reply:
-        """Add a user message, generate the reply (streamed through ``on_token``), keep both.
+    def send(self, text: str, on_token: TokenCallback | None = None, cancel: CancelToken = NEVER,
+             images: Sequence[str | Path] = ()) -> Reply:
+        """Add a user message (with ``images``: image files, for a GGUF with an mmproj file beside it),
+        generate the reply (streamed through ``on_token``), keep both.
 
         A stopped reply is kept as far as it got, so the next turn sees it."""
         if not text.strip():
             raise InvalidInput("The message is empty.")
+        if images and self.image_problem:
+            raise InvalidInput(f"This model cannot take images: {self.image_problem}.")
         token = CancelToken()
         with self._lock:
             self._cancel = token
         try:
-            history = [*self._history, Message(Role.USER, text)]
+            history = [*self._history, Message(Role.USER, text, tuple(str(p) for p in images))]
             prompt, dropped = self._fit(history)
             room = self.backend.ctx_tokens - len(prompt)
             reply = self.backend.generate(

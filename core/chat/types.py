@@ -24,6 +24,7 @@ class Role(str, enum.Enum):
 class Message:
     role: Role
     content: str
+    images: tuple[str, ...] = ()  # image files shown with this (user) message, before its text
 
 
 class KVCacheType(str, enum.Enum):

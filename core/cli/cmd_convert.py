@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--token-embedding-type", help="type for token_embd.weight, e.g. Q6_K")
     p.add_argument("--tensor-type", action="append", default=[], metavar="REGEX=TYPE",
                    help="per-tensor override, repeatable; first match wins, e.g. 'ffn_down=Q6_K'")
+    p.add_argument("--mmproj", type=str.upper, choices=("F16", "Q8_0", "NONE"), default="F16",
+                   help="for a multimodal wrapper (Gemma 3, Mistral 3): the vision projector's type, written as "
+                        "mmproj-NAME-TYPE.gguf beside the model for llama.cpp's image chat (default F16), or none")
     p.add_argument("--dry-run", action="store_true", help="show the plan (types, exact sizes) and stop")
     p.add_argument("--save-plan", type=Path, metavar="FILE", help="also write the plan as JSON")
     p.add_argument("--json", action="store_true", help="print one JSON object per output")
@@ -86,7 +89,7 @@ def request_from_args(args: argparse.Namespace) -> ConversionRequest:
     else:
         kind, path = CalibrationKind.FILE, args.calibration
     return ConversionRequest(tuple(args.formats), args.out, kind, path, _overrides(args), args.policy,
-                             args.engine, args.threads)
+                             args.engine, args.threads, args.mmproj)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print_json([{"output": o.path, "format": o.format, "file_bytes": o.file_bytes,
                          "tensor_types": o.tensor_types} | ({"target": plan.target} if plan.target else {})
+                        | ({"mmproj": plan.mmproj.path, "mmproj_bytes": plan.mmproj.file_bytes} if plan.mmproj else {})
                         for o in plan.outputs])
         else:
             print(plan.describe())
@@ -133,9 +137,13 @@ def run(args: argparse.Namespace) -> int:
             on = f"  calibrated on {r.calibration_device}" if r.calibration_device else ""
             print(f"{r.format:7s} {format_bytes(r.file_bytes):>11s}  {r.seconds:6.1f} s  "
                   f"peak RSS {format_bytes(r.peak_rss_bytes)}  {r.output}{on}")
+        if plan.mmproj is not None:
+            print(f"{'mmproj':7s} {format_bytes(plan.mmproj.file_bytes):>11s}  vision projector "
+                  f"({plan.mmproj.format})  {plan.mmproj.path}")
     else:
         for r in results:  # JSON lines: one object per output
             print(json.dumps({"output": r.output, "format": r.format, "file_bytes": r.file_bytes,
                               "seconds": r.seconds, "peak_rss_bytes": r.peak_rss_bytes,
-                              "calibration_device": r.calibration_device or None}), flush=True)
+                              "calibration_device": r.calibration_device or None, "mmproj": r.mmproj or None}),
+                  flush=True)
     return 0

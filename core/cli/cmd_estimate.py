@@ -68,6 +68,10 @@ def run(args: argparse.Namespace) -> int:
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, *rows]:
         print("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
+    vision = next((e for e in est.formats if e.mmproj_bytes), None)
+    if vision is not None:
+        print(f"\nvision projector (mmproj): file {format_bytes(vision.mmproj_bytes)} + compute "
+              f"{format_bytes(vision.mmproj_compute_bytes)}, counted in each GGUF row's total")
     moe = [e for e in est.formats if e.cpu_moe_layers > 0]
     if moe:
         print("\nGPU + experts in RAM (llama.cpp --n-cpu-moe N: the routed experts of the first N layers in RAM):")

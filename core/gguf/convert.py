@@ -25,6 +25,7 @@ from quantpress.core.disk import DiskFree, require_free_space
 from quantpress.core.errors import InvalidInput, InvalidModel, NotEnoughDiskSpace
 from quantpress.core.eta import CALIBRATION_COST, IMPORTANCE_COST, Stage, StagedProgress, write_cost
 from quantpress.core.gguf import layout
+from quantpress.core.gguf.mmproj import write_mmproj
 from quantpress.core.gguf.plan import (
     CalibrationKind,
     ConversionPlan,
@@ -56,6 +57,7 @@ class ConversionResult:
     calibration_tokens: int = 0
     warnings: tuple[str, ...] = ()
     calibration_device: str = ""  # where the calibration pass ran ("cpu", "cuda"); "" when none ran
+    mmproj: str = ""  # the vision projector file written beside the model (multimodal wrappers), "" when none
 
 
 def peak_rss_bytes() -> int:
@@ -74,6 +76,8 @@ def check_outputs(plan: ConversionPlan) -> None:
     for path in paths:
         check_output_file(path, [source], what="converted file")
         check_output_file(path.with_name(path.name + ".json"), [source], what="sidecar")
+    if plan.mmproj is not None:
+        check_output_file(Path(plan.mmproj.path), [source], what="vision projector file")
     if len(set(paths)) != len(paths):
         raise InvalidInput("two formats of this conversion would write the same file; give --out a folder")
 
@@ -88,6 +92,9 @@ def preflight(plan: ConversionPlan, disk_free: DiskFree | None = None) -> None:
         if not folder.is_dir():
             raise InvalidInput(f"{folder}: output folder does not exist")
         need[folder] = need.get(folder, 0) + o.file_bytes
+    if plan.mmproj is not None:
+        folder = Path(plan.mmproj.path).parent
+        need[folder] = need.get(folder, 0) + plan.mmproj.file_bytes
     for folder, n in need.items():
         require_free_space(folder, n, what="the output", disk_free=disk_free, margin=DISK_MARGIN_BYTES,
                            advice="Free some space or choose another output folder.")
@@ -304,12 +311,16 @@ def convert(plan: ConversionPlan, *, report: Report = ignore, cancel: CancelToke
             out.f.close()
             if out.written != out.plan.file_bytes:  # the plan's promise; never ship a wrong file
                 raise RuntimeError(f"{out.final.name}: wrote {out.written} bytes, plan said {out.plan.file_bytes}")
+        if plan.mmproj is not None:  # small (a tower of ~0.4B parameters at most): written after the model
+            report(Progress("convert", 1.0, f"vision projector {Path(plan.mmproj.path).name}"))
+            write_mmproj(plan.mmproj, Path(plan.local_path or plan.source), plan.config, cancel=cancel)
         seconds = time.monotonic() - t0
         results = []
         for out in outputs:
             os.replace(out.tmp, out.final)
             res = ConversionResult(str(out.final), out.plan.format, out.written, seconds, peak_rss_bytes(),
-                                   n_tokens, plan.warnings, calibration_device)
+                                   n_tokens, plan.warnings, calibration_device,
+                                   plan.mmproj.path if plan.mmproj is not None else "")
             _write_sidecar(plan, out.plan, res)
             results.append(res)
         report(Progress("convert", 1.0, "done", plan.source_bytes, plan.source_bytes, 0.0))

@@ -34,6 +34,7 @@ from quantpress.core.gguf.arch import (
     spec_for_hf_class,
 )
 from quantpress.core.gguf.mixes import MIXES, MixContext, Policy, llama_order, tensor_types
+from quantpress.core.gguf.mmproj import MmprojPlan, plan_mmproj
 from quantpress.core.gguf.source import (
     TensorPlan,
     list_hf_tensors,
@@ -140,6 +141,8 @@ class ConversionPlan:
     warnings: tuple[str, ...] = ()
     config: dict[str, Any] = field(default_factory=dict, repr=False)
     target: TargetSummary | None = None  # set when the types were chosen for a target (MIXED output)
+    # the vision projector file written beside the model (multimodal wrappers; core/gguf/mmproj.py)
+    mmproj: MmprojPlan | None = None
 
     def __post_init__(self) -> None:  # saved plans and older callers give plain strings
         object.__setattr__(self, "policy", Policy.parse(self.policy, "policy"))
@@ -168,6 +171,7 @@ class ConversionPlan:
         d["calibration"] = Calibration(**(d.get("calibration") or {}))
         d["warnings"] = tuple(d.get("warnings", ()))
         d["target"] = TargetSummary(**d["target"]) if d.get("target") else None
+        d["mmproj"] = MmprojPlan.from_dict(d["mmproj"]) if d.get("mmproj") else None
         return cls(**d)
 
     @classmethod
@@ -188,6 +192,9 @@ class ConversionPlan:
                 counts[t] = counts.get(t, 0) + 1
             mix = ", ".join(f"{k}×{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
             lines.append(f"  {o.format:7s} {o.file_bytes:>14,d} B  {o.path}  [{mix}]")
+        if self.mmproj is not None:
+            lines.append(f"  {'mmproj':7s} {self.mmproj.file_bytes:>14,d} B  {self.mmproj.path}  "
+                         f"[vision projector, {self.mmproj.format}]")
         if self.target is not None:
             tg = self.target
             lines.append(f"  target {tg.label}: budget {tg.budget_bytes:,} B"
@@ -375,11 +382,12 @@ def _output_paths(model: ModelInfo, name: str, formats: Sequence[str], out: Path
 def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None = None, *,
                     imatrix: str | Path | None = None, calibration: str | Path | None = None,
                     overrides: Overrides = Overrides(), policy: Policy | str = Policy.QUANTPRESS, threads: int = 0,
-                    engine: QuantEngine | str = QuantEngine.AUTO) -> ConversionPlan:
+                    engine: QuantEngine | str = QuantEngine.AUTO, mmproj: str = "F16") -> ConversionPlan:
     """Plan converting ``model`` to each of ``formats`` (see module docstring); ``engine``: see
     ENGINE_CHOICES. Importance: ``imatrix`` (a llama.cpp file) or ``calibration``: "default" (built-in
     text), a .txt/.jsonl path, "none" (plain rounding), or "weights" (estimated from the weights; what
-    None means)."""
+    None means). ``mmproj``: the vision projector's type (F16, Q8_0) for a multimodal wrapper llama.cpp
+    has a projector for, written as ``mmproj-<name>-<type>.gguf`` beside the first output; "none" skips it."""
     formats = [f.upper() for f in formats]
     if not formats:
         raise InvalidInput("choose at least one format, e.g. Q4_K_M")
@@ -446,7 +454,12 @@ def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None =
         outputs.append(OutputPlan(str(path), fmt, types, total, len(head)))
     if len({o.path for o in outputs}) != len(outputs):
         raise InvalidInput("two outputs would be written to the same file")
-    return dataclasses.replace(base, outputs=tuple(outputs))
+    projector, warnings = None, base.warnings
+    if mmproj.lower() != "none" and model.kind != SourceKind.GGUF and model.local_path is not None:
+        projector, more = plan_mmproj(Path(model.local_path), _hf_class(model, config), config, name,
+                                      Path(outputs[0].path).parent, mmproj)
+        warnings += more
+    return dataclasses.replace(base, outputs=tuple(outputs), mmproj=projector, warnings=warnings)
 
 
 def _calibration(imatrix: str | Path | None, calibration: str | Path | None) -> Calibration:

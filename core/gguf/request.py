@@ -24,7 +24,7 @@ _NEEDS_FILE = {CalibrationKind.FILE: "the calibration text file", CalibrationKin
 class ConversionRequest:
     """Formats, where to write (None: ``default_output_dir`` of the model), where importance comes
     from (a kind, plus a file for FILE and IMATRIX), per-tensor overrides, the fallback policy, the
-    quantizer and the thread count (0 = all cores)."""
+    quantizer, the thread count (0 = all cores) and the vision projector's type."""
 
     formats: tuple[str, ...]
     out: Path | None = None
@@ -34,6 +34,7 @@ class ConversionRequest:
     policy: Policy = Policy.QUANTPRESS
     engine: QuantEngine = QuantEngine.AUTO
     threads: int = 0
+    mmproj: str = "F16"  # the vision projector's type for a multimodal wrapper (F16, Q8_0), or "none"
 
     def __post_init__(self) -> None:  # argparse and older callers pass plain strings
         object.__setattr__(self, "formats", tuple(f.upper() for f in self.formats))
@@ -45,7 +46,7 @@ class ConversionRequest:
         """The plan for ``model`` (pure: config, tokenizer and headers only); InvalidInput for a
         calibration kind that needs a file when none was chosen."""
         return plan_conversion(model, self.formats, self.out, **self.importance(), overrides=self.overrides,
-                               policy=self.policy, threads=self.threads, engine=self.engine)
+                               policy=self.policy, threads=self.threads, engine=self.engine, mmproj=self.mmproj)
 
     def importance(self) -> dict[str, str | Path | None]:
         """The planners' ``imatrix`` and ``calibration`` arguments for this request (plan_conversion's, and

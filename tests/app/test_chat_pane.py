@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def _load(qtbot, pane, gguf):  # type: ignore[no-untyped-def]
     pane.state.add_outputs([gguf])
@@ -126,3 +128,44 @@ def test_ab_two_model_processes_answer_side_by_side(qtbot, window, demo_gguf) ->
     answers = [side.turns[-1] for side in (pane.a, pane.b)]
     assert all(role == "assistant" and text.strip() for role, text in answers)
     assert answers[0] == answers[1]  # the same file, temperature 0, seed 1
+
+
+def test_image_is_attached_when_an_mmproj_sits_beside_the_model(qtbot, window, tmp_path, mm_root) -> None:  # type: ignore[no-untyped-def]
+    """A quantpress-converted tiny Gemma 3 with its mmproj file: the Image… button is enabled, a sent
+    image shows in the transcript and the model answers; the same model without the file says why not."""
+    import shutil
+
+    import numpy as np
+    from quantpress.core.gguf.convert import convert
+    from quantpress.core.gguf.plan import plan_conversion
+    from quantpress.core.gguf.source import open_source
+    from tiny_mmproj import tiny_mm_model, write_png
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (result,) = convert(plan_conversion(open_source(tiny_mm_model("gemma3-mm", mm_root)), ["Q8_0"], out))
+    image = write_png(tmp_path / "cat.png", np.random.default_rng(0).integers(0, 256, (32, 32, 3)))
+    pane = window.chat_pane
+    window.go_to("chat")
+    _load(qtbot, pane, Path(result.output))
+    assert pane.image_button.isEnabled() and pane.image_problem() == ""
+    pane.images = (str(image),)
+    pane.input.setPlainText("what is this?")
+    tasks = pane.send()
+    with qtbot.waitSignal(tasks[0].finished, timeout=120000):
+        pass
+    assert pane.a.turns[0] == ("user", "[image: cat.png]\n\nwhat is this?")
+    assert pane.a.turns[-1][0] == "assistant" and pane.images == ()
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(result.output, alone)
+    gguf = alone / Path(result.output).name
+    pane.state.add_outputs([gguf])
+    pane.model_a.setCurrentIndex(pane.model_a.findData(str(gguf)))
+    tasks = pane.load(confirmed=True)  # the image conversation goes with the model replaced
+    with qtbot.waitSignals([t.finished for t in tasks], timeout=120000):
+        pass
+    assert pane.a.session is not None
+    assert not pane.image_button.isEnabled()
+    assert "no mmproj" in pane.image_button.toolTip()
