@@ -53,6 +53,10 @@ class ModelInfo:
     recurrent_layers: tuple[int, ...] = ()
     recurrent_state_bytes: int = 0
     n_nextn_layers: int = 0  # trailing MTP blocks counted in n_layers (GGUF): llama.cpp gives them no cache
+    # Layers whose cache widths differ (Gemma 4: sliding and global head sizes and KV heads): per layer
+    # (K width, V width) summed over KV heads; () when every layer has head_dim * n_kv_heads.
+    kv_widths: tuple[tuple[int, int], ...] = ()
+    n_kv_shared_layers: int = 0  # trailing layers reusing an earlier layer's cache (Gemma 4): none of their own
     tied_embeddings: bool = False
     n_experts: int = 0
     n_experts_used: int = 0

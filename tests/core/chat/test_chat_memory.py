@@ -3,7 +3,6 @@ both by llama.cpp's account and by the process's resident memory."""
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import json
 import subprocess
@@ -11,31 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from quantpress.core.chat import ChatSession, ChatSettings, KVCacheType, kv_cache_bytes, read_gguf_shape
+from llama_kv import llama_kv_buffer_mib
+from quantpress.core.chat import KVCacheType, kv_cache_bytes, read_gguf_shape
 
 THREADS = 1
 
 
 def _llama_kv_buffer_mib(path: Path, ctx: int, kv: KVCacheType) -> float:
-    """Load through ChatSession while capturing llama.cpp's log line 'KV buffer size = X MiB'."""
-    import llama_cpp
-    import llama_cpp._logger
-
-    lines: list[str] = []
-
-    @llama_cpp.llama_log_callback
-    def capture(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        lines.append(text.decode(errors="replace"))
-
-    llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
-    try:
-        settings = ChatSettings(ctx_tokens=ctx, kv_type_k=kv, kv_type_v=kv, threads=THREADS)
-        ChatSession.load(path, settings).close()
-    finally:
-        llama_cpp.llama_log_set(llama_cpp._logger.llama_log_callback, ctypes.c_void_p(0))
-    sizes = [float(line.split("=")[1].split("MiB")[0]) for line in lines if "KV buffer size" in line]
-    assert sizes, "llama.cpp did not log its KV buffer size"
-    return sum(sizes)
+    return llama_kv_buffer_mib(path, ctx, kv, THREADS)
 
 
 @pytest.mark.parametrize("kv", list(KVCacheType))
