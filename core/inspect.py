@@ -106,7 +106,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "vocab_size": ("vocab_size", "padded_vocab_size"),
     "context_length": ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"),
     "n_experts": ("num_local_experts", "num_experts", "n_routed_experts"),
-    "n_experts_used": ("num_experts_per_tok", "num_experts_per_token", "moe_top_k"),
+    "n_experts_used": ("num_experts_per_tok", "num_experts_per_token", "moe_top_k", "top_k_experts"),
 }
 
 

@@ -210,6 +210,11 @@ FAMILY_SPECS: dict[str, TinySpec] = {
                                                                   num_attention_heads=2, num_key_value_heads=2, head_dim=32),
                                                audio_config=None),
                           "gemma4", "bfloat16", extra={"model_class": "Gemma4ForConditionalGeneration"}),
+    # Gemma 4 26B-A4B layout: a routed MoE block (4 experts, top 2, stacked as transformers saves them)
+    # beside the dense MLP in every layer; router weights large enough to keep the top-2 clear of ties.
+    "gemma4-moe": TinySpec("Gemma4TextConfig", dict(_GEMMA4_TEXT, hidden_size_per_layer_input=0, enable_moe_block=True,
+                                                    num_experts=4, top_k_experts=2, moe_intermediate_size=128),
+                           "gemma4", "bfloat16", extra={"router_std": 0.5}),
     # Qwen3-VL: Qwen3 text layers with interleaved M-RoPE (sections sum to head_dim / 2), one deepstack layer.
     "qwen3vl": TinySpec("Qwen3VLConfig", dict(
         text_config=dict({k: v for k, v in _TEXT.items() if k != "vocab_size"}, head_dim=64,
@@ -388,8 +393,12 @@ def build_tiny_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
                 p.copy_(base + 0.1 * torch.randn_like(p))
             elif name.endswith(".bias"):
                 p.copy_(0.05 * torch.randn_like(p))
-            elif "router_std" in spec.extra and name.endswith(("mlp.gate.weight", "block_sparse_moe.gate.weight", "mlp.router.weight")):
+            elif "router_std" in spec.extra and name.endswith(("mlp.gate.weight", "block_sparse_moe.gate.weight", "mlp.router.weight",
+                                                              "router.proj.weight")):
                 p.copy_(spec.extra["router_std"] * torch.randn_like(p))
+        for name, p in model.named_parameters():  # Gemma 4's router scales: ones at init, learned
+            if name.endswith(("router.scale", "router.per_expert_scale")):
+                p.copy_(1.0 + 0.2 * torch.randn_like(p))
         for name, b in model.named_buffers():  # Gemma 4's per-layer output scale: 1 at init, learned
             if name.endswith("layer_scalar"):
                 b.copy_(0.5 + torch.rand_like(b))

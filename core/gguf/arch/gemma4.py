@@ -7,7 +7,8 @@ with double-wide feed-forwards when ``use_double_wide_mlp``; a learned ``layer_s
 "proportional" RoPE on global layers, which llama.cpp runs as full-width NeoX RoPE with a generated
 ``rope_freqs`` tensor whose unrotated pairs get factor 1e30 (conversion/gemma.py Gemma4Model). Its
 vocabulary is tokenizer.json's SentencePiece-style BPE, llama.cpp tokenizer model 'gemma4'.
-The mixture-of-experts release (26B-A4B, ``enable_moe_block``) is refused: not written here yet."""
+The mixture-of-experts release (26B-A4B, ``enable_moe_block``) adds a router (its own input scale and
+per-expert output scales) and stacked experts beside the dense MLP, kept as transformers stores them."""
 
 from __future__ import annotations
 
@@ -38,10 +39,6 @@ def _full_layer_value(config: Config, key: str, top_key: str) -> Any:
 
 def _check(config: Config) -> None:
     """Refuse what llama.cpp's gemma4 graph cannot express, so no GGUF computes another model."""
-    if config.get("enable_moe_block"):
-        raise UnsupportedArchitecture(
-            "Gemma 4 with mixture-of-experts blocks (enable_moe_block, the 26B-A4B release) cannot be "
-            "converted to GGUF by quantpress yet; the dense Gemma 4 models (E2B, E4B, 31B) can")
     types = list(config.get("layer_types") or [])
     if len(types) != int(config["num_hidden_layers"]) or set(types) - {FULL, SLIDING}:
         raise UnsupportedArchitecture(
@@ -101,7 +98,7 @@ def _gemma4_kv(config: Config) -> list[KV]:
     # layers by the top-level partial factor, which Gemma 4 configs leave at 1.
     factor = float((config.get("rope_parameters") or {}).get("partial_rotary_factor", 1.0))
     out += [("rope.dimension_count", hd_full, "UINT32"), ("rope.dimension_count_swa", int(hd_swa * factor), "UINT32")]
-    return out
+    return out + _moe_kv(config)
 
 
 def gemma4_rope_freqs(config: Config) -> dict[str, Any]:
@@ -125,9 +122,31 @@ def kv_layout(config: Config) -> tuple[tuple[tuple[int, int], ...], int]:
     return widths, int(config.get("num_kv_shared_layers") or 0)
 
 
-def _layer_scalar(name: str, shape: tuple[int, ...], config: Config) -> list[tuple[str, tuple[int, ...], tuple[str, ...]]]:
-    # a bare buffer in the checkpoint; gguf-py's table maps it as a weight (blk.N.layer_output_scale.weight)
+Outputs = list[tuple[str, tuple[int, ...], tuple[str, ...]]]
+
+
+def _as_weight(name: str, shape: tuple[int, ...], config: Config) -> Outputs:
+    # bare parameters in the checkpoint (layer_scalar; the MoE block's stacked experts, which llama.cpp
+    # keeps as they are: gate and up fused, ffn_gate_up_exps [E, 2F, D]); gguf-py's table maps them as weights
     return [(name + ".weight", shape, ())]
+
+
+def _router_scale(name: str, shape: tuple[int, ...], config: Config) -> Outputs:
+    # the router's input scale [D] and its per-expert output scale [E]: llama.cpp's ffn_gate_inp.scale and
+    # ffn_down_exps.scale (names gguf-py's table lacks, so written as GGUF names)
+    i = re.search(r"layers\.(\d+)\.", name)
+    assert i is not None  # the rule's pattern matched a layer tensor
+    gname = "ffn_down_exps" if name.endswith("per_expert_scale") else "ffn_gate_inp"
+    return [(f"blk.{i.group(1)}.{gname}.scale", shape, ())]
+
+
+def _moe_kv(config: Config) -> list[KV]:
+    """Expert counts and width of the MoE release (26B-A4B), as TextModel and Gemma4Model write them."""
+    if not config.get("enable_moe_block"):
+        return []
+    return [("expert_count", int(config["num_experts"]), "UINT32"),
+            ("expert_used_count", int(config["top_k_experts"]), "UINT32"),
+            ("expert_feed_forward_length", int(config["moe_intermediate_size"]), "UINT32")]
 
 
 def gemma4_tensors(config: Config) -> list[tuple[str, tuple[int, ...]]]:
@@ -162,6 +181,13 @@ def gemma4_tensors(config: Config) -> list[tuple[str, tuple[int, ...]]]:
             out += [(p + "self_attn.k_proj.weight", (kv, h)), (p + "self_attn.k_norm.weight", (hd,))]
             if not (full and config.get("attention_k_eq_v")):  # k_eq_v: global layers' values are their keys
                 out.append((p + "self_attn.v_proj.weight", (kv, h)))
+        if config.get("enable_moe_block"):  # router, stacked experts and their norms beside the dense MLP
+            n_exp, m = int(config["num_experts"]), int(config["moe_intermediate_size"])
+            out += [(p + "router.proj.weight", (n_exp, h)), (p + "router.scale", (h,)),
+                    (p + "router.per_expert_scale", (n_exp,)), (p + "experts.gate_up_proj", (n_exp, 2 * m, h)),
+                    (p + "experts.down_proj", (n_exp, h, m))]
+            out += [(p + n + ".weight", (h,)) for n in ("post_feedforward_layernorm_1", "post_feedforward_layernorm_2",
+                                                        "pre_feedforward_layernorm_2")]
         if ple:
             out += [(p + "per_layer_input_gate.weight", (ple, h)), (p + "per_layer_projection.weight", (h, ple)),
                     (p + "post_per_layer_input_norm.weight", (h,))]
@@ -176,7 +202,8 @@ SPEC = replace(
     norm_offset=0.0,  # Gemma4RMSNorm multiplies by w itself
     extra_kv=_gemma4_kv,
     extra_tensors=gemma4_rope_freqs,
-    tensor_rules=(TensorRule(re.escape(".layer_scalar") + "$", _layer_scalar),),
+    tensor_rules=(TensorRule(r"\.(layer_scalar|experts\.gate_up_proj|experts\.down_proj)$", _as_weight),
+                  TensorRule(r"\.router\.(scale|per_expert_scale)$", _router_scale)),
     tokenizer_model="gemma4",
     hub_tensors=gemma4_tensors,
 )

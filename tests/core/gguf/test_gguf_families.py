@@ -1,6 +1,6 @@
 """Newer dense families and the text model of multimodal wrappers (issue 16): Gemma 2, SmolLM3,
 Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration, Qwen3VLForConditionalGeneration,
-Gemma 4 (Gemma4ForCausalLM and Gemma4ForConditionalGeneration).
+Gemma 4 (Gemma4ForCausalLM, its MoE release, and Gemma4ForConditionalGeneration).
 Each converts, matches transformers and llama.cpp's own converter, loads and chats (family_check);
 one runs in the default suite, the others are marked slow."""
 
@@ -26,7 +26,7 @@ DEFAULT_RUN = "gemma3-mm"  # the family the default suite runs end to end
 DEPARTURES = {"gemma3-mm": ("gemma3.attention.sliding_window_pattern",)}
 # Families whose tokenizer.* values (not only keys) are checked against llama.cpp's converter: Gemma 4's
 # vocabulary is read by quantpress's own reader of tokenizer.json (tokenizer.py _gemma4_vocab).
-TOKENIZER_VALUES = ("gemma4", "gemma4-mm")
+TOKENIZER_VALUES = ("gemma4", "gemma4-mm", "gemma4-moe")
 
 
 def _family(arch: str) -> object:
@@ -136,10 +136,17 @@ def test_gemma4_writes_per_layer_sizes_and_rope_freqs(tiny: Callable[[str], Path
     assert list(kv["gemma4.attention.head_count_kv"]) == [2, 1, 2, 1]
     assert "blk.1.attn_v.weight" not in {t.name for t in wrapper.tensors}  # attention_k_eq_v: values are keys
 
+    moe = plan_conversion(open_source(tiny("gemma4-moe")), ["Q8_0"], tmp_path)
+    shapes = {t.name: t.shape for t in moe.tensors}
+    assert shapes["blk.0.ffn_gate_up_exps.weight"] == (4, 256, 256)  # gate and up kept fused, as llama.cpp
+    assert shapes["blk.0.ffn_gate_inp.scale"] == (256,) and shapes["blk.0.ffn_down_exps.scale"] == (4,)
+    kv = {k: v for k, v, _ in source_metadata(moe)}
+    assert (kv["gemma4.expert_count"], kv["gemma4.expert_used_count"]) == (4, 2)
+
 
 @pytest.mark.parametrize(("change", "message"), [
-    ({"enable_moe_block": True, "num_experts": 4, "top_k_experts": 2, "moe_intermediate_size": 64},
-     "mixture-of-experts"),
+    ({"rope_parameters": {"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+                          "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}}, "rope_type 'linear'"),
     ({"per_layer_config": {"1": {"head_dim": 128}, "3": {"head_dim": 256}}}, "layer 3 other sizes"),
 ])
 def test_gemma4_refuses_what_llama_cpp_cannot_run(change: dict[str, object], message: str,
