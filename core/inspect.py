@@ -25,6 +25,7 @@ from typing import Any
 from gguf.constants import Keys
 from quantpress.core.dequant import dequantized_tensors
 from quantpress.core.errors import InvalidModel, UnsupportedArchitecture
+from quantpress.core.gguf.arch.gemma4 import kv_layout as gemma4_kv_layout
 from quantpress.core.memory import recurrent_state_bytes
 from quantpress.core.model import ModelInfo, SourceKind, TensorInfo
 from quantpress.core.validate import (
@@ -56,6 +57,9 @@ class ArchRow:
     gguf_arch: str
     swa: str = "none"
     swa_pattern_default: int = 0
+    # Per-layer cache widths and KV-shared layer count from the text config, for families whose layers
+    # differ (ModelInfo.kv_widths, n_kv_shared_layers); None: uniform head_dim * n_kv_heads.
+    kv_layout: Callable[[Mapping[str, Any]], tuple[tuple[tuple[int, int], ...], int]] | None = None
 
 
 # HF class -> gguf arch. llama.cpp facts: Mistral converts to arch 'llama' (whose graph has no SWA);
@@ -87,11 +91,14 @@ ARCHITECTURES: dict[str, ArchRow] = {
     "Qwen3_5MoeForCausalLM": ArchRow("qwen35moe"),
     "Qwen3_5MoeForConditionalGeneration": ArchRow("qwen35moe"),
     "Qwen3NextForCausalLM": ArchRow("qwen3next"),
+    # Gemma 4: sliding and global layers of different head sizes, trailing KV-shared layers.
+    "Gemma4ForCausalLM": ArchRow("gemma4", "pattern", 6, gemma4_kv_layout),
+    "Gemma4ForConditionalGeneration": ArchRow("gemma4", "pattern", 6, gemma4_kv_layout),
 }
 # llama.cpp archs whose attention is multi-head latent attention (MLA): the converter writes key_length_mla,
 # and llama.cpp caches the latent (kv_lora_rank + qk_rope_head_dim per token and layer) instead of K/V per head.
 MLA_ARCHS = frozenset({"deepseek2"})
-GGUF_SWA = {"gemma3": 6, "gemma2": 2}  # llama.cpp archs with interleaved SWA and their default pattern
+GGUF_SWA = {"gemma3": 6, "gemma2": 2, "gemma4": 6}  # llama.cpp archs with interleaved SWA and their default pattern
 
 # config.json keys, first present wins (GPT-2 style names as fallbacks for unknown archs).
 _KEYS: dict[str, tuple[str, ...]] = {
@@ -103,7 +110,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "vocab_size": ("vocab_size", "padded_vocab_size"),
     "context_length": ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"),
     "n_experts": ("num_local_experts", "num_experts", "n_routed_experts"),
-    "n_experts_used": ("num_experts_per_tok", "num_experts_per_token", "moe_top_k"),
+    "n_experts_used": ("num_experts_per_tok", "num_experts_per_token", "moe_top_k", "top_k_experts"),
 }
 
 
@@ -171,6 +178,7 @@ def describe_config(config: Mapping[str, Any], tensors: tuple[TensorInfo, ...], 
     hidden = _cfg(text, "hidden_size")
     head_dim = int(text.get("head_dim") or (hidden // n_heads if n_heads else 0))
     window, swa = _swa_layers(text, row, n_layers)
+    kv_widths, n_kv_shared = row.kv_layout(text) if row and row.kv_layout else ((), 0)
     recurrent, state = _recurrent(text)
     names = {t.name for t in tensors}
     tied = bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings", False))) or (
@@ -185,7 +193,7 @@ def describe_config(config: Mapping[str, Any], tensors: tuple[TensorInfo, ...], 
         n_kv_heads=_cfg(text, "n_kv_heads", n_heads), head_dim=head_dim, head_dim_v=head_dim,
         hidden_size=hidden, ffn_size=_cfg(text, "ffn_size"), vocab_size=_cfg(text, "vocab_size"),
         context_length=_cfg(text, "context_length"), sliding_window=window, swa_layers=swa,
-        recurrent_layers=recurrent, recurrent_state_bytes=state,
+        recurrent_layers=recurrent, recurrent_state_bytes=state, kv_widths=kv_widths, n_kv_shared_layers=n_kv_shared,
         mla_kv_width=_mla_kv_width(text, row),
         tied_embeddings=tied, n_experts=_cfg(text, "n_experts"), n_experts_used=_cfg(text, "n_experts_used"),
         dtype=_dominant_dtype(tensors, str(text.get("torch_dtype") or text.get("dtype") or "bfloat16")),
@@ -320,6 +328,27 @@ def gguf_swa_layers(arch: str, n_layers: int, window: int, pattern: Any) -> tupl
     return tuple(i for i in range(n_layers) if (i + 1) % p)
 
 
+def gguf_kv_layout(av: Callable[[str, Any], Any], n_layers: int,
+                   swa: tuple[int, ...]) -> tuple[tuple[tuple[int, int], ...], int]:
+    """(per-layer (K, V) cache widths where the metadata sizes layers apart, else (); KV-shared trailing
+    layers) from a GGUF's ``{arch}.*`` metadata, as llama-hparams.cpp sizes each layer: the *_swa head
+    sizes on sliding layers, head_count_kv per layer when it is an array, attention.shared_kv_layers."""
+    heads = av("attention.head_count_kv", None)
+    if heads is None:
+        heads = av("attention.head_count", 0)
+    per_layer = [int(h) for h in heads] if isinstance(heads, list) else [int(heads or 0)] * n_layers
+    k_full = int(av("attention.key_length", 0) or 0)
+    v_full = int(av("attention.value_length", 0) or k_full)
+    k_swa, v_swa = int(av("attention.key_length_swa", 0) or k_full), int(av("attention.value_length_swa", 0) or v_full)
+    n_shared = int(av("attention.shared_kv_layers", 0) or 0)
+    if not k_full or len(per_layer) != n_layers:
+        return (), n_shared
+    widths = tuple(((k_swa, v_swa) if i in swa else (k_full, v_full)) for i in range(n_layers))
+    per_layer_sizes = isinstance(heads, list) or av("attention.key_length_swa", None) is not None
+    return (tuple((k * per_layer[i], v * per_layer[i]) for i, (k, v) in enumerate(widths))
+            if per_layer_sizes else ()), n_shared
+
+
 def open_gguf_file(path: Path) -> ModelInfo:
     from quantpress.core.gguf.reader import open_gguf
 
@@ -345,7 +374,8 @@ def open_gguf_file(path: Path) -> ModelInfo:
                     n_experts=int(av("expert_count", 0) or 0), n_experts_used=int(av("expert_used_count", 0) or 0),
                     recurrent_layers=recurrent, recurrent_state_bytes=state, n_nextn_layers=n_nextn,
                     mla_kv_width=head_dim * n_kv if av("attention.key_length_mla") else 0)
-    swa = gguf_swa_layers(arch, n_layers, window, pattern)
+        swa = gguf_swa_layers(arch, n_layers, window, pattern)
+        kv_widths, n_kv_shared = gguf_kv_layout(av, n_layers, swa)
     from quantpress.core.gguf.arch import spec_for_gguf_arch
 
     names = {t.name for t in tensors}
@@ -357,7 +387,8 @@ def open_gguf_file(path: Path) -> ModelInfo:
         source=str(path), kind=SourceKind.GGUF, architecture=arch, gguf_arch=arch,
         n_params=sum(_n_elements(t.shape) for t in tensors), n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv,
         head_dim=head_dim, hidden_size=hidden, vocab_size=int(n_vocab or 0),
-        sliding_window=window or None, swa_layers=swa, tied_embeddings="output.weight" not in names,
+        sliding_window=window or None, swa_layers=swa, kv_widths=kv_widths, n_kv_shared_layers=n_kv_shared,
+        tied_embeddings="output.weight" not in names,
         dtype=by_bytes.most_common(1)[0][0] if by_bytes else "F32", tensors=tensors, convertible=not reason,
         not_convertible_reason=reason, local_path=path, name=name, **info)
 

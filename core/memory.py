@@ -157,6 +157,8 @@ class KVShape:
     recurrent_layers: tuple[int, ...] = ()  # layers with a recurrent state instead of KV (hybrids)
     recurrent_state_bytes: int = 0  # that state, per layer and sequence
     n_nextn_layers: int = 0  # trailing MTP blocks: no cache at all
+    kv_widths: tuple[tuple[int, int], ...] = ()  # per layer (K, V) widths where they differ (Gemma 4)
+    n_kv_shared_layers: int = 0  # trailing layers reusing an earlier layer's cache (Gemma 4)
 
     @classmethod
     def of(cls, model: ModelInfo | KVShape) -> KVShape:
@@ -167,7 +169,21 @@ class KVShape:
         else:
             k_width, v_width = model.head_dim * model.n_kv_heads, model.head_dim_v * model.n_kv_heads
         return cls(model.n_layers, k_width, v_width, model.sliding_window, model.swa_layers, model.recurrent_layers,
-                   model.recurrent_state_bytes, model.n_nextn_layers)
+                   model.recurrent_state_bytes, model.n_nextn_layers, model.kv_widths, model.n_kv_shared_layers)
+
+    def has_cache(self, layer: int) -> bool:
+        """Whether llama.cpp gives ``layer`` a cache of its own: not MTP blocks (n_layer() excludes
+        them), not KV-shared layers (llama-hparams.cpp has_kv: il < n_layer_kv_from_start)."""
+        return layer < self.n_layers - max(self.n_nextn_layers, self.n_kv_shared_layers)
+
+    def widths(self, layer: int, fa: bool) -> tuple[int, int]:
+        """(K, V) row widths of ``layer``'s cache. Without flash attention V is stored transposed and
+        every layer's V is padded to the widest (llama-kv-cache.cpp, TAG_V_CACHE_VARIABLE:
+        n_embd_v_gqa_max() when v_trans)."""
+        if not self.kv_widths:
+            return self.n_embd_k_gqa, self.n_embd_v_gqa
+        k, v = self.kv_widths[layer]
+        return k, (v if fa else max(w for _, w in self.kv_widths))
 
 
 def recurrent_state_bytes(d_conv: int, d_inner: int, n_group: int, d_state: int) -> int:
@@ -192,15 +208,17 @@ def kv_layer_bytes(model: ModelInfo | KVShape, cfg: RuntimeConfig, layer: int) -
     """K [n_embd_k_gqa, cells] + V [n_embd_v_gqa, cells] (llama-kv-cache.cpp:209-234; MLA models have
     n_embd_v_gqa 0 here, as llama.cpp allocates no V for them); on a hybrid's
     recurrent layer its fixed state per sequence instead, and nothing on MTP blocks (llama-model.cpp
-    create_memory: hybrid filters take il < n_layer(), recurrent or not; n_layer() excludes nextn)."""
+    create_memory: hybrid filters take il < n_layer(), recurrent or not; n_layer() excludes nextn) or on
+    KV-shared layers, which read an earlier layer's cache."""
     shape = KVShape.of(model)
-    if layer >= shape.n_layers - shape.n_nextn_layers:
+    if not shape.has_cache(layer):
         return 0
     if layer in shape.recurrent_layers:
         return shape.recurrent_state_bytes * max(1, cfg.n_seq)
     cells = kv_cells(shape, cfg, layer) * cfg.n_seq
-    k = kv_row_bytes(cfg.kv_type, shape.n_embd_k_gqa)
-    v = kv_row_bytes(cfg.kv_type_v or cfg.kv_type, shape.n_embd_v_gqa)
+    k_width, v_width = shape.widths(layer, cfg.fa)
+    k = kv_row_bytes(cfg.kv_type, k_width)
+    v = kv_row_bytes(cfg.kv_type_v or cfg.kv_type, v_width)
     return cells * (k + v)
 
 

@@ -57,6 +57,10 @@ class ModelInfo:
     # this width per token and layer (kv_lora_rank + qk_rope_head_dim: the compressed latent and the
     # shared RoPE key) and no V at all (llama-kv-cache.cpp: has_v = !is_mla). 0: ordinary K/V per head.
     mla_kv_width: int = 0
+    # Layers whose cache widths differ (Gemma 4: sliding and global head sizes and KV heads): per layer
+    # (K width, V width) summed over KV heads; () when every layer has head_dim * n_kv_heads.
+    kv_widths: tuple[tuple[int, int], ...] = ()
+    n_kv_shared_layers: int = 0  # trailing layers reusing an earlier layer's cache (Gemma 4): none of their own
     tied_embeddings: bool = False
     n_experts: int = 0
     n_experts_used: int = 0

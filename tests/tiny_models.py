@@ -61,7 +61,7 @@ class TinySpec:
 
     config_class: str
     config: dict[str, Any]
-    tokenizer: str  # 'llama3' | 'qwen2' | 'smollm' | 'spm'
+    tokenizer: str  # 'llama3' | 'qwen2' | 'smollm' | 'spm' | 'smollm2' | 'gemma4'
     dtype: str = "bfloat16"
     max_shard_size: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -173,6 +173,10 @@ MOE_ARCHS: tuple[str, ...] = tuple(MOE_SPECS)
 _TEXT = dict(_COMMON, hidden_size=128, intermediate_size=256, num_attention_heads=4, num_key_value_heads=2)
 _GEMMA3_TEXT = dict(_TEXT, hidden_size=256, intermediate_size=512, head_dim=64, query_pre_attn_scalar=64,
                     sliding_window=32, layer_types=["sliding_attention", "full_attention"], rms_norm_eps=1e-6)
+_GEMMA4_TEXT = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=64, global_head_dim=128, max_position_embeddings=512,
+                    rms_norm_eps=1e-6, sliding_window=32, final_logit_softcapping=30.0,
+                    layer_types=["sliding_attention", "full_attention"] * 2)  # vocabulary: the tokenizer's
 _SIGLIP = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2, image_size=64,
                patch_size=16)
 FAMILY_SPECS: dict[str, TinySpec] = {
@@ -194,6 +198,23 @@ FAMILY_SPECS: dict[str, TinySpec] = {
                                                 vision_config=dict(_SIGLIP, model_type="pixtral", head_dim=32),
                                                 spatial_merge_size=2, image_token_index=10, tie_word_embeddings=False),
                          "spm", "bfloat16", extra={"model_class": "Mistral3ForConditionalGeneration"}),
+    # Gemma 4 E2B/E4B layout: per-layer embeddings, the last two layers KV-shared with double-wide
+    # feed-forwards, sliding (head 64) and global (head 128, proportional RoPE) layers, soft-capped logits.
+    "gemma4": TinySpec("Gemma4TextConfig", dict(_GEMMA4_TEXT, hidden_size_per_layer_input=64, num_kv_shared_layers=2,
+                                                use_double_wide_mlp=True), "gemma4", "bfloat16"),
+    # Gemma 4 31B layout under its vision tower: global layers with one KV head whose values are their
+    # keys (attention_k_eq_v: no v_proj), so head_count_kv is per layer; no per-layer embeddings.
+    "gemma4-mm": TinySpec("Gemma4Config", dict(text_config=dict(_GEMMA4_TEXT, hidden_size_per_layer_input=0,
+                                                                attention_k_eq_v=True, num_global_key_value_heads=1),
+                                               vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                                                  num_attention_heads=2, num_key_value_heads=2, head_dim=32),
+                                               audio_config=None),
+                          "gemma4", "bfloat16", extra={"model_class": "Gemma4ForConditionalGeneration"}),
+    # Gemma 4 26B-A4B layout: a routed MoE block (4 experts, top 2, stacked as transformers saves them)
+    # beside the dense MLP in every layer; router weights large enough to keep the top-2 clear of ties.
+    "gemma4-moe": TinySpec("Gemma4TextConfig", dict(_GEMMA4_TEXT, hidden_size_per_layer_input=0, enable_moe_block=True,
+                                                    num_experts=4, top_k_experts=2, moe_intermediate_size=128),
+                           "gemma4", "bfloat16", extra={"router_std": 0.5}),
     # Qwen3-VL: Qwen3 text layers with interleaved M-RoPE (sections sum to head_dim / 2), one deepstack layer.
     "qwen3vl": TinySpec("Qwen3VLConfig", dict(
         text_config=dict({k: v for k, v in _TEXT.items() if k != "vocab_size"}, head_dim=64,
@@ -301,6 +322,37 @@ def _write_spm(folder: Path) -> dict[str, int]:
     return {"bos_token_id": 1, "eos_token_id": 2}
 
 
+GEMMA4_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{{ '<|turn>' + message['role'] + '\\n' + message['content'] + "
+    "'<turn|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|turn>model\\n' }}{% endif %}"
+)
+
+
+def _write_gemma4(folder: Path) -> dict[str, int]:
+    """A Gemma 4 style tokenizer.json: BPE over text whose spaces the normalizer turns into '▁', byte
+    fallback through <0x..> tokens in the vocabulary (not added tokens), a Sequence decoder: the
+    layout llama.cpp's Gemma 4 converter (gguf-py LlamaHfVocab) requires."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, trainers
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<|turn>", "<turn|>"]
+    byte_tokens = [f"<0x{i:02X}>" for i in range(256)]
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>", fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "\u2581")
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok.train_from_iterator(CORPUS.splitlines(), trainer=trainers.BpeTrainer(
+        vocab_size=512, special_tokens=specials + byte_tokens, show_progress=False))
+    tok.save(str(folder / "tokenizer.json"))
+    data = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    data["added_tokens"] = [a for a in data["added_tokens"] if a["content"] not in byte_tokens]
+    (folder / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    cfg = {"tokenizer_class": "GemmaTokenizer", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>",
+           "pad_token": "<pad>", "mask_token": "<mask>", "chat_template": GEMMA4_TEMPLATE, "model_max_length": 512,
+           "add_bos_token": True, "add_eos_token": False}
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=1))
+    n = len(data["model"]["vocab"])
+    return {"vocab_size": n, "vocab_size_per_layer_input": n, "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2}
+
+
 # GLM's special tokens, which llama.cpp's GLM converter looks up by text.
 GLM_SPECIALS = ("[gMASK]", "<sop>", "<|user|>", "<|assistant|>", "<|observation|>")
 
@@ -339,7 +391,9 @@ def build_tiny_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
 
     spec = {**SPECS, **MOE_SPECS, **FAMILY_SPECS, **MM_SPECS}[arch]
     folder.mkdir(parents=True)
-    if spec.tokenizer.startswith("smollm2"):
+    if spec.tokenizer == "gemma4":
+        ids = _write_gemma4(folder)
+    elif spec.tokenizer.startswith("smollm2"):
         ids = _copy_smollm2_tokenizer(folder, GLM_SPECIALS if spec.tokenizer == "smollm2-glm" else ())
     else:
         ids = _write_spm(folder) if spec.tokenizer == "spm" else _write_bpe(folder, spec.tokenizer)
@@ -357,12 +411,19 @@ def build_tiny_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
     with torch.no_grad():  # norms random around 1 (Gemma: around 0), so a wrong +1 or a skipped norm shows
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
-                base = 0.0 if arch.startswith("gemma") else 1.0
+                base = 0.0 if arch.startswith(("gemma2", "gemma3")) else 1.0  # Gemma 4's norms are plain w
                 p.copy_(base + 0.1 * torch.randn_like(p))
             elif name.endswith(".bias"):
                 p.copy_(0.05 * torch.randn_like(p))
-            elif "router_std" in spec.extra and name.endswith(("mlp.gate.weight", "block_sparse_moe.gate.weight", "mlp.router.weight")):
+            elif "router_std" in spec.extra and name.endswith(("mlp.gate.weight", "block_sparse_moe.gate.weight", "mlp.router.weight",
+                                                              "router.proj.weight")):
                 p.copy_(spec.extra["router_std"] * torch.randn_like(p))
+        for name, p in model.named_parameters():  # Gemma 4's router scales: ones at init, learned
+            if name.endswith(("router.scale", "router.per_expert_scale")):
+                p.copy_(1.0 + 0.2 * torch.randn_like(p))
+        for name, b in model.named_buffers():  # Gemma 4's per-layer output scale: 1 at init, learned
+            if name.endswith("layer_scalar"):
+                b.copy_(0.5 + torch.rand_like(b))
         if "score_bias_std" in spec.extra:  # DeepSeek's router bias is a buffer, zero at init: make it matter
             for name, b in model.named_buffers():
                 if name.endswith("e_score_correction_bias"):

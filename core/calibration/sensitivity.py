@@ -43,6 +43,7 @@ from quantpress.core.calibration.weights import (
     _Weights,
     activation_energy,
     activation_slope_energy,
+    kv_heads_per_layer,
     weight_importance,
 )
 from quantpress.core.jobs import NEVER, CancelToken, Report, ignore
@@ -69,7 +70,6 @@ def estimate_sensitivity(tensors: Sequence[Any], read: Callable[[Any], Iterator[
     w = _Weights(tensors, read, cancel, lambda name: None)
     names = [t.name for t in tensors]
     n_head = int(_kv(kv, arch, "attention.head_count") or 1)
-    n_kv = int(_kv(kv, arch, "attention.head_count_kv") or n_head)
     scale: dict[str, float] = {}
     columns: dict[str, np.ndarray] = {}
     if "resid_final" not in trace:
@@ -93,9 +93,10 @@ def estimate_sensitivity(tensors: Sequence[Any], read: Callable[[Any], Iterator[
         scale["token_embd.weight"] = embd
         columns["token_embd.weight"] = np.ones(w.columns("token_embd.weight"), np.float32)
     n_layers = sum(1 for n in names if n.endswith(".attn_norm.weight"))
+    kv_heads = kv_heads_per_layer(kv, arch, n_layers, n_head)
     for i in range(n_layers):
         cancel.raise_if_cancelled()
-        _block(w, trace, f"blk.{i}.", half, n_head, n_kv, arch, scale)
+        _block(w, trace, f"blk.{i}.", half, n_head, kv_heads[i], arch, scale)
     return imatrix, _with_fallback(names, scale, columns)
 
 

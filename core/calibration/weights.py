@@ -47,9 +47,9 @@ def _gelu_tanh(z: np.ndarray) -> np.ndarray:
 
 
 # Architectures whose FFN gate uses GELU (tanh approximation); every other one here uses SiLU.
-_GELU_ARCHES = frozenset({"gemma", "gemma2", "gemma3"})
+_GELU_ARCHES = frozenset({"gemma", "gemma2", "gemma3", "gemma4"})
 # Architectures that multiply the token embeddings by sqrt(n_embd) before the first layer.
-_SCALED_EMBEDDING = frozenset({"gemma", "gemma2", "gemma3"})
+_SCALED_EMBEDDING = frozenset({"gemma", "gemma2", "gemma3", "gemma4"})
 
 
 def activation_energy(std: np.ndarray, arch: str) -> np.ndarray:
@@ -70,6 +70,16 @@ def activation_slope_energy(std: np.ndarray, arch: str) -> np.ndarray:
     act = _gelu_tanh if arch in _GELU_ARCHES else _silu
     z, h = np.outer(np.asarray(std, dtype=np.float64), _ZS), 1e-3
     return np.asarray((((act(z + h) - act(z - h)) / (2 * h)) ** 2 * _WS).sum(axis=1))
+
+
+def kv_heads_per_layer(kv: Sequence[tuple[str, Any, str]], arch: str, n_layers: int, n_head: int) -> list[int]:
+    """KV heads of each layer: head_count_kv is one number, or one per layer (Gemma 4's global layers
+    have fewer); n_head where the metadata says nothing."""
+    value = _kv(kv, arch, "attention.head_count_kv")
+    if isinstance(value, (list, tuple, np.ndarray)):
+        heads = [int(h) or n_head for h in value]
+        return heads + [n_head] * (n_layers - len(heads))
+    return [int(value or n_head)] * n_layers
 
 
 def _kv(kv: Sequence[tuple[str, Any, str]], arch: str, key: str) -> Any:
@@ -170,13 +180,13 @@ def weight_importance(tensors: Sequence[Any], read: Callable[[Any], Iterator[np.
     if not w.has("token_embd.weight") or not n_layers:
         return _imatrix(means)
     n_head = int(_kv(kv, arch, "attention.head_count") or 0)
-    n_kv = int(_kv(kv, arch, "attention.head_count_kv") or n_head)
+    kv_heads = kv_heads_per_layer(kv, arch, n_layers, n_head)
     r = w.column_mean_square("token_embd.weight")
     if arch in _SCALED_EMBEDDING:
         r = r * r.shape[0]
     for i in range(n_layers):
         _record(trace, f"blk.{i}.resid_attn", r)
-        r = _attention(w, means, f"blk.{i}.", r, n_head, n_kv, trace)
+        r = _attention(w, means, f"blk.{i}.", r, n_head, kv_heads[i], trace)
         _record(trace, f"blk.{i}.resid_ffn", r)
         r = _ffn(w, means, f"blk.{i}.", r, arch, trace)
     _record(trace, "resid_final", r)

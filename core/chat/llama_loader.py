@@ -20,7 +20,7 @@ from quantpress.core.chat.placement import (
 )
 from quantpress.core.chat.types import KVCacheType
 from quantpress.core.errors import InvalidInput, InvalidModel, ModelLoadError
-from quantpress.core.inspect import gguf_recurrent, gguf_swa_layers
+from quantpress.core.inspect import gguf_kv_layout, gguf_recurrent, gguf_swa_layers
 
 if TYPE_CHECKING:
     from quantpress.core.hardware import Hardware
@@ -45,6 +45,8 @@ class GgufShape:
     recurrent_layers: tuple[int, ...] = ()
     recurrent_state_bytes: int = 0
     n_nextn_layers: int = 0
+    kv_widths: tuple[tuple[int, int], ...] = ()  # per layer (K, V) widths where they differ (Gemma 4)
+    n_kv_shared_layers: int = 0
 
 
 def llama_cpp_version() -> str:
@@ -84,6 +86,7 @@ def read_gguf_shape(path: str | Path) -> GgufShape:
             window = int(g.arch_value("attention.sliding_window", 0) or 0)
             swa = gguf_swa_layers(arch, n_layers, window, g.arch_value("attention.sliding_window_pattern"))
             recurrent, state, n_nextn = gguf_recurrent(g.arch_value, n_layers)
+            kv_widths, n_kv_shared = gguf_kv_layout(g.arch_value, n_layers, swa)
             return GgufShape(
                 path=path,
                 architecture=arch,
@@ -99,6 +102,8 @@ def read_gguf_shape(path: str | Path) -> GgufShape:
                 recurrent_layers=recurrent,
                 recurrent_state_bytes=state,
                 n_nextn_layers=n_nextn,
+                kv_widths=kv_widths,
+                n_kv_shared_layers=n_kv_shared,
             )
         except (ValueError, TypeError) as exc:  # an architecture llama.cpp lacks, with odd values besides
             raise InvalidModel(f"{path.name}: GGUF metadata of the wrong kind ({exc}); the file is damaged") from None
@@ -111,7 +116,8 @@ def kv_cache_bytes(shape: GgufShape, ctx_tokens: int, kv_type_k: KVCacheType, kv
     from quantpress.core.memory import kv_cache_bytes as model_kv_cache_bytes
 
     kv = KVShape(shape.n_layers, shape.n_embd_k_gqa, shape.n_embd_v_gqa, shape.sliding_window, shape.swa_layers,
-                 shape.recurrent_layers, shape.recurrent_state_bytes, shape.n_nextn_layers)
+                 shape.recurrent_layers, shape.recurrent_state_bytes, shape.n_nextn_layers, shape.kv_widths,
+                 shape.n_kv_shared_layers)
     return model_kv_cache_bytes(kv, RuntimeConfig(n_ctx=ctx_tokens, kv_type=kv_type_k.value,
                                                   kv_type_v=kv_type_v.value))
 

@@ -192,6 +192,8 @@ def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
     def info(name: str, shape: tuple[int, ...]) -> TensorInfo:
         return TensorInfo(name, shape, st, int(np.prod(shape)) * nb, "")
 
+    if spec.hub_tensors is not None:  # a family whose layers differ in shape lists its own
+        return [info(name, shape) for name, shape in spec.hub_tensors(config)]
     vocab = int(config["vocab_size"])
     out = [info("model.embed_tokens.weight", (vocab, h)), info("model.norm.weight", (h,))]
     if not config.get("tie_word_embeddings", False):

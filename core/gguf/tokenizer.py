@@ -11,6 +11,7 @@ in tokenizer.json (its split regex), which llama.cpp's converter would reject.
 from __future__ import annotations
 
 import json
+import re
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,72 @@ def _bpe_vocab(folder: Path, vocab_size: int | None) -> tuple[list[str], list[in
     return tokens, types
 
 
+# ---------------------------------------------------------------------------------- Gemma 4
+
+# Tokens Gemma 4's converter types USER_DEFINED so they are always rendered and the chat parser can
+# read them (conversion/gemma.py Gemma4Model.set_vocab).
+GEMMA4_VISIBLE = frozenset({"<|channel>", "<channel|>", "<|tool_call>", "<tool_call|>", "<|tool_response>",
+                            "<tool_response|>", '<|"|>'})
+_NAMED_SPECIALS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+# transformers' GemmaTokenizer defaults for named special tokens tokenizer_config.json leaves out.
+_GEMMA_DEFAULTS = {"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>",
+                   "mask_token": "<mask>"}
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
+def _special_texts(tok_cfg: dict[str, Any]) -> set[str]:
+    """The texts transformers counts as special (all_special_tokens): the named ones, GemmaTokenizer's
+    defaults for those not named, and the extra/additional special token lists."""
+    named = {k: tok_cfg.get(k, _GEMMA_DEFAULTS.get(k)) for k in _NAMED_SPECIALS}
+    extra = [*(tok_cfg.get("extra_special_tokens") or []), *(tok_cfg.get("additional_special_tokens") or [])]
+    texts = [*named.values(), *extra]
+    return {str(t["content"] if isinstance(t, dict) else t) for t in texts if t}
+
+
+def _gemma4_vocab(folder: Path) -> tuple[list[str], list[float], list[int]]:
+    """tokens, scores, types of a Gemma 4 tokenizer.json (gguf-py LlamaHfVocab, as Gemma4Model uses it):
+    the BPE vocabulary then added tokens past it, every score -1000, byte tokens BYTE, special ones
+    CONTROL, GEMMA4_VISIBLE and other added tokens USER_DEFINED."""
+    path = folder / "tokenizer.json"
+    tj = _read_json(path)
+    model = tj.get("model", {})
+    if model.get("type") != "BPE" or not model.get("byte_fallback") or tj.get("decoder", {}).get("type") != "Sequence":
+        raise InvalidModel(f"{path}: not a Gemma 4 tokenizer (expected BPE with byte fallback and a Sequence "
+                           "decoder); copy tokenizer.json from the original model")
+    vocab: dict[int, str] = {int(i): t for t, i in model.get("vocab", {}).items()}
+    n_base = len(vocab)
+    added = {int(a["id"]): str(a["content"]) for a in tj.get("added_tokens", [])}
+    specials = _special_texts(_read_json(folder / "tokenizer_config.json"))
+    tokens: list[str] = []
+    types: list[int] = []
+    for i in range(n_base):
+        text = added.get(i, vocab.get(i, f"[PAD{i}]"))
+        tokens.append(text)
+        types.append(USER_DEFINED if text in GEMMA4_VISIBLE else BYTE if _BYTE_TOKEN.fullmatch(text)
+                     else CONTROL if text in specials else NORMAL)
+    for i in sorted(i for i in added if i >= n_base):
+        text = added[i]
+        if i != len(tokens):
+            raise InvalidModel(f"{path}: added token '{text}' has id {i}, but the ids before it end at {len(tokens) - 1}")
+        tokens.append(text)
+        types.append(CONTROL if text in specials and text not in GEMMA4_VISIBLE else USER_DEFINED)
+    return tokens, [-1000.0] * len(tokens), types
+
+
+def _gemma4_kv(folder: Path) -> list[KV]:
+    """Gemma 4's tokenizer metadata: model 'gemma4' (llama.cpp's SentencePiece-style BPE: no
+    tokenizer.ggml.pre), merges, no space prefix, BOS always added (conversion/gemma.py)."""
+    tokens, scores, types = _gemma4_vocab(folder)
+    return [(Keys.Tokenizer.MODEL, "gemma4", "STRING"), (Keys.Tokenizer.LIST, tokens, "ARRAY[STRING]"),
+            (Keys.Tokenizer.SCORES, scores, "ARRAY[FLOAT32]"), (Keys.Tokenizer.TOKEN_TYPE, types, "ARRAY[INT32]"),
+            *_special_kv(folder, len(tokens), load_merges=True),
+            (Keys.Tokenizer.ADD_PREFIX, False, "BOOL"), (Keys.Tokenizer.ADD_BOS, True, "BOOL")]
+
+
+# Tokenizer models a family fixes (ArchSpec.tokenizer_model) -> the reader of its files.
+FAMILY_VOCABS = {"gemma4": _gemma4_kv}
+
+
 # ---------------------------------------------------------------------------------- specials
 
 
@@ -230,7 +297,12 @@ def tokenizer_kv(folder: Path, spec: ArchSpec, config: Config) -> list[KV]:
     vocab_size = config.get("vocab_size")
     tok_cfg = _read_json(folder / "tokenizer_config.json")
     out: list[KV] = []
-    if (folder / "tokenizer.model").is_file():
+    if spec.tokenizer_model is not None:
+        if not (folder / "tokenizer.json").is_file():
+            raise InvalidModel(f"{folder}: no tokenizer.json, which a {spec.name} GGUF's vocabulary comes from; "
+                               "copy the tokenizer files from the original model into this folder")
+        out += FAMILY_VOCABS[spec.tokenizer_model](folder)
+    elif (folder / "tokenizer.model").is_file():
         tokens, scores, types = _spm_vocab(folder, vocab_size)
         out += [(Keys.Tokenizer.MODEL, "llama", "STRING"), (Keys.Tokenizer.PRE, "default", "STRING"),
                 (Keys.Tokenizer.LIST, tokens, "ARRAY[STRING]"),

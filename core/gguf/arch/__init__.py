@@ -134,6 +134,12 @@ class ArchSpec:
     norm_offset_skip: tuple[str, ...] = ()
     # Per-tensor rewrites beyond name mapping (renames, splits, reorders): see TensorRule.
     tensor_rules: tuple[TensorRule, ...] = ()
+    # llama.cpp tokenizer model the family's converter writes whatever the files look like (Gemma 4:
+    # 'gemma4', tokenizer.json's SentencePiece-style BPE); None: chosen from the tokenizer files.
+    tokenizer_model: str | None = None
+    # The (name, shape) list of a standard checkpoint, for planning a Hub model from its config alone,
+    # where the shared table in core/gguf/source.py cannot say it (Gemma 4's per-layer head sizes).
+    hub_tensors: Callable[[Config], list[tuple[str, tuple[int, ...]]]] | None = None
 
 
 def rope_theta(config: Config, default: float | None = None, *, sliding: bool = False) -> float | None:
@@ -241,7 +247,7 @@ def gating_func_kv(config: Config) -> list[KV]:
 
 _MODULES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "qwen3moe", "mixtral", "qwen2moe", "olmoe",
             "glm4moe", "gemma2", "smollm3", "mistral3", "qwen3vl", "gptoss", "deepseekv3", "qwen35", "qwen35moe",
-            "qwen3next")
+            "qwen3next", "gemma4")
 
 
 def _load_all() -> list[ArchSpec]:

@@ -10,20 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from llama_log import captured_llama_log
-from quantpress.core.chat import ChatSession, ChatSettings, KVCacheType, kv_cache_bytes, read_gguf_shape
+from llama_kv import llama_kv_buffer_mib
+from quantpress.core.chat import KVCacheType, kv_cache_bytes, read_gguf_shape
 
 THREADS = 1
 
 
 def _llama_kv_buffer_mib(path: Path, ctx: int, kv: KVCacheType) -> float:
-    """Load through ChatSession while capturing llama.cpp's log line 'KV buffer size = X MiB'."""
-    with captured_llama_log() as lines:
-        settings = ChatSettings(ctx_tokens=ctx, kv_type_k=kv, kv_type_v=kv, threads=THREADS)
-        ChatSession.load(path, settings).close()
-    sizes = [float(line.split("=")[1].split("MiB")[0]) for line in lines if "KV buffer size" in line]
-    assert sizes, "llama.cpp did not log its KV buffer size"
-    return sum(sizes)
+    return llama_kv_buffer_mib(path, ctx, kv, THREADS)
 
 
 @pytest.mark.parametrize("kv", list(KVCacheType))

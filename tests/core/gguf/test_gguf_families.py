@@ -1,5 +1,6 @@
 """Newer dense families and the text model of multimodal wrappers (issue 16): Gemma 2, SmolLM3,
-Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration, Qwen3VLForConditionalGeneration.
+Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration, Qwen3VLForConditionalGeneration,
+Gemma 4 (Gemma4ForCausalLM, its MoE release, and Gemma4ForConditionalGeneration).
 Each converts, matches transformers and llama.cpp's own converter, loads and chats (family_check);
 one runs in the default suite, the others are marked slow."""
 
@@ -10,6 +11,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from family_check import check_family
 from quantpress.core.errors import UnsupportedArchitecture
@@ -22,6 +24,9 @@ DEFAULT_RUN = "gemma3-mm"  # the family the default suite runs end to end
 # Departures from llama.cpp's converter on purpose (docs/ARCHITECTURE.md): Gemma 3's exact per-layer
 # sliding-window pattern from layer_types (llama.cpp otherwise assumes every 6th layer global).
 DEPARTURES = {"gemma3-mm": ("gemma3.attention.sliding_window_pattern",)}
+# Families whose tokenizer.* values (not only keys) are checked against llama.cpp's converter: Gemma 4's
+# vocabulary is read by quantpress's own reader of tokenizer.json (tokenizer.py _gemma4_vocab).
+TOKENIZER_VALUES = ("gemma4", "gemma4-mm", "gemma4-moe")
 
 
 def _family(arch: str) -> object:
@@ -30,10 +35,14 @@ def _family(arch: str) -> object:
 
 @pytest.mark.parametrize("arch", [_family(a) for a in FAMILY_ARCHS])
 def test_family_end_to_end(arch: str, tiny: Callable[[str], Path], tmp_path: Path) -> None:
-    check_family(tiny(arch), tmp_path, extra_keys=DEPARTURES.get(arch, ()))
+    _, paths = check_family(tiny(arch), tmp_path, extra_keys=DEPARTURES.get(arch, ()))
+    if arch in TOKENIZER_VALUES:
+        with open_gguf(paths[0]) as ours, open_gguf(tmp_path / "ref.gguf") as ref:
+            for key in (k for k in ref.metadata if k.startswith("tokenizer.")):
+                assert list(np.atleast_1d(ours.metadata[key])) == list(np.atleast_1d(ref.metadata[key])), key
 
 
-@pytest.mark.parametrize("arch", ["gemma3-mm", "mistral3", "qwen3vl"])
+@pytest.mark.parametrize("arch", ["gemma3-mm", "mistral3", "qwen3vl", "gemma4-mm"])
 def test_wrapper_text_model_leaves_the_vision_tower_out(arch: str, tiny: Callable[[str], Path],
                                                         tmp_path: Path) -> None:
     """The checkpoint holds vision tensors; the plan has only the language model's, named as a
@@ -94,3 +103,57 @@ def test_hub_family_without_weights_plans_the_same_sizes(arch: str, tiny: Callab
     bare = plan_conversion(hub, ["Q4_K_M"], tmp_path)
     assert [o.tensor_types for o in bare.outputs] == [o.tensor_types for o in full.outputs]
     assert [o.file_bytes for o in bare.outputs] == [o.file_bytes for o in full.outputs]
+
+
+def test_gemma4_writes_per_layer_sizes_and_rope_freqs(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    """The E2B-like model: per-layer feed-forward widths (double-wide KV-shared layers), sliding/global
+    head sizes, per-layer embeddings and the generated rope_freqs (1 on the 16 rotated pairs of a
+    128-wide global head at partial factor 0.25, 1e30 on the other 48); the 31B-like wrapper: per-layer
+    KV heads. Its F32 file matches transformers (the default suite's end-to-end Gemma 4 check)."""
+    from quantpress.core.gguf.convert import convert
+    from quantpress.core.gguf.plan import source_metadata
+    from tiny_models import hf_logprobs, llama_logprobs
+
+    plan = plan_conversion(open_source(tiny("gemma4")), ["F32"], tmp_path)
+    kv = {k: v for k, v, _ in source_metadata(plan)}
+    assert list(kv["gemma4.feed_forward_length"]) == [512, 512, 1024, 1024]
+    assert (kv["gemma4.attention.key_length"], kv["gemma4.attention.key_length_swa"]) == (128, 64)
+    assert kv["gemma4.attention.shared_kv_layers"] == 2 and kv["gemma4.embedding_length_per_layer_input"] == 64
+    assert kv["tokenizer.ggml.model"] == "gemma4" and "tokenizer.ggml.pre" not in kv
+    names = {t.name for t in plan.tensors}
+    assert "blk.3.attn_k.weight" not in names and "blk.1.attn_k.weight" in names  # layers 2, 3 share KV
+    assert {"per_layer_token_embd.weight", "blk.0.inp_gate.weight", "blk.0.layer_output_scale.weight"} <= names
+    (result,) = convert(plan)
+    with open_gguf(Path(result.output)) as g:
+        freqs = np.array(g.raw("rope_freqs.weight"))
+    assert freqs.shape == (64,) and (freqs[:16] == 1).all() and (freqs[16:] == np.float32(1e30)).all()
+    ids = [int(i) for i in np.random.default_rng(1).integers(3, 512, 64)]
+    diff = np.abs(llama_logprobs(Path(result.output), ids) - hf_logprobs(tiny("gemma4"), ids)).max()
+    assert diff < 0.01, diff
+
+    wrapper = plan_conversion(open_source(tiny("gemma4-mm")), ["Q8_0"], tmp_path)
+    kv = {k: v for k, v, _ in source_metadata(wrapper)}
+    assert list(kv["gemma4.attention.head_count_kv"]) == [2, 1, 2, 1]
+    assert "blk.1.attn_v.weight" not in {t.name for t in wrapper.tensors}  # attention_k_eq_v: values are keys
+
+    moe = plan_conversion(open_source(tiny("gemma4-moe")), ["Q8_0"], tmp_path)
+    shapes = {t.name: t.shape for t in moe.tensors}
+    assert shapes["blk.0.ffn_gate_up_exps.weight"] == (4, 256, 256)  # gate and up kept fused, as llama.cpp
+    assert shapes["blk.0.ffn_gate_inp.scale"] == (256,) and shapes["blk.0.ffn_down_exps.scale"] == (4,)
+    kv = {k: v for k, v, _ in source_metadata(moe)}
+    assert (kv["gemma4.expert_count"], kv["gemma4.expert_used_count"]) == (4, 2)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"rope_parameters": {"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+                          "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}}, "rope_type 'linear'"),
+    ({"per_layer_config": {"1": {"head_dim": 128}, "3": {"head_dim": 256}}}, "layer 3 other sizes"),
+])
+def test_gemma4_refuses_what_llama_cpp_cannot_run(change: dict[str, object], message: str,
+                                                  tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    shutil.copytree(tiny("gemma4"), folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, **change}))
+    with pytest.raises(UnsupportedArchitecture, match=message):
+        plan_conversion(open_source(folder), ["Q8_0"], tmp_path)
