@@ -51,7 +51,8 @@ class ArchRow:
     """How to read one HF family's hyperparameters. ``swa``: how llama.cpp applies the config's
     sliding window ('none': ignored by llama.cpp's graph for this arch; 'pattern': Gemma 3's
     interleaved local/global layers, from ``layer_types`` or every ``sliding_window_pattern``-th
-    layer global)."""
+    layer global; 'chunked': Llama 4's chunked attention, window ``attention_chunk_size`` on the
+    ``layer_types`` 'chunked_attention' layers, else on all but every ``swa_pattern_default``-th)."""
 
     gguf_arch: str
     swa: str = "none"
@@ -73,6 +74,10 @@ ARCHITECTURES: dict[str, ArchRow] = {
     "Mistral3ForConditionalGeneration": ArchRow("mistral3"),
     "Ministral3ForCausalLM": ArchRow("mistral3"),
     "Qwen3VLForConditionalGeneration": ArchRow("qwen3vl"),
+    "Qwen3VLMoeForConditionalGeneration": ArchRow("qwen3vlmoe"),
+    # llama.cpp runs chunked attention as its iSWA cache with n_swa = 8192, 3 chunked layers : 1 global.
+    "Llama4ForCausalLM": ArchRow("llama4", "chunked", 4),
+    "Llama4ForConditionalGeneration": ArchRow("llama4", "chunked", 4),
     "Phi3ForCausalLM": ArchRow("phi3"),
     # Mixture-of-experts families (llama.cpp runs Mixtral as 'llama' with experts).
     "Qwen3MoeForCausalLM": ArchRow("qwen3moe"),
@@ -88,6 +93,9 @@ ARCHITECTURES: dict[str, ArchRow] = {
     "Qwen3NextForCausalLM": ArchRow("qwen3next"),
 }
 GGUF_SWA = {"gemma3": 6, "gemma2": 2}  # llama.cpp archs with interleaved SWA and their default pattern
+# llama.cpp archs whose graph fixes the window itself, (window, pattern): Llama 4's chunked attention
+# (src/models/llama4.cpp: n_swa = 8192 whatever the file says, unless it says sliding_window = 0).
+GGUF_FIXED_SWA = {"llama4": (8192, 4)}
 
 # config.json keys, first present wins (GPT-2 style names as fallbacks for unknown archs).
 _KEYS: dict[str, tuple[str, ...]] = {
@@ -112,6 +120,13 @@ def _cfg(config: Mapping[str, Any], what: str, default: int = 0) -> int:
 
 
 def _swa_layers(config: Mapping[str, Any], row: ArchRow | None, n_layers: int) -> tuple[int | None, tuple[int, ...]]:
+    if row is not None and row.swa == "chunked":
+        chunk, types = config.get("attention_chunk_size"), config.get("layer_types")
+        if not chunk:
+            return None, ()
+        if isinstance(types, list) and len(types) == n_layers:
+            return int(chunk), tuple(i for i, t in enumerate(types) if t == "chunked_attention")
+        return int(chunk), tuple(i for i in range(n_layers) if (i + 1) % row.swa_pattern_default)
     window = config.get("sliding_window")
     if row is None or row.swa != "pattern" or not window:
         return (int(window) if window else None), ()
@@ -296,15 +311,24 @@ def open_hf_folder(folder: Path) -> ModelInfo:
 # ----------------------------------------------------------------------------- GGUF
 
 
-def gguf_swa_layers(arch: str, n_layers: int, window: int, pattern: Any) -> tuple[int, ...]:
-    """Indices of the sliding-window layers of a GGUF model (``pattern``: the file's
-    ``attention.sliding_window_pattern``, a per-layer list or a period; else the architecture's)."""
-    if not window or arch not in GGUF_SWA:
-        return ()
+def gguf_swa(arch: str, n_layers: int, av: Callable[[str, Any], Any]) -> tuple[int, tuple[int, ...]]:
+    """(window, indices of the sliding-window or chunked layers) of a GGUF model as llama.cpp runs it,
+    from its ``{arch}.*`` metadata (``av``: GGUFFile.arch_value): attention.sliding_window and
+    attention.sliding_window_pattern (a per-layer list or a period; else the architecture's)."""
+    window = int(av("attention.sliding_window", 0) or 0)
+    if arch in GGUF_FIXED_SWA:
+        if av("attention.sliding_window", None) == 0:  # the converter's marker for no chunked attention
+            return 0, ()
+        window, default = GGUF_FIXED_SWA[arch]
+    elif not window or arch not in GGUF_SWA:
+        return window, ()
+    else:
+        default = GGUF_SWA[arch]
+    pattern = av("attention.sliding_window_pattern", None)
     if isinstance(pattern, list) and len(pattern) == n_layers:
-        return tuple(i for i, is_swa in enumerate(pattern) if is_swa)
-    p = int(pattern or GGUF_SWA[arch])
-    return tuple(i for i in range(n_layers) if (i + 1) % p)
+        return window, tuple(i for i, is_swa in enumerate(pattern) if is_swa)
+    p = int(pattern or default)
+    return window, tuple(i for i in range(n_layers) if (i + 1) % p)
 
 
 def open_gguf_file(path: Path) -> ModelInfo:
@@ -321,8 +345,7 @@ def open_gguf_file(path: Path) -> ModelInfo:
         n_kv = int(max(n_kv) if isinstance(n_kv, list) else n_kv or n_heads)
         hidden = int(av("embedding_length", 0) or 0)
         head_dim = int(av("attention.key_length", 0) or (hidden // n_heads if n_heads else 0))
-        window = int(av("attention.sliding_window", 0) or 0)
-        pattern = av("attention.sliding_window_pattern")
+        window, swa = gguf_swa(arch, n_layers, av)
         n_vocab = av("vocab_size") or len(g.get(Keys.Tokenizer.LIST, []) or [])
         ffn = av("feed_forward_length", 0)
         recurrent, state, n_nextn = gguf_recurrent(av, n_layers)
@@ -331,7 +354,6 @@ def open_gguf_file(path: Path) -> ModelInfo:
                     or head_dim), ffn_size=int(max(ffn) if isinstance(ffn, list) else ffn or 0),
                     n_experts=int(av("expert_count", 0) or 0), n_experts_used=int(av("expert_used_count", 0) or 0),
                     recurrent_layers=recurrent, recurrent_state_bytes=state, n_nextn_layers=n_nextn)
-    swa = gguf_swa_layers(arch, n_layers, window, pattern)
     from quantpress.core.gguf.arch import spec_for_gguf_arch
 
     names = {t.name for t in tensors}

@@ -14,7 +14,7 @@ from gguf.constants import GGMLQuantizationType, Keys
 from quantpress.core.chat.architectures import LLAMA_CPP_ARCHITECTURES
 from quantpress.core.chat.types import KVCacheType
 from quantpress.core.errors import InvalidInput, InvalidModel, ModelLoadError
-from quantpress.core.inspect import gguf_recurrent, gguf_swa_layers
+from quantpress.core.inspect import gguf_recurrent, gguf_swa
 
 GPU_LAYERS_TIMEOUT_S = 120.0  # the separate estimate process (default_gpu_layers); then 0 layers
 
@@ -72,8 +72,7 @@ def read_gguf_shape(path: str | Path) -> GgufShape:
             n_vocab = len(tokens) if tokens else int(g.arch_value("vocab_size", 0) or 0)
             template = g.get(Keys.Tokenizer.CHAT_TEMPLATE)
             n_layers = int(g.arch_value("block_count", 0) or 0)
-            window = int(g.arch_value("attention.sliding_window", 0) or 0)
-            swa = gguf_swa_layers(arch, n_layers, window, g.arch_value("attention.sliding_window_pattern"))
+            window, swa = gguf_swa(arch, n_layers, g.arch_value)
             recurrent, state, n_nextn = gguf_recurrent(g.arch_value, n_layers)
             return GgufShape(
                 path=path,
