@@ -65,11 +65,13 @@ def _llama4_kv(config: Config) -> list[KV]:
     all_full = bool(config.get("layer_types")) and all(t == "full_attention" for t in config["layer_types"])
     if not all_full:  # llama.cpp's chunked graph (all-full configs are MobileLLM's, run without chunks)
         for key, want in _llama_cpp_layers(config).items():
-            if config.get(key) is not None and list(config[key]) != want:
-                raise _refuse(key, list(config[key]), want)
-        for key, fixed in FIXED:
-            if config.get(key) is not None and config[key] != fixed:
-                raise _refuse(key, config[key], fixed)
+            given = config.get(key)  # transformers derives an empty no_rope_layers / missing list itself
+            if (given or (key == "moe_layers" and given is not None)) and list(given) != want:
+                raise _refuse(key, list(given), want)
+        for key, fixed in FIXED:  # bools as transformers reads them (early Llama 4 configs say tuning: 4)
+            given = config.get(key)
+            if given is not None and (bool(given) if isinstance(fixed, bool) else given) != fixed:
+                raise _refuse(key, given, fixed)
     n_expert = int(config.get("num_local_experts") or 0)
     if config.get("use_qk_norm") is not None and bool(config["use_qk_norm"]) != (n_expert != NO_KQ_NORM_EXPERTS):
         raise _refuse("use_qk_norm", config["use_qk_norm"],

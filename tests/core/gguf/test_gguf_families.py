@@ -144,6 +144,20 @@ def test_llama4_refuses_what_llama_cpp_runs_otherwise(key: str, value: object, m
         plan_conversion(open_source(folder), ["Q8_0"], tmp_path)
 
 
+def test_llama4_accepts_how_release_configs_spell_the_defaults(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    """An empty no_rope_layers and no layer_types/moe_layers (transformers derives them), tuning given as a
+    number: the model llama.cpp runs, so it plans."""
+    folder = tmp_path / "m"
+    shutil.copytree(tiny("llama4"), folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    for key in ("layer_types", "moe_layers"):
+        del cfg[key]
+    cfg.update(no_rope_layers=[], attn_temperature_tuning=4)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    plan = plan_conversion(open_source(folder), ["Q8_0"], tmp_path)
+    assert "blk.1.ffn_gate_exps.weight" in {t.name for t in plan.tensors}
+
+
 def test_qwen3vlmoe_reads_transformers_own_expert_layout(tiny: Callable[[str], Path], tmp_path: Path) -> None:
     """transformers 5.25 saves Qwen3-VL-MoE's experts untransposed ([E, 2F, D], [E, D, F]) and loads both
     layouts; both convert to the same GGUF tensors as the released layout."""
