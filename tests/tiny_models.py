@@ -215,8 +215,9 @@ FAMILY_SPECS: dict[str, TinySpec] = {
     # expert of 4, top-1, plus the shared expert; layers 0, 2 dense with their own width), RoPE with
     # chunked attention on layers 0-2 and the 4th a NoPE layer with full attention (llama.cpp's fixed
     # step of 4 and chunk of 8192, as the releases have), q/k L2 norm on the RoPE layers, Scout's llama3
-    # rope scaling. Experts fused as the checkpoints store them.
-    "llama4": TinySpec("Llama4TextConfig", _LLAMA4_TEXT, "smollm2", "bfloat16",
+    # rope scaling. Experts fused as the checkpoints store them. Tokenizer: SmolLM2's with Llama 4's
+    # header/turn tokens and the real Llama 4 chat template (transformers' processing_llama4.chat_template).
+    "llama4": TinySpec("Llama4TextConfig", _LLAMA4_TEXT, "smollm2-llama4", "bfloat16",
                        extra={"router_std": 0.5, "model_class": "Llama4ForCausalLM"}),
     # Llama 4 Scout/Maverick layout: the same text model under the vision tower and projector.
     "llama4-mm": TinySpec("Llama4Config", dict(
@@ -224,7 +225,7 @@ FAMILY_SPECS: dict[str, TinySpec] = {
         vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
                            image_size=32, patch_size=16, vision_output_dim=64, projector_input_dim=64,
                            projector_output_dim=64, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
-        boi_token_index=1, eoi_token_index=2, image_token_index=3), "smollm2", "bfloat16",
+        boi_token_index=1, eoi_token_index=2, image_token_index=3), "smollm2-llama4", "bfloat16",
         extra={"router_std": 0.5, "model_class": "Llama4ForConditionalGeneration"}),
     # Qwen3-VL MoE: the Qwen3-VL text model with every MLP a softmax router over 4 experts (top-2), the
     # experts fused and transposed as the releases store them (gate_up_proj [E, D, 2F], down_proj [E, F, D];
@@ -317,6 +318,8 @@ def _write_spm(folder: Path) -> dict[str, int]:
 
 # GLM's special tokens, which llama.cpp's GLM converter looks up by text.
 GLM_SPECIALS = ("[gMASK]", "<sop>", "<|user|>", "<|assistant|>", "<|observation|>")
+# The tokens Llama 4's chat template writes around each turn.
+LLAMA4_SPECIALS = ("<|header_start|>", "<|header_end|>", "<|eot|>")
 
 
 def _copy_smollm2_tokenizer(folder: Path, extra_specials: tuple[str, ...] = ()) -> dict[str, int]:
@@ -342,6 +345,18 @@ def _copy_smollm2_tokenizer(folder: Path, extra_specials: tuple[str, ...] = ()) 
             "eos_token_id": tok.token_to_id("<|im_end|>"), "pad_token_id": tok.token_to_id("<|im_end|>")}
 
 
+def _llama4_tokenizer(folder: Path) -> dict[str, int]:
+    """SmolLM2's tokenizer with Llama 4's turn tokens, its chat template and <|eot|> as end of turn."""
+    from transformers.models.llama4.processing_llama4 import chat_template
+
+    ids = _copy_smollm2_tokenizer(folder, LLAMA4_SPECIALS)
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    cfg.update(chat_template=chat_template, eos_token="<|eot|>")
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=1))
+    eot = next(int(i) for i, t in cfg["added_tokens_decoder"].items() if t["content"] == "<|eot|>")
+    return {**ids, "eos_token_id": eot}
+
+
 # --------------------------------------------------------------------------------------------
 # models
 
@@ -353,7 +368,9 @@ def build_tiny_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
 
     spec = {**SPECS, **MOE_SPECS, **FAMILY_SPECS}[arch]
     folder.mkdir(parents=True)
-    if spec.tokenizer.startswith("smollm2"):
+    if spec.tokenizer == "smollm2-llama4":
+        ids = _llama4_tokenizer(folder)
+    elif spec.tokenizer.startswith("smollm2"):
         ids = _copy_smollm2_tokenizer(folder, GLM_SPECIALS if spec.tokenizer == "smollm2-glm" else ())
     else:
         ids = _write_spm(folder) if spec.tokenizer == "spm" else _write_bpe(folder, spec.tokenizer)
