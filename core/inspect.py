@@ -52,7 +52,8 @@ class ArchRow:
     """How to read one HF family's hyperparameters. ``swa``: how llama.cpp applies the config's
     sliding window ('none': ignored by llama.cpp's graph for this arch; 'pattern': Gemma 3's
     interleaved local/global layers, from ``layer_types`` or every ``sliding_window_pattern``-th
-    layer global)."""
+    layer global; 'chunked': Llama 4's chunked attention, window ``attention_chunk_size`` on the
+    ``layer_types`` 'chunked_attention' layers, else on all but every ``swa_pattern_default``-th)."""
 
     gguf_arch: str
     swa: str = "none"
@@ -77,6 +78,10 @@ ARCHITECTURES: dict[str, ArchRow] = {
     "Mistral3ForConditionalGeneration": ArchRow("mistral3"),
     "Ministral3ForCausalLM": ArchRow("mistral3"),
     "Qwen3VLForConditionalGeneration": ArchRow("qwen3vl"),
+    "Qwen3VLMoeForConditionalGeneration": ArchRow("qwen3vlmoe"),
+    # llama.cpp runs chunked attention as its iSWA cache with n_swa = 8192, 3 chunked layers : 1 global.
+    "Llama4ForCausalLM": ArchRow("llama4", "chunked", 4),
+    "Llama4ForConditionalGeneration": ArchRow("llama4", "chunked", 4),
     "Phi3ForCausalLM": ArchRow("phi3"),
     # Mixture-of-experts families (llama.cpp runs Mixtral as 'llama' with experts).
     "Qwen3MoeForCausalLM": ArchRow("qwen3moe"),
@@ -99,6 +104,9 @@ ARCHITECTURES: dict[str, ArchRow] = {
 # and llama.cpp caches the latent (kv_lora_rank + qk_rope_head_dim per token and layer) instead of K/V per head.
 MLA_ARCHS = frozenset({"deepseek2"})
 GGUF_SWA = {"gemma3": 6, "gemma2": 2, "gemma4": 6}  # llama.cpp archs with interleaved SWA and their default pattern
+# llama.cpp archs whose graph fixes the window itself, (window, pattern): Llama 4's chunked attention
+# (src/models/llama4.cpp: n_swa = 8192 whatever the file says, unless it says sliding_window = 0).
+GGUF_FIXED_SWA = {"llama4": (8192, 4)}
 
 # config.json keys, first present wins (GPT-2 style names as fallbacks for unknown archs).
 _KEYS: dict[str, tuple[str, ...]] = {
@@ -123,6 +131,13 @@ def _cfg(config: Mapping[str, Any], what: str, default: int = 0) -> int:
 
 
 def _swa_layers(config: Mapping[str, Any], row: ArchRow | None, n_layers: int) -> tuple[int | None, tuple[int, ...]]:
+    if row is not None and row.swa == "chunked":
+        chunk, types = config.get("attention_chunk_size"), config.get("layer_types")
+        if not chunk:
+            return None, ()
+        if isinstance(types, list) and len(types) == n_layers:
+            return int(chunk), tuple(i for i, t in enumerate(types) if t == "chunked_attention")
+        return int(chunk), tuple(i for i in range(n_layers) if (i + 1) % row.swa_pattern_default)
     window = config.get("sliding_window")
     if row is None or row.swa != "pattern" or not window:
         return (int(window) if window else None), ()
@@ -317,15 +332,24 @@ def open_hf_folder(folder: Path) -> ModelInfo:
 # ----------------------------------------------------------------------------- GGUF
 
 
-def gguf_swa_layers(arch: str, n_layers: int, window: int, pattern: Any) -> tuple[int, ...]:
-    """Indices of the sliding-window layers of a GGUF model (``pattern``: the file's
-    ``attention.sliding_window_pattern``, a per-layer list or a period; else the architecture's)."""
-    if not window or arch not in GGUF_SWA:
-        return ()
+def gguf_swa(arch: str, n_layers: int, av: Callable[[str, Any], Any]) -> tuple[int, tuple[int, ...]]:
+    """(window, indices of the sliding-window or chunked layers) of a GGUF model as llama.cpp runs it,
+    from its ``{arch}.*`` metadata (``av``: GGUFFile.arch_value): attention.sliding_window and
+    attention.sliding_window_pattern (a per-layer list or a period; else the architecture's)."""
+    window = int(av("attention.sliding_window", 0) or 0)
+    if arch in GGUF_FIXED_SWA:
+        if av("attention.sliding_window", None) == 0:  # the converter's marker for no chunked attention
+            return 0, ()
+        window, default = GGUF_FIXED_SWA[arch]
+    elif not window or arch not in GGUF_SWA:
+        return window, ()
+    else:
+        default = GGUF_SWA[arch]
+    pattern = av("attention.sliding_window_pattern", None)
     if isinstance(pattern, list) and len(pattern) == n_layers:
-        return tuple(i for i, is_swa in enumerate(pattern) if is_swa)
-    p = int(pattern or GGUF_SWA[arch])
-    return tuple(i for i in range(n_layers) if (i + 1) % p)
+        return window, tuple(i for i, is_swa in enumerate(pattern) if is_swa)
+    p = int(pattern or default)
+    return window, tuple(i for i in range(n_layers) if (i + 1) % p)
 
 
 def gguf_kv_layout(av: Callable[[str, Any], Any], n_layers: int,
@@ -363,8 +387,7 @@ def open_gguf_file(path: Path) -> ModelInfo:
         n_kv = int(max(n_kv) if isinstance(n_kv, list) else n_kv or n_heads)
         hidden = int(av("embedding_length", 0) or 0)
         head_dim = int(av("attention.key_length", 0) or (hidden // n_heads if n_heads else 0))
-        window = int(av("attention.sliding_window", 0) or 0)
-        pattern = av("attention.sliding_window_pattern")
+        window, swa = gguf_swa(arch, n_layers, av)
         n_vocab = av("vocab_size") or len(g.get(Keys.Tokenizer.LIST, []) or [])
         ffn = av("feed_forward_length", 0)
         recurrent, state, n_nextn = gguf_recurrent(av, n_layers)
@@ -374,7 +397,6 @@ def open_gguf_file(path: Path) -> ModelInfo:
                     n_experts=int(av("expert_count", 0) or 0), n_experts_used=int(av("expert_used_count", 0) or 0),
                     recurrent_layers=recurrent, recurrent_state_bytes=state, n_nextn_layers=n_nextn,
                     mla_kv_width=head_dim * n_kv if av("attention.key_length_mla") else 0)
-        swa = gguf_swa_layers(arch, n_layers, window, pattern)
         kv_widths, n_kv_shared = gguf_kv_layout(av, n_layers, swa)
     from quantpress.core.gguf.arch import spec_for_gguf_arch
 

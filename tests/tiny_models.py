@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +180,14 @@ _GEMMA4_TEXT = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4,
                     layer_types=["sliding_attention", "full_attention"] * 2)  # vocabulary: the tokenizer's
 _SIGLIP = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2, image_size=64,
                patch_size=16)
+_LLAMA4_TEXT = dict({k: v for k, v in _TEXT.items() if k != "vocab_size"}, num_hidden_layers=4, hidden_size=256,
+                    max_position_embeddings=16384,
+                    head_dim=64, intermediate_size=128, intermediate_size_mlp=512, num_local_experts=4,
+                    num_experts_per_tok=1, interleave_moe_layer_step=2, use_qk_norm=True, attention_chunk_size=8192,
+                    tie_word_embeddings=False,
+                    rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 16.0,
+                                     "low_freq_factor": 1.0, "high_freq_factor": 1.0,
+                                     "original_max_position_embeddings": 8192})
 FAMILY_SPECS: dict[str, TinySpec] = {
     # Gemma 2: soft-capped attention and logits, sliding window every other layer, (1 + w) norms.
     "gemma2": TinySpec("Gemma2Config", dict(_TEXT, hidden_size=256, intermediate_size=512, head_dim=64,
@@ -223,6 +232,34 @@ FAMILY_SPECS: dict[str, TinySpec] = {
         vision_config=dict(depth=1, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=128,
                            patch_size=16, deepstack_visual_indexes=[0], num_position_embeddings=16),
         tie_word_embeddings=True), "smollm2", "bfloat16", extra={"model_class": "Qwen3VLForConditionalGeneration"}),
+    # Llama 4 text: four layers so every kind occurs: MoE every 2nd layer (layers 1, 3: one routed
+    # expert of 4, top-1, plus the shared expert; layers 0, 2 dense with their own width), RoPE with
+    # chunked attention on layers 0-2 and the 4th a NoPE layer with full attention (llama.cpp's fixed
+    # step of 4 and chunk of 8192, as the releases have), q/k L2 norm on the RoPE layers, Scout's llama3
+    # rope scaling. Experts fused as the checkpoints store them. Tokenizer: SmolLM2's with Llama 4's
+    # header/turn tokens and the real Llama 4 chat template (transformers' processing_llama4.chat_template).
+    "llama4": TinySpec("Llama4TextConfig", _LLAMA4_TEXT, "smollm2-llama4", "bfloat16",
+                       extra={"router_std": 0.5, "model_class": "Llama4ForCausalLM"}),
+    # Llama 4 Scout/Maverick layout: the same text model under the vision tower and projector.
+    "llama4-mm": TinySpec("Llama4Config", dict(
+        text_config=_LLAMA4_TEXT,
+        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=32, patch_size=16, vision_output_dim=64, projector_input_dim=64,
+                           projector_output_dim=64, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+        boi_token_index=1, eoi_token_index=2, image_token_index=3), "smollm2-llama4", "bfloat16",
+        extra={"router_std": 0.5, "model_class": "Llama4ForConditionalGeneration"}),
+    # Qwen3-VL MoE: the Qwen3-VL text model with every MLP a softmax router over 4 experts (top-2), the
+    # experts fused and transposed as the releases store them (gate_up_proj [E, D, 2F], down_proj [E, F, D];
+    # D != 2F, so the layouts differ in shape).
+    "qwen3vlmoe": TinySpec("Qwen3VLMoeConfig", dict(
+        text_config=dict({k: v for k, v in _TEXT.items() if k != "vocab_size"}, hidden_size=256, head_dim=64,
+                         moe_intermediate_size=64, num_experts=4, num_experts_per_tok=2, tie_word_embeddings=False,
+                         rope_parameters={"rope_type": "default", "rope_theta": 500000.0, "mrope_section": [8, 12, 12],
+                                          "mrope_interleaved": True}),
+        vision_config=dict(depth=1, hidden_size=64, intermediate_size=128, num_heads=2, out_hidden_size=256,
+                           patch_size=16, deepstack_visual_indexes=[0], num_position_embeddings=16),
+        tie_word_embeddings=False), "smollm2", "bfloat16",
+        extra={"router_std": 0.5, "model_class": "Qwen3VLMoeForConditionalGeneration", "release_experts": True}),
 }
 FAMILY_ARCHS: tuple[str, ...] = tuple(FAMILY_SPECS)
 # Multimodal wrappers for the mmproj checks (tests/tiny_mmproj.py adds the Hub files). Mistral 3 with
@@ -355,6 +392,8 @@ def _write_gemma4(folder: Path) -> dict[str, int]:
 
 # GLM's special tokens, which llama.cpp's GLM converter looks up by text.
 GLM_SPECIALS = ("[gMASK]", "<sop>", "<|user|>", "<|assistant|>", "<|observation|>")
+# The tokens Llama 4's chat template writes around each turn.
+LLAMA4_SPECIALS = ("<|header_start|>", "<|header_end|>", "<|eot|>")
 
 
 def _copy_smollm2_tokenizer(folder: Path, extra_specials: tuple[str, ...] = ()) -> dict[str, int]:
@@ -380,6 +419,18 @@ def _copy_smollm2_tokenizer(folder: Path, extra_specials: tuple[str, ...] = ()) 
             "eos_token_id": tok.token_to_id("<|im_end|>"), "pad_token_id": tok.token_to_id("<|im_end|>")}
 
 
+def _llama4_tokenizer(folder: Path) -> dict[str, int]:
+    """SmolLM2's tokenizer with Llama 4's turn tokens, its chat template and <|eot|> as end of turn."""
+    from transformers.models.llama4.processing_llama4 import chat_template
+
+    ids = _copy_smollm2_tokenizer(folder, LLAMA4_SPECIALS)
+    cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    cfg.update(chat_template=chat_template, eos_token="<|eot|>")
+    (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=1))
+    eot = next(int(i) for i, t in cfg["added_tokens_decoder"].items() if t["content"] == "<|eot|>")
+    return {**ids, "eos_token_id": eot}
+
+
 # --------------------------------------------------------------------------------------------
 # models
 
@@ -393,6 +444,8 @@ def build_tiny_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
     folder.mkdir(parents=True)
     if spec.tokenizer == "gemma4":
         ids = _write_gemma4(folder)
+    elif spec.tokenizer == "smollm2-llama4":
+        ids = _llama4_tokenizer(folder)
     elif spec.tokenizer.startswith("smollm2"):
         ids = _copy_smollm2_tokenizer(folder, GLM_SPECIALS if spec.tokenizer == "smollm2-glm" else ())
     else:
@@ -416,7 +469,7 @@ def build_tiny_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
             elif name.endswith(".bias"):
                 p.copy_(0.05 * torch.randn_like(p))
             elif "router_std" in spec.extra and name.endswith(("mlp.gate.weight", "block_sparse_moe.gate.weight", "mlp.router.weight",
-                                                              "router.proj.weight")):
+                                                              "router.proj.weight", "feed_forward.router.weight")):
                 p.copy_(spec.extra["router_std"] * torch.randn_like(p))
         for name, p in model.named_parameters():  # Gemma 4's router scales: ones at init, learned
             if name.endswith(("router.scale", "router.per_expert_scale")):
@@ -428,7 +481,9 @@ def build_tiny_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
             for name, b in model.named_buffers():
                 if name.endswith("e_score_correction_bias"):
                     b.copy_(spec.extra["score_bias_std"] * torch.randn_like(b))
-    model = model.to(getattr(torch, spec.dtype))
+    with warnings.catch_warnings():  # Llama 4's vision rotary table is a complex buffer; the text model has none
+        warnings.filterwarnings("ignore", "Casting complex values to real", UserWarning)
+        model = model.to(getattr(torch, spec.dtype))
     save_kwargs: dict[str, Any] = {}
     if spec.max_shard_size:
         save_kwargs["max_shard_size"] = spec.max_shard_size
@@ -441,10 +496,24 @@ def build_tiny_model(arch: str, folder: Path, *, seed: int = 0) -> Path:
         state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.endswith("lm_head.weight")
                  or not config.tie_word_embeddings}
         save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    if spec.extra.get("release_experts"):  # the released layout: transformers 5.25 saves its in-memory one
+        _transpose_experts(folder)
     gen = folder / "generation_config.json"
     if gen.exists():
         gen.unlink()
     return folder
+
+
+def _transpose_experts(folder: Path) -> None:
+    """Rewrite the checkpoint with every fused ``experts.gate_up_proj`` / ``experts.down_proj`` transposed
+    in its last two dimensions (Qwen3-VL-MoE: transformers holds [E, 2F, D], the releases store [E, D, 2F])."""
+    from safetensors.torch import load_file, save_file
+
+    for f in folder.glob("*.safetensors"):
+        state = load_file(str(f))
+        state = {k: v.transpose(1, 2).contiguous() if k.endswith((".experts.gate_up_proj", ".experts.down_proj"))
+                 else v for k, v in state.items()}
+        save_file(state, str(f), metadata={"format": "pt"})
 
 
 def built_once(arch: str, cache_dir: Path, build: Callable[[str, Path], object]) -> Path:

@@ -20,7 +20,7 @@ from quantpress.core.chat.placement import (
 )
 from quantpress.core.chat.types import KVCacheType
 from quantpress.core.errors import InvalidInput, InvalidModel, ModelLoadError
-from quantpress.core.inspect import gguf_kv_layout, gguf_recurrent, gguf_swa_layers
+from quantpress.core.inspect import gguf_kv_layout, gguf_recurrent, gguf_swa
 
 if TYPE_CHECKING:
     from quantpress.core.hardware import Hardware
@@ -83,8 +83,7 @@ def read_gguf_shape(path: str | Path) -> GgufShape:
             n_vocab = len(tokens) if tokens else int(g.arch_value("vocab_size", 0) or 0)
             template = g.get(Keys.Tokenizer.CHAT_TEMPLATE)
             n_layers = int(g.arch_value("block_count", 0) or 0)
-            window = int(g.arch_value("attention.sliding_window", 0) or 0)
-            swa = gguf_swa_layers(arch, n_layers, window, g.arch_value("attention.sliding_window_pattern"))
+            window, swa = gguf_swa(arch, n_layers, g.arch_value)
             recurrent, state, n_nextn = gguf_recurrent(g.arch_value, n_layers)
             kv_widths, n_kv_shared = gguf_kv_layout(g.arch_value, n_layers, swa)
             return GgufShape(

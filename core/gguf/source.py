@@ -51,7 +51,8 @@ class TensorPlan:
     ``transforms``: 'permute_q:<n_head>', 'permute_k:<n_kv_head>', 'add:<float>', 'rows:<n>' (keep
     the first n rows), 'generated' (computed from config, e.g. rope_freqs), 'expert_rows:<a>:<b>'
     (rows a..b of every expert's matrix of a stacked [E, R, C] source: the gate or up half of a
-    fused gate_up_proj), 'neg_exp' (A = -exp(A_log)), 'vheads:<first>:<nk>:<per_k>:<hd>' (V-head rows
+    fused gate_up_proj), 'expert_span_t:<a>:<b>' (columns a..b of every expert of [E, R, C],
+    transposed: a half of a gate_up_proj stored [E, D, 2F]), 'neg_exp' (A = -exp(A_log)), 'vheads:<first>:<nk>:<per_k>:<hd>' (V-head rows
     from first on reordered to tiled order), 'vcols:<nk>:<per_k>:<hd>' (the same on columns),
     'qkvz:<part>:<nk>:<dk>:<dvg>' (Qwen3-Next's q/k/v or z rows of in_proj_qkvz); see deltanet.py.
 
@@ -155,6 +156,18 @@ _LAYER_SHAPES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "mla_q": (("self_attn.q_proj.weight", ("qhead", "h")), ("self_attn.kv_a_proj_with_mqa.weight", ("kvr_rope", "h")),
               ("self_attn.kv_a_layernorm.weight", ("kvr",)), ("self_attn.kv_b_proj.weight", ("kvb", "kvr")),
               ("self_attn.o_proj.weight", ("h", "ov"))),
+    # Experts fused and transposed as the releases store them (transposed_experts.py; mm = 2m).
+    "fused_t_experts": (("mlp.gate.weight", ("E", "h")), ("mlp.experts.gate_up_proj", ("E", "h", "mm")),
+                        ("mlp.experts.down_proj", ("E", "m", "h"))),
+    # Llama 4: dense layers of width intermediate_size_mlp (fm); MoE layers of expert width f, with a
+    # router, fused transposed experts and a shared expert of the same width.
+    "llama4_mlp": (("feed_forward.gate_proj.weight", ("fm", "h")), ("feed_forward.up_proj.weight", ("fm", "h")),
+                   ("feed_forward.down_proj.weight", ("h", "fm"))),
+    "llama4_moe": (("feed_forward.router.weight", ("E", "h")), ("feed_forward.experts.gate_up_proj", ("E", "h", "ff")),
+                   ("feed_forward.experts.down_proj", ("E", "f", "h")),
+                   ("feed_forward.shared_expert.gate_proj.weight", ("f", "h")),
+                   ("feed_forward.shared_expert.up_proj.weight", ("f", "h")),
+                   ("feed_forward.shared_expert.down_proj.weight", ("h", "f"))),
     "nextn": (("eh_proj.weight", ("h", "hh")), ("enorm.weight", ("h",)), ("hnorm.weight", ("h",)),
               ("shared_head.norm.weight", ("h",))),
 }
@@ -169,9 +182,13 @@ _ARCH_LAYERS = {"llama": ("attn", "mlp", "norms"), "qwen2": ("attn", "mlp", "nor
                 "olmoe": ("attn", "norms", "olmoe_norm", "experts"),
                 "glm4moe": ("attn", "norms", "qkv_bias", "experts", "glm_experts"),
                 "gptoss": ("attn", "norms", "qkv_bias", "gptoss"),
+                "qwen3vlmoe": ("attn", "norms", "qk_norm", "fused_t_experts"), "llama4": ("attn", "norms", "llama4_mlp"),
                 "deepseekv3": ("mla", "norms", "experts", "glm_experts")}
 # Families whose first ``first_k_dense_replace`` layers are dense, and those layers' groups.
 _DENSE_LEAD = {"glm4moe": ("attn", "norms", "qkv_bias", "mlp"), "deepseekv3": ("mla", "norms", "mlp")}
+# Families whose every <config key>-th layer is MoE, and those layers' groups (Llama 4: layer i when
+# (i + 1) % interleave_moe_layer_step == 0, as llama.cpp and transformers' default moe_layers).
+_MOE_EVERY = {"llama4": ("interleave_moe_layer_step", ("attn", "norms", "llama4_moe"))}
 
 
 def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
@@ -182,7 +199,8 @@ def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
                                                       config["num_attention_heads"]) * d
     n_expert = spec.experts.n_experts(config) if spec.experts else 0
     dims = {"h": h, "f": f, "q": q, "k": k, "d": d, "qkk": q + 2 * k, "ff": 2 * f, "E": n_expert, "1": 1,
-            "m": int(config.get("moe_intermediate_size") or f), "s": int(config.get("shared_expert_intermediate_size") or 0),
+            "m": int(config.get("moe_intermediate_size") or f), "mm": 2 * int(config.get("moe_intermediate_size") or f),
+            "fm": int(config.get("intermediate_size_mlp") or f), "s": int(config.get("shared_expert_intermediate_size") or 0),
             "S": int(config.get("moe_intermediate_size") or f) * int(config.get("n_shared_experts") or 1), "hh": 2 * h,
             "H": int(config["num_attention_heads"]), **_mla_dims(config)}
     dtype = str(config.get("torch_dtype") or config.get("dtype") or "bfloat16")
@@ -207,6 +225,8 @@ def synthesize_hf_tensors(spec: ArchSpec, config: Config) -> list[TensorInfo]:
     n_layers = int(config["num_hidden_layers"])
     for i in range(block_count(spec, config)):  # MTP blocks (i >= n_layers): a MoE layer plus their own tensors
         layer_groups = _DENSE_LEAD[spec.name] if i < n_dense else groups + (("nextn",) if i >= n_layers else ())
+        if spec.name in _MOE_EVERY and (i + 1) % int(config.get(_MOE_EVERY[spec.name][0]) or 1) == 0:
+            layer_groups = _MOE_EVERY[spec.name][1]
         if config.get("kv_lora_rank") and config.get("q_lora_rank") is None:
             layer_groups = tuple("mla_q" if g == "mla" else g for g in layer_groups)
         for group in layer_groups:
@@ -418,7 +438,8 @@ def _permute_rows(n_rows: int, n_head: int) -> np.ndarray:
 
 
 # Transforms that cut a tensor out of a differently shaped source (HFReader._reshaped).
-_RESHAPING = frozenset({"expert_rows", "expert_cols_t", "expert_rows_step", "cols", "mla_k_b", "mla_v_b"})
+_RESHAPING = frozenset({"expert_rows", "expert_cols_t", "expert_span_t", "expert_rows_step", "cols", "mla_k_b",
+                        "mla_v_b"})
 
 
 def _chunks(x: np.ndarray, max_rows: int) -> Iterator[np.ndarray]:
@@ -587,11 +608,13 @@ class HFReader:
             rows = src_shape[1]
             for e in range(t.shape[0]):
                 yield from self._rows(t.source_file, t.source, e * rows + a, e * rows + b, max_rows)
-        elif kind in ("expert_cols_t", "expert_rows_step"):  # columns (transposed) or rows a::b of every expert
+        elif kind in ("expert_cols_t", "expert_span_t", "expert_rows_step"):
+            # per expert of [E, R, C]: columns a::b or a..b (transposed), or rows a::b
             rows = src_shape[1]
             for e in range(src_shape[0]):
                 m = np.concatenate(list(self._rows(t.source_file, t.source, e * rows, (e + 1) * rows, max_rows)))
-                yield from _chunks(np.ascontiguousarray(m[:, a::b].T if kind == "expert_cols_t" else m[a::b]), max_rows)
+                part = m[:, a::b].T if kind == "expert_cols_t" else m[:, a:b].T if kind == "expert_span_t" else m[a::b]
+                yield from _chunks(np.ascontiguousarray(part), max_rows)
         elif kind == "cols":  # columns a::b of a small 2-D tensor (gpt-oss's fused expert biases)
             yield from _chunks(np.ascontiguousarray(self._whole(t.source_file, t.source)[:, a::b]), max_rows)
         else:  # mla_k_b / mla_v_b: DeepSeek's kv_b_proj [H * (nope + v), rank] per head (a heads, b nope, c v)

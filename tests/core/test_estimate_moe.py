@@ -158,3 +158,32 @@ def test_mla_kv_cache_is_llama_cpps(tiny: Callable[[str], Path], tmp_path: Path)
             assert estimate(model, hw, cfg, formats=["Q8_0"]).formats[-1].kv_cache_bytes == model_kv_bytes(model, cfg)
         chat = kv_cache_bytes(read_gguf_shape(path), ctx, KVCacheType.F16, KVCacheType.F16)
         assert chat / 2**20 == pytest.approx(k_mib, abs=0.01)
+
+
+def test_llama4_is_moe_with_chunked_attention(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    """Llama 4 (dense and MoE layers interleaved, one routed expert of 4 per token): total and active
+    parameters; its chunked attention sized as llama.cpp's iSWA cache (n_swa = 8192 on the three
+    chunked layers of four, the NoPE layer global), the same from config.json and from the GGUF,
+    which carries no window key (llama.cpp's graph fixes it)."""
+    from quantpress.core.chat.llama_loader import read_gguf_shape
+    from quantpress.core.gguf.convert import convert
+    from quantpress.core.memory import kv_cache_bytes, kv_row_bytes, pad
+
+    folder = tiny("llama4")
+    model = open_model(folder)
+    est = estimate(model, detect_hardware().with_overrides(vram_gib=0, ram_gib=64), CFG, formats=["Q8_0"])
+    routed = sum(t.n_bytes // 2 for t in model.tensors if ".experts." in t.name)  # bf16
+    assert routed and (est.model.n_experts, est.model.n_experts_used) == (4, 1)
+    assert est.model.active_params == model.n_params - routed * 3 // 4
+    assert (model.sliding_window, model.swa_layers) == (8192, (0, 1, 2))
+    (result,) = convert(plan_conversion(model, ["Q8_0"], tmp_path))
+    gguf = open_model(result.output)
+    assert (gguf.sliding_window, gguf.swa_layers) == (8192, (0, 1, 2))
+    shape = read_gguf_shape(result.output)  # the chat's KV figure reads the same
+    assert (shape.sliding_window, shape.swa_layers) == (8192, (0, 1, 2))
+    cfg = RuntimeConfig(n_ctx=32768, swa_full=False)
+    per_cell = 2 * kv_row_bytes("f16", model.head_dim * model.n_kv_heads)
+    expected = 3 * pad(8192 + 512, 256) * per_cell + 32768 * per_cell
+    assert kv_cache_bytes(model, cfg) == kv_cache_bytes(gguf, cfg) == expected
+    # llama-cpp-python's default (swa_full): every layer holds the whole context
+    assert kv_cache_bytes(model, RuntimeConfig(n_ctx=32768)) == 4 * 32768 * per_cell

@@ -247,7 +247,7 @@ def gating_func_kv(config: Config) -> list[KV]:
 
 _MODULES = ("llama", "mistral", "qwen2", "qwen3", "gemma3", "phi3", "qwen3moe", "mixtral", "qwen2moe", "olmoe",
             "glm4moe", "gemma2", "smollm3", "mistral3", "qwen3vl", "gptoss", "deepseekv3", "qwen35", "qwen35moe",
-            "qwen3next", "gemma4")
+            "qwen3next", "gemma4", "llama4", "qwen3vlmoe")
 
 
 def _load_all() -> list[ArchSpec]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from quantpress.core.gguf.arch import KV, TEXT_HPARAMS, ArchSpec, Config
 
 
-def _deepstack_kv(config: Config) -> list[KV]:
+def deepstack_kv(config: Config) -> list[KV]:
     vision = config.get("vision_config") or {}
     return [("n_deepstack_layers", len(vision.get("deepstack_visual_indexes") or []), "UINT32")]
 
 
 SPEC = ArchSpec(name="qwen3vl", gguf_arch="qwen3vl", hf_classes=("Qwen3VLForConditionalGeneration",),
-                hparams=TEXT_HPARAMS, extra_kv=_deepstack_kv)
+                hparams=TEXT_HPARAMS, extra_kv=deepstack_kv)

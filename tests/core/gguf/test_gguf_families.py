@@ -1,8 +1,10 @@
-"""Newer dense families and the text model of multimodal wrappers (issue 16): Gemma 2, SmolLM3,
+"""Newer families and the text model of multimodal wrappers (issue 16): Gemma 2, SmolLM3,
 Gemma3ForConditionalGeneration, Mistral3ForConditionalGeneration, Qwen3VLForConditionalGeneration,
-Gemma 4 (Gemma4ForCausalLM, its MoE release, and Gemma4ForConditionalGeneration).
+Gemma 4 (Gemma4ForCausalLM, its MoE release, and Gemma4ForConditionalGeneration), Llama 4
+(Llama4ForCausalLM, Llama4ForConditionalGeneration) and Qwen3VLMoeForConditionalGeneration.
 Each converts, matches transformers and llama.cpp's own converter, loads and chats (family_check);
-one runs in the default suite, the others are marked slow."""
+one runs in the default suite, the others are marked slow; the default suite also checks Llama 4's F32
+log-probabilities against transformers (every layer kind in one tiny model)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from quantpress.core.gguf.reader import open_gguf
 from quantpress.core.gguf.source import open_source
 from tiny_models import FAMILY_ARCHS
 
-DEFAULT_RUN = "gemma3-mm"  # the family the default suite runs end to end
+DEFAULT_RUN = ("gemma3-mm",)  # the family the default suite runs end to end (Llama 4's: ~80 s here, slow)
 # Departures from llama.cpp's converter on purpose (docs/ARCHITECTURE.md): Gemma 3's exact per-layer
 # sliding-window pattern from layer_types (llama.cpp otherwise assumes every 6th layer global).
 DEPARTURES = {"gemma3-mm": ("gemma3.attention.sliding_window_pattern",)}
@@ -30,7 +32,7 @@ TOKENIZER_VALUES = ("gemma4", "gemma4-mm", "gemma4-moe")
 
 
 def _family(arch: str) -> object:
-    return arch if arch == DEFAULT_RUN else pytest.param(arch, marks=pytest.mark.slow)
+    return arch if arch in DEFAULT_RUN else pytest.param(arch, marks=pytest.mark.slow)
 
 
 @pytest.mark.parametrize("arch", [_family(a) for a in FAMILY_ARCHS])
@@ -42,7 +44,7 @@ def test_family_end_to_end(arch: str, tiny: Callable[[str], Path], tmp_path: Pat
                 assert list(np.atleast_1d(ours.metadata[key])) == list(np.atleast_1d(ref.metadata[key])), key
 
 
-@pytest.mark.parametrize("arch", ["gemma3-mm", "mistral3", "qwen3vl", "gemma4-mm"])
+@pytest.mark.parametrize("arch", ["gemma3-mm", "mistral3", "qwen3vl", "gemma4-mm", "llama4-mm", "qwen3vlmoe"])
 def test_wrapper_text_model_leaves_the_vision_tower_out(arch: str, tiny: Callable[[str], Path],
                                                         tmp_path: Path) -> None:
     """The checkpoint holds vision tensors; the plan has only the language model's, named as a
@@ -156,4 +158,94 @@ def test_gemma4_refuses_what_llama_cpp_cannot_run(change: dict[str, object], mes
     cfg = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**cfg, **change}))
     with pytest.raises(UnsupportedArchitecture, match=message):
+        plan_conversion(open_source(folder), ["Q8_0"], tmp_path)
+
+
+def test_llama4_fixture_has_every_layer_kind(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    """The tiny Llama 4 holds dense and MoE layers, RoPE (chunked) and NoPE (global) layers, and its
+    experts fused as the releases store them; the plan writes them as llama.cpp's layers."""
+    folder = tiny("llama4")
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["moe_layers"] == [1, 3] and cfg["no_rope_layers"] == [1, 1, 1, 0]
+    assert cfg["layer_types"] == ["chunked_attention"] * 3 + ["full_attention"]
+    names = {t.name: t.shape for t in plan_conversion(open_source(folder), ["Q8_0"], tmp_path).tensors}
+    assert {f"blk.{i}.ffn_gate.weight" for i in (0, 2)} <= set(names)
+    for i in (1, 3):
+        assert names[f"blk.{i}.ffn_gate_exps.weight"] == (4, 128, 256)
+        assert names[f"blk.{i}.ffn_down_exps.weight"] == (4, 256, 128)
+        assert f"blk.{i}.ffn_up_shexp.weight" in names and f"blk.{i}.ffn_gate.weight" not in names
+    assert names["rope_freqs.weight"] == (32,)
+
+
+def test_llama4_f32_matches_transformers(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    """The default suite's end-to-end check of Llama 4 (the full family check is slow): dense and MoE,
+    RoPE and NoPE layers, fused experts and rope_freqs, against transformers' log-probabilities."""
+    import numpy as np
+    from quantpress.core.gguf.convert import convert
+    from tiny_models import hf_logprobs, llama_logprobs
+
+    folder = tiny("llama4")
+    (result,) = convert(plan_conversion(open_source(folder), ["F32"], tmp_path))
+    ids = [int(i) for i in np.random.default_rng(1).integers(3, 49152, 64)]
+    assert np.abs(llama_logprobs(Path(result.output), ids) - hf_logprobs(folder, ids)).max() < 0.01
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("no_rope_layers", [1, 0, 1, 1], r"no_rope_layers \[1, 0, 1, 1\] differs.*\[1, 1, 1, 0\]"),
+    ("attention_chunk_size", 4096, r"attention_chunk_size 4096 differs.*8192"),
+    ("moe_layers", [0, 1, 2, 3], r"moe_layers \[0, 1, 2, 3\] differs.*\[1, 3\]"),
+    ("use_qk_norm", False, r"use_qk_norm False differs.*q/k norm on with 4 experts"),
+])
+def test_llama4_refuses_what_llama_cpp_runs_otherwise(key: str, value: object, message: str,
+                                                      tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    shutil.copytree(tiny("llama4"), folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg[key] = value
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnsupportedArchitecture, match=message):
+        plan_conversion(open_source(folder), ["Q8_0"], tmp_path)
+
+
+def test_llama4_accepts_how_release_configs_spell_the_defaults(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    """An empty no_rope_layers and no layer_types/moe_layers (transformers derives them), tuning given as a
+    number: the model llama.cpp runs, so it plans."""
+    folder = tmp_path / "m"
+    shutil.copytree(tiny("llama4"), folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    for key in ("layer_types", "moe_layers"):
+        del cfg[key]
+    cfg.update(no_rope_layers=[], attn_temperature_tuning=4)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    plan = plan_conversion(open_source(folder), ["Q8_0"], tmp_path)
+    assert "blk.1.ffn_gate_exps.weight" in {t.name for t in plan.tensors}
+
+
+def test_qwen3vlmoe_reads_transformers_own_expert_layout(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    """transformers 5.25 saves Qwen3-VL-MoE's experts untransposed ([E, 2F, D], [E, D, F]) and loads both
+    layouts; both convert to the same GGUF tensors as the released layout."""
+    from quantpress.core.gguf.convert import convert
+    from tiny_models import _transpose_experts
+
+    release = tiny("qwen3vlmoe")
+    memory = tmp_path / "memory"
+    shutil.copytree(release, memory)
+    _transpose_experts(memory)
+    files = []
+    for i, f in enumerate((release, memory)):
+        (tmp_path / f"out{i}").mkdir()
+        files.append(Path(convert(plan_conversion(open_source(f), ["F32"], tmp_path / f"out{i}"))[0].output))
+    with open_gguf(files[0]) as a, open_gguf(files[1]) as b:
+        assert [t.name for t in a.tensors] == [t.name for t in b.tensors]
+        for t in a.tensors:
+            assert (a.raw(t.name) == b.raw(t.name)).all(), t.name
+
+
+def test_qwen3vlmoe_refuses_dense_layers(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    shutil.copytree(tiny("qwen3vlmoe"), folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["text_config"]["mlp_only_layers"] = [0]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnsupportedArchitecture, match=r"dense layers.*every layer MoE"):
         plan_conversion(open_source(folder), ["Q8_0"], tmp_path)
