@@ -133,9 +133,13 @@ def run(args: argparse.Namespace) -> int:
             on = f"  calibrated on {r.calibration_device}" if r.calibration_device else ""
             print(f"{r.format:7s} {format_bytes(r.file_bytes):>11s}  {r.seconds:6.1f} s  "
                   f"peak RSS {format_bytes(r.peak_rss_bytes)}  {r.output}{on}")
+        for note in results[0].notes if results else ():  # one calibration for every output
+            print(f"note: {note}", file=sys.stderr)
     else:
         for r in results:  # JSON lines: one object per output
             print(json.dumps({"output": r.output, "format": r.format, "file_bytes": r.file_bytes,
                               "seconds": r.seconds, "peak_rss_bytes": r.peak_rss_bytes,
-                              "calibration_device": r.calibration_device or None}), flush=True)
+                              "calibration_device": r.calibration_device or None,
+                              "uncalibrated_experts": {b: list(e) for b, e in r.uncalibrated_experts.items()}}),
+                  flush=True)
     return 0

@@ -15,12 +15,13 @@ import json
 import os
 import resource
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+from quantpress.core.calibration.experts import by_block, fallback_note
 from quantpress.core.disk import DiskFree, require_free_space
 from quantpress.core.errors import InvalidInput, InvalidModel, NotEnoughDiskSpace
 from quantpress.core.eta import CALIBRATION_COST, IMPORTANCE_COST, Stage, StagedProgress, write_cost
@@ -56,6 +57,14 @@ class ConversionResult:
     calibration_tokens: int = 0
     warnings: tuple[str, ...] = ()
     calibration_device: str = ""  # where the calibration pass ran ("cpu", "cuda"); "" when none ran
+    # Routed experts the calibration text never reached, by block ("blk.3" -> experts); their
+    # importance fell back to their layer's mean (core/calibration/imatrix.py Imatrix.importance).
+    uncalibrated_experts: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Lines the CLI and the GUI's job log show after the result."""
+        return (fallback_note(self.uncalibrated_experts),) if self.uncalibrated_experts else ()
 
 
 def peak_rss_bytes() -> int:
@@ -294,6 +303,7 @@ def convert(plan: ConversionPlan, *, report: Report = ignore, cancel: CancelToke
     try:
         imatrix, calibration_device = _load_imatrix(plan, reader, source_kv, report, cancel, device)
         n_tokens = int(getattr(imatrix, "n_tokens", 0) or 0)
+        uncovered = by_block(getattr(imatrix, "experts_without_tokens", {}))
         for o in plan.outputs:
             outputs.append(_Output(o, _quant_choice(plan, o)))
             _write_preamble(plan, outputs[-1], source_kv, n_tokens)
@@ -309,7 +319,7 @@ def convert(plan: ConversionPlan, *, report: Report = ignore, cancel: CancelToke
         for out in outputs:
             os.replace(out.tmp, out.final)
             res = ConversionResult(str(out.final), out.plan.format, out.written, seconds, peak_rss_bytes(),
-                                   n_tokens, plan.warnings, calibration_device)
+                                   n_tokens, plan.warnings, calibration_device, uncovered)
             _write_sidecar(plan, out.plan, res)
             results.append(res)
         report(Progress("convert", 1.0, "done", plan.source_bytes, plan.source_bytes, 0.0))
