@@ -70,7 +70,11 @@ def main() -> None:
     t0 = time.monotonic()
     imatrix = compute_imatrix(model, device="cpu")  # what --calibration default computes, for llama.cpp
     imatrix_seconds = time.monotonic() - t0
-    back = load_imatrix(save_imatrix(imatrix, work / "default-text.imatrix.gguf"))
+    imatrix_file = save_imatrix(imatrix, work / "default-text.imatrix.gguf")
+    back = load_imatrix(imatrix_file)
+    (work / "ggml").mkdir()  # quantpress given that file with ggml's quantizer (the engine llama.cpp uses)
+    run_measured([py, "-m", "quantpress.core.cli", "convert", str(model), *fmt_args, "--imatrix", str(imatrix_file),
+                  "--engine", "ggml", "--out", str(work / "ggml"), "--json"])
     importance = {n: v for n in back.names if (v := back.importance(n)) is not None}
     chunks = heldout_chunks(model, args.chunks, args.n_ctx)
     ref = logprobs(work / f"{model.name}-F32.gguf", chunks)
@@ -79,11 +83,12 @@ def main() -> None:
         llama_quantize(work / "ref-F16.gguf", work / f"ref-{fmt}.gguf", fmt)
         llama_quantize(work / "ref-F16.gguf", work / f"ref-imatrix-{fmt}.gguf", fmt, imatrix=importance)
         files = {"llama.cpp": work / f"ref-{fmt}.gguf", "quantpress": work / f"{model.name}-{fmt}.gguf",
-                 "llama.cpp imatrix": work / f"ref-imatrix-{fmt}.gguf", "quantpress text": work / "cal" / f"{model.name}-{fmt}.gguf"}
+                 "llama.cpp imatrix": work / f"ref-imatrix-{fmt}.gguf", "quantpress text": work / "cal" / f"{model.name}-{fmt}.gguf",
+                 "quantpress ggml": work / "ggml" / f"{model.name}-{fmt}.gguf"}
         k = {name: kld_tokens(ref, logprobs(path, chunks)) for name, path in files.items()}
         plain, text = paired(k["quantpress"], k["llama.cpp"]), paired(k["quantpress text"], k["llama.cpp imatrix"])
         rows.append({"format": fmt, **{f"kld {n}": float(v.mean()) for n, v in k.items()},
-                     "diff plain": plain, "diff text": text,
+                     "diff plain": plain, "diff text": text, "diff ggml": paired(k["quantpress ggml"], k["llama.cpp imatrix"]),
                      **{f"bytes {n}": path.stat().st_size for n, path in files.items()}})
     mib = 2**20
     uncovered = back.experts_without_tokens
@@ -98,16 +103,20 @@ def main() -> None:
              f"{cal_seconds:.0f} s) vs the same llama.cpp pipeline given an imatrix of the same text; llama-cpp-python "
              "has no imatrix tool, so that imatrix is quantpress's own (compute_imatrix with the same defaults, "
              f"{imatrix_seconds:.0f} s), written as a llama.cpp GGUF imatrix file and read back "
-             f"({len(uncovered)} expert tensors with experts that got no tokens). 2 shared CPU cores. Measured "
+             f"({len(uncovered)} expert tensors with experts that got no tokens); `--engine ggml`: `quantpress convert "
+             "--imatrix` that file with ggml's quantizer, the one llama.cpp runs (engine auto uses quantpress's native "
+             "k-quant kernels with a measured imatrix, core/quant/auto.py). 2 shared CPU cores. Measured "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.", "",
              f"Command: `.venv/bin/python -m benchmarks.moe_quality --formats {args.formats} --chunks {args.chunks} --write`",
              "", "| format | llama.cpp KLD | quantpress KLD | quantpress − llama.cpp (± SE) | llama.cpp + imatrix KLD | "
-             "quantpress + text KLD | quantpress − llama.cpp, with text (± SE) | size MiB (llama.cpp / quantpress) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "quantpress + text KLD | quantpress − llama.cpp, with text (± SE) | same, `--engine ggml` (± SE) | "
+             "size MiB (llama.cpp / quantpress) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        (dp, sp), (dt, st) = r["diff plain"], r["diff text"]
+        (dp, sp), (dt, st), (dg, sg) = r["diff plain"], r["diff text"], r["diff ggml"]
         lines.append(f"| {r['format']} | {r['kld llama.cpp']:.5f} | {r['kld quantpress']:.5f} | {dp:+.5f} ± {sp:.5f} | "
                      f"{r['kld llama.cpp imatrix']:.5f} | {r['kld quantpress text']:.5f} | {dt:+.5f} ± {st:.5f} | "
+                     f"{dg:+.5f} ± {sg:.5f} | "
                      f"{r['bytes llama.cpp'] / mib:.1f} / {r['bytes quantpress'] / mib:.1f} |")
     print(cal_out[-2000:])
     finish("\n".join(lines + [""]), rows, work, args.write)

@@ -231,7 +231,8 @@ def _load_imatrix(plan: ConversionPlan, reader: Any, source_kv: list[Any], repor
 
 
 def _quant_choice(plan: ConversionPlan, out: OutputPlan) -> QuantChoice:
-    return choose(plan.engine, out.format, plan.calibration.kind)
+    experts = any(t.name.endswith("_exps.weight") for t in plan.tensors)  # routed experts: core/quant/auto.AUTO_MOE
+    return choose(plan.engine, out.format, plan.calibration.kind, experts=experts)
 
 
 def _uses_weight_importance(plan: ConversionPlan) -> bool:
