@@ -71,6 +71,17 @@ def available_formats(model: ModelInfo) -> list[tuple[str, str, str]]:
     return out
 
 
+def unavailable_formats(model: ModelInfo) -> dict[str, str]:
+    """Format keys ``available_formats`` lists that this model cannot take -> why (shown, not ticked):
+    AWQ for a class without an AWQ scaling map, mixture-of-experts families included (core/awq/groups.py)."""
+    if model.kind != SourceKind.HF_FOLDER:
+        return {}
+    from quantpress.core.awq.groups import unsupported_reason
+
+    reason = unsupported_reason(model.architecture)
+    return {c.key: reason for c in AWQ_CHOICES} if reason else {}
+
+
 @dataclass(frozen=True)
 class AwqChoice:
     """One AWQ output the Convert pane offers: an AWQ format (core.awq.pipeline) and group size."""

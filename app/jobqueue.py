@@ -240,6 +240,9 @@ class JobQueue(QObject):
         job.fraction = 1.0
         for path in job.outputs:
             job.add_log(f"Wrote {path}")
+        for note in dict.fromkeys(n for item in (result if isinstance(result, (list, tuple)) else [result])
+                                  for n in getattr(item, "notes", ()) if isinstance(n, str)):
+            job.add_log(f"Note: {note}")  # e.g. experts the calibration text never reached
         self.job_succeeded.emit(job)
 
     @Slot(object)

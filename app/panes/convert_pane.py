@@ -45,6 +45,7 @@ from quantpress.app.convert_jobs import (
     describe_plan,
     folder_job,
     plan_job,
+    unavailable_formats,
 )
 from quantpress.app.errors import show_error
 from quantpress.app.format_tips import tip
@@ -235,13 +236,17 @@ class ConvertPane(Pane):
         self.formats_list.clear()
         self._previewed = None
         formats = available_formats(model) if model is not None else []
+        refused = unavailable_formats(model) if model is not None else {}
         defaults = set(settings.get("default_formats"))
         for fmt, label, description in formats:
             item = QListWidgetItem(label)
             item.setData(Qt.ItemDataRole.UserRole, fmt)
             item.setToolTip(tip(fmt, description))
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked if fmt in defaults else Qt.CheckState.Unchecked)
+            item.setCheckState(Qt.CheckState.Checked if fmt in defaults and fmt not in refused else Qt.CheckState.Unchecked)
+            if fmt in refused:  # listed, so the user learns why, but it cannot be ticked or queued
+                item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEnabled)
+                item.setToolTip(refused[fmt])
             self.formats_list.addItem(item)
         out = default_output_dir(model) if model is not None else None
         self.out_edit.setText(str(out) if out else str(settings.get("last_output_dir")))
@@ -282,7 +287,8 @@ class ConvertPane(Pane):
     def set_selected_formats(self, formats: list[str]) -> None:
         for i in range(self.formats_list.count()):
             item = self.formats_list.item(i)
-            checked = item.data(Qt.ItemDataRole.UserRole) in formats
+            enabled = bool(item.flags() & Qt.ItemFlag.ItemIsEnabled)  # a refused format (AWQ on MoE) stays off
+            checked = enabled and item.data(Qt.ItemDataRole.UserRole) in formats
             item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
 
     def default_out_dir(self) -> Path:

@@ -62,12 +62,30 @@ ARCHITECTURES: dict[str, AwqArch] = {
 NO_CLIP_SUBSTRINGS = ("q_", "k_", "query", "key", "Wqkv")
 
 
+def unsupported_reason(hf_class: str) -> str | None:
+    """Why AWQ refuses ``hf_class`` (None: it has a scaling-group map). Mixture-of-experts families
+    get their own message: their routed experts would need per-expert scales and per-expert
+    calibration inputs, which this AWQ does not have; their GGUF conversion handles every expert."""
+    if hf_class in ARCHITECTURES:
+        return None
+    from quantpress.core.gguf.arch import spec_for_hf_class
+
+    try:
+        spec = spec_for_hf_class(hf_class)
+    except UnsupportedArchitecture:
+        spec = None
+    if spec is not None and spec.experts is not None:
+        return (f"AWQ does not support mixture-of-experts models yet: '{hf_class}' ({spec.name}) routes each token "
+                "to a few of its experts, and AWQ here has no per-expert scales. Convert it to a GGUF format instead "
+                "(e.g. Q4_K_M, with calibration text for per-expert importance), which quantizes every expert")
+    return f"AWQ has no scaling-group map for '{hf_class}'; supported: {', '.join(sorted(ARCHITECTURES))}"
+
+
 def arch_for(hf_class: str) -> AwqArch:
-    spec = ARCHITECTURES.get(hf_class)
-    if spec is None:
-        raise UnsupportedArchitecture(
-            f"AWQ has no scaling-group map for '{hf_class}'; supported: {', '.join(sorted(ARCHITECTURES))}")
-    return spec
+    reason = unsupported_reason(hf_class)
+    if reason is not None:
+        raise UnsupportedArchitecture(reason)
+    return ARCHITECTURES[hf_class]
 
 
 def matching_width_ok(group: ScaleGroup, prev_out: int, first_in: int) -> bool:

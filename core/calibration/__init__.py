@@ -8,9 +8,12 @@ Public API
 - ``compute_imatrix(model_dir, text=None, *, n_ctx=512, max_tokens=32768, device="auto",
   batch_chunks=4, dataset_name=None, report, cancel) -> Imatrix``: mean x² per input column of
   every decoder linear, keyed by GGUF tensor name (``blk.N.attn_q.weight``; phi3: ``attn_qkv``,
-  ``ffn_up``); one decoder layer in memory at a time. Records token and chunk counts.
+  ``ffn_up``); routed experts one row per expert over the tokens routed to it
+  (``blk.N.ffn_{gate,up,down}_exps``, core/calibration/experts.py); one decoder layer in memory at a
+  time. Records token and chunk counts.
 - ``Imatrix``: frozen; ``sums``/``counts`` per GGUF name (llama.cpp's in_sum2/counts),
-  ``importance(name) -> float32 array | None`` (the mean, what quantizers take), ``names``,
+  ``importance(name) -> float32 array | None`` (the mean, what quantizers take; an expert without
+  tokens gets its layer's pooled mean), ``experts_without_tokens``, ``names``,
   ``datasets``, ``chunk_count``, ``chunk_size``, ``n_tokens``.
 - ``load_imatrix(path) -> Imatrix`` (llama.cpp GGUF imatrix or legacy .dat, detected from content),
   ``save_imatrix(imatrix, path, format="gguf"|"dat") -> Path`` (atomic).

@@ -2,7 +2,8 @@
 
 For every nn.Linear inside the decoder layers, accumulate Σ x² per input column of its input and
 the number of tokens, exactly what llama.cpp's imatrix tool records for ``blk.*`` weights (it also
-skips ``output.weight`` by default). Memory: one decoder layer plus the calibration hidden states
+skips ``output.weight`` by default). Routed experts (transformers 5 keeps them as fused 3-D
+parameters, not linears) get one row per expert over the tokens routed to it (experts.py). Memory: one decoder layer plus the calibration hidden states
 (n_tokens · hidden_size · 4 bytes on CPU, e.g. 75 MB for 32k tokens of a 576-wide model).
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from quantpress.core.calibration.experts import ExpertStats, experts_modules, unknown_experts
 from quantpress.core.calibration.imatrix import Imatrix
 from quantpress.core.calibration.layerwise import LayerwiseModel, run_layer
 from quantpress.core.calibration.text import (
@@ -22,7 +24,7 @@ from quantpress.core.calibration.text import (
     load_tokenizer,
     text_label,
 )
-from quantpress.core.errors import InvalidInput, InvalidModel
+from quantpress.core.errors import InvalidInput, InvalidModel, UnsupportedArchitecture
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle, ignore
 
 DEFAULT_N_CTX = 512
@@ -81,6 +83,15 @@ class _Accumulator:
         self._handles.clear()
 
 
+def _expert_hooks(lw: LayerwiseModel, index: int, layer: Any) -> list[ExpertStats]:
+    """Per-expert statistics hooks on the layer's routed-experts modules (core/calibration/experts.py)."""
+    unknown = unknown_experts(layer)
+    if unknown:
+        raise UnsupportedArchitecture(f"{lw.hf_class}: calibration does not know the routed experts module "
+                                      f"{', '.join(unknown)}; convert with --calibration weights (the default) instead")
+    return [ExpertStats(module, family) for _, module, family in experts_modules(layer)]
+
+
 def compute_imatrix(model_dir: str | Path, text: str | None = None, *, n_ctx: int = DEFAULT_N_CTX,
                     max_tokens: int | None = DEFAULT_MAX_TOKENS, device: str = "auto",
                     batch_chunks: int = DEFAULT_BATCH_CHUNKS, dataset_name: str | None = None,
@@ -111,6 +122,7 @@ def compute_imatrix(model_dir: str | Path, text: str | None = None, *, n_ctx: in
             acc = _Accumulator()
             linears = list(lw.linear_names(index, layer))
             acc.attach(linears)
+            experts = _expert_hooks(lw, index, layer)
             try:
                 for b, h in enumerate(hidden):
                     cancel.raise_if_cancelled()
@@ -125,7 +137,12 @@ def compute_imatrix(model_dir: str | Path, text: str | None = None, *, n_ctx: in
                                       step, total_steps))
             finally:
                 acc.detach()
+                for stats in experts:
+                    stats.detach()
                 lw.release(layer)
+            for stats in experts:  # one row per routed expert, llama.cpp's layout for *_exps
+                for gname, (expert_sums, expert_counts) in stats.entries(index).items():
+                    sums[gname], counts[gname] = expert_sums, expert_counts
             for name, _ in linears:
                 gname = lw.gguf_name(f"{lw.layer_prefix}.{index}.{name}.weight")
                 if gname is None or name not in acc.sums:

@@ -50,18 +50,38 @@ class Imatrix:
         return name in self.sums
 
     def importance(self, name: str) -> np.ndarray | None:
-        """Mean x² per input column as float32 (n_mat · n_per_row,), llama.cpp's convention
-        (counts 0 -> 1); None when ``name`` has no entry."""
+        """Mean x² per input column as float32 (n_mat · n_per_row,); None when ``name`` has no entry.
+        A stacked expert that saw no tokens (count 0) gets the pooled mean of the entry's experts
+        that did (Σ sums / Σ counts): the input an average routed token brings. llama.cpp's quantizer
+        uses 1 there (tools/quantize/quantize.cpp), i.e. no weighting at all; ones here too when no
+        expert of the entry saw a token. An n_mat = 1 entry with count 0 divides by 1 (legacy files)."""
         sums = self.sums.get(name)
         if sums is None:
             return None
-        counts = np.asarray(self.counts[name], dtype=np.float32).reshape(-1, 1)
-        counts = np.where(counts == 0, 1.0, counts)
-        return np.ascontiguousarray((sums / counts).reshape(-1), dtype=np.float32)
+        sums = np.asarray(sums, dtype=np.float64)
+        counts = np.asarray(self.counts[name], dtype=np.float64).reshape(-1, 1)
+        means = sums / np.where(counts == 0, 1.0, counts)
+        empty = counts[:, 0] == 0
+        if sums.shape[0] > 1 and empty.any():
+            seen = counts[:, 0] > 0
+            means[empty] = sums[seen].sum(axis=0) / counts[seen].sum() if seen.any() else 1.0
+        return np.ascontiguousarray(means.reshape(-1), dtype=np.float32)
+
+    @property
+    def experts_without_tokens(self) -> dict[str, tuple[int, ...]]:
+        """Stacked-expert entries (n_mat > 1) -> the experts that saw no calibration token (their
+        :meth:`importance` rows are a fallback, see there); entries where every expert saw one are absent."""
+        out = {}
+        for name in self.names:
+            counts = np.asarray(self.counts[name]).reshape(-1)
+            if counts.size > 1 and (counts == 0).any():
+                out[name] = tuple(int(e) for e in np.flatnonzero(counts == 0))
+        return out
 
     def summary(self) -> dict[str, Any]:
         return {"tensors": len(self.sums), "datasets": list(self.datasets), "chunk_count": self.chunk_count,
-                "chunk_size": self.chunk_size, "n_tokens": self.n_tokens}
+                "chunk_size": self.chunk_size, "n_tokens": self.n_tokens,
+                "experts_without_tokens": {k: list(v) for k, v in self.experts_without_tokens.items()}}
 
 
 def from_means(means: Mapping[str, np.ndarray], n_tokens: int, **meta: Any) -> Imatrix:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from quantpress.core.calibration.experts import fuse_checkpoint_experts
 from quantpress.core.errors import InvalidModel, UnsupportedArchitecture
 from quantpress.core.gguf.arch import spec_for_hf_class
 from quantpress.core.validate import non_finite_weights
@@ -69,6 +70,15 @@ class _WeightFiles:
         return out
 
 
+def _supports_sdpa(config: Any) -> bool:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    try:
+        return bool(getattr(MODEL_FOR_CAUSAL_LM_MAPPING[type(config)], "_supports_sdpa", True))
+    except KeyError:
+        return True  # from_config below names the class it cannot build
+
+
 class _Recorder:
     """Stands in for a decoder layer during the kwargs-capture pass (identity on hidden states)."""
 
@@ -108,7 +118,9 @@ class LayerwiseModel:
         self.hf_class = (getattr(self.config, "architectures", None) or ["?"])[0]
         self.gguf_arch = gguf_arch_for(self.hf_class)
         check_torch_folder(self.model_dir)  # sound safetensors headers, config values, every layer stored
-        self.config._attn_implementation = "sdpa"  # no padding: masks stay None where causal suffices
+        # sdpa: no padding, so masks stay None where causal suffices; eager where the class has no
+        # sdpa path (gpt-oss's attention sinks): its causal mask is then captured with the other kwargs.
+        self.config._attn_implementation = "sdpa" if _supports_sdpa(self.config) else "eager"
         self.weights = _WeightFiles(self.model_dir)
         with torch.device("meta"):
             self.model = AutoModelForCausalLM.from_config(self.config, dtype=self.dtype)  # type: ignore[no-untyped-call]
@@ -151,6 +163,7 @@ class LayerwiseModel:
                 self.model._init_weights(sub)
         keys = [k for k in self.weights.keys() if k.startswith(prefix)]
         state = {k[len(prefix):]: v for k, v in self.weights.load(keys, self.dtype, self.device).items()}
+        state = fuse_checkpoint_experts(state, module)  # per-expert checkpoints -> transformers 5's fused experts
         expected = set(module.state_dict())
         missing = expected - set(state)
         if missing:

@@ -140,10 +140,13 @@ def run(args: argparse.Namespace) -> int:
         if plan.mmproj is not None:
             print(f"{'mmproj':7s} {format_bytes(plan.mmproj.file_bytes):>11s}  vision projector "
                   f"({plan.mmproj.format})  {plan.mmproj.path}")
+        for note in results[0].notes if results else ():  # one calibration for every output
+            print(f"note: {note}", file=sys.stderr)
     else:
         for r in results:  # JSON lines: one object per output
             print(json.dumps({"output": r.output, "format": r.format, "file_bytes": r.file_bytes,
                               "seconds": r.seconds, "peak_rss_bytes": r.peak_rss_bytes,
-                              "calibration_device": r.calibration_device or None, "mmproj": r.mmproj or None}),
+                              "calibration_device": r.calibration_device or None, "mmproj": r.mmproj or None,
+                              "uncalibrated_experts": {b: list(e) for b, e in r.uncalibrated_experts.items()}}),
                   flush=True)
     return 0

@@ -15,12 +15,13 @@ import json
 import os
 import resource
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+from quantpress.core.calibration.experts import by_block, fallback_note
 from quantpress.core.disk import DiskFree, require_free_space
 from quantpress.core.errors import InvalidInput, InvalidModel, NotEnoughDiskSpace
 from quantpress.core.eta import CALIBRATION_COST, IMPORTANCE_COST, Stage, StagedProgress, write_cost
@@ -58,6 +59,14 @@ class ConversionResult:
     warnings: tuple[str, ...] = ()
     calibration_device: str = ""  # where the calibration pass ran ("cpu", "cuda"); "" when none ran
     mmproj: str = ""  # the vision projector file written beside the model (multimodal wrappers), "" when none
+    # Routed experts the calibration text never reached, by block ("blk.3" -> experts); their
+    # importance fell back to their layer's mean (core/calibration/imatrix.py Imatrix.importance).
+    uncalibrated_experts: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """Lines the CLI and the GUI's job log show after the result."""
+        return (fallback_note(self.uncalibrated_experts),) if self.uncalibrated_experts else ()
 
 
 def peak_rss_bytes() -> int:
@@ -229,7 +238,8 @@ def _load_imatrix(plan: ConversionPlan, reader: Any, source_kv: list[Any], repor
 
 
 def _quant_choice(plan: ConversionPlan, out: OutputPlan) -> QuantChoice:
-    return choose(plan.engine, out.format, plan.calibration.kind)
+    experts = any(t.name.endswith("_exps.weight") for t in plan.tensors)  # routed experts: core/quant/auto.AUTO_MOE
+    return choose(plan.engine, out.format, plan.calibration.kind, experts=experts)
 
 
 def _uses_weight_importance(plan: ConversionPlan) -> bool:
@@ -301,6 +311,7 @@ def convert(plan: ConversionPlan, *, report: Report = ignore, cancel: CancelToke
     try:
         imatrix, calibration_device = _load_imatrix(plan, reader, source_kv, report, cancel, device)
         n_tokens = int(getattr(imatrix, "n_tokens", 0) or 0)
+        uncovered = by_block(getattr(imatrix, "experts_without_tokens", {}))
         for o in plan.outputs:
             outputs.append(_Output(o, _quant_choice(plan, o)))
             _write_preamble(plan, outputs[-1], source_kv, n_tokens)
@@ -320,7 +331,8 @@ def convert(plan: ConversionPlan, *, report: Report = ignore, cancel: CancelToke
             os.replace(out.tmp, out.final)
             res = ConversionResult(str(out.final), out.plan.format, out.written, seconds, peak_rss_bytes(),
                                    n_tokens, plan.warnings, calibration_device,
-                                   plan.mmproj.path if plan.mmproj is not None else "")
+                                   plan.mmproj.path if plan.mmproj is not None else "",
+                                   uncovered)
             _write_sidecar(plan, out.plan, res)
             results.append(res)
         report(Progress("convert", 1.0, "done", plan.source_bytes, plan.source_bytes, 0.0))

@@ -419,13 +419,6 @@ def plan_conversion(model: ModelInfo, formats: Sequence[str], out: Path | None =
                 f"calibration text is not supported for an already quantized source ({model.name or model.source}); "
                 "convert with the default importance estimated from the (dequantized) weights, with --imatrix FILE, "
                 "or with --calibration none")
-        if src.spec and src.spec.experts and calib.kind in ("default", "file"):
-            # The layer-by-layer calibration pass hooks nn.Linear modules; transformers 5 keeps routed
-            # experts as fused parameters, which it neither loads from per-expert checkpoints nor sees.
-            raise InvalidInput(
-                f"calibration text is not supported yet for mixture-of-experts models ({_hf_class(model, config)}); "
-                "convert with the default importance estimated from the weights, with --imatrix FILE from "
-                "llama.cpp's llama-imatrix (per-expert rows are used), or with --calibration none")
     gguf_arch = src.spec.gguf_arch if src.spec else (model.gguf_arch or model.architecture)
     name = model.name or Path(model.source).name.removesuffix(".gguf")
     by_name = {t.name: t for t in src.tensors}

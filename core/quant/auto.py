@@ -81,6 +81,15 @@ AUTO: dict[str, dict[str, QuantChoice]] = {
     "MIXED": {"weights": GGML_WITH_IMPORTANCE},
 }
 
+# Mixture-of-experts models: departures that lost there, back to llama-quantize's way. On the generated
+# Qwen3-MoE of `benchmarks.moe_quality` (BENCHMARKS.md, "Quality on a generated mixture-of-experts
+# model"), Q4_K_M with the native kernels given the measured imatrix was 5% worse than llama.cpp given
+# the same imatrix (+0.00029 ± 0.00004 KLD), ggml's quantizer with it equal (+0.00001); Q2_K's native
+# choice won there (-0.00244 ± 0.00021) and stays.
+AUTO_MOE: dict[str, dict[str, QuantChoice]] = {
+    "Q4_K_M": {"measured": GGML_WITH_IMPORTANCE},
+}
+
 # Unlisted: llama-quantize's behaviour (without importance, or with the measured imatrix as given).
 FALLBACK: dict[str, QuantChoice] = {"weights": LLAMA_CPP, "none": LLAMA_CPP, "measured": GGML_WITH_IMPORTANCE}
 
@@ -90,11 +99,13 @@ def importance_source(calibration_kind: str) -> str:
     return calibration_kind if calibration_kind in ("weights", "none") else "measured"
 
 
-def choose(engine: str, mix: str, calibration_kind: str) -> QuantChoice:
-    """The quantizer and importance use for output ``mix`` of a plan with ``engine`` and calibration."""
+def choose(engine: str, mix: str, calibration_kind: str, *, experts: bool = False) -> QuantChoice:
+    """The quantizer and importance use for output ``mix`` of a plan with ``engine`` and calibration;
+    ``experts``: the model has routed experts (``AUTO_MOE`` first)."""
     if engine not in ENGINE_CHOICES:
         raise ValueError(f"unknown quantization engine {engine!r}; choose one of {', '.join(ENGINE_CHOICES)}")
     if engine != "auto":
         return QuantChoice(engine, True)
     source = importance_source(calibration_kind)
-    return AUTO.get(mix, {}).get(source, FALLBACK[source])
+    moe = AUTO_MOE.get(mix, {}).get(source) if experts else None
+    return moe or AUTO.get(mix, {}).get(source, FALLBACK[source])

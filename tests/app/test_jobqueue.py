@@ -54,3 +54,17 @@ def test_jobs_run_in_order_one_at_a_time(qtbot, queue: JobQueue) -> None:  # typ
     assert "only 10 MiB are free" in b.status_text()
     assert any("Traceback" in line for line in b.log) and any("b tensor" in line for line in b.log)
     assert "Cancelled" in d.log[-1]
+
+
+def test_result_notes_go_to_the_job_log(qtbot, queue: JobQueue) -> None:  # type: ignore[no-untyped-def]
+    """A conversion's notes (routed experts the calibration text never reached) are logged once."""
+    from quantpress.core.gguf.convert import ConversionResult
+
+    def job(*, report, cancel):  # type: ignore[no-untyped-def]
+        return [ConversionResult(f"/out/m-{f}.gguf", f, 1, 1.0, 1, uncalibrated_experts={"blk.3": (5, 9)})
+                for f in ("Q4_K_M", "Q2_K")]
+
+    j = queue.add(Job("moe", job))
+    qtbot.waitUntil(lambda: not queue.active(), timeout=20000)
+    notes = [line for line in j.log if "Note: " in line]
+    assert len(notes) == 1 and "blk.3: 5, 9" in notes[0], j.log

@@ -67,11 +67,13 @@ def test_dat_layout_matches_llama_cpp(tmp_path: Path) -> None:
     assert data[len(head) + 32:] == struct.pack("<ii", 3, 0)
 
 
-def test_partial_expert_counts_read_as_one() -> None:
+def test_expert_without_tokens_reads_as_its_layers_mean() -> None:
     im = _sample()
     v = im.importance("blk.0.ffn_down_exps.weight")
     assert v is not None and v.shape == (128,)
-    np.testing.assert_allclose(v[32:64], im.sums["blk.0.ffn_down_exps.weight"][1])  # counts 0 -> 1
+    s = im.sums["blk.0.ffn_down_exps.weight"].astype(np.float64)
+    np.testing.assert_allclose(v[32:64], (s[0] + s[2] + s[3]) / 317, rtol=1e-6)  # Σ sums / Σ counts, counts 0 skipped
+    assert im.experts_without_tokens == {"blk.0.ffn_down_exps.weight": (1,)}
 
 
 def test_bad_files(tmp_path: Path) -> None:

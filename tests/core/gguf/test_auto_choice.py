@@ -106,3 +106,16 @@ def test_missing_native_extension_is_an_error_unless_ggml_was_chosen(monkeypatch
     with pytest.raises(InvalidInput, match="--engine ggml"):
         engine_for("Q4_K", True, "native")
     assert engine_for("Q4_K", False, "ggml") == "ggml"
+
+
+def test_moe_models_keep_llama_quantize_where_the_departure_lost() -> None:
+    """Q4_K_M with a measured imatrix: native kernels on dense models, ggml's quantizer (llama.cpp's
+    bytes given the same imatrix) on MoE models (BENCHMARKS.md, generated mixture-of-experts model)."""
+    assert choose("auto", "Q4_K_M", "default") == auto.NATIVE
+    assert choose("auto", "Q4_K_M", "default", experts=True) == QuantChoice("ggml", True)
+    assert choose("auto", "Q4_K_M", "imatrix", experts=True) == QuantChoice("ggml", True)
+    assert choose("auto", "Q2_K", "default", experts=True) == auto.NATIVE  # won on the MoE too
+    assert choose("auto", "Q4_K_M", "weights", experts=True) == LLAMA_CPP
+    assert choose("native", "Q4_K_M", "default", experts=True) == QuantChoice("native", True)
+    for mix, by_source in auto.AUTO_MOE.items():
+        assert set(by_source) <= set(auto.IMPORTANCE_SOURCES), mix

@@ -205,13 +205,14 @@ def test_glm4moe_next_token_prediction_layers_as_llama_cpp_writes_them(tiny: Cal
     Llama(str(ours), n_ctx=64, verbose=False, n_threads=2).close()
 
 
-def test_calibration_text_and_awq_refuse_moe_clearly(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+def test_calibration_text_is_planned_and_awq_refuses_moe_clearly(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    """Calibration text runs through the router (core/calibration/experts.py, tested in
+    tests/core/calibration/test_imatrix_experts.py); AWQ refuses MoE by family (tests/core/awq/test_awq_moe.py)."""
     from quantpress.core.awq.groups import arch_for
-    from quantpress.core.errors import InvalidInput
 
-    with pytest.raises(InvalidInput, match="mixture-of-experts models \\(Qwen3MoeForCausalLM\\).*--imatrix"):
-        plan_conversion(open_source(tiny(DEFAULT_RUN)), ["Q4_K_M"], tmp_path, calibration="default")
-    with pytest.raises(UnsupportedArchitecture, match="'Qwen3MoeForCausalLM'; supported: "):
+    plan = plan_conversion(open_source(tiny(DEFAULT_RUN)), ["Q4_K_M"], tmp_path, calibration="default")
+    assert plan.calibration.kind == "default"
+    with pytest.raises(UnsupportedArchitecture, match="'Qwen3MoeForCausalLM' \\(qwen3moe\\).*GGUF"):
         arch_for("Qwen3MoeForCausalLM")
 
 
