@@ -141,8 +141,8 @@ def compute_imatrix(model_dir: str | Path, text: str | None = None, *, n_ctx: in
                     stats.detach()
                 lw.release(layer)
             for stats in experts:  # one row per routed expert, llama.cpp's layout for *_exps
-                for gname, (expert_sums, expert_counts) in stats.entries(index).items():
-                    sums[gname], counts[gname] = expert_sums, expert_counts
+                for ename, (expert_sums, expert_counts) in stats.entries(index).items():
+                    sums[ename], counts[ename] = expert_sums, expert_counts
             for name, _ in linears:
                 gname = lw.gguf_name(f"{lw.layer_prefix}.{index}.{name}.weight")
                 if gname is None or name not in acc.sums:
