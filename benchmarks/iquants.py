@@ -60,6 +60,9 @@ def main() -> None:
     ap.add_argument("--n-ctx", type=int, default=256)
     ap.add_argument("--no-default", action="store_true",
                     help="skip the default (weights-estimate) files; the reply then comes from the +imatrix file")
+    ap.add_argument("--ggml-default", action="store_true",
+                    help="also make the default files with --engine ggml (ggml's bytes given the weights estimate, "
+                         "no unit gain) and pair the default against them")
     ap.add_argument("--write", action="store_true", help="replace this model's section of BENCHMARKS.md")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -82,6 +85,8 @@ def main() -> None:
     fmt_args = [a for f in formats for a in ("-f", f)]
     t_im, _, _ = run_measured(cli + ["--imatrix", str(imx_path), "--out", str(work / "im")] + fmt_args)
     t_w = 0.0 if args.no_default else run_measured(cli + ["--out", str(work / "w")] + fmt_args)[0]
+    if args.ggml_default and not args.no_default:
+        run_measured(cli + ["--engine", "ggml", "--out", str(work / "wg")] + fmt_args)
     run_measured(cli + ["-f", "F32", "--out", str(work)])
     chunks = heldout_chunks(model, args.chunks, args.n_ctx)
     ref = logprobs(work / f"{model.name}-F32.gguf", chunks)
@@ -98,11 +103,16 @@ def main() -> None:
         k_w = np.full(1, np.nan) if args.no_default else kld_tokens(ref, logprobs(default, chunks))
         d, se = paired(k_im, k_ref)
         per_token[fmt] = (k_ref, k_im)
+        ggml_default: dict[str, float] = {}
+        if args.ggml_default and not args.no_default:
+            k_g = kld_tokens(ref, logprobs(work / "wg" / f"{model.name}-{fmt}.gguf", chunks))
+            dg, seg = paired(k_w, k_g)
+            ggml_default = {"g": float(k_g.mean()), "dg": dg, "seg": seg}
         np.savez(work / "kld_tokens.npz", **{f"{m}-{w}": a[i] for m, a in per_token.items()
                                              for i, w in enumerate(("llama", "ours"))})
         rows[fmt] = {"bytes": ours.stat().st_size, "ref_bytes": (work / f"ref-{fmt}.gguf").stat().st_size,
                      "ref": float(k_ref.mean()), "im": float(k_im.mean()), "w": float(k_w.mean()), "d": d, "se": se,
-                     "ref_s": t_ref, "reply": chat_reply(default)[:48]}
+                     "ref_s": t_ref, "reply": chat_reply(default)[:48], **ggml_default}
         print(f"{fmt}: llama.cpp {rows[fmt]['ref']:.4f} quantpress+imatrix {rows[fmt]['im']:.4f} "
               f"weights {rows[fmt]['w']:.4f}", file=sys.stderr, flush=True)
     report = render(rows, formats, args, imx.n_tokens, t_im, t_w) + size_steps(rows, per_token)
@@ -120,16 +130,23 @@ def size_steps(rows: dict[str, dict[str, float | str]], per_token: dict[str, tup
         cells = []
         for i in (0, 1):
             d, se = paired(per_token[b][i], per_token[a][i])
-            cells.append(f"{d:+.4f} ± {se:.4f}" + (" (rise > 2 SE)" if d > 2 * se else ""))
+            cells.append(f"{_k(d, '+')} ± {_k(se)}" + (" (rise > 2 SE)" if d > 2 * se else ""))
         lines.append(f"| {a} → {b} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
+
+
+def _k(value: float | str, sign: str = "") -> str:
+    """A KLD: 4 decimals, or 3 significant digits below 0.01 (the small models' values)."""
+    v = float(value)
+    return f"{v:{sign}.4f}" if abs(v) >= 0.01 or v == 0 else f"{v:{sign}.2e}"
 
 
 def render(rows: dict[str, dict[str, float | str]], formats: list[str], args: argparse.Namespace, n_tokens: int,
            t_im: float, t_w: float) -> str:
     mib = 2**20
     order = sorted(formats, key=lambda f: float(rows[f]["bytes"]))
-    flags = "" if args.model == "demo" else f" --model {args.model}"
+    flags = ("" if args.model == "demo" else f" --model {args.model}") + (" --ggml-default" if args.ggml_default else "")
+    extra = all("g" in rows[f] for f in formats)
     lines = [f"### GGUF i-quants, model '{args.model}'", "",
              f"Model: {DESCRIPTIONS[args.model]}. llama.cpp = vendored convert_hf_to_gguf.py → F16, then "
              f"llama_model_quantize with the model's imatrix (default calibration text, {n_tokens} tokens); "
@@ -144,14 +161,16 @@ def render(rows: dict[str, dict[str, float | str]], formats: list[str], args: ar
              f"{os.getloadavg()[0]:.1f}); quantpress passes over all {len(formats)} mixes: {t_im:.0f} s with the "
              f"imatrix, {t_w:.0f} s default.", "",
              "| mix | MiB (quantpress / llama.cpp) | KLD llama.cpp+imatrix | KLD quantpress+imatrix | ratio | Δ ± SE | "
-             "KLD quantpress default | reply |",
-             "|---|---|---|---|---|---|---|---|"]
+             "KLD quantpress default |" + (" default with --engine ggml | Δ default − ggml ± SE |" if extra else "")
+             + " reply |",
+             "|---|---|---|---|---|---|---|" + ("---|---|" if extra else "") + "---|"]
     for f in order:
         r = rows[f]
         ratio = float(r["im"]) / max(float(r["ref"]), 1e-12)
-        lines.append(f"| {f} | {float(r['bytes']) / mib:.2f} / {float(r['ref_bytes']) / mib:.2f} | {float(r['ref']):.4f} | "
-                     f"{float(r['im']):.4f} | {ratio:.3f} | {float(r['d']):+.4f} ± {float(r['se']):.4f} | "
-                     f"{float(r['w']):.4f} | {r['reply']} |")
+        more = f"{_k(r['g'])} | {_k(r['dg'], '+')} ± {_k(r['seg'])} | " if extra else ""
+        lines.append(f"| {f} | {float(r['bytes']) / mib:.2f} / {float(r['ref_bytes']) / mib:.2f} | {_k(r['ref'])} | "
+                     f"{_k(r['im'])} | {ratio:.3f} | {_k(r['d'], '+')} ± {_k(r['se'])} | "
+                     f"{_k(r['w'])} | {more}{r['reply']} |")
     over = [f for f in order if float(rows[f]["im"]) > RATIO_LIMIT * float(rows[f]["ref"])]
     kl = [float(rows[f]["im"]) for f in order]
     rises = [f"{a} → {b}" for a, b, x, y in zip(order, order[1:], kl, kl[1:], strict=False) if y > x]

@@ -321,7 +321,8 @@ def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: li
 
         def quantize(x: np.ndarray, ggml_type: str, imp: np.ndarray | None) -> np.ndarray:
             # the bytes do not depend on the thread count; a small sample is done before threads start
-            return np.asarray(encode(x, ggml_type, imp, threads if x.size >= PARALLEL_MIN_ELEMENTS else 1, how.engine))
+            return np.asarray(encode(x, ggml_type, imp, threads if x.size >= PARALLEL_MIN_ELEMENTS else 1, how.engine,
+                                     how.unit_gain))
 
         errors = measure_errors(base.tensors, cands, read, quantize, quant_importance, terms, report=report,
                                 cancel=cancel)

@@ -35,6 +35,7 @@ import numpy as np
 from quantpress.core.choices import QuantEngine
 from quantpress.core.errors import InvalidInput
 from quantpress.core.quant.ggml_ref import GGML_TYPES, check_input, ggml_init, ggml_quantize, row_bytes
+from quantpress.core.quant.unit_gain import to_unit_gain
 
 __all__ = ["GGML_TYPES", "ENGINES", "ENGINE_CHOICES", "QuantEngine", "SEARCH_WITHOUT_IMPORTANCE", "engine_for", "quantize_tensor", "row_bytes", "ggml_quantize"]
 
@@ -134,18 +135,23 @@ def _ggml_threaded(x: np.ndarray, qtype: str, importance: np.ndarray | None, thr
 
 
 def quantize_tensor(
-    x: np.ndarray, qtype: str, importance: np.ndarray | None = None, threads: int = 0, engine: str = "auto"
+    x: np.ndarray, qtype: str, importance: np.ndarray | None = None, threads: int = 0, engine: str = "auto",
+    unit_gain: bool = False,
 ) -> np.ndarray:
     """Quantize float32 rows (rows, n_per_row) to GGUF blocks: uint8 (rows, row_bytes).
 
     threads=0 uses all cores; the bytes never depend on the thread count. engine: see engine_for.
+    unit_gain: rescale the result's block scales so the stored tensor keeps the weights' size along
+    their own direction (core/quant/unit_gain.py).
     """
     qtype = qtype.upper()
     if engine_for(qtype, importance is not None, engine) == "native":
         from quantpress import native
 
+        kernel_importance = importance
         if importance is None and qtype in SEARCH_WITHOUT_IMPORTANCE and x.ndim == 2:
-            importance = np.ones(x.shape[1], dtype=np.float32)
-        out: np.ndarray = native.quantize(x, qtype, importance, threads)
-        return out
-    return _ggml_threaded(x, qtype, importance, threads)
+            kernel_importance = np.ones(x.shape[1], dtype=np.float32)
+        out: np.ndarray = native.quantize(x, qtype, kernel_importance, threads)
+    else:
+        out = _ggml_threaded(x, qtype, importance, threads)
+    return to_unit_gain(out, x, qtype, importance) if unit_gain else out

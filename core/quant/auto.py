@@ -29,17 +29,22 @@ from quantpress.core.quant import ENGINE_CHOICES
 
 @dataclass(frozen=True)
 class QuantChoice:
-    """How one output's tensors are quantized: ``engine`` for core.quant.quantize_tensor and whether
-    the plan's importance (if any) is passed to it."""
+    """How one output's tensors are quantized: ``engine`` for core.quant.quantize_tensor, whether
+    the plan's importance (if any) is passed to it, and whether each tensor is rescaled to unit gain
+    (``unit_gain``, core/quant/unit_gain.py)."""
 
     engine: str
     importance: bool
+    unit_gain: bool = False
 
 
 LLAMA_CPP = QuantChoice("ggml", False)  # llama-quantize without an imatrix
 NATIVE = QuantChoice("native", True)
 GGML_WITH_IMPORTANCE = QuantChoice("ggml", True)
 NATIVE_PLAIN = QuantChoice("native", False)
+# ggml's quantizer given the importance, each tensor then rescaled to unit gain (core/quant/unit_gain.py;
+# BENCHMARKS.md "The i-quant scale factors").
+GGML_UNIT_GAIN = QuantChoice("ggml", True, unit_gain=True)
 
 IMPORTANCE_SOURCES = ("weights", "none", "measured")
 
@@ -74,7 +79,16 @@ AUTO: dict[str, dict[str, QuantChoice]] = {
     # The i-quants below 4 bits: ggml's quantizer (no native kernel) always given the plan's importance. Most of
     # them cannot be made without it (llama.cpp requires an imatrix; core/gguf/mixes_iq.py), and for IQ3_S/IQ3_M
     # ggml's grid search is built around it (`python -m benchmarks.iquants`, BENCHMARKS.md "GGUF i-quants").
-    **{mix: {"weights": GGML_WITH_IMPORTANCE} for mix in IQ_MIXES},
+    **{mix: {"weights": GGML_WITH_IMPORTANCE, "measured": GGML_WITH_IMPORTANCE} for mix in IQ_MIXES},
+    # Where it measured no worse than llama.cpp (Δ ≤ 2 SE) on demo, scratch and qwen3 and better on average,
+    # every tensor of the mix (the i-quants and their k-quant neighbours) is then rescaled to unit gain: ggml
+    # leaves them at gains from 0.95 to 1.02 by type, and the mix pays for the mismatch (BENCHMARKS.md "The
+    # i-quant scale factors"). With a measured imatrix: all but IQ2_S (demo +1.8%, 2.7 SE), IQ3_XXS and
+    # IQ3_XS (qwen3 +2% and +7%). With the weights estimate, whose importance the gain is weighted by, only
+    # IQ2_XS held on all three (IQ1_S/IQ1_M lost on qwen3, the IQ3 mixes on demo).
+    **{mix: {"weights": GGML_WITH_IMPORTANCE, "measured": GGML_UNIT_GAIN}
+       for mix in ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_M", "IQ3_S", "IQ3_M")},
+    "IQ2_XS": {"weights": GGML_UNIT_GAIN, "measured": GGML_UNIT_GAIN},
     # Types chosen per tensor for a target (core/gguf/best_fit.py): one quantizer for every type, the
     # one the k-quant mixes it competes with use (Q3_K_M, Q4_K_S, Q4_K_M with weights-estimated
     # importance); measured importance and plain rounding take FALLBACK, llama-quantize's way.
