@@ -2,8 +2,9 @@
 
 A tensor ``w`` stored as ``q`` has a gain ``<q, w> / <w, w>`` (weighted by the column importance): how
 much larger or smaller it comes out along the weights' own direction. ggml's quantizers leave it off 1
-by type, and a GGUF mix holds several types: on the 6-layer test models (benchmarks/trained_models.py)
-Q2_K came out at about 0.956, IQ1_S 0.95, IQ1_M 0.956, IQ2_XXS 0.98, Q4_K 0.996 and IQ3_S 1.02. Part of
+by type, and a GGUF mix holds several types: on the test models (benchmarks/unit_gain.py) IQ1_S and
+IQ1_M came out at 0.91-0.93, Q2_K 0.94-0.95, IQ2_XXS 0.94-0.96, IQ2_XS 0.97-0.98, Q4_K 0.995-1.000 and
+IQ3_S 1.016-1.017. Part of
 that is by design: ggml multiplies the stored block scales of some i-quants by fixed constants its source
 calls empirical "fudge factors" (ggml/src/ggml-quants.c in the llama.cpp that llama-cpp-python 0.3.36
 vendors: IQ3_XXS d * 1.0125, IQ3_S d * 1.033, IQ1_S d * 1.125, IQ1_M d * 1.1125, IQ2_S d * 0.9875).
