@@ -8,6 +8,12 @@
    else the demo model's GGUF.
 2. ``--device auto``: ``quantpress awq demo --json`` (a short pass) and ``quantpress convert demo
    --calibration default --json`` must report ``cuda`` where torch sees the GPU.
+3. Issue 15's "GPU + experts in RAM": the small generated Qwen3-MoE of benchmarks/moe_quality.py at
+   Q4_K_M, chatted with ``--gpu-layers -1 --n-cpu-moe 2`` (llama.cpp's ``--n-cpu-moe``: the experts of the
+   first 2 layers stay in RAM). PASS when it answers and its ``memory.placement`` says "GPU + experts ... in RAM";
+   NVML's peak use during that chat and during the same chat with every expert on the GPU
+   (``--n-cpu-moe 0``) are printed beside each other: the difference is what the placement moved to RAM,
+   to hold against the Fit table's figures (core/estimate.py ``_experts_in_ram``).
 
 Each step runs in its own process and is reported as PASS/FAIL with its exit code. Without an NVIDIA
 GPU (no NVML) it says so and exits 0.
@@ -57,6 +63,52 @@ def _convert(stdout: str) -> tuple[bool, str]:
     return device == "cuda", f"calibration_device {device}"
 
 
+def _moe_placement(stdout: str) -> tuple[bool, str]:
+    reply = json.loads(stdout)
+    placement = str(reply["memory"].get("placement", ""))
+    # core/chat/placement.py's words: "GPU + experts of the first N of L layers in RAM"
+    return bool(reply["text"].strip()) and placement.startswith("GPU + experts"), f"placement: {placement!r}"
+
+
+def _peak_vram_during(args: list[str], check: Callable[[str], tuple[bool, str]], name: str) -> tuple[bool, int]:
+    """_run with NVML's device-0 "used" sampled while it runs: (passed, peak used - used before)."""
+    import threading
+
+    from quantpress.core.gpu_probe import open_nvml
+
+    nvml = open_nvml()
+    if nvml is None:
+        return _run(name, args, check), 0
+    before = peak = nvml.used_bytes(0)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, nvml.used_bytes(0))
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        ok = _run(name, args, check)
+    finally:
+        done.set()
+        sampler.join()
+        nvml.close()
+    return ok, peak - before
+
+
+def _moe_gguf(work: Path) -> Path:
+    from benchmarks.convert_moe import build
+    from benchmarks.moe_quality import CONFIG
+
+    model = build(Path(tempfile.gettempdir()) / "qp-large" / "gen-qwen3moe-16x-small", config=CONFIG)
+    subprocess.run([*QUANTPRESS, "convert", str(model), "-f", "Q4_K_M", "--out", str(work), "--json"],
+                   check=True, capture_output=True, timeout=1800)
+    return work / f"{model.name}-Q4_K_M.gguf"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gguf", type=Path, help="the GGUF to chat with")
@@ -82,6 +134,15 @@ def main() -> int:
         _run("convert --calibration default (--device auto)", ["convert", "demo", "-f", "Q4_K_M", "--calibration",
                                                                "default", "-o", str(work), "--json"], _convert),
     ]
+    moe = _moe_gguf(work)
+    chat = ["chat", str(moe), "--prompt", "Hello", "--max-tokens", "16", "--temperature", "0", "--ctx", "2048",
+            "--gpu-layers", "-1", "--json"]
+    ok, split = _peak_vram_during([*chat, "--n-cpu-moe", "2"], _moe_placement,
+                                  "MoE chat, GPU + experts of 2 layers in RAM")
+    _, whole = _peak_vram_during([*chat, "--n-cpu-moe", "0"], _chat, "MoE chat, every expert on the GPU")
+    print(f"      NVML peak VRAM: {whole / 2**20:.1f} MiB with every expert on the GPU, {split / 2**20:.1f} MiB "
+          f"with 2 layers' experts in RAM (moved: {(whole - split) / 2**20:.1f} MiB)")
+    results.append(ok)
     print(f"\n{sum(results)}/{len(results)} passed")
     return 0 if all(results) else 1
 
