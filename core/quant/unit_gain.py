@@ -4,9 +4,8 @@ A tensor ``w`` stored as ``q`` has a gain ``<q, w> / <w, w>`` (weighted by the c
 much larger or smaller it comes out along the weights' own direction. ggml's quantizers leave it off 1
 by type, and a GGUF mix holds several types: on the test models (benchmarks/unit_gain.py) IQ1_S and
 IQ1_M came out at 0.91-0.93, Q2_K 0.94-0.95, IQ2_XXS 0.94-0.96, IQ2_XS 0.97-0.98, Q4_K 0.995-1.000 and
-IQ3_S 1.016-1.017. Part of
-that is by design: ggml multiplies the stored block scales of some i-quants by fixed constants its source
-calls empirical "fudge factors" (ggml/src/ggml-quants.c in the llama.cpp that llama-cpp-python 0.3.36
+IQ3_S 1.016-1.017. Part of that is by design: ggml multiplies the stored block scales of some i-quants
+by fixed constants its source calls empirical "fudge factors" (ggml/src/ggml-quants.c in the llama.cpp that llama-cpp-python 0.3.36
 vendors: IQ3_XXS d * 1.0125, IQ3_S d * 1.033, IQ1_S d * 1.125, IQ1_M d * 1.1125, IQ2_S d * 0.9875).
 Within a mix, blocks whose paths come out at different gains cost far more than either tensor's own error
 (BENCHMARKS.md, "The i-quant scale factors": on Qwen3 the IQ3_S mix's KLD halves once its tensors'
