@@ -72,29 +72,14 @@ def _moe_placement(stdout: str) -> tuple[bool, str]:
 
 def _peak_vram_during(args: list[str], check: Callable[[str], tuple[bool, str]], name: str) -> tuple[bool, int]:
     """_run with NVML's device-0 "used" sampled while it runs: (passed, peak used - used before)."""
-    import threading
-
-    from quantpress.core.gpu_probe import open_nvml
+    from quantpress.core.gpu_probe import open_nvml, peak_used_during
 
     nvml = open_nvml()
     if nvml is None:
         return _run(name, args, check), 0
-    before = peak = nvml.used_bytes(0)
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, nvml.used_bytes(0))
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     try:
-        ok = _run(name, args, check)
+        ok, before, peak = peak_used_during(nvml, 0, lambda: _run(name, args, check))
     finally:
-        done.set()
-        sampler.join()
         nvml.close()
     return ok, peak - before
 

@@ -130,12 +130,12 @@ def size_steps(rows: dict[str, dict[str, float | str]], per_token: dict[str, tup
         cells = []
         for i in (0, 1):
             d, se = paired(per_token[b][i], per_token[a][i])
-            cells.append(f"{_k(d, '+')} ± {_k(se)}" + (" (rise > 2 SE)" if d > 2 * se else ""))
+            cells.append(f"{kld_text(d, '+')} ± {kld_text(se)}" + (" (rise > 2 SE)" if d > 2 * se else ""))
         lines.append(f"| {a} → {b} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
 
 
-def _k(value: float | str, sign: str = "") -> str:
+def kld_text(value: float | str, sign: str = "") -> str:
     """A KLD: 4 decimals, or 3 significant digits below 0.01 (the small models' values)."""
     v = float(value)
     return f"{v:{sign}.4f}" if abs(v) >= 0.01 or v == 0 else f"{v:{sign}.2e}"
@@ -167,10 +167,10 @@ def render(rows: dict[str, dict[str, float | str]], formats: list[str], args: ar
     for f in order:
         r = rows[f]
         ratio = float(r["im"]) / max(float(r["ref"]), 1e-12)
-        more = f"{_k(r['g'])} | {_k(r['dg'], '+')} ± {_k(r['seg'])} | " if extra else ""
-        lines.append(f"| {f} | {float(r['bytes']) / mib:.2f} / {float(r['ref_bytes']) / mib:.2f} | {_k(r['ref'])} | "
-                     f"{_k(r['im'])} | {ratio:.3f} | {_k(r['d'], '+')} ± {_k(r['se'])} | "
-                     f"{_k(r['w'])} | {more}{r['reply']} |")
+        more = f"{kld_text(r['g'])} | {kld_text(r['dg'], '+')} ± {kld_text(r['seg'])} | " if extra else ""
+        lines.append(f"| {f} | {float(r['bytes']) / mib:.2f} / {float(r['ref_bytes']) / mib:.2f} | {kld_text(r['ref'])} | "
+                     f"{kld_text(r['im'])} | {ratio:.3f} | {kld_text(r['d'], '+')} ± {kld_text(r['se'])} | "
+                     f"{kld_text(r['w'])} | {more}{r['reply']} |")
     over = [f for f in order if float(rows[f]["im"]) > RATIO_LIMIT * float(rows[f]["ref"])]
     kl = [float(rows[f]["im"]) for f in order]
     rises = [f"{a} → {b}" for a, b, x, y in zip(order, order[1:], kl, kl[1:], strict=False) if y > x]

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.convert import heldout_chunks, kld_tokens, logprobs, paired, run_measured
-from benchmarks.iquants import MIXES
+from benchmarks.iquants import MIXES, kld_text
 
 SOURCES = ("imatrix", "weights")
 
@@ -104,10 +104,6 @@ def measure(name: str, formats: list[str], chunks_n: int, n_ctx: int) -> tuple[d
     return rows, gains
 
 
-def _k(v: float, sign: str = "") -> str:
-    return f"{v:{sign}.4f}" if abs(v) >= 0.01 or v == 0 else f"{v:{sign}.2e}"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="demo,scratch,qwen3")
@@ -135,7 +131,7 @@ def main() -> None:
             cells, ok, rel = [], True, []
             for m in models:
                 r = results[m][0][f"{source}/{fmt}"]
-                cells.append(f"{_k(r['ggml'])} → {_k(r['unit'])} ({_k(r['d'], '+')} ± {_k(r['se'])})")
+                cells.append(f"{kld_text(r['ggml'])} → {kld_text(r['unit'])} ({kld_text(r['d'], '+')} ± {kld_text(r['se'])})")
                 ok &= r["d"] <= 2 * r["se"]
                 rel.append(r["d"] / max(r["ggml"], 1e-12))
             verdict = "yes" if ok and float(np.mean(rel)) < 0 else "no"

@@ -26,9 +26,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from quantpress.core.errors import QuantpressError
 from quantpress.core.hardware import Gpu
@@ -36,6 +37,7 @@ from quantpress.core.hardware import Gpu
 MIB = 1024**2
 PROBE_CTX = 4096
 EVAL_TOKENS = 512
+T = TypeVar("T")
 SAMPLE_S = 0.005  # NVML "used" is sampled this often while the child runs
 HOLD_S = 0.5  # the child keeps its memory this long after the eval, so the sampler sees the plateau
 MARGIN_BYTES = 64 * MIB  # added to the measured overhead: the estimate stays above the measured use
@@ -127,6 +129,28 @@ def parse_buffer_log(text: str) -> dict[str, int]:
     return out
 
 
+def peak_used_during(nvml: Nvml, device: int, work: Callable[[], T]) -> tuple[T, int, int]:
+    """Run ``work()`` while sampling NVML's "used" on ``device`` every SAMPLE_S: (its result, used
+    before it started, peak used while it ran)."""
+    before = peak = nvml.used_bytes(device)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, nvml.used_bytes(device))
+            time.sleep(SAMPLE_S)
+
+    sampler = threading.Thread(target=sample, name="nvml-sampler", daemon=True)
+    sampler.start()
+    try:
+        result = work()
+    finally:
+        done.set()
+        sampler.join()
+    return result, before, max(peak, nvml.used_bytes(device))
+
+
 def measure_gpu_use(gguf: str | Path, n_ctx: int, *, device: int = 0, n_eval: int = EVAL_TOKENS,
                     nvml: Nvml | None = None, timeout_s: float = TIMEOUT_S) -> GpuUse:
     """Load ``gguf`` with every layer on the GPU in a fresh child process, evaluate ``n_eval``
@@ -136,25 +160,9 @@ def measure_gpu_use(gguf: str | Path, n_ctx: int, *, device: int = 0, n_eval: in
     if nvml is None:
         raise GpuProbeError("No NVIDIA GPU found (NVML is not available): the probe measures NVIDIA GPUs only.")
     try:
-        before = nvml.used_bytes(device)
-        peak = before
-        done = threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not done.is_set():
-                peak = max(peak, nvml.used_bytes(device))
-                time.sleep(SAMPLE_S)
-
-        sampler = threading.Thread(target=sample, name="nvml-sampler", daemon=True)
-        sampler.start()
-        try:
-            out = subprocess.run([sys.executable, "-m", "quantpress.core.gpu_probe", str(gguf), str(n_ctx),
-                                  str(n_eval)], capture_output=True, text=True, timeout=timeout_s, check=False)
-        finally:
-            done.set()
-            sampler.join()
-        peak = max(peak, nvml.used_bytes(device))
+        out, before, peak = peak_used_during(nvml, device, lambda: subprocess.run(
+            [sys.executable, "-m", "quantpress.core.gpu_probe", str(gguf), str(n_ctx), str(n_eval)],
+            capture_output=True, text=True, timeout=timeout_s, check=False))
     finally:
         if own:
             nvml.close()
