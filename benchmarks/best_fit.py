@@ -4,7 +4,7 @@ Per test model: the file sizes llama.cpp's Q3_K_S, Q3_K_M, Q4_K_S, Q4_K_M and Q5
 llama-quantize mixing rules, ``policy llama.cpp``: quantpress reproduces its per-tensor types and so its
 sizes to the byte), then ``quantpress convert --target-size <that size>`` against quantpress's own
 fixed mix (``-f Q3_K_M`` ...), both with the default importance (estimated from the weights), the
-target's sensitivity the default too (the weights estimate, core/gguf/best_fit.py). KLD =
+target's sensitivity the default too (``runtime``, core/gguf/best_fit.py). KLD =
 mean KL-divergence to the model's F32 GGUF per token on held-out text (resources/eval/heldout.txt),
 paired over the same tokens. Also: planning time (``--target-size ... --dry-run``) against a Q4_K_M
 conversion (wall and CPU seconds, each its own process), and ``--fit ram`` at a context with a memory
@@ -88,6 +88,9 @@ def study(label: str, model: Path, chunks: int, n_ctx: int, work: Path) -> dict[
     sizes = llama_sizes(model, SWEEP)
     timed(qp(str(model), *[a for f in COMPARED for a in ("-f", f)], "--out", str(work / "fixed"), "--json"))
     conv_wall, conv_cpu, _ = timed(qp(str(model), "-f", "Q4_K_M", "--out", str(work / "timed"), "--json"))
+    # the same mix quantized the way the plan's candidates are: ggml given the weights-estimated importance
+    same_wall, same_cpu, _ = timed(qp(str(model), "-f", "Q4_K_M", "--engine", "ggml", "--out", str(work / "timed"),
+                                      "--json"))
     plan_wall, plan_cpu, _ = timed(qp(str(model), "--target-size", str(sizes["Q4_K_M"]), "--dry-run", "--json"))
     rows: dict[str, dict[str, float]] = {}
     for fmt in SWEEP:
@@ -111,7 +114,8 @@ def study(label: str, model: Path, chunks: int, n_ctx: int, work: Path) -> dict[
     rss = measure_rss_increase(str(fit_path), RuntimeConfig(n_ctx=FIT_CTX))
     fit = {"budget": budget, "estimated": sidecar["plan"]["target"]["memory_bytes"], "measured_rss": rss,
            "bytes": fit_path.stat().st_size, "kld": float(kld(fit_path).mean())}
-    return {"rows": rows, "conv_wall": conv_wall, "conv_cpu": conv_cpu, "plan_wall": plan_wall,
+    return {"rows": rows, "conv_wall": conv_wall, "conv_cpu": conv_cpu, "same_wall": same_wall, "same_cpu": same_cpu,
+            "plan_wall": plan_wall,
             "plan_cpu": plan_cpu, "fit": fit}
 
 
@@ -120,7 +124,8 @@ def render(results: dict[str, dict[str, object]], args: argparse.Namespace) -> s
     lines = ["## Types chosen for a target", "",
              "`quantpress convert MODEL --target-size N` (core/gguf/best_fit.py) against quantpress's fixed mix of "
              "llama.cpp's size for that mix, both with the default importance (estimated from the weights); the "
-             "per-tensor sensitivity the planner's default (the weights estimate). KLD = mean "
+             "per-tensor sensitivity the planner's default (`runtime`: losses measured per tensor category "
+             "through llama.cpp, core/gguf/runtime_probe.py). KLD = mean "
              f"KL-divergence to the model's F32 GGUF per token on held-out text ({args.chunks}×{args.n_ctx} tokens of "
              "resources/eval/heldout.txt); Δ = paired mean difference best − fixed ± its standard error; "
              "ratio = KLD best / KLD fixed (the issue asks ≤ 0.90); Δ size = the best fit's file against the "
@@ -149,7 +154,11 @@ def render(results: dict[str, dict[str, object]], args: argparse.Namespace) -> s
                   f"({' > '.join(f'{k:.5f}' for k in kl)}). Planning (`--target-size` of Q4_K_M's size, `--dry-run`): "
                   f"{res['plan_wall']:.1f} s wall / {res['plan_cpu']:.1f} s CPU; a Q4_K_M conversion: "
                   f"{res['conv_wall']:.1f} s wall / {res['conv_cpu']:.1f} s CPU (ratio "
-                  f"{res['plan_wall'] / res['conv_wall']:.2f} wall, {res['plan_cpu'] / res['conv_cpu']:.2f} CPU).",
+                  f"{res['plan_wall'] / res['conv_wall']:.2f} wall, {res['plan_cpu'] / res['conv_cpu']:.2f} CPU)"
+                  + (f"; a Q4_K_M conversion given the weights estimate (`--engine ggml`, the importance the plan's "
+                     f"types are quantized with): {res['same_wall']:.1f} s wall / {res['same_cpu']:.1f} s CPU (ratio "
+                     f"{res['plan_wall'] / res['same_wall']:.2f} wall, {res['plan_cpu'] / res['same_cpu']:.2f} CPU)."
+                     if "same_wall" in res else "."),
                   f"`--fit ram --context {FIT_CTX} --memory {fit['budget']}` (the estimated RAM of the fixed Q4_K_S): "
                   f"file {fit['bytes'] / mib:.2f} MiB, estimated {fit['estimated'] / mib:.2f} MiB, measured peak RSS "
                   f"increase over a full {FIT_CTX}-token context {fit['measured_rss'] / mib:.2f} MiB, budget "

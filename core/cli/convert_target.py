@@ -27,10 +27,11 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
                           "(gpu) or the available RAM (ram)")
     group.add_argument("--context", type=int, default=4096, metavar="N", help="context tokens for --fit (default 4096)")
     group.add_argument("--kv-type", default="f16", choices=tuple(KV_TYPES), help="KV cache type for --fit (default f16)")
-    group.add_argument("--sensitivity", choices=("weights", "fisher"), default=None,
-                       help="how each tensor's sensitivity is found: estimated from the weights (default; about "
-                            "one conversion's time) or a calibration pass through the model (fisher; needs torch, "
-                            "slower)")
+    group.add_argument("--sensitivity", choices=("runtime", "weights", "fisher"), default=None,
+                       help="how each tensor's sensitivity is found: estimated from the weights and measured per "
+                            "kind of tensor through llama.cpp on a temporary F16 copy (runtime, the default), "
+                            "from the weights alone (weights: no copy, but blind to very large activations), or "
+                            "by a calibration pass through the model (fisher; needs torch, slower)")
     group.add_argument("--memory", metavar="SIZE",
                        help="--fit within SIZE of VRAM (gpu) or RAM (ram) instead of what this machine has free")
 

@@ -5,17 +5,19 @@ the memory of a GPU / of RAM at a context), minimising the expected loss.
     plan.outputs[0].tensor_types, plan.outputs[0].file_bytes, plan.target.expected_kld
     convert(plan)        # an ordinary GGUF of mixed types; the sidecar holds the plan (replayable)
 
-1. Sensitivity (SENSITIVITIES): by default the weights estimate (core/calibration/sensitivity.py),
-   computed in the same read of the weights as the importance estimate the conversion uses, so
-   planning costs about one conversion; or, on request, a short Fisher pass over the built-in
-   calibration text (core/calibration/fisher.py: per linear, output-gradient² per row × input² per
-   column, the second-order KL of the model's own predictions), finer but needing torch and a pass
-   through the model (seconds of fixed cost before the first weight is measured). The quantizer's
-   importance is the plan's own (weights-estimated by default, or a measured imatrix).
+1. Sensitivity (SENSITIVITIES): by default ``runtime``: the weights estimate
+   (core/calibration/sensitivity.py, computed in the same read of the weights as the importance
+   estimate) gives the candidates' errors their first weights, then core/gguf/runtime_probe.py replaces
+   them with losses measured per tensor category through llama.cpp on a temporary F16 copy (each
+   category stored at Q5_0, and at its cheapest type where that is lossier). ``weights``: the
+   estimate alone (no copy, no runtime; blind to very large activations). ``fisher``: a short Fisher
+   pass over the built-in calibration text (core/calibration/fisher.py: per linear, output-gradient² per
+   row × input² per column), needing torch and a pass through the model. The quantizer's importance is
+   the plan's own (weights-estimated by default, or a measured imatrix).
 2. For every quantizable tensor and every type its row length allows (CANDIDATES), that type's
    error, measured on a sample of rows with the quantizer the converter will use, more rows where
    the estimate's standard error is above 5% (core/gguf/tensor_errors.py), and weighted by the
-   sensitivity: the expected loss of each option.
+   sensitivity: the expected loss of each option (runtime: then put on the measured per-category curves).
 3. The budgeted choice (core/gguf/allocate.py), then checked exactly: the file size from the layout
    encoder, memory from the estimator (core/estimate.py); a fit target that the linear per-tensor
    costs slightly misjudged is solved again with the overshoot taken off the budget.
@@ -66,15 +68,22 @@ from quantpress.core.model import ModelInfo
 # norms stay F32, as llama.cpp requires (mixes.allows_quantization).
 CANDIDATES = ("Q2_K", "Q3_K", "IQ4_XS", "IQ4_NL", "Q4_K", "Q4_1", "Q5_0", "Q5_K", "Q5_1", "Q6_K", "Q8_0")
 MAX_RESOLVES = 6  # fit targets: re-solves with the estimator's overshoot taken off the budget
+# Fit targets plan to this share of the budget: the estimator is within about 1% of llama.cpp's measured
+# memory (BENCHMARKS.md, "Memory estimator"), and a plan that filled the budget to the byte went over
+# it by 18 KB in a measured run (qwen3, --fit ram).
+FIT_SHARE = 0.99
 # Row samples smaller than this are quantized on the calling thread: the thousands of small samples a
 # plan measures would otherwise spend more on starting thread pools than on quantizing.
 PARALLEL_MIN_ELEMENTS = 1 << 18
 FISHER_RAM_SHARE = 0.6  # the sensitivity pass loads the model in float32: at most this share of free RAM
-# Where the per-tensor sensitivity comes from: 'weights' (the weights estimate, sharing the importance
-# estimate's one read of the weights: planning costs about one conversion) or 'fisher' (a calibration
-# pass through the model with torch: finer, but its fixed costs alone are many small conversions).
-SENSITIVITIES = ("weights", "fisher")
-DEFAULT_SENSITIVITY = "weights"
+PROBE_RAM_SHARE = 0.6  # the runtime probe runs an F16 copy: at most this share of free RAM
+# Where the per-tensor sensitivity comes from: 'runtime' (the weights estimate, sharing the importance
+# estimate's one read of the weights, with one factor per tensor category measured through llama.cpp's
+# runtime on a Q8_0 copy: core/gguf/runtime_probe.py), 'weights' (the estimate alone: no temporary
+# copy, but off by orders of magnitude on models with massive activations) or 'fisher' (a calibration
+# pass through the model with torch: finer per tensor, but its fixed costs are many conversions).
+SENSITIVITIES = ("runtime", "weights", "fisher")
+DEFAULT_SENSITIVITY = "runtime"
 # Bytes that buy no measured gain go to these first: llama.cpp's k-quant mixes store the output layer
 # (a tied token embedding is it) at Q6_K or more (llama-quant.cpp, llama_tensor_get_type): every
 # token's logits go through it.
@@ -154,7 +163,18 @@ def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
                                     finish))
 
     solve(lambda n, t: 0.0)  # refuses a target nothing fits before the weights are read
-    errors, source, notes, exact = _measure(base, cands, src_kv, threads, sensitivity, report, cancel)
+    def write_probe_base(folder: Path) -> Path:
+        from quantpress.core.gguf.convert import convert
+
+        probe = plan_conversion(model, ["F16"], folder, calibration="none", threads=threads, mmproj="none")
+        f16_bytes = probe.outputs[0].file_bytes
+        if f16_bytes > PROBE_RAM_SHARE * _available_ram():
+            raise ValueError(f"its F16 copy ({f16_bytes / 1024**3:.1f} GiB) would not fit in RAM")
+        convert(probe, cancel=cancel)  # refuses with NotEnoughDiskSpace (an OSError) where it does not fit
+        return Path(probe.outputs[0].path)
+
+    errors, source, notes, exact = _measure(base, cands, src_kv, threads, sensitivity, report, cancel,
+                                            write_probe_base)
     report(Progress("plan", 0.999, "choosing types"))
     order = spend_order(errors, {t.name: t.n_elements for t in base.tensors})
     checked: dict[tuple[str, str], bool] = {}
@@ -235,7 +255,8 @@ def _solve_fit(model: ModelInfo, target: Target, hw: Hardware, shapes: dict[str,
 
     cheapest = {n: min(opts, key=lambda o: o.cost) for n, opts in options.items()}
     other = memory({n: o.ggml_type for n, o in cheapest.items()}) - fixed_cost - sum(o.cost for o in cheapest.values())
-    room = budget - other - fixed_cost
+    limit = int(FIT_SHARE * budget)
+    room = limit - other - fixed_cost
     unit = "VRAM" if target.kind == "fit-gpu" else "RAM"
     for _ in range(MAX_RESOLVES):
         try:
@@ -247,18 +268,18 @@ def _solve_fit(model: ModelInfo, target: Target, hw: Hardware, shapes: dict[str,
                                f"{(fixed_cost + sum(o.cost for o in cheapest.values())) / 1024**2:,.0f} MiB more; "
                                "try a shorter context or a q8_0/q4_0 KV cache") from None
         used = memory(alloc.types)
-        if used <= budget:
+        if used <= limit:
             return alloc, used
-        room -= used - budget
+        room -= used - limit
     raise InvalidInput(f"could not find types whose estimated {unit} stays within {budget:,} bytes")
 
 
 def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: list[Any], threads: int,
-             sensitivity: str, report: Report, cancel: CancelToken
+             sensitivity: str, report: Report, cancel: CancelToken, write_probe_base: Callable[[Path], Path]
              ) -> tuple[dict[str, TensorErrors], str, list[str],
                         Callable[[list[tuple[str, str]]], dict[tuple[str, str], bool]]]:
-    """Expected loss of every candidate type of every tensor, the sensitivity's source ('fisher' or
-    'weights'), warnings, and ``exact([(name, type), ...])``: for each, whether every row of that tensor
+    """Expected loss of every candidate type of every tensor, the sensitivity's source ('fisher',
+    'runtime' or 'weights'), warnings, and ``exact([(name, type), ...])``: for each, whether every row of that tensor
     is stored losslessly by that type, with the importance the converter will pass (reads the tensors
     again)."""
     from quantpress.core.calibration.sensitivity import estimate_sensitivity
@@ -319,6 +340,7 @@ def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: li
             col = sens.column_weights.get(name)
             return [LossTerm(sens.scale[name], col if col is not None and col.shape[0] == n else np.ones(n, np.float32))]
 
+
         def quantize(x: np.ndarray, ggml_type: str, imp: np.ndarray | None) -> np.ndarray:
             # the bytes do not depend on the thread count; a small sample is done before threads start
             return np.asarray(encode(x, ggml_type, imp, threads if x.size >= PARALLEL_MIN_ELEMENTS else 1, how.engine,
@@ -326,6 +348,9 @@ def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: li
 
         errors = measure_errors(base.tensors, cands, read, quantize, quant_importance, terms, report=report,
                                 cancel=cancel)
+        if sensitivity == "runtime" and source == "weights":
+            errors, source = _probed(base, errors, cands, read, quantize, quant_importance, write_probe_base, threads,
+                                     warnings, report, cancel)
     finally:
         reader.close()
 
@@ -340,6 +365,35 @@ def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: li
             check.close()
 
     return errors, source, warnings, exact
+
+
+def _probed(base: ConversionPlan, errors: dict[str, TensorErrors], cands: dict[str, tuple[str, ...]],
+            read: Callable[[TensorPlan], Any], quantize: Callable[[np.ndarray, str, np.ndarray | None], np.ndarray],
+            importance: Callable[[str, int], np.ndarray | None], write_base: Callable[[Path], Path], threads: int,
+            warnings: list[str], report: Report, cancel: CancelToken) -> tuple[dict[str, TensorErrors], str]:
+    """``errors`` (the weights estimate's losses) scaled by each category's factor measured through
+    llama.cpp's runtime (core/gguf/runtime_probe.py) and the source 'runtime'; unchanged and 'weights',
+    with a warning, where the runtime cannot run the model."""
+    from quantpress.core.calibration.text import default_calibration_text
+    from quantpress.core.gguf import runtime_probe as rp
+    from quantpress.core.gguf.tensor_errors import decode
+
+    points = rp.probe_points(errors, cands, {t.name: t.n_elements for t in base.tensors})
+
+    def stored(t: TensorPlan, ggml_type: str) -> np.ndarray:
+        x = rp.read_all(read, t)
+        return decode(quantize(x, ggml_type, importance(t.name, x.shape[1])), ggml_type, x.shape[1])
+
+    try:
+        measured = rp.probe_factors(base.tensors, points, stored, write_base, default_calibration_text(),
+                                    threads=threads, report=report, cancel=cancel)
+    except (RuntimeError, ValueError, OSError) as exc:  # llama.cpp cannot load it, no room for the copy
+        warnings.append(f"sensitivity estimated from the weights alone: the runtime probe failed ({exc})")
+        return errors, "weights"
+    if not measured:
+        warnings.append("sensitivity estimated from the weights alone: no tensor the runtime probe could measure")
+        return errors, "weights"
+    return rp.calibrated(errors, points, measured), "runtime"
 
 
 def _in_gguf_order(t: TensorPlan, term: LossTerm) -> LossTerm:
@@ -364,6 +418,12 @@ def _unknown_term(fisher: dict[str, list[LossTerm]], n: int) -> LossTerm:
     per_unit = [t.scale * float(np.mean(t.matrix if t.matrix is not None else t.columns))
                 * (float(np.mean(t.rows)) if t.rows is not None else 1.0) for ts in fisher.values() for t in ts]
     return LossTerm(float(np.median(per_unit)) if per_unit else 1.0, np.ones(n, np.float32))
+
+
+def _available_ram() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
 
 
 def _fisher_unavailable(base: ConversionPlan) -> str | None:

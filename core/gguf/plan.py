@@ -200,7 +200,7 @@ class ConversionPlan:
             lines.append(f"  target {tg.label}: budget {tg.budget_bytes:,} B"
                          + (f", estimated memory {tg.memory_bytes:,} B at {tg.ctx_tokens} tokens ({tg.kv_type} KV)"
                             if tg.memory_bytes else "")
-                         + f", expected KLD {tg.expected_kld:.4g}")
+                         + f", expected KLD {tg.expected_kld:.4g} (sensitivity: {tg.sensitivity})")
         return "\n".join(lines + [f"  warning: {w}" for w in self.warnings])
 
 

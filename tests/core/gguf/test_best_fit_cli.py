@@ -32,9 +32,13 @@ def test_target_size_dry_run_shows_the_plan(model: Path, tmp_path: Path, capsys:
     assert main(["convert", str(model), "--target-size", "600KB", "--out", str(tmp_path), "--dry-run", "--json"]) == 0
     (plan,) = json.loads(capsys.readouterr().out)
     assert plan["file_bytes"] <= 600_000 and plan["target"]["kind"] == "size"
-    assert plan["target"]["sensitivity"] == "weights"  # the default: no calibration pass, no torch
+    assert plan["target"]["sensitivity"] == "runtime"  # the default: measured through llama.cpp, no torch
     assert len(set(plan["tensor_types"].values())) >= 2
-    assert list(tmp_path.iterdir()) == []  # a dry run writes nothing
+    assert list(tmp_path.iterdir()) == []  # a dry run writes nothing (the probe's F16 copy is temporary)
+    assert main(["convert", str(model), "--target-size", "600KB", "--sensitivity", "weights", "--out", str(tmp_path),
+                 "--dry-run", "--json"]) == 0
+    (plan,) = json.loads(capsys.readouterr().out)
+    assert plan["target"]["sensitivity"] == "weights" and plan["file_bytes"] <= 600_000
 
 
 @pytest.mark.parametrize(("args", "message"), [
