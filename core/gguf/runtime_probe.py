@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import re
 import shutil
 import tempfile
@@ -43,6 +44,7 @@ import numpy as np
 from quantpress.core.gguf.reader import open_gguf
 from quantpress.core.gguf.source import TensorPlan
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, ignore
+from quantpress.core.signals import PROBE_FOLDER, remove_stale
 
 # The type a tensor's probe stores it at: Q5_0, a candidate for every row length the planner handles, a
 # little under 5 bits (its error well above the F16 copy's own, well inside the range the planner
@@ -163,7 +165,9 @@ def probe_factors(tensors: Sequence[TensorPlan], points: Mapping[str, Point], st
             groups.setdefault(category(t.name), []).append(t)
     if not groups:
         return []
-    folder = Path(tempfile.mkdtemp(prefix="quantpress-probe-"))
+    # a planner killed outright (SIGKILL, a crash in native code) leaves its copy: the next one removes it
+    remove_stale(Path(tempfile.gettempdir()), PROBE_FOLDER)
+    folder = Path(tempfile.mkdtemp(prefix=f"quantpress-probe-{os.getpid()}-"))
     try:
         base = write_base(folder)
         with open_gguf(base) as f:
