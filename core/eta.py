@@ -166,6 +166,10 @@ class StagedProgress:
         elapsed = now - self._t0
         if elapsed < MIN_MEASURE_S or overall <= 0.0:
             return None  # nothing measured yet: better no number than a wild one
+        if self._prior_per_cost is None and f - self._stage_f0 < MIN_MEASURE_FRACTION:
+            # the first stage's prior is the job so far: seconds of start-up over a sliver of its work
+            # (the first tiny tensor) made it days ("0.0% ... ETA 145499s" on the qwen3 test model)
+            return None
         stage = self._stages[i]
         # The prior: the stages before this one, or for the first the job so far (it is this stage).
         prior_per_cost = self._prior_per_cost or elapsed / (overall * self._total)

@@ -69,6 +69,9 @@ def linear_eta(elapsed_s: float, fraction: float) -> float | None:
     return max(0.0, elapsed_s * (1.0 - fraction) / fraction)
 
 
+MIN_ETA_FRACTION = 0.02
+
+
 class Throttle:
     """Forward progress at most every ``interval_s`` seconds, plus whenever the fraction has moved
     by ``step`` since the last forwarded update (always the first and the final one), and fill in
@@ -95,6 +98,10 @@ class Throttle:
         self._last = now
         self._last_fraction = progress.fraction
         eta = progress.eta_seconds
-        if eta is None and 0.0 < progress.fraction < 1.0:
+        # Only where the reporter keeps no time itself (a StagedProgress, core/eta.py, sets elapsed
+        # and leaves the ETA out on purpose while too little is measured), and only from a share of the
+        # work a pace can be read from: seconds of start-up over the first tiny tensor had shown
+        # "0.0% ... ETA 145040s".
+        if eta is None and progress.elapsed_seconds is None and MIN_ETA_FRACTION <= progress.fraction < 1.0:
             eta = linear_eta(now - self._start, progress.fraction)
         self._report(replace(progress, eta_seconds=eta))

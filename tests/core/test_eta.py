@@ -75,6 +75,19 @@ def test_no_eta_before_anything_is_measured_and_zero_at_the_end() -> None:
     assert seen[-1].eta_seconds == 0.0 and seen[-1].fraction == 1.0
 
 
+def test_no_eta_from_a_sliver_of_work_after_a_slow_start() -> None:
+    clock = Clock()
+    seen: list[Progress] = []
+    staged = StagedProgress(seen.append, [Stage("convert", 1.0)], clock=clock)
+    staged(Progress("convert", 0.0, "start"))
+    clock.now += 3.0  # opening the model, planning
+    staged(Progress("convert", 1e-6, "a norm vector"))
+    assert seen[-1].eta_seconds is None
+    clock.now += 1.0
+    staged(Progress("convert", 0.25, "a quarter"))
+    assert seen[-1].eta_seconds == pytest.approx(12.0)  # 4 s for a quarter: 12 s to go
+
+
 def test_skipped_and_unknown_stages() -> None:
     """A stage that never reports counts as done once a later one does; an unknown name stays in the
     current stage; a stage with no cost is dropped."""

@@ -29,6 +29,15 @@ def test_throttle_fills_in_an_eta() -> None:
     assert seen[-1].eta_seconds is not None and seen[-1].eta_seconds >= 0.0
 
 
+def test_throttle_leaves_out_an_eta_it_cannot_read_a_pace_from() -> None:
+    seen: list[Progress] = []
+    throttle = Throttle(seen.append, interval_s=0.0)
+    throttle(Progress("x", 1e-6))  # a sliver of the work after the start-up
+    assert seen[-1].eta_seconds is None
+    throttle(Progress("x", 0.5, elapsed_seconds=2.0))  # a StagedProgress that measured too little yet
+    assert seen[-1].eta_seconds is None
+
+
 def test_cancel_token() -> None:
     token = CancelToken()
     token.raise_if_cancelled()
