@@ -77,11 +77,11 @@ FIT_SHARE = 0.99
 PARALLEL_MIN_ELEMENTS = 1 << 18
 FISHER_RAM_SHARE = 0.6  # the sensitivity pass loads the model in float32: at most this share of free RAM
 PROBE_RAM_SHARE = 0.6  # the runtime probe runs an F16 copy: at most this share of free RAM
-# Where the per-tensor sensitivity comes from: 'runtime' (the weights estimate, sharing the importance
-# estimate's one read of the weights, with one factor per tensor category measured through llama.cpp's
-# runtime on a Q8_0 copy: core/gguf/runtime_probe.py), 'weights' (the estimate alone: no temporary
-# copy, but off by orders of magnitude on models with massive activations) or 'fisher' (a calibration
-# pass through the model with torch: finer per tensor, but its fixed costs are many conversions).
+# Where the per-tensor sensitivity comes from: 'runtime' (the losses measured per tensor category through
+# llama.cpp's runtime on a temporary F16 copy, core/gguf/runtime_probe.py, on top of the weights
+# estimate's errors), 'weights' (the estimate alone: no temporary copy, but off by orders of magnitude
+# on models with massive activations) or 'fisher' (a calibration pass through the model with torch:
+# finer per tensor, but its fixed costs are many conversions).
 SENSITIVITIES = ("runtime", "weights", "fisher")
 DEFAULT_SENSITIVITY = "runtime"
 # Bytes that buy no measured gain go to these first: llama.cpp's k-quant mixes store the output layer
@@ -438,9 +438,7 @@ def _fisher_unavailable(base: ConversionPlan) -> str | None:
         return "torch/transformers are not installed"
     if not any(Path(base.local_path).glob("*.safetensors")):
         return "no safetensors weights"
-    import psutil
-
     fp32_bytes = 4 * sum(t.n_elements for t in base.tensors)
-    if fp32_bytes > FISHER_RAM_SHARE * psutil.virtual_memory().available:
+    if fp32_bytes > FISHER_RAM_SHARE * _available_ram():
         return f"the model in float32 ({fp32_bytes / 1024**3:.1f} GiB) would not fit in RAM"
     return None

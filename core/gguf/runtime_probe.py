@@ -173,22 +173,21 @@ def probe_factors(tensors: Sequence[TensorPlan], points: Mapping[str, Point], st
         with open_gguf(base) as f:
             where = {t.name: t for t in f.tensors}
         report(Progress("probe", 0.1, "sensitivity probe: reference run"))
-        with _Runner(base, text, threads) as runner:
-            out = []
-            for i, (cat, group) in enumerate(groups.items()):
-                cancel.raise_if_cancelled()
-                kl = runner.kl_with(base, folder, where, [(t, points[t.name].probe[0]) for t in group], stored)
-                if kl >= MIN_MEASURED_KL:
-                    low = [t for t in group if points[t.name].low is not None]
-                    exponent = MIN_EXPONENT
-                    if low:
-                        kl_low = runner.kl_with(base, folder, where, [(t, points[t.name].low[0]) for t in low],  # type: ignore[index]
-                                                stored)
-                        exponent = _exponent(kl, group, low, points, kl_low)
-                    out.append(CategoryFactor(cat, len(group), sum(points[t.name].elements for t in group),
-                                              sum(points[t.name].probe[1] for t in group), kl, exponent))
-                report(Progress("probe", 0.1 + 0.9 * (i + 1) / len(groups), f"sensitivity probe: {cat}"))
-            return out
+        runner = _Runner(base, text, threads)
+        out = []
+        for i, (cat, group) in enumerate(groups.items()):
+            cancel.raise_if_cancelled()
+            kl = runner.kl_with(base, folder, where, [(t, points[t.name].probe[0]) for t in group], stored)
+            if kl >= MIN_MEASURED_KL:
+                low = [(t, lossier[0]) for t in group if (lossier := points[t.name].low) is not None]
+                exponent = MIN_EXPONENT
+                if low:
+                    kl_low = runner.kl_with(base, folder, where, low, stored)
+                    exponent = _exponent(kl, group, [t for t, _ in low], points, kl_low)
+                out.append(CategoryFactor(cat, len(group), sum(points[t.name].elements for t in group),
+                                          sum(points[t.name].probe[1] for t in group), kl, exponent))
+            report(Progress("probe", 0.1 + 0.9 * (i + 1) / len(groups), f"sensitivity probe: {cat}"))
+        return out
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -234,34 +233,29 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class _Runner:
-    """llama.cpp on the GGUF ``path``: the reference log-probabilities at entry, then ``kl()`` = the
-    mean KL(reference ‖ the file as it is now) over the probe's tokens, the file loaded afresh."""
+    """llama.cpp on the GGUF ``path``: the reference log-probabilities (run when made), then ``kl()`` =
+    the mean KL(reference ‖ the file as it is now) over the probe's tokens, the file loaded afresh."""
 
     def __init__(self, path: Path, text: str, threads: int) -> None:
-        self.path, self.text = path, text
+        self.path = path
         self.kw: dict[str, Any] = {"n_threads": threads} if threads > 0 else {}
+        self.ref = self._logprobs(text)
+        self.p = np.exp(self.ref)
 
-    def _logprobs(self) -> np.ndarray:
+    def _logprobs(self, text: str | None = None) -> np.ndarray:
+        """The file's log-probabilities; ``text``: tokenized (first PROBE_TOKENS) on the reference run."""
         import llama_cpp
 
         # use_mmap off: the file changes between runs, and a mapping may hold the pages it read before
         llm = llama_cpp.Llama(str(self.path), n_ctx=PROBE_TOKENS, n_batch=PROBE_TOKENS, logits_all=True,
                               verbose=False, use_mmap=False, **self.kw)
         try:
-            if not hasattr(self, "tokens"):
-                self.tokens = llm.tokenize(self.text.encode("utf-8"), add_bos=True)[:PROBE_TOKENS]
+            if text is not None:
+                self.tokens = llm.tokenize(text.encode("utf-8"), add_bos=True)[:PROBE_TOKENS]
             llm.eval(self.tokens)
             return _log_softmax(np.array(llm.scores[: len(self.tokens)], dtype=np.float32))
         finally:
             llm.close()
-
-    def __enter__(self) -> _Runner:
-        self.ref = self._logprobs()
-        self.p = np.exp(self.ref)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
 
     def kl(self) -> float:
         return float(np.mean(np.sum(self.p * (self.ref - self._logprobs()), axis=1, dtype=np.float64)))

@@ -81,9 +81,8 @@ def _sha(path: Path) -> str:
 
 def _kl(a: Path, b: Path) -> float:
     runner = rp._Runner(a, default_calibration_text(), 0)
-    with runner:
-        runner.path = b
-        return runner.kl()
+    runner.path = b
+    return runner.kl()
 
 
 def test_a_category_in_the_copy_costs_what_the_stored_file_costs(model: Path, tmp_path: Path) -> None:
@@ -110,9 +109,8 @@ def test_a_category_in_the_copy_costs_what_the_stored_file_costs(model: Path, tm
     with open_gguf(base) as f:
         where = {t.name: t for t in f.tensors}
     runner = rp._Runner(base, default_calibration_text(), 0)
-    with runner:
-        measured = runner.kl_with(base, tmp_path, where, [(t, "Q4_K") for t in tensors], stored)
-        again = runner.kl()
+    measured = runner.kl_with(base, tmp_path, where, [(t, "Q4_K") for t in tensors], stored)
+    again = runner.kl()
     assert expected > 1e-6
     assert measured == pytest.approx(expected, rel=0.02)
     assert again == pytest.approx(0.0, abs=1e-9)
@@ -134,7 +132,7 @@ def test_the_plan_uses_the_probe_and_falls_back_when_it_cannot_run(model: Path, 
     def refuse(*args: object, **kwargs: object) -> None:
         raise ValueError("unknown model architecture")
 
-    monkeypatch.setattr(rp._Runner, "__enter__", refuse)
+    monkeypatch.setattr(rp._Runner, "__init__", refuse)
     plan = plan_best_fit(info, Target.size(size), tmp_path)
     assert plan.target is not None and plan.target.sensitivity == "weights"
     assert any("runtime probe failed (unknown model architecture)" in w for w in plan.warnings)
