@@ -3,6 +3,7 @@
 - ``cache_dir()``: ``$QUANTPRESS_CACHE_DIR`` or the platform's user cache folder (platformdirs).
 - ``models_dir()``: models quantpress makes or keeps (the demo model, outputs of Hub downloads).
 - ``eval_reference_dir()``: cached reference log-probabilities of evaluations.
+- ``<cache>/best-fit``: the best-fit planner's measured losses per model (core/gguf/loss_cache.py).
 - ``hub_cache_dir()``: huggingface_hub's own cache (``HF_HUB_CACHE``), which quantpress reads and
   downloads into only through huggingface_hub's APIs, and never writes outputs into.
 """

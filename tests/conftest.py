@@ -13,6 +13,15 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _own_loss_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test plans with an empty best-fit loss cache (core/gguf/loss_cache.py), its own, so no test
+    reuses another's measurements and none writes to the user's cache; child processes inherit it."""
+    from quantpress.core.gguf.loss_cache import CACHE_DIR_ENV
+
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path_factory.mktemp("loss_cache")))
+
+
 @pytest.fixture(scope="session")
 def demo_model_dir() -> Path:
     """The SmolLM2-135M-Instruct Hugging Face folder (built once, cached in the user cache dir)."""

@@ -32,6 +32,9 @@ def add_target_arguments(p: argparse.ArgumentParser) -> None:
                             "kind of tensor through llama.cpp on a temporary F16 copy (runtime, the default), "
                             "from the weights alone (weights: no copy, but blind to very large activations), or "
                             "by a calibration pass through the model (fisher; needs torch, slower)")
+    group.add_argument("--remeasure", action="store_true",
+                       help="measure the tensors' losses again instead of reusing what an earlier plan of this "
+                            "model measured (kept in quantpress's cache until the model's files change)")
     group.add_argument("--memory", metavar="SIZE",
                        help="--fit within SIZE of VRAM (gpu) or RAM (ram) instead of what this machine has free")
 
@@ -44,8 +47,9 @@ def target_from_args(args: argparse.Namespace) -> Target | None:
                                          ("--context", args.context != 4096), ("--kv-type", args.kv_type != "f16"))
                 if given]
     if args.target_size is None and args.target_bpw is None and args.fit is None:
-        if args.sensitivity is not None:
-            raise InvalidInput("--sensitivity only applies with a target (--target-size, --target-bpw, --fit)")
+        if args.sensitivity is not None or args.remeasure:
+            flag = "--sensitivity" if args.sensitivity is not None else "--remeasure"
+            raise InvalidInput(f"{flag} only applies with a target (--target-size, --target-bpw, --fit)")
         if fit_only:
             raise InvalidInput(f"{', '.join(fit_only)} only apply with --fit gpu|ram")
         return None
@@ -73,7 +77,7 @@ def plan_for_target(model: Any, target: Target, args: argparse.Namespace) -> Con
     report = Throttle(progress_line(40), 0.5) if not args.json else (lambda p: None)
     out: Path | None = args.out
     plan = plan_best_fit(model, target, out, imatrix=args.imatrix, calibration=args.calibration,
-                         threads=args.threads, engine=args.engine, report=report,
+                         threads=args.threads, engine=args.engine, reuse=not args.remeasure, report=report,
                          **({"sensitivity": args.sensitivity} if args.sensitivity else {}))
     end_progress_line()
     return plan

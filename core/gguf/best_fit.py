@@ -16,7 +16,7 @@ the memory of a GPU / of RAM at a context), minimising the expected loss.
    the plan's own (weights-estimated by default, or a measured imatrix).
 2. For every quantizable tensor and every type its row length allows (CANDIDATES), that type's
    error, measured on a sample of rows with the quantizer the converter will use, more rows where
-   the estimate's standard error is above 5% (core/gguf/tensor_errors.py), and weighted by the
+   the estimate's standard error is above 10% (core/gguf/tensor_errors.py), and weighted by the
    sensitivity: the expected loss of each option (runtime: then put on the measured per-category curves).
 3. The budgeted choice (core/gguf/allocate.py), then checked exactly: the file size from the layout
    encoder, memory from the estimator (core/estimate.py); a fit target that the linear per-tensor
@@ -28,11 +28,16 @@ the memory of a GPU / of RAM at a context), minimising the expected loss.
    then checked on every row of its tensor (the errors saw a sample) and the choice solved again without
    those that are not exact. A fit target does not spend: memory spent for nothing measured is headroom
    lost.
+5. What 1-4 measured (losses, sensitivity source, the lossless checks) is kept per model
+   (core/gguf/loss_cache.py): choosing types from it takes a fraction of a second, so another plan of
+   the same model — another target, or the real run after a dry run — skips 1, 2 and the checks
+   already made, and chooses exactly what the first would have.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,8 +46,9 @@ from typing import Any
 import numpy as np
 from quantpress.core.calibration.fisher import LossTerm
 from quantpress.core.errors import InvalidInput
-from quantpress.core.gguf import layout
+from quantpress.core.gguf import layout, loss_cache
 from quantpress.core.gguf.allocate import Allocation, Option, allocate
+from quantpress.core.gguf.loss_cache import Measured
 from quantpress.core.gguf.mixes import allows_quantization
 from quantpress.core.gguf.plan import (
     MIXED_FORMAT,
@@ -106,12 +112,13 @@ def candidates_for(name: str, shape: tuple[int, ...]) -> tuple[str, ...]:
 def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
                   imatrix: str | Path | None = None, calibration: str | Path | None = None,
                   threads: int = 0, engine: str = "auto", hardware: Hardware | None = None,
-                  sensitivity: str = DEFAULT_SENSITIVITY, report: Report = ignore,
+                  sensitivity: str = DEFAULT_SENSITIVITY, reuse: bool = True, report: Report = ignore,
                   cancel: CancelToken = NEVER) -> ConversionPlan:
     """A plan with one MIXED output whose per-tensor types meet ``target`` with the least expected
     loss (module docstring). Importance options as plan_conversion's; ``hardware``: for fit targets
-    (detected when None); ``sensitivity``: one of SENSITIVITIES. Reads the weights (importance,
-    errors); writes nothing."""
+    (detected when None); ``sensitivity``: one of SENSITIVITIES; ``reuse``: take the losses measured
+    for this model before (core/gguf/loss_cache.py) where nothing they depend on changed. Reads the
+    weights (importance, errors); writes nothing but the loss cache."""
     if sensitivity not in SENSITIVITIES:
         raise InvalidInput(f"unknown sensitivity '{sensitivity}'; choose one of {', '.join(SENSITIVITIES)}")
     t0 = time.monotonic()
@@ -173,8 +180,22 @@ def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
         convert(probe, cancel=cancel)  # refuses with NotEnoughDiskSpace (an OSError) where it does not fit
         return Path(probe.outputs[0].path)
 
-    errors, source, notes, exact = _measure(base, cands, src_kv, threads, sensitivity, report, cancel,
-                                            write_probe_base)
+    stored = _Stored(base, src_kv, threads)
+    cache_key = loss_cache.key(base, sensitivity=sensitivity, engine=engine)
+    measured = loss_cache.load(cache_key) if reuse else None
+    if measured is None:
+        measured = _measure(base, cands, src_kv, threads, sensitivity, stored, report, cancel, write_probe_base)
+    else:
+        report(Progress("measure", 0.99, "losses measured before for this model (reused)"))
+    errors, source, notes = measured.errors, measured.source, measured.notes
+    check = _exact_checker(base, stored, cancel)
+
+    def exact(choices: list[tuple[str, str]]) -> dict[tuple[str, str], bool]:
+        missing = [c for c in choices if c not in measured.exact]
+        if missing:
+            measured.exact.update(check(missing))
+        return {c: measured.exact[c] for c in choices}
+
     report(Progress("plan", 0.999, "choosing types"))
     order = spend_order(errors, {t.name: t.n_elements for t in base.tensors})
     checked: dict[tuple[str, str], bool] = {}
@@ -191,6 +212,8 @@ def plan_best_fit(model: ModelInfo, target: Target, out: Path | None = None, *,
         checked |= found
         if all(found.values()):  # nothing excluded: solving again would choose the same
             break
+    if measured.keep:  # not a fallback that may not happen next time (the probe found no room, say)
+        loss_cache.save(cache_key, measured)
     types = {t.name: {**fixed_types, **alloc.types}[t.name] for t in base.tensors}
     head, file_bytes = finish(types)
     if target.kind == "size" and file_bytes > target.size_bytes:  # the layout's promise; never hand out more
@@ -274,27 +297,56 @@ def _solve_fit(model: ModelInfo, target: Target, hw: Hardware, shapes: dict[str,
     raise InvalidInput(f"could not find types whose estimated {unit} stays within {budget:,} bytes")
 
 
+class _Stored:
+    """The converter's quantizer for the best fit's output of ``base`` (core/gguf/convert.py ``encode``
+    with its engine and unit gain) and the importance it passes: set by the measurement, or worked out
+    on first need where the measurement came from the cache (loss_cache)."""
+
+    def __init__(self, base: ConversionPlan, src_kv: list[Any], threads: int) -> None:
+        from quantpress.core.gguf.convert import _quant_choice
+
+        probe = dataclasses.replace(base, outputs=(dataclasses.replace(base.outputs[0], format=MIXED_FORMAT),))
+        self.how = _quant_choice(probe, probe.outputs[0])
+        self.base, self.src_kv, self.threads = base, src_kv, threads
+        self.imatrix: Any = None
+        self.known = False
+
+    def quantize(self, x: np.ndarray, ggml_type: str, imp: np.ndarray | None) -> np.ndarray:
+        from quantpress.core.gguf.convert import encode
+
+        # the bytes do not depend on the thread count; a small sample is done before threads start
+        return np.asarray(encode(x, ggml_type, imp, self.threads if x.size >= PARALLEL_MIN_ELEMENTS else 1,
+                                 self.how.engine, self.how.unit_gain))
+
+    def importance(self, name: str, n: int) -> np.ndarray | None:
+        from quantpress.core.gguf.convert import _importance
+
+        return _importance(self.imatrix, name, (n,)) if self.how.importance else None
+
+    def prepare(self, read: Callable[[TensorPlan], Any], cancel: CancelToken) -> None:
+        """Work out the importance where the measurement did not (it came from the cache)."""
+        if self.known or not self.how.importance:
+            return
+        from quantpress.core.calibration.weights import weight_importance
+        from quantpress.core.gguf.convert import plan_importance
+
+        base = self.base
+        if base.calibration.kind == "weights":
+            self.imatrix = weight_importance(base.tensors, read, self.src_kv, base.gguf_arch, cancel=cancel)
+        elif base.calibration.from_data:
+            self.imatrix = plan_importance(base, cancel=cancel)
+        self.known = True
+
+
 def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: list[Any], threads: int,
-             sensitivity: str, report: Report, cancel: CancelToken, write_probe_base: Callable[[Path], Path]
-             ) -> tuple[dict[str, TensorErrors], str, list[str],
-                        Callable[[list[tuple[str, str]]], dict[tuple[str, str], bool]]]:
+             sensitivity: str, stored: _Stored, report: Report, cancel: CancelToken,
+             write_probe_base: Callable[[Path], Path]) -> Measured:
     """Expected loss of every candidate type of every tensor, the sensitivity's source ('fisher',
-    'runtime' or 'weights'), warnings, and ``exact([(name, type), ...])``: for each, whether every row of that tensor
-    is stored losslessly by that type, with the importance the converter will pass (reads the tensors
-    again)."""
+    'runtime' or 'weights') and warnings; ``stored`` learns the importance the converter will pass."""
     from quantpress.core.calibration.sensitivity import estimate_sensitivity
     from quantpress.core.calibration.weights import weight_importance
-    from quantpress.core.gguf.convert import (
-        _checked_slabs,
-        _importance,
-        _open_reader,
-        _quant_choice,
-        encode,
-        plan_importance,
-    )
+    from quantpress.core.gguf.convert import _checked_slabs, _importance, _open_reader, plan_importance
 
-    probe = dataclasses.replace(base, outputs=(dataclasses.replace(base.outputs[0], format=MIXED_FORMAT),))
-    how = _quant_choice(probe, probe.outputs[0])
     kind = base.calibration.kind
     warnings: list[str] = []
     reader = _open_reader(base)
@@ -320,12 +372,9 @@ def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: li
             estimated, sens = estimate_sensitivity(base.tensors, read, src_kv, base.gguf_arch, report=report,
                                                    cancel=cancel)
             source = "weights"
+        keep = why_not is None  # torch missing or no room for the pass: it may be there next time
         measured = plan_importance(base, report=report, cancel=cancel) if base.calibration.from_data else None
-        quant_imx = estimated if kind == "weights" else measured
-
-        def quant_importance(name: str, n: int) -> np.ndarray | None:
-            return _importance(quant_imx, name, (n,)) if how.importance else None
-
+        stored.imatrix, stored.known = (estimated if kind == "weights" else measured), True
         plans = {t.name: t for t in base.tensors}
 
         def terms(name: str, n_rows: int, n: int) -> list[LossTerm]:
@@ -340,40 +389,46 @@ def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: li
             col = sens.column_weights.get(name)
             return [LossTerm(sens.scale[name], col if col is not None and col.shape[0] == n else np.ones(n, np.float32))]
 
-
-        def quantize(x: np.ndarray, ggml_type: str, imp: np.ndarray | None) -> np.ndarray:
-            # the bytes do not depend on the thread count; a small sample is done before threads start
-            return np.asarray(encode(x, ggml_type, imp, threads if x.size >= PARALLEL_MIN_ELEMENTS else 1, how.engine,
-                                     how.unit_gain))
-
-        errors = measure_errors(base.tensors, cands, read, quantize, quant_importance, terms, report=report,
-                                cancel=cancel)
+        errors = measure_errors(base.tensors, cands, read, stored.quantize, stored.importance, terms,
+                                workers=threads or os.cpu_count() or 1, report=report, cancel=cancel)
         if sensitivity == "runtime" and source == "weights":
-            errors, source = _probed(base, errors, cands, read, quantize, quant_importance, write_probe_base, threads,
-                                     warnings, report, cancel)
+            errors, source, keep = _probed(base, errors, cands, read, stored.quantize, stored.importance,
+                                           write_probe_base, threads, warnings, report, cancel)
     finally:
         reader.close()
+    return Measured(errors, source, warnings, keep=keep)
+
+
+def _exact_checker(base: ConversionPlan, stored: _Stored, cancel: CancelToken
+                   ) -> Callable[[list[tuple[str, str]]], dict[tuple[str, str], bool]]:
+    """``exact([(name, type), ...])``: for each, whether every row of that tensor is stored losslessly
+    by that type, with the importance the converter will pass (reads the tensors again)."""
+    from quantpress.core.gguf.convert import _checked_slabs, _open_reader
+
+    plans = {t.name: t for t in base.tensors}
 
     def exact(choices: list[tuple[str, str]]) -> dict[tuple[str, str], bool]:
         check = _open_reader(base)
         try:
+            stored.prepare(lambda t: _checked_slabs(check, t), cancel)
             return {(name, ggml_type): all(
-                rows_exact(x.reshape(-1, plans[name].shape[-1]), ggml_type, quantize,
-                           quant_importance(name, int(plans[name].shape[-1])))
+                rows_exact(x.reshape(-1, plans[name].shape[-1]), ggml_type, stored.quantize,
+                           stored.importance(name, int(plans[name].shape[-1])))
                 for x in _checked_slabs(check, plans[name])) for name, ggml_type in choices}
         finally:
             check.close()
 
-    return errors, source, warnings, exact
+    return exact
 
 
 def _probed(base: ConversionPlan, errors: dict[str, TensorErrors], cands: dict[str, tuple[str, ...]],
             read: Callable[[TensorPlan], Any], quantize: Callable[[np.ndarray, str, np.ndarray | None], np.ndarray],
             importance: Callable[[str, int], np.ndarray | None], write_base: Callable[[Path], Path], threads: int,
-            warnings: list[str], report: Report, cancel: CancelToken) -> tuple[dict[str, TensorErrors], str]:
+            warnings: list[str], report: Report, cancel: CancelToken) -> tuple[dict[str, TensorErrors], str, bool]:
     """``errors`` (the weights estimate's losses) scaled by each category's factor measured through
     llama.cpp's runtime (core/gguf/runtime_probe.py) and the source 'runtime'; unchanged and 'weights',
-    with a warning, where the runtime cannot run the model."""
+    with a warning, where the runtime cannot run the model. Last: whether the result may be kept
+    (not where the probe failed: the room for its copy may be there next time)."""
     from quantpress.core.calibration.text import default_calibration_text
     from quantpress.core.gguf import runtime_probe as rp
     from quantpress.core.gguf.tensor_errors import decode
@@ -389,11 +444,11 @@ def _probed(base: ConversionPlan, errors: dict[str, TensorErrors], cands: dict[s
                                     threads=threads, report=report, cancel=cancel)
     except (RuntimeError, ValueError, OSError) as exc:  # llama.cpp cannot load it, no room for the copy
         warnings.append(f"sensitivity estimated from the weights alone: the runtime probe failed ({exc})")
-        return errors, "weights"
+        return errors, "weights", False
     if not measured:
         warnings.append("sensitivity estimated from the weights alone: no tensor the runtime probe could measure")
-        return errors, "weights"
-    return rp.calibrated(errors, points, measured), "runtime"
+        return errors, "weights", True
+    return rp.calibrated(errors, points, measured), "runtime", True
 
 
 def _in_gguf_order(t: TensorPlan, term: LossTerm) -> LossTerm:

@@ -174,22 +174,33 @@ def probe_factors(tensors: Sequence[TensorPlan], points: Mapping[str, Point], st
             where = {t.name: t for t in f.tensors}
         report(Progress("probe", 0.1, "sensitivity probe: reference run"))
         runner = _Runner(base, text, threads)
-        out = []
-        for i, (cat, group) in enumerate(groups.items()):
-            cancel.raise_if_cancelled()
-            kl = runner.kl_with(base, folder, where, [(t, points[t.name].probe[0]) for t in group], stored)
-            if kl >= MIN_MEASURED_KL:
-                low = [(t, lossier[0]) for t in group if (lossier := points[t.name].low) is not None]
-                exponent = MIN_EXPONENT
-                if low:
-                    kl_low = runner.kl_with(base, folder, where, low, stored)
-                    exponent = _exponent(kl, group, [t for t, _ in low], points, kl_low)
-                out.append(CategoryFactor(cat, len(group), sum(points[t.name].elements for t in group),
-                                          sum(points[t.name].probe[1] for t in group), kl, exponent))
-            report(Progress("probe", 0.1 + 0.9 * (i + 1) / len(groups), f"sensitivity probe: {cat}"))
-        return out
+        try:
+            measured = _probe_groups(runner, groups, points, stored, base, folder, where, report, cancel)
+        finally:
+            runner.close()  # before the folder goes: the model maps the copy
+        return measured
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _probe_groups(runner: _Runner, groups: Mapping[str, list[TensorPlan]], points: Mapping[str, Point],
+                  stored: Stored, base: Path, folder: Path, where: Mapping[str, Any], report: Report,
+                  cancel: CancelToken) -> list[CategoryFactor]:
+    """probe_factors' measurements, one category after another, on the loaded ``runner``."""
+    out = []
+    for i, (cat, group) in enumerate(groups.items()):
+        cancel.raise_if_cancelled()
+        kl = runner.kl_with(base, folder, where, [(t, points[t.name].probe[0]) for t in group], stored)
+        if kl >= MIN_MEASURED_KL:
+            low = [(t, lossier[0]) for t in group if (lossier := points[t.name].low) is not None]
+            exponent = MIN_EXPONENT
+            if low:
+                kl_low = runner.kl_with(base, folder, where, low, stored)
+                exponent = _exponent(kl, group, [t for t, _ in low], points, kl_low)
+            out.append(CategoryFactor(cat, len(group), sum(points[t.name].elements for t in group),
+                                      sum(points[t.name].probe[1] for t in group), kl, exponent))
+        report(Progress("probe", 0.1 + 0.9 * (i + 1) / len(groups), f"sensitivity probe: {cat}"))
+    return out
 
 
 class _patched:
@@ -227,38 +238,87 @@ class _patched:
                 backup.unlink()
 
 
+def _kl_rows(p: np.ndarray, ref: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """KL(p ‖ softmax(z)) per row, p = softmax(ref): with d = z − ref (exact in float32 where the logits
+    are close), log q − log p = d − log Σ p·e^d, so KL = log1p(Σ p·expm1(d)) − Σ p·d, summed in float64.
+    Two passes and no cancellation between large log-probabilities: the probe's KLs reach down to 1e-9."""
+    d = z - ref
+    with np.errstate(over="ignore"):
+        grown = np.sum(p * np.expm1(d), axis=1, dtype=np.float64)
+    kl = np.log1p(grown) - np.sum(p * d, axis=1, dtype=np.float64)
+    if np.all(np.isfinite(kl)):
+        return np.asarray(kl)
+    # logits far apart (a broken model): through log-softmax, where nothing overflows
+    return np.asarray(np.sum(p * (_log_softmax(ref) - _log_softmax(z)), axis=1, dtype=np.float64))
+
+
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    x = logits - logits.max(axis=1, keepdims=True)  # float32 (the KL sums are taken in float64)
+    x = logits - logits.max(axis=1, keepdims=True)
     return np.asarray(x - np.log(np.exp(x).sum(axis=1, keepdims=True)))
 
 
 class _Runner:
-    """llama.cpp on the GGUF ``path``: the reference log-probabilities (run when made), then ``kl()`` =
-    the mean KL(reference ‖ the file as it is now) over the probe's tokens, the file loaded afresh."""
+    """llama.cpp on the GGUF ``path``: the reference logits (run when made), then ``kl()`` = the mean
+    KL(reference ‖ the file as it is now) over the probe's tokens.
+
+    The model is loaded once, memory-mapped: llama.cpp's CPU backend computes from the file's mapped
+    pages (a shared mapping), so a tensor patched in the file (``_patched``, through another shared
+    mapping of the same file) is what the next run multiplies by. Where that does not hold (a backend
+    that copies the weights at load) a patched run would return the reference's logits bit for bit:
+    the first such run is checked against a fresh load, and if that one differs every later run
+    loads the file afresh."""
 
     def __init__(self, path: Path, text: str, threads: int) -> None:
         self.path = path
-        self.kw: dict[str, Any] = {"n_threads": threads} if threads > 0 else {}
-        self.ref = self._logprobs(text)
-        self.p = np.exp(self.ref)
+        self.kw: dict[str, Any] = {"n_threads": threads, "n_threads_batch": threads} if threads > 0 else {}
+        self.live: bool | None = None  # whether patches reach the loaded model; None: not known yet
+        self.llm = self._load(use_mmap=True)
+        try:
+            self.tokens = self.llm.tokenize(text.encode("utf-8"), add_bos=True)[:PROBE_TOKENS]
+            self.ref = self._logits(self.llm).copy()
+        except BaseException:
+            self.close()
+            raise
+        self.p = np.exp(_log_softmax(self.ref))
 
-    def _logprobs(self, text: str | None = None) -> np.ndarray:
-        """The file's log-probabilities; ``text``: tokenized (first PROBE_TOKENS) on the reference run."""
+    def _load(self, use_mmap: bool) -> Any:
         import llama_cpp
 
-        # use_mmap off: the file changes between runs, and a mapping may hold the pages it read before
-        llm = llama_cpp.Llama(str(self.path), n_ctx=PROBE_TOKENS, n_batch=PROBE_TOKENS, logits_all=True,
-                              verbose=False, use_mmap=False, **self.kw)
+        return llama_cpp.Llama(str(self.path), n_ctx=PROBE_TOKENS, n_batch=PROBE_TOKENS, logits_all=True,
+                               verbose=False, use_mmap=use_mmap, **self.kw)
+
+    def _logits(self, llm: Any) -> np.ndarray:
+        """The raw logits of the probe's tokens, a view of the runner's buffer (valid until its next run)."""
+        llm.reset()
+        llm.eval(self.tokens)
+        return np.asarray(llm.scores[: len(self.tokens)], dtype=np.float32)
+
+    def _fresh_kl(self) -> float:
+        llm = self._load(use_mmap=False)
         try:
-            if text is not None:
-                self.tokens = llm.tokenize(text.encode("utf-8"), add_bos=True)[:PROBE_TOKENS]
-            llm.eval(self.tokens)
-            return _log_softmax(np.array(llm.scores[: len(self.tokens)], dtype=np.float32))
+            return self._mean_kl(self._logits(llm))
         finally:
             llm.close()
 
+    def _mean_kl(self, z: np.ndarray) -> float:
+        return float(np.mean(_kl_rows(self.p, self.ref, z)))
+
     def kl(self) -> float:
-        return float(np.mean(np.sum(self.p * (self.ref - self._logprobs()), axis=1, dtype=np.float64)))
+        if self.live is False:
+            return self._fresh_kl()
+        kl = self._mean_kl(self._logits(self.llm))
+        if self.live is None:
+            if kl != 0.0:
+                self.live = True
+            else:
+                fresh = self._fresh_kl()
+                if fresh != 0.0:
+                    self.live = False
+                    return fresh
+        return kl
+
+    def close(self) -> None:
+        self.llm.close()
 
     def kl_with(self, base: Path, folder: Path, where: Mapping[str, Any], choice: list[tuple[TensorPlan, str]],
                 stored: Stored) -> float:

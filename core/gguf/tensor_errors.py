@@ -17,8 +17,10 @@ every row is measured. A small first sample is therefore safe: most tensors' row
 from __future__ import annotations
 
 import dataclasses
+import threading
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,18 +132,25 @@ def measure_errors(tensors: Sequence[TensorPlan], candidates: Mapping[str, Seque
                    read: Callable[[TensorPlan], Iterator[np.ndarray]],
                    quantize: Callable[[np.ndarray, str, np.ndarray | None], np.ndarray],
                    importance: Callable[[str, int], np.ndarray | None],
-                   terms: Callable[[str, int, int], Sequence[LossTerm]], *, report: Report = ignore,
-                   cancel: CancelToken = NEVER) -> dict[str, TensorErrors]:
+                   terms: Callable[[str, int, int], Sequence[LossTerm]], *, workers: int = 1,
+                   report: Report = ignore, cancel: CancelToken = NEVER) -> dict[str, TensorErrors]:
     """Expected loss of every tensor named in ``candidates`` under each of its types.
 
     ``candidates`` lists each tensor's types cheapest first. quantize(x, type, importance) -> block
-    bytes (the converter's encoder); importance(name, n) -> what the converter passes for that tensor
-    (or None); terms(name, n_rows, n_per_row) -> its loss terms."""
+    bytes (the converter's encoder, called from ``workers`` threads at once); importance(name, n) ->
+    what the converter passes for that tensor (or None); terms(name, n_rows, n_per_row) -> its loss
+    terms. ``read`` is called from one thread at a time. Tensors are measured ``workers`` at a time:
+    a sample is too small for the quantizer's own threads (most tensors' are a few dozen rows), and
+    ggml's searches with importance release the GIL. The result does not depend on ``workers``."""
     todo = [t for t in tensors if len(candidates.get(t.name, ())) > 0]
     total = sum(len(candidates[t.name]) * t.n_elements for t in todo) or 1
-    done = 0
-    out: dict[str, TensorErrors] = {}
-    for t in todo:
+    reading = threading.Lock()
+
+    def locked_read(t: TensorPlan) -> Iterator[np.ndarray]:
+        with reading:  # a reader's files are shared (seek, then read); _sampled reads a tensor through at once
+            yield from read(t)
+
+    def one(t: TensorPlan) -> TensorErrors:
         cancel.raise_if_cancelled()
         n = int(t.shape[-1])
         n_rows = int(t.n_elements // n)
@@ -151,13 +160,25 @@ def measure_errors(tensors: Sequence[TensorPlan], candidates: Mapping[str, Seque
         k = None
         while True:
             rows, row_weight = sample_rows(t.name, n_rows, ranked[0] if ranked else None, k)
-            errors = _measure_sample(t, rows, row_weight, read, candidates[t.name], quantize, imp, tensor_terms, cancel)
+            errors = _measure_sample(t, rows, row_weight, locked_read, candidates[t.name], quantize, imp,
+                                     tensor_terms, cancel)
             if errors.relative_se <= MAX_RELATIVE_SE or len(rows) >= n_rows:
-                break
+                return dataclasses.replace(errors, rows=n_rows)
             k = 2 * len(rows)  # too uncertain: twice the rows (never more than all of them)
-        out[t.name] = dataclasses.replace(errors, rows=n_rows)
-        done += len(candidates[t.name]) * t.n_elements
-        report(Progress("measure", min(done / total, 0.999), f"errors: {t.name}"))
+
+    out: dict[str, TensorErrors] = {}
+    done = 0
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(one, t) for t in todo]
+        try:
+            for t, future in zip(todo, futures, strict=True):  # results and progress in the tensors' order
+                out[t.name] = future.result()
+                done += len(candidates[t.name]) * t.n_elements
+                report(Progress("measure", min(done / total, 0.999), f"errors: {t.name}"))
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
     return out
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -292,9 +293,44 @@ def _special_kv(folder: Path, n_vocab: int, load_merges: bool) -> list[KV]:
 LLAMA_VOCAB_ARCHS = ("llama", "mistral3", "smollm3")
 
 
+# Files the tokenizer metadata is read from: a cached result stands while none of them changes.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "vocab.json", "merges.txt", "config.json", "generation_config.json",
+                   "chat_template.jinja", "chat_template.json")
+_CACHE_SIZE = 2
+_cache: dict[tuple[Any, ...], list[KV]] = {}
+_cache_lock = threading.Lock()
+
+
 def tokenizer_kv(folder: Path, spec: ArchSpec, config: Config) -> list[KV]:
-    """All ``tokenizer.*`` metadata for the HF folder (InvalidModel if there is no usable tokenizer)."""
+    """All ``tokenizer.*`` metadata for the HF folder (InvalidModel if there is no usable tokenizer).
+
+    Cached per folder, architecture, config and the tokenizer files' size and mtime: one job plans
+    and converts (and the best-fit planner writes a probe copy), and a 150k-token vocabulary takes a
+    third of a second each time. The result is shared: callers only read it."""
     folder = Path(folder)
+    key = (str(folder.resolve()), spec.name, json.dumps(config, sort_keys=True, default=str),
+           tuple(_file_stamp(folder / name) for name in TOKENIZER_FILES))
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit is None:
+        hit = _tokenizer_kv(folder, spec, config)
+        with _cache_lock:  # jobs run in worker threads
+            while len(_cache) >= _CACHE_SIZE:
+                _cache.pop(next(iter(_cache)))
+            _cache[key] = hit
+    return list(hit)
+
+
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _tokenizer_kv(folder: Path, spec: ArchSpec, config: Config) -> list[KV]:
     vocab_size = config.get("vocab_size")
     tok_cfg = _read_json(folder / "tokenizer_config.json")
     out: list[KV] = []

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from quantpress.core.errors import InvalidInput
-from quantpress.core.gguf import layout
+from quantpress.core.gguf import layout, loss_cache
 from quantpress.core.gguf.best_fit import CANDIDATES, candidates_for, plan_best_fit
 from quantpress.core.gguf.convert import convert
 from quantpress.core.gguf.plan import MIXED_FORMAT, ConversionPlan, plan_conversion
@@ -183,6 +183,14 @@ def test_a_size_target_is_met_with_lossless_bytes_when_nothing_else_is_left(mode
     assert not any("most accurate choice" in w for w in plan.warnings)
     (res,) = convert(plan)
     assert Path(res.output).stat().st_size == out.file_bytes
+    # planned again from the kept losses (core/gguf/loss_cache.py) without the kept lossless checks: those
+    # are made again, with the importance worked out anew, and come out the same
+    (entry,) = loss_cache.cache_folder().glob("*.json")
+    kept = json.loads(entry.read_text())
+    assert kept["exact"] and all(ok for _, _, ok in kept["exact"])
+    entry.write_text(json.dumps({**kept, "exact": []}))
+    assert plan_best_fit(info, Target.size(target), tmp_path).outputs == plan.outputs
+    assert json.loads(entry.read_text())["exact"] == kept["exact"]
     small = plan_best_fit(info, Target.size(exact_sizes[0] + (exact_sizes[1] - exact_sizes[0]) // 8), tmp_path)
     assert small.outputs[0].file_bytes < out.file_bytes and small.target.expected_kld == 0.0  # type: ignore[union-attr]
     # a fit target keeps its headroom: memory spent for nothing measured is not bought
@@ -204,19 +212,19 @@ def test_bytes_bought_for_nothing_are_checked_on_every_row(model: Path, tmp_path
     target = (exact_sizes[0] + exact_sizes[1]) // 2
     first = plan_best_fit(info, Target.size(target), tmp_path).outputs[0].tensor_types
     victim = next(n for n, t in first.items() if t == "Q5_1")
-    measure, asked = best_fit._measure, []
+    checker, asked = best_fit._exact_checker, []
 
-    def measured(*args, **kwargs):  # type: ignore[no-untyped-def]
-        errors, source, notes, exact = measure(*args, **kwargs)
+    def told(*args, **kwargs):  # type: ignore[no-untyped-def]
+        exact = checker(*args, **kwargs)
 
         def checked(choices: list[tuple[str, str]]) -> dict[tuple[str, str], bool]:
             asked.extend(choices)
             return {c: ok and c != (victim, "Q5_1") for c, ok in exact(choices).items()}
 
-        return errors, source, notes, checked
+        return checked
 
-    monkeypatch.setattr(best_fit, "_measure", measured)
-    plan = plan_best_fit(info, Target.size(target), tmp_path)
+    monkeypatch.setattr(best_fit, "_exact_checker", told)
+    plan = plan_best_fit(info, Target.size(target), tmp_path, reuse=False)  # not the first plan's checks
     types = plan.outputs[0].tensor_types
     assert (victim, "Q5_1") in asked and all(t == "Q5_1" for _, t in asked)
     assert types[victim] == "Q4_1" and "Q5_1" in types.values()

@@ -45,6 +45,7 @@ def test_target_size_dry_run_shows_the_plan(model: Path, tmp_path: Path, capsys:
     (["-f", "Q4_K_M", "--target-bpw", "4.5"], "either --format or a target"),
     (["--memory", "2GB"], "only apply with --fit"),
     (["-f", "Q4_K_M", "--sensitivity", "fisher"], "--sensitivity only applies with a target"),
+    (["-f", "Q4_K_M", "--remeasure"], "--remeasure only applies with a target"),
     (["--target-size", "4.5 parsecs"], "is not a size"),
     (["--target-bpw", "0.5"], "out of range"),
     (["--target-size", "1KB", "--tensor-type", "ffn=Q8_0"], "chooses every tensor's type itself"),

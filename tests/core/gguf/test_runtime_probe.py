@@ -80,9 +80,26 @@ def _sha(path: Path) -> str:
 
 
 def _kl(a: Path, b: Path) -> float:
+    """KL(llama.cpp on ``a`` ‖ on ``b``) over the probe's tokens."""
     runner = rp._Runner(a, default_calibration_text(), 0)
-    runner.path = b
-    return runner.kl()
+    try:
+        runner.path = b
+        return runner._fresh_kl()
+    finally:
+        runner.close()
+
+
+def test_kl_rows_is_the_log_softmax_kl() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.normal(0, 4, (8, 500)).astype(np.float32)
+    p = np.exp(rp._log_softmax(ref.astype(np.float64)))
+    for spread in (1e-4, 1e-2, 1.0, 200.0):  # the last overflows expm1: the log-softmax way takes over
+        z = (ref + rng.normal(0, spread, ref.shape)).astype(np.float32)
+        lq = rp._log_softmax(z.astype(np.float64))
+        expected = np.sum(p * (np.log(p) - lq), axis=1)
+        got = rp._kl_rows(p.astype(np.float32), ref, z)
+        assert got == pytest.approx(expected, rel=1e-3, abs=1e-12)
+    assert rp._kl_rows(p.astype(np.float32), ref, ref.copy()) == pytest.approx(0.0, abs=1e-12)
 
 
 def test_a_category_in_the_copy_costs_what_the_stored_file_costs(model: Path, tmp_path: Path) -> None:
@@ -109,10 +126,26 @@ def test_a_category_in_the_copy_costs_what_the_stored_file_costs(model: Path, tm
     with open_gguf(base) as f:
         where = {t.name: t for t in f.tensors}
     runner = rp._Runner(base, default_calibration_text(), 0)
-    measured = runner.kl_with(base, tmp_path, where, [(t, "Q4_K") for t in tensors], stored)
-    again = runner.kl()
+    try:
+        measured = runner.kl_with(base, tmp_path, where, [(t, "Q4_K") for t in tensors], stored)
+        again = runner.kl()
+        # the loaded model computed from the patched file itself (no reload): the same as a fresh load of it
+        assert runner.live is True
+        runner.live = False
+        reloaded = runner.kl_with(base, tmp_path, where, [(t, "Q4_K") for t in tensors], stored)
+        # a backend that copied the weights at load would show the reference's logits after a patch: the
+        # runner notices on its first patched run and loads the file afresh from then on
+        runner.live = None
+        mapped = runner._logits
+        runner._logits = lambda llm: runner.ref if llm is runner.llm else mapped(llm)  # type: ignore[method-assign]
+        copied = runner.kl_with(base, tmp_path, where, [(t, "Q4_K") for t in tensors], stored)
+        assert runner.live is False
+    finally:
+        runner.close()
     assert expected > 1e-6
     assert measured == pytest.approx(expected, rel=0.02)
+    assert reloaded == pytest.approx(measured, rel=1e-6)
+    assert copied == pytest.approx(measured, rel=1e-6)
     assert again == pytest.approx(0.0, abs=1e-9)
     assert _sha(base) == before  # put back byte for byte
     assert not list(tmp_path.glob("backup-*"))
@@ -133,7 +166,7 @@ def test_the_plan_uses_the_probe_and_falls_back_when_it_cannot_run(model: Path, 
         raise ValueError("unknown model architecture")
 
     monkeypatch.setattr(rp._Runner, "__init__", refuse)
-    plan = plan_best_fit(info, Target.size(size), tmp_path)
+    plan = plan_best_fit(info, Target.size(size), tmp_path, reuse=False)  # not the losses the first plan kept
     assert plan.target is not None and plan.target.sensitivity == "weights"
     assert any("runtime probe failed (unknown model architecture)" in w for w in plan.warnings)
     assert plan.outputs[0].file_bytes <= size
