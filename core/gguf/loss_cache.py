@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import tempfile
 import time
@@ -115,14 +116,24 @@ def load(cache_key: str | None) -> Measured | None:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format") != CACHE_FORMAT:
             return None
-        errors = {n: TensorErrors(**{**e, "loss": dict(e["loss"])}) for n, e in data["errors"].items()}
+        errors = {str(n): _tensor_errors(e) for n, e in data["errors"].items()}
         exact = {(n, t): bool(v) for n, t, v in data["exact"]}
         measured = Measured(errors, str(data["source"]), [str(w) for w in data["notes"]], exact)
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     with contextlib.suppress(OSError):
         os.utime(path)  # the newest entries are the ones kept
     return measured
+
+
+def _tensor_errors(e: dict[str, Any]) -> TensorErrors:
+    """One saved TensorErrors, every field of its type (ValueError/TypeError/KeyError where not)."""
+    loss = {str(t): float(v) for t, v in e["loss"].items()}
+    numbers = [float(e["signal"]), float(e["relative_se"]), *loss.values()]
+    if not all(math.isfinite(v) and v >= 0 for v in numbers):
+        raise ValueError("a saved loss is not a finite non-negative number")
+    return TensorErrors(str(e["name"]), int(e["rows"]), int(e["sampled_rows"]), float(e["signal"]), loss,
+                        float(e["relative_se"]))
 
 
 def save(cache_key: str | None, measured: Measured) -> None:

@@ -4,6 +4,7 @@ model's files, --remeasure, a measurement that fell back, or an unreadable entry
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -90,7 +91,13 @@ def test_a_fallback_is_not_kept_and_a_bad_entry_is_a_miss(model: Path, tmp_path:
     plan = plan_best_fit(open_source(model), Target.size(size), tmp_path)
     assert plan.target is not None and plan.target.sensitivity == "runtime" and len(measures) == 2
     (entry,) = _entries()
-    entry.write_text("{not json", encoding="utf-8")
+    kept = json.loads(entry.read_text(encoding="utf-8"))
+    name = next(iter(kept["errors"]))
+    for bad in ("{not json", json.dumps({**kept, "errors": {name: {**kept["errors"][name], "loss": {"Q4_K": "x"}}}}),
+                json.dumps({**kept, "errors": {name: {**kept["errors"][name], "signal": -1.0}}}),
+                json.dumps({**kept, "exact": 7})):
+        entry.write_text(bad, encoding="utf-8")
+        assert loss_cache.load(entry.stem) is None  # a miss, not a crash
     again = plan_best_fit(open_source(model), Target.size(size), tmp_path)
     assert len(measures) == 3 and again.outputs == plan.outputs
     assert loss_cache.load(entry.stem) is not None  # written anew
