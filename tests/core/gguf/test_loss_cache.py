@@ -102,3 +102,26 @@ def test_a_fallback_is_not_kept_and_a_bad_entry_is_a_miss(model: Path, tmp_path:
     assert len(measures) == 3 and again.outputs == plan.outputs
     assert loss_cache.load(entry.stem) is not None  # written anew
     assert not list(loss_cache.cache_folder().glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("stage", ["measure", "probe"])
+def test_a_cancelled_plan_keeps_nothing(model: Path, tmp_path: Path, stage: str) -> None:
+    """Cancelled while the errors are measured (tensors on worker threads) or while the probe runs: the
+    plan stops with Cancelled, and neither a loss cache entry nor the probe's copy is left."""
+    from quantpress.core.jobs import Cancelled, CancelToken, Progress
+
+    size = _q4_size(model, tmp_path)
+    token = CancelToken()
+    stages: list[str] = []
+
+    def report(p: Progress) -> None:
+        stages.append(p.stage)
+        if p.stage == stage:
+            token.cancel()
+
+    before = set(Path(rp.tempfile.gettempdir()).glob("quantpress-probe-*"))
+    with pytest.raises(Cancelled):
+        plan_best_fit(open_source(model), Target.size(size), tmp_path, report=report, cancel=token)
+    assert stage in stages and "plan" not in stages
+    assert _entries() == [] and not list(loss_cache.cache_folder().glob(".*.tmp"))
+    assert set(Path(rp.tempfile.gettempdir()).glob("quantpress-probe-*")) <= before
