@@ -9,8 +9,8 @@ depend on:
 
 - the model's files (size, mtime and a hash of the first MiB of its config, tokenizer and weight
   files: core/evaluate/reference.py ``file_fingerprint``) and the tensors the plan lists;
-- the importance source (its kind and, for a file, that file's fingerprint), the engine, the
-  sensitivity asked for;
+- the importance source (its kind and, for a file, that file's fingerprint), the built-in
+  calibration text (the probe runs the model on it), the engine, the sensitivity asked for;
 - the code that measures (a hash of the modules' source) and the versions of quantpress,
   llama-cpp-python (the probe's runtime and ggml's quantizer) and gguf.
 
@@ -92,6 +92,8 @@ def key(base: Any, *, sensitivity: str, engine: str) -> str | None:
         files = [source / n for n in MODEL_FILES] + sorted(source.glob("*.safetensors"))
     else:
         files = [source]
+    from quantpress.core.calibration.text import default_calibration_text
+
     calibration = base.calibration
     blob = json.dumps({
         "format": CACHE_FORMAT,
@@ -103,6 +105,8 @@ def key(base: Any, *, sensitivity: str, engine: str) -> str | None:
                         file_fingerprint(Path(calibration.path)) if calibration.path else None],
         "sensitivity": sensitivity,
         "engine": engine,
+        # the probe runs the model on the built-in text, as the importance of --calibration default does
+        "text": hashlib.sha256(default_calibration_text().encode("utf-8")).hexdigest(),
     }, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
