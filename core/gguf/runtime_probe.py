@@ -265,8 +265,8 @@ class _Runner:
     pages (a shared mapping), so a tensor patched in the file (``_patched``, through another shared
     mapping of the same file) is what the next run multiplies by. Where that does not hold (a backend
     that copies the weights at load) a patched run would return the reference's logits bit for bit:
-    the first such run is checked against a fresh load, and if that one differs every later run
-    loads the file afresh."""
+    such a run is checked against a fresh load, and if that one differs every later run loads the
+    file afresh."""
 
     def __init__(self, path: Path, text: str, threads: int) -> None:
         self.path = path
@@ -307,15 +307,15 @@ class _Runner:
         if self.live is False:
             return self._fresh_kl()
         kl = self._mean_kl(self._logits(self.llm))
-        if self.live is None:
-            if kl != 0.0:
-                self.live = True
-            else:
-                fresh = self._fresh_kl()
-                if fresh != 0.0:
-                    self.live = False
-                    return fresh
-        return kl
+        if kl != 0.0:
+            self.live = True
+            return kl
+        # the reference's logits bit for bit: the patch left the values as they were, or it did not reach
+        # the loaded model (a backend that copies some types at load) - a fresh load tells which
+        fresh = self._fresh_kl()
+        if fresh != 0.0:
+            self.live = False
+        return fresh
 
     def close(self) -> None:
         self.llm.close()

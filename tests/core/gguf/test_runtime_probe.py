@@ -133,9 +133,10 @@ def test_a_category_in_the_copy_costs_what_the_stored_file_costs(model: Path, tm
         assert runner.live is True
         runner.live = False
         reloaded = runner.kl_with(base, tmp_path, where, [(t, "Q4_K") for t in tensors], stored)
-        # a backend that copied the weights at load would show the reference's logits after a patch: the
-        # runner notices on its first patched run and loads the file afresh from then on
-        runner.live = None
+        # a backend that copied the weights (or some types of them) at load would show the reference's
+        # logits after a patch, even after earlier runs saw theirs: the runner notices and loads the file
+        # afresh from then on
+        runner.live = True
         mapped = runner._logits
         runner._logits = lambda llm: runner.ref if llm is runner.llm else mapped(llm)  # type: ignore[method-assign]
         copied = runner.kl_with(base, tmp_path, where, [(t, "Q4_K") for t in tensors], stored)
