@@ -83,6 +83,7 @@ def cache_folder() -> Path:
 def key(base: Any, *, sensitivity: str, engine: str) -> str | None:
     """The cache key of a best-fit measurement of the conversion plan ``base`` (None: a model with
     no local files, which cannot be fingerprinted)."""
+    from quantpress.core.calibration.text import default_calibration_text
     from quantpress.core.evaluate.reference import file_fingerprint
 
     if not base.local_path:
@@ -92,17 +93,16 @@ def key(base: Any, *, sensitivity: str, engine: str) -> str | None:
         files = [source / n for n in MODEL_FILES] + sorted(source.glob("*.safetensors"))
     else:
         files = [source]
-    from quantpress.core.calibration.text import default_calibration_text
-
     calibration = base.calibration
+    importance_file = Path(calibration.path) if calibration.path else None
     blob = json.dumps({
         "format": CACHE_FORMAT,
         "code": _code_hash(),
         "versions": [_version(p) for p in ("quantpress", "llama_cpp_python", "gguf")],
         "model": [file_fingerprint(f) for f in files if f.is_file()],
         "tensors": [[t.name, list(t.shape), t.source, t.source_dtype, list(t.transforms)] for t in base.tensors],
-        "calibration": [calibration.kind.value,
-                        file_fingerprint(Path(calibration.path)) if calibration.path else None],
+        "calibration": [calibration.kind.value, file_fingerprint(importance_file)
+                        if importance_file is not None and importance_file.is_file() else None],
         "sensitivity": sensitivity,
         "engine": engine,
         # the probe runs the model on the built-in text, as the importance of --calibration default does
