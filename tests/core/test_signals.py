@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dead_process import dead_pid
 from quantpress.core.signals import (
     AWQ_TMP,
     CONVERT_PARTIAL,
@@ -25,13 +26,6 @@ from quantpress.core.signals import (
     terminate_gracefully,
 )
 from tiny_models import tiny_model
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    assert not pid_alive(proc.pid)
-    return proc.pid
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)], ids=["TERM", "HUP"])
@@ -155,9 +149,9 @@ def test_stale_partials_of_dead_processes_are_swept_by_the_next_conversion(tmp_p
 
     out = tmp_path / "out"
     out.mkdir()
-    dead = out / f".m-Q8_0.gguf.partial-{_dead_pid()}"
+    dead = out / f".m-Q8_0.gguf.partial-{dead_pid()}"
     dead.write_bytes(b"\0" * 1024)
-    sidecar = out / f".m-Q8_0.gguf.json.partial-{_dead_pid()}"
+    sidecar = out / f".m-Q8_0.gguf.json.partial-{dead_pid()}"
     sidecar.write_text("{")
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -195,7 +189,7 @@ def test_each_job_names_its_temporary_output_as_its_sweep_expects(tmp_path: Path
 def test_remove_stale_takes_dead_folders_and_keeps_live_ones(pattern: object, tmp_path: Path) -> None:
     names = {AWQ_TMP: ".out.tmp-{pid}", UNPACK_TMP: ".out.unpack-{pid}-0a1b2c3d.tmp",
              EVAL_REFERENCE_TMP: ".0123abcd.{pid}.x1y2z3"}
-    dead = tmp_path / names[pattern].format(pid=_dead_pid())  # type: ignore[index]
+    dead = tmp_path / names[pattern].format(pid=dead_pid())  # type: ignore[index]
     mine = tmp_path / names[pattern].format(pid=os.getpid())  # type: ignore[index]
     for folder in (dead, mine):
         (folder / "inner").mkdir(parents=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dead_process import dead_pid
 from quantpress.core.calibration.text import default_calibration_text
 from quantpress.core.gguf import runtime_probe as rp
 from quantpress.core.gguf.best_fit import plan_best_fit
@@ -60,15 +61,6 @@ def test_probe_points_and_the_measured_model() -> None:
     assert out["blk.1.ffn_down.weight"].loss == pytest.approx({"Q2_K": 0.03 * 8, "Q5_0": 0.03, "Q6_K": 0.03 / 8})
     # not measured: the estimate times the median measured / predicted
     assert out["blk.0.attn_q.weight"].loss == pytest.approx({"Q8_0": 0.04 / 3.0})
-
-
-def _dead_pid() -> int:
-    import subprocess
-    import sys
-
-    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
-                           check=True)
-    return int(child.stdout)  # exited: no process has that id (until it is reused)
 
 
 def _plans(points: dict[str, rp.Point]) -> list[TensorPlan]:
@@ -156,7 +148,7 @@ def test_the_plan_uses_the_probe_and_falls_back_when_it_cannot_run(model: Path, 
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     info = open_source(model)
     size = plan_conversion(info, ["Q4_K_M"], tmp_path).outputs[0].file_bytes
-    killed = Path(rp.tempfile.gettempdir()) / f"quantpress-probe-{_dead_pid()}-x"  # a planner killed outright
+    killed = Path(rp.tempfile.gettempdir()) / f"quantpress-probe-{dead_pid()}-x"  # a planner killed outright
     (killed / "sub").mkdir(parents=True)
     left = set(Path(rp.tempfile.gettempdir()).glob("quantpress-probe-*")) - {killed}
     plan = plan_best_fit(info, Target.size(size), tmp_path)
