@@ -176,6 +176,7 @@ def remove_stale(folder: Path, pattern: re.Pattern[str]) -> list[Path]:
 
 # Temporary names of each job kind (the sweeps below must match what the jobs write).
 CONVERT_PARTIAL = re.compile(r"^\..+\.partial-(?P<pid>\d+)$")  # core/gguf/convert.py (outputs, sidecars)
+LOSS_CACHE_TMP = re.compile(r"^\.[0-9a-f]+\.tmp-(?P<pid>\d+)-\d+$")  # core/gguf/loss_cache.py (an entry being saved)
 PROBE_FOLDER = re.compile(r"^quantpress-probe-(?P<pid>\d+)-")  # core/gguf/runtime_probe.py (its F16 copy, in TMPDIR)
 AWQ_TMP = re.compile(r"^\..+\.tmp-(?P<pid>\d+)$")  # core/awq/export.py
 UNPACK_TMP = re.compile(r"^\..+\.unpack-(?P<pid>\d+)-[0-9a-f]+\.tmp$")  # core/gguf/unpack.py

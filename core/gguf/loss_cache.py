@@ -28,19 +28,18 @@ import importlib.util
 import json
 import math
 import os
-import tempfile
-import time
+import threading
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from quantpress.core.gguf.tensor_errors import TensorErrors
+from quantpress.core.signals import LOSS_CACHE_TMP, remove_stale
 
 CACHE_FORMAT = 1
 CACHE_DIR_ENV = "QUANTPRESS_LOSS_CACHE_DIR"
 MAX_ENTRIES = 32
-STALE_TMP_SECONDS = 3600  # a temporary entry this old belongs to no running planner
 # Files of an HF folder whose content the measurements depend on (weights: every *.safetensors).
 MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 # Modules whose code decides the measured numbers: a change to any of them is a new key.
@@ -148,30 +147,27 @@ def save(cache_key: str | None, measured: Measured) -> None:
     data = {"format": CACHE_FORMAT, "source": measured.source, "notes": measured.notes,
             "errors": {n: asdict(e) for n, e in measured.errors.items()},
             "exact": [[n, t, v] for (n, t), v in measured.exact.items()]}
-    tmp = None
+    # named by process and thread (core.signals.LOSS_CACHE_TMP): a planner killed before its rename
+    # leaves it, and the next save removes it
+    tmp = folder / f".{cache_key}.tmp-{os.getpid()}-{threading.get_ident()}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{cache_key}-", suffix=".tmp", dir=folder)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with tmp.open("w", encoding="utf-8") as f:
             json.dump(data, f)
         os.replace(tmp, folder / f"{cache_key}.json")
-        tmp = None
         _prune(folder)
     except OSError:
-        pass
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def _prune(folder: Path) -> None:
-    """Only the newest MAX_ENTRIES, and no temporary file of a writer killed before its rename."""
+    """Only the newest MAX_ENTRIES, and no temporary file of a planner that died before its rename."""
     entries = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
-    stale = [p for p in folder.glob(".*.tmp") if time.time() - p.stat().st_mtime > STALE_TMP_SECONDS]
-    for old in entries[MAX_ENTRIES:] + stale:
+    for old in entries[MAX_ENTRIES:]:
         with contextlib.suppress(OSError):
             old.unlink()
+    remove_stale(folder, LOSS_CACHE_TMP)
 
 
 def _code_hash() -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dead_process import dead_pid
 from quantpress.core.gguf import best_fit, loss_cache
 from quantpress.core.gguf import runtime_probe as rp
 from quantpress.core.gguf.best_fit import plan_best_fit
@@ -50,8 +51,13 @@ def _q4_size(model: Path, tmp_path: Path) -> int:
 
 def test_a_second_plan_reuses_the_measurements(model: Path, tmp_path: Path, measures: list[int]) -> None:
     size = _q4_size(model, tmp_path)
+    folder = loss_cache.cache_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    stale = folder / f".{'0' * 32}.tmp-{dead_pid()}-1"  # a planner killed before its rename
+    stale.write_text("{")
     first = plan_best_fit(open_source(model), Target.size(size), tmp_path)
     assert len(measures) == 1 and len(_entries()) == 1
+    assert not stale.exists()  # removed by the save
     again = plan_best_fit(open_source(model), Target.size(size), tmp_path)
     assert len(measures) == 1  # nothing measured: the kept losses
     assert again.outputs == first.outputs  # the same types, size and metadata, to the byte
@@ -101,7 +107,7 @@ def test_a_fallback_is_not_kept_and_a_bad_entry_is_a_miss(model: Path, tmp_path:
     again = plan_best_fit(open_source(model), Target.size(size), tmp_path)
     assert len(measures) == 3 and again.outputs == plan.outputs
     assert loss_cache.load(entry.stem) is not None  # written anew
-    assert not list(loss_cache.cache_folder().glob(".*.tmp"))
+    assert not list(loss_cache.cache_folder().glob(".*.tmp-*"))
 
 
 @pytest.mark.parametrize("stage", ["measure", "probe"])
@@ -123,5 +129,5 @@ def test_a_cancelled_plan_keeps_nothing(model: Path, tmp_path: Path, stage: str)
     with pytest.raises(Cancelled):
         plan_best_fit(open_source(model), Target.size(size), tmp_path, report=report, cancel=token)
     assert stage in stages and "plan" not in stages
-    assert _entries() == [] and not list(loss_cache.cache_folder().glob(".*.tmp"))
+    assert _entries() == [] and not list(loss_cache.cache_folder().glob(".*.tmp-*"))
     assert set(Path(rp.tempfile.gettempdir()).glob("quantpress-probe-*")) <= before
