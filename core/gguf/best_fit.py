@@ -323,6 +323,12 @@ class _Stored:
 
         return _importance(self.imatrix, name, (n,)) if self.how.importance else None
 
+    def learn(self, estimated: Any, measured: Any) -> None:
+        """The importance the converter passes: the weights estimate where the plan's importance is
+        estimated, else the measured one (an imatrix from text or a file; None for plain rounding)."""
+        self.imatrix = estimated if self.base.calibration.kind == "weights" else measured
+        self.known = True
+
     def prepare(self, read: Callable[[TensorPlan], Any], cancel: CancelToken) -> None:
         """Work out the importance where the measurement did not (it came from the cache)."""
         if self.known or not self.how.importance:
@@ -331,11 +337,9 @@ class _Stored:
         from quantpress.core.gguf.convert import plan_importance
 
         base = self.base
-        if base.calibration.kind == "weights":
-            self.imatrix = weight_importance(base.tensors, read, self.src_kv, base.gguf_arch, cancel=cancel)
-        elif base.calibration.from_data:
-            self.imatrix = plan_importance(base, cancel=cancel)
-        self.known = True
+        self.learn(weight_importance(base.tensors, read, self.src_kv, base.gguf_arch, cancel=cancel)
+                   if base.calibration.kind == "weights" else None,
+                   plan_importance(base, cancel=cancel) if base.calibration.from_data else None)
 
 
 def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: list[Any], threads: int,
@@ -374,7 +378,7 @@ def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: li
             source = "weights"
         keep = why_not is None  # torch missing or no room for the pass: it may be there next time
         measured = plan_importance(base, report=report, cancel=cancel) if base.calibration.from_data else None
-        stored.imatrix, stored.known = (estimated if kind == "weights" else measured), True
+        stored.learn(estimated, measured)
         plans = {t.name: t for t in base.tensors}
 
         def terms(name: str, n_rows: int, n: int) -> list[LossTerm]:
