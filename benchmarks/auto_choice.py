@@ -15,10 +15,11 @@ quantpress variants, each as a paired difference to llama.cpp over the same toke
   given the same matrix
 
     .venv/bin/pip install -q -e . --no-deps -Ccmake.define.QUANTPRESS_BENCH_HOOKS=ON   # the tuning hook
+                                                        # (not needed for --variants auto,auto+imatrix)
     .venv/bin/python -m benchmarks.auto_choice [--models demo,finetuned,scratch] [--chunks 4] [--out results.json]
 
 Prints one table per model and, per mix, the variants that are not worse than llama.cpp (Δ ≤ 2 SE)
-on every model; results.json keeps every number. core/quant/choice.py holds the decisions taken from it.
+on every model; results.json keeps every number. core/quant/auto.py holds the decisions taken from it.
 """
 
 from __future__ import annotations
@@ -70,9 +71,10 @@ VARIANTS: dict[str, tuple[list[str], dict[str, int]]] = {
 def convert_cmd(model: Path, out: Path, flags: list[str], params: dict[str, int], formats: list[str]) -> list[str]:
     """``quantpress convert`` in a fresh interpreter, with native search parameters set first."""
     argv = ["convert", str(model), "--out", str(out), "--json", *flags, *[a for f in formats for a in ("-f", f)]]
-    code = ("import sys; from quantpress import native; "
-            f"native._set_search_params({params!r}, False); native._set_search_params({params!r}, True); "
-            f"from quantpress.core.cli import main; sys.exit(main({argv!r}))")
+    # variants that set no search parameters ("auto") run on a normal build, without the tuning hook
+    hook = (f"from quantpress import native; native._set_search_params({params!r}, False); "
+            f"native._set_search_params({params!r}, True); ") if params else ""
+    code = f"import sys; {hook}from quantpress.core.cli import main; sys.exit(main({argv!r}))"
     return [sys.executable, "-c", code]
 
 
@@ -226,18 +228,25 @@ def size_order(all_results: dict[str, dict[str, dict[str, dict[str, float]]]], n
                 if mix not in res:
                     continue
                 v = default_variant(mix, kind, res[mix], native)
+                if v not in res[mix]:  # that importance source was not measured in this run
+                    continue
                 rows.append((res[mix][v]["bytes"], res[mix][v]["kld"], mix, work / m / "kld" / f"{v}-{mix}.npy"))
             rows.sort()
             lines.append(f"- {m} ({label}): " + " < ".join(f"{mix} {b / 2**20:.1f} MiB {k:.3g}" for b, k, mix, _ in rows))
-            for (b0, k0, m0, f0), (b1, k1, m1, f1) in zip(rows, rows[1:], strict=False):
-                if k1 < k0:
-                    continue
-                verdict = "higher"
-                if f0.exists() and f1.exists():
-                    d, se = paired(np.load(f1), np.load(f0))
-                    verdict = f"worse by {d:.3g} ± {se:.2g}" if d > 2 * se else f"tie ({d:+.2g} ± {se:.2g})"
-                breaks.append(f"{m} ({label}): {m1} ({b1 / 2**20:.1f} MiB, {k1:.3g}) vs {m0} "
-                              f"({b0 / 2**20:.1f} MiB, {k0:.3g}): {verdict}")
+            best = None  # the lowest-KLD file among the next smaller size
+            for i, (b1, k1, m1, f1) in enumerate(rows):
+                if i and rows[i - 1][0] == b1:  # the same types on this model (Q2_K and Q3_K_S, 576-wide rows)
+                    lines.append(f"  ({rows[i - 1][2]} and {m1}: the same size, {b1} bytes: no size step)")
+                if best is not None and k1 >= best[1]:
+                    b0, k0, m0, f0 = best
+                    verdict = "higher"
+                    if f0.exists() and f1.exists():
+                        d, se = paired(np.load(f1), np.load(f0))
+                        verdict = f"worse by {d:.3g} ± {se:.2g}" if d > 2 * se else f"tie ({d:+.2g} ± {se:.2g})"
+                    breaks.append(f"{m} ({label}): {m1} ({b1 / 2**20:.1f} MiB, {k1:.3g}) vs {m0} "
+                                  f"({b0 / 2**20:.1f} MiB, {k0:.3g}): {verdict}")
+                if i + 1 < len(rows) and rows[i + 1][0] != b1:
+                    best = min((r for r in rows if r[0] == b1), key=lambda r: r[1])
     return "\n".join(lines) + "\n", breaks
 
 
@@ -275,9 +284,6 @@ def decide(all_results: dict[str, dict[str, dict[str, dict[str, float]]]]) -> di
 def main() -> None:
     from quantpress import native
 
-    if not hasattr(native, "_set_search_params"):
-        sys.exit("this study needs the native tuning hook: .venv/bin/pip install -q -e . --no-deps "
-                 "-Ccmake.define.QUANTPRESS_BENCH_HOOKS=ON (and a plain reinstall afterwards)")
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="demo,finetuned,scratch")
     ap.add_argument("--formats", default=",".join(ALL))
@@ -297,6 +303,10 @@ def main() -> None:
     from benchmarks.trained_models import build
 
     variants = args.variants.split(",")
+    if any(VARIANTS[v][1] for v in variants) and not hasattr(native, "_set_search_params"):
+        sys.exit("these variants need the native tuning hook: .venv/bin/pip install -q -e . --no-deps "
+                 "-Ccmake.define.QUANTPRESS_BENCH_HOOKS=ON (and a plain reinstall afterwards); "
+                 "'auto' and 'auto+imatrix' run without it")
     formats = args.formats.split(",")
     all_results = json.loads(args.out.read_text()) if args.report_only else {}
     for name in [] if args.report_only else args.models.split(","):

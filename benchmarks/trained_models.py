@@ -16,11 +16,14 @@ measured on these as well, saved in bf16 like real checkpoints:
   a multiple of 256, so the k-quants apply everywhere: the other kind of model.
 - ``qwen3``: the same shapes as ``scratch`` but the Qwen3 class (per-head q/k RMS norms, GGUF arch
   ``qwen3``), trained from random initialisation on the same text: a second architecture family.
+- ``scratch576``: a Llama with the demo's widths (hidden 576, FFN 1536, 9/3 heads) and 6 layers, trained
+  from random initialisation: never quantized, and its 576-wide rows make the k-quants fall back to
+  32-block types as on the demo. The one test model where both hold.
 
 Each is built once into the benchmark cache (atomically: built aside, renamed) and reused; training
 is seeded, single-process, a few minutes on 2 cores.
 
-    .venv/bin/python -m benchmarks.trained_models finetuned|finetuned_far|scratch|qwen3
+    .venv/bin/python -m benchmarks.trained_models finetuned|finetuned_far|scratch|qwen3|scratch576
 """
 
 from __future__ import annotations
@@ -44,10 +47,14 @@ SCRATCH_CONFIG = CONFIG | {"hidden_size": 256, "intermediate_size": 768, "num_hi
 # moves each weight by about lr per step: "finetuned" moves ~1e-3 in all (stays on the grid),
 # "finetuned_far" ~1e-2, a good part of a Q4_1 step (grid_residual measures it).
 RECIPES = {"finetuned": (40, 5e-5, 4, 128), "finetuned_far": (50, 1e-3, 2, 128), "scratch": (120, 3e-3, 8, 128),
-           "qwen3": (120, 3e-3, 8, 128)}
+           "qwen3": (120, 3e-3, 8, 128), "scratch576": (120, 3e-3, 8, 128)}
 # Models trained from random initialisation: recipe name -> (transformers config class, model class, model_type).
 FROM_SCRATCH = {"scratch": ("LlamaConfig", "LlamaForCausalLM", "llama"),
-                "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", "qwen3")}
+                "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", "qwen3"),
+                "scratch576": ("LlamaConfig", "LlamaForCausalLM", "llama")}
+# Shapes of a from-scratch model where they differ from SCRATCH_CONFIG: scratch576 takes SmolLM2-135M's widths.
+SCRATCH_SHAPES = {"scratch576": {"hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9,
+                                 "num_key_value_heads": 3, "head_dim": 64}}
 # One line each, for benchmark reports.
 DESCRIPTIONS = {
     "demo": "SmolLM2-135M-Instruct rebuilt from its Q4_1 GGUF (F32 safetensors, 576-wide rows, weights on a Q4_1 grid)",
@@ -58,6 +65,8 @@ DESCRIPTIONS = {
                "(`benchmarks/trained_models.py`; every row a multiple of 256)",
     "qwen3": "a 6-layer Qwen3 (hidden 256, FFN 768, q/k norms) trained from scratch on the CPU, saved in bf16 "
              "(`benchmarks/trained_models.py`; every row a multiple of 256)",
+    "scratch576": "a 6-layer Llama with the demo's widths (hidden 576, FFN 1536) trained from scratch on the CPU, "
+                  "saved in bf16 (`benchmarks/trained_models.py`; 576-wide rows, never quantized)",
 }
 
 
@@ -147,7 +156,8 @@ def build(kind: str, demo: Path, cache: Path = CACHE) -> Path:
             config = json.loads((demo / "config.json").read_text())
         else:
             config_class, model_class, model_type = FROM_SCRATCH[kind]
-            config = dict(SCRATCH_CONFIG) | {"architectures": [model_class], "model_type": model_type}
+            config = (dict(SCRATCH_CONFIG) | SCRATCH_SHAPES.get(kind, {})
+                      | {"architectures": [model_class], "model_type": model_type})
             hf_config = getattr(transformers, config_class)(**{k: v for k, v in config.items()
                                                                   if k not in ("architectures", "model_type")})
             model = getattr(transformers, model_class)(hf_config)

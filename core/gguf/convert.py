@@ -139,9 +139,9 @@ def _expert_pieces(x: np.ndarray, first_row: int, rows_per_expert: int) -> Itera
 
 
 def encode(x: np.ndarray, ggml_type: str, importance: np.ndarray | None, threads: int,
-           engine: str = "auto", unit_gain: bool = False) -> np.ndarray:
+           engine: str = "auto", unit_gain: bool = False, grid_safe: bool = False) -> np.ndarray:
     """float32 (rows, n) -> bytes of ``ggml_type`` (F32/F16/BF16 cast, others quantized by ``engine``,
-    see core.quant.engine_for; ``unit_gain``: see core.quant.quantize_tensor)."""
+    see core.quant.engine_for; ``unit_gain``, ``grid_safe``: see core.quant.quantize_tensor)."""
     if ggml_type == "F32":
         return np.asarray(x, dtype=np.float32).view(np.uint8)
     if ggml_type == "F16":
@@ -153,7 +153,8 @@ def encode(x: np.ndarray, ggml_type: str, importance: np.ndarray | None, threads
         return np.asarray(quantize(x, GGMLQuantizationType.BF16)).view(np.uint8)
     from quantpress.core.quant import quantize_tensor
 
-    return np.asarray(quantize_tensor(np.ascontiguousarray(x), ggml_type, importance, threads, engine, unit_gain))
+    return np.asarray(quantize_tensor(np.ascontiguousarray(x), ggml_type, importance, threads, engine, unit_gain,
+                                      grid_safe))
 
 
 class _Output:
@@ -414,9 +415,10 @@ def _write_tensors(plan: ConversionPlan, outputs: list[_Output], reader: Any, im
                         _check_no_importance_needed(plan, t, ty)
                     elif used.ndim == 2:  # per-expert rows
                         for e, piece in _expert_pieces(x, row, t.shape[-2]):
-                            out.write(_buffer(encode(piece, ty, used[e], plan.threads, how.engine, how.unit_gain)))
+                            out.write(_buffer(encode(piece, ty, used[e], plan.threads, how.engine, how.unit_gain,
+                                                                how.grid_safe)))
                         continue
-                    out.write(_buffer(encode(x, ty, used, plan.threads, how.engine, how.unit_gain)))
+                    out.write(_buffer(encode(x, ty, used, plan.threads, how.engine, how.unit_gain, how.grid_safe)))
                 row += x.shape[0]
                 now = done + cost * row / n_rows
                 report(Progress("convert", min(now / total, 0.999), t.name, int(now), int(total)))

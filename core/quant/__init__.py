@@ -136,22 +136,29 @@ def _ggml_threaded(x: np.ndarray, qtype: str, importance: np.ndarray | None, thr
 
 def quantize_tensor(
     x: np.ndarray, qtype: str, importance: np.ndarray | None = None, threads: int = 0, engine: str = "auto",
-    unit_gain: bool = False,
+    unit_gain: bool = False, grid_safe: bool = False,
 ) -> np.ndarray:
     """Quantize float32 rows (rows, n_per_row) to GGUF blocks: uint8 (rows, row_bytes).
 
     threads=0 uses all cores; the bytes never depend on the thread count. engine: see engine_for.
     unit_gain: rescale the result's block scales so the stored tensor keeps the weights' size along
     their own direction (core/quant/unit_gain.py).
+    grid_safe: Q5_1 blocks stored exactly where the native search can, else at Q5_0's max-abs levels,
+    whatever ``engine`` (core/quant/grid_safe.py); other types are unaffected.
     """
     qtype = qtype.upper()
-    if engine_for(qtype, importance is not None, engine) == "native":
+    out: np.ndarray
+    if grid_safe and qtype == "Q5_1":
+        from quantpress.core.quant.grid_safe import quantize_q5_1
+
+        out = quantize_q5_1(x, importance, threads)
+    elif engine_for(qtype, importance is not None, engine) == "native":
         from quantpress import native
 
         kernel_importance = importance
         if importance is None and qtype in SEARCH_WITHOUT_IMPORTANCE and x.ndim == 2:
             kernel_importance = np.ones(x.shape[1], dtype=np.float32)
-        out: np.ndarray = native.quantize(x, qtype, kernel_importance, threads)
+        out = native.quantize(x, qtype, kernel_importance, threads)
     else:
         out = _ggml_threaded(x, qtype, importance, threads)
     return to_unit_gain(out, x, qtype, importance) if unit_gain else out

@@ -49,7 +49,7 @@ def test_one_progress_bar_per_job_with_elapsed_eta_and_queue_total(qtbot, window
         seen.append((job, job.fraction, job.message, job.status_text(), pane.queue_total.text()))
 
     pane.queue.job_changed.connect(record)
-    pane.set_selected_formats(["Q4_K_S"])  # a mix whose default uses the weights estimate (core/quant/auto.py)
+    pane.set_selected_formats(["Q4_0"])  # a mix whose default uses the weights estimate (core/quant/auto.py)
     first, = pane.enqueue()
     pane.set_selected_formats(["Q8_0"])
     second, = pane.enqueue()

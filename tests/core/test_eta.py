@@ -121,7 +121,7 @@ def test_writing_pass_prices_what_reaches_each_tensor(tmp_path) -> None:  # type
     from quantpress.core.inspect import open_model
     from quantpress.core.quant import engine_for
 
-    plan = ConversionRequest(("Q4_K_S",), tmp_path).plan(open_model(str(ensure_demo_model())))
+    plan = ConversionRequest(("Q4_0",), tmp_path).plan(open_model(str(ensure_demo_model())))
     how = _quant_choice(plan, plan.outputs[0])
     assert how.importance
     types, costs = plan.outputs[0].tensor_types, dict(zip([t.name for t in plan.tensors], _tensor_costs(plan), strict=True))
@@ -139,7 +139,7 @@ def test_conversion_reports_one_bar_with_elapsed_and_eta(tmp_path) -> None:  # t
     from quantpress.core.gguf.request import ConversionRequest
     from quantpress.core.inspect import open_model
 
-    plan = ConversionRequest(("Q4_K_S",), tmp_path).plan(open_model(str(ensure_demo_model())))  # its default uses the weights estimate
+    plan = ConversionRequest(("Q4_0",), tmp_path).plan(open_model(str(ensure_demo_model())))  # its default uses the weights estimate
     assert [s.name for s in job_stages(plan)] == ["importance", "convert"]
     seen: list[Progress] = []
     convert(plan, report=seen.append)

@@ -27,7 +27,7 @@ def test_estimate_covers_every_linear_and_is_closer_to_the_measured_one_than_uni
     """Same tensors and lengths as an imatrix measured on text, and in log space (what matters to a
     weighted quantizer: ratios between columns) closer to it than the flat vector plain rounding uses."""
     folder = tiny(arch)
-    est = plan_importance(plan_conversion(open_source(folder), ["Q4_K_S"], tmp_path / "x.gguf"))
+    est = plan_importance(plan_conversion(open_source(folder), ["Q4_0"], tmp_path / "x.gguf"))
     real = compute_imatrix(folder, default_calibration_text()[:20_000], n_ctx=64, max_tokens=512)
     assert est is not None and est.n_tokens == 0 and est.datasets == ("weights",)
     assert set(est.names) == set(real.names)
@@ -64,7 +64,7 @@ def test_o_proj_input_is_the_variance_of_the_v_rows_it_mixes(tiny: Callable[[str
 
 def test_default_conversion_uses_it_and_records_it(tiny: Callable[[str], Path], tmp_path: Path) -> None:
     folder = tiny("qwen2")
-    plan = plan_conversion(open_source(folder), ["Q4_K_S"], tmp_path / "out.gguf")
+    plan = plan_conversion(open_source(folder), ["Q4_0"], tmp_path / "out.gguf")
     assert plan.calibration.kind == "weights" and not plan.calibration.from_data
     stages: list[str] = []
     (res,) = convert(plan, report=lambda p: stages.append(p.stage))
@@ -72,7 +72,7 @@ def test_default_conversion_uses_it_and_records_it(tiny: Callable[[str], Path], 
     with open_gguf(res.output) as g:
         assert g.get("quantpress.calibration") == "weights"
         assert g.get("quantpress.calibration_tokens") is None
-    plain = plan_conversion(open_source(folder), ["Q4_K_S"], tmp_path / "plain.gguf", calibration="none")
+    plain = plan_conversion(open_source(folder), ["Q4_0"], tmp_path / "plain.gguf", calibration="none")
     assert plain.outputs[0].tensor_types == plan.outputs[0].tensor_types  # same mix, same size
     (other,) = convert(plain)
     with open_gguf(res.output) as a, open_gguf(other.output) as b:
@@ -95,5 +95,5 @@ def test_cancel_during_the_estimate_leaves_nothing(tiny: Callable[[str], Path], 
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(Cancelled):
-        convert(plan_conversion(open_source(tiny("llama")), ["Q4_K_S"], out), report=report, cancel=token)
+        convert(plan_conversion(open_source(tiny("llama")), ["Q4_0"], out), report=report, cancel=token)
     assert list(out.iterdir()) == []

@@ -119,3 +119,4 @@ def test_moe_models_keep_llama_quantize_where_the_departure_lost() -> None:
     assert choose("native", "Q4_K_M", "default", experts=True) == QuantChoice("native", True)
     for mix, by_source in auto.AUTO_MOE.items():
         assert set(by_source) <= set(auto.IMPORTANCE_SOURCES), mix
+

@@ -158,7 +158,7 @@ def test_weight_importance_covers_experts(tiny: Callable[[str], Path], tmp_path:
     down one row per expert, and the writer quantizes each expert with its own row."""
     from quantpress.core.gguf.convert import plan_importance
 
-    plan = plan_conversion(open_source(tiny(DEFAULT_RUN)), ["Q4_K_S"], tmp_path)  # a mix whose default reads the estimate
+    plan = plan_conversion(open_source(tiny(DEFAULT_RUN)), ["Q4_0"], tmp_path)  # a mix whose default reads the estimate
     imatrix = plan_importance(plan)
     shapes = {t.name: t.shape for t in plan.tensors}
     n_expert, _, n_per_row = shapes["blk.0.ffn_down_exps.weight"]
