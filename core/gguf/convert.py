@@ -263,6 +263,9 @@ def _tensor_costs(plan: ConversionPlan) -> list[float]:
             ty = o.tensor_types[t.name]
             if gguf_source and ty == t.source_dtype and not t.transforms:
                 continue
+            if how.grid_safe and ty == "Q5_1":  # the native Q5_1 search, then ggml's max-abs Q5_0 (core/quant/grid_safe.py)
+                encodings += [("Q5_1", "native", True), ("Q5_0", "ggml", False)]
+                continue
             imp = how.importance and _expects_importance(plan, t.name)
             encodings.append((ty, engine_for(ty, imp, how.engine), imp))
         costs.append(write_cost(t.n_elements, encodings))

@@ -122,3 +122,18 @@ def test_q5_k_mixes_default_to_grid_safe_q5_1_fallbacks(tiny: Callable[[str], Pa
             want = quantize_tensor(w, "Q5_1", None, 1, "native")  # the search: these weights were never quantized
             assert bytes(got.raw(t.name).tobytes()) == bytes(want.tobytes()), t.name
     assert n_q5_1 > 0
+
+
+def test_the_writing_pass_prices_the_search(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    """The progress bar's cost model counts what grid-safe Q5_1 runs (core/eta.py): the native search and
+    the max-abs Q5_0, not the min/max rounding the choice's engine would do."""
+    from quantpress.core.eta import write_cost
+    from quantpress.core.gguf.convert import _tensor_costs
+
+    plan = plan_conversion(open_source(tiny("smollm")), ["Q5_K_S"], tmp_path / "x.gguf", policy="llama.cpp")
+    types = plan.outputs[0].tensor_types
+    costs = dict(zip([t.name for t in plan.tensors], _tensor_costs(plan), strict=True))
+    t = next(t for t in plan.tensors if types[t.name] == "Q5_1")
+    assert costs[t.name] == write_cost(t.n_elements, [("Q5_1", "native", True), ("Q5_0", "ggml", False)])
+    assert costs[t.name] > write_cost(t.n_elements, [("Q5_1", "ggml", False)])
+
