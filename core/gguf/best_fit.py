@@ -435,7 +435,7 @@ def _probed(base: ConversionPlan, errors: dict[str, TensorErrors], cands: dict[s
     (not where the probe failed: the room for its copy may be there next time)."""
     from quantpress.core.calibration.text import default_calibration_text
     from quantpress.core.gguf import runtime_probe as rp
-    from quantpress.core.gguf.tensor_errors import decode
+    from quantpress.core.quant import decode
 
     points = rp.probe_points(errors, cands, {t.name: t.n_elements for t in base.tensors})
 

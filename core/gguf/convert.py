@@ -37,6 +37,7 @@ from quantpress.core.gguf.plan import (
 from quantpress.core.gguf.source import HFReader, TensorPlan
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle, ignore
 from quantpress.core.model import SourceKind
+from quantpress.core.quant import grid_safe
 from quantpress.core.quant.auto import QuantChoice, choose
 from quantpress.core.signals import CONVERT_PARTIAL, remove_stale
 from quantpress.core.validate import non_finite_weights
@@ -258,13 +259,13 @@ def _tensor_costs(plan: ConversionPlan) -> list[float]:
     choices = [_quant_choice(plan, o) for o in plan.outputs]
     costs = []
     for t in plan.tensors:
-        encodings = []
+        encodings: list[tuple[str, str, bool]] = []
         for o, how in zip(plan.outputs, choices, strict=True):
             ty = o.tensor_types[t.name]
             if gguf_source and ty == t.source_dtype and not t.transforms:
                 continue
-            if how.grid_safe and ty == "Q5_1":  # the native Q5_1 search, then ggml's max-abs Q5_0 (core/quant/grid_safe.py)
-                encodings += [("Q5_1", "native", True), ("Q5_0", "ggml", False)]
+            if how.grid_safe and ty == "Q5_1":
+                encodings += grid_safe.WORK
                 continue
             imp = how.importance and _expects_importance(plan, t.name)
             encodings.append((ty, engine_for(ty, imp, how.engine), imp))

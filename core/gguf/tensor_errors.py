@@ -27,6 +27,7 @@ import numpy as np
 from quantpress.core.calibration.fisher import LossTerm
 from quantpress.core.gguf.source import TensorPlan
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, ignore
+from quantpress.core.quant import decode
 
 # Rows measured per tensor at first: at least MIN_SAMPLE_ROWS (all rows of smaller tensors), else a
 # SAMPLE_FRACTION of them. With about ten candidates per tensor, 1/32 of the rows costs about a third
@@ -96,23 +97,6 @@ def estimate_se(row_loss: np.ndarray, row_weight: np.ndarray) -> float:
         return 0.0
     w = float(row_weight[drawn][0])
     return float(np.sqrt(w * (w - 1.0) * m * np.var(row_loss[drawn], ddof=1)))
-
-
-def decode(data: np.ndarray, ggml_type: str, n_per_row: int) -> np.ndarray:
-    """GGUF block bytes -> float32 (rows, n_per_row): native kernels, gguf-py for other types."""
-    if ggml_type in ("F32", "F16", "BF16"):
-        from gguf import GGMLQuantizationType
-        from gguf.quants import dequantize
-
-        return np.asarray(dequantize(data, GGMLQuantizationType[ggml_type]), np.float32).reshape(-1, n_per_row)
-    from quantpress import native
-
-    if ggml_type in native.formats():
-        return np.asarray(native.dequantize(np.ascontiguousarray(data).reshape(-1), ggml_type, n_per_row))
-    from gguf import GGMLQuantizationType
-    from gguf.quants import dequantize
-
-    return np.asarray(dequantize(data, GGMLQuantizationType[ggml_type]), np.float32).reshape(-1, n_per_row)
 
 
 def _sampled(read: Callable[[TensorPlan], Iterator[np.ndarray]], t: TensorPlan, rows: np.ndarray) -> np.ndarray:

@@ -11,6 +11,8 @@ Public API:
   native extension only "ggml" works; the others raise InvalidInput (never a silent switch).
 - ``row_bytes(qtype, n_per_row)``, ``GGML_TYPES`` (name -> id, block size, bytes per block; from gguf-py).
 - ``ggml_ref.ggml_quantize(x, qtype, importance=None)``: ggml's ``ggml_quantize_chunk`` (reference).
+- ``decode(blocks, qtype, n_per_row)``: GGUF block bytes back to float32 rows (native kernels, gguf-py
+  for the types they lack).
 
 Native kernels (quantpress.native): Q8_0/Q4_0/Q4_1/Q5_0/Q5_1 write ggml's exact bytes; Q2_K..Q6_K,
 IQ4_NL, IQ4_XS use quantpress's own search (same GGUF layouts, lower error, different bytes).
@@ -37,7 +39,7 @@ from quantpress.core.errors import InvalidInput
 from quantpress.core.quant.ggml_ref import GGML_TYPES, check_input, ggml_init, ggml_quantize, row_bytes
 from quantpress.core.quant.unit_gain import to_unit_gain
 
-__all__ = ["GGML_TYPES", "ENGINES", "ENGINE_CHOICES", "QuantEngine", "SEARCH_WITHOUT_IMPORTANCE", "engine_for", "quantize_tensor", "row_bytes", "ggml_quantize"]
+__all__ = ["GGML_TYPES", "ENGINES", "decode", "ENGINE_CHOICES", "QuantEngine", "SEARCH_WITHOUT_IMPORTANCE", "engine_for", "quantize_tensor", "row_bytes", "ggml_quantize"]
 
 Engine = Literal["native", "ggml"]
 
@@ -162,3 +164,20 @@ def quantize_tensor(
     else:
         out = _ggml_threaded(x, qtype, importance, threads)
     return to_unit_gain(out, x, qtype, importance) if unit_gain else out
+
+
+def decode(data: np.ndarray, ggml_type: str, n_per_row: int) -> np.ndarray:
+    """GGUF block bytes -> float32 (rows, n_per_row): native kernels, gguf-py for other types."""
+    if ggml_type in ("F32", "F16", "BF16"):
+        from gguf import GGMLQuantizationType
+        from gguf.quants import dequantize
+
+        return np.asarray(dequantize(data, GGMLQuantizationType[ggml_type]), np.float32).reshape(-1, n_per_row)
+    from quantpress import native
+
+    if ggml_type in native.formats():
+        return np.asarray(native.dequantize(np.ascontiguousarray(data).reshape(-1), ggml_type, n_per_row))
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    return np.asarray(dequantize(data, GGMLQuantizationType[ggml_type]), np.float32).reshape(-1, n_per_row)

@@ -42,6 +42,9 @@ Q5_1_BYTES = 24
 # treated as never quantized; at or below ON_GRID_RATIO as a grid (the rows given, or one block).
 GENERIC_RATIO = 0.5
 ON_GRID_RATIO = 0.02
+# What quantize_q5_1 runs whatever its caller's engine, as (type, engine, with importance): the converter's
+# cost model prices it so (core/eta.py).
+WORK: tuple[tuple[str, str, bool], ...] = (("Q5_1", "native", True), ("Q5_0", "ggml", False))
 
 
 def q5_0_as_q5_1(blocks: np.ndarray) -> np.ndarray:
@@ -56,18 +59,11 @@ def q5_0_as_q5_1(blocks: np.ndarray) -> np.ndarray:
     return out.reshape(rows, -1)
 
 
-def _q5_0_fits(blocks: np.ndarray) -> np.ndarray:
-    """Per Q5_0 block: -16 d stays finite in fp16 (|d| <= 65504 / 16)."""
-    d = blocks.reshape(blocks.shape[0], -1, Q5_0_BYTES)[:, :, 0:2].copy().view(np.float16)[..., 0]
-    return np.abs(d.astype(np.float32)) * 16 <= 65504
-
-
 def _block_errors(x: np.ndarray, blocks: np.ndarray, qtype: str) -> np.ndarray:
     """Squared error of each 32-weight block (rows x nb, float64) of ``x`` stored as ``blocks``."""
-    from gguf import GGMLQuantizationType
-    from gguf.quants import dequantize
+    from quantpress.core.quant import decode
 
-    back = np.asarray(dequantize(blocks, GGMLQuantizationType[qtype]), dtype=np.float64).reshape(x.shape)
+    back = decode(blocks, qtype, x.shape[1]).astype(np.float64)
     err: np.ndarray = ((back - x) ** 2).reshape(x.shape[0], -1, QK).sum(axis=2)
     return err
 
@@ -85,7 +81,8 @@ def quantize_q5_1(x: np.ndarray, importance: np.ndarray | None, threads: int) ->
     ratio = e_searched.sum() / max(e_q5_0.sum(), np.finfo(np.float64).tiny)
     if ratio >= GENERIC_RATIO or ratio <= ON_GRID_RATIO:
         return searched
-    keep = (e_searched <= ON_GRID_RATIO * e_q5_0) | ~_q5_0_fits(q5_0)  # -16 d must stay finite in fp16
     out = q5_0_as_q5_1(q5_0).reshape(x.shape[0], -1, Q5_1_BYTES)
+    m_finite = np.isfinite(out[:, :, 2:4].copy().view(np.float16)[..., 0])  # -16 d overflows fp16 past |d| 4094
+    keep = (e_searched <= ON_GRID_RATIO * e_q5_0) | ~m_finite
     out[keep] = searched.reshape(out.shape)[keep]
     return out.reshape(x.shape[0], -1)

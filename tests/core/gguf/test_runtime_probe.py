@@ -20,8 +20,8 @@ from quantpress.core.gguf.plan import Overrides, plan_conversion
 from quantpress.core.gguf.reader import open_gguf
 from quantpress.core.gguf.source import TensorPlan, open_source
 from quantpress.core.gguf.targets import Target
-from quantpress.core.gguf.tensor_errors import TensorErrors, decode
-from quantpress.core.quant import quantize_tensor
+from quantpress.core.gguf.tensor_errors import TensorErrors
+from quantpress.core.quant import decode, quantize_tensor
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def test_uneven_rows_are_measured_until_the_estimate_is_within_the_bound() -> No
     first = len(sample_rows(plan.name, n_rows)[0])
     assert errors.sampled_rows > first  # the first sample was too uncertain
     assert errors.relative_se <= MAX_RELATIVE_SE or errors.sampled_rows == n_rows
-    from quantpress.core.gguf.tensor_errors import decode
+    from quantpress.core.quant import decode
 
     for t in types:
         exact = float(((x - decode(encode(x, t, None, 1), t, n)) ** 2).sum())
@@ -75,7 +75,7 @@ def test_after_a_lossless_type_only_lossless_dearer_types_are_listed() -> None:
     """Weights on Q4_1's grid: Q4_1 measures zero; of the larger types after it only Q5_1 (whose grid
     holds Q4_1's at half the step) is lossless too and listed, a way to spend bytes for nothing lost;
     Q5_0 and Q8_0 (no minimum) cost more and do worse: left out."""
-    from quantpress.core.gguf.tensor_errors import decode
+    from quantpress.core.quant import decode
 
     n_rows, n = 256, 64
     x = q4_1_grid(n_rows, n)
