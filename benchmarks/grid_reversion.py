@@ -48,8 +48,7 @@ def load(folder: Path) -> dict[str, np.ndarray]:
 
 
 def rounded(w: np.ndarray, ggml_type: str, engine: str) -> np.ndarray:
-    from quantpress.core.gguf.tensor_errors import decode
-    from quantpress.core.quant import quantize_tensor
+    from quantpress.core.quant import decode, quantize_tensor
 
     data = quantize_tensor(np.ascontiguousarray(w, dtype=np.float32), ggml_type, None, 0, engine)
     return decode(np.asarray(data), ggml_type, w.shape[1])
