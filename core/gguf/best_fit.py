@@ -312,11 +312,20 @@ class _Stored:
         self.known = False
 
     def quantize(self, x: np.ndarray, ggml_type: str, imp: np.ndarray | None) -> np.ndarray:
+        """A sample's bytes: measure_errors runs tensors side by side, so a small one takes one thread."""
+        # the bytes do not depend on the thread count; a small sample is done before threads start
+        return self._encode(x, ggml_type, imp, self.threads if x.size >= PARALLEL_MIN_ELEMENTS else 1)
+
+    def quantize_whole(self, x: np.ndarray, ggml_type: str, imp: np.ndarray | None) -> np.ndarray:
+        """A whole tensor's bytes (the probe's patches, the lossless checks): one at a time, on every
+        thread (on the qwen3 test model, whose tensors are all below PARALLEL_MIN_ELEMENTS, the probe's
+        quantizing ran on one core)."""
+        return self._encode(x, ggml_type, imp, self.threads)
+
+    def _encode(self, x: np.ndarray, ggml_type: str, imp: np.ndarray | None, threads: int) -> np.ndarray:
         from quantpress.core.gguf.convert import encode
 
-        # the bytes do not depend on the thread count; a small sample is done before threads start
-        return np.asarray(encode(x, ggml_type, imp, self.threads if x.size >= PARALLEL_MIN_ELEMENTS else 1,
-                                 self.how.engine, self.how.unit_gain))
+        return np.asarray(encode(x, ggml_type, imp, threads, self.how.engine, self.how.unit_gain))
 
     def importance(self, name: str, n: int) -> np.ndarray | None:
         from quantpress.core.gguf.convert import _importance
@@ -396,7 +405,7 @@ def _measure(base: ConversionPlan, cands: dict[str, tuple[str, ...]], src_kv: li
         errors = measure_errors(base.tensors, cands, read, stored.quantize, stored.importance, terms,
                                 workers=threads or os.cpu_count() or 1, report=report, cancel=cancel)
         if sensitivity == "runtime" and source == "weights":
-            errors, source, keep = _probed(base, errors, cands, read, stored.quantize, stored.importance,
+            errors, source, keep = _probed(base, errors, cands, read, stored.quantize_whole, stored.importance,
                                            write_probe_base, threads, warnings, report, cancel)
     finally:
         reader.close()
@@ -416,7 +425,7 @@ def _exact_checker(base: ConversionPlan, stored: _Stored, cancel: CancelToken
         try:
             stored.prepare(lambda t: _checked_slabs(check, t), cancel)
             return {(name, ggml_type): all(
-                rows_exact(x.reshape(-1, plans[name].shape[-1]), ggml_type, stored.quantize,
+                rows_exact(x.reshape(-1, plans[name].shape[-1]), ggml_type, stored.quantize_whole,
                            stored.importance(name, int(plans[name].shape[-1])))
                 for x in _checked_slabs(check, plans[name])) for name, ggml_type in choices}
         finally:

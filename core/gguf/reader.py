@@ -74,13 +74,36 @@ class _Cursor:
         self.pos += n
         return raw.decode("utf-8", errors="replace")
 
+    def strings(self, n: int) -> list[str]:
+        """``n`` strings in a row: string() in one tight loop (a 150k-entry vocabulary and its merges are
+        most of a large model's header)."""
+        buf, pos, size = self.buf, self.pos, len(self.buf)
+        length = struct.Struct(self.order + "Q").unpack_from
+        out: list[str] = []
+        append = out.append
+        for _ in range(n):
+            if pos + 8 > size:
+                self.pos = pos
+                self._need(8)
+            (k,) = length(buf, pos)
+            pos += 8
+            if pos + k > size:
+                self.pos = pos
+                self._need(k)
+            append(str(buf[pos:pos + k], "utf-8", "replace"))
+            pos += k
+        self.pos = pos
+        return out
+
     def value(self, vtype: int) -> tuple[Any, str]:
         """A value and its type name ('UINT32', 'ARRAY[STRING]', ...)."""
         if vtype == _STRING:
             return self.string(), "STRING"
         if vtype == _ARRAY:
             sub, n = int(self.take("I")), int(self.take("Q"))
-            if sub in (_STRING, _ARRAY):
+            if sub == _STRING:
+                return self.strings(n), "ARRAY[STRING]"
+            if sub == _ARRAY:
                 items = [self.value(sub) for _ in range(n)]
                 return [v for v, _ in items], f"ARRAY[{items[0][1] if items else _type_name(sub)}]"
             if sub not in _IDS:

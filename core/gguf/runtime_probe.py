@@ -36,6 +36,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ from quantpress.core.signals import PROBE_FOLDER, remove_stale
 PROBE_TYPES = ("Q5_0",)
 PROBE_TOKENS = 256
 MIN_EXPONENT, MAX_EXPONENT = 1.0, 3.0  # quadratic in the error (1) up to where a model falls apart
+KL_ROWS = 32  # the probe's KL is taken this many tokens at a time
 MIN_MEASURED_KL = 1e-9  # below this the runtime's own rounding noise is as large as the signal
 _BLOCK = re.compile(r"blk\.\d+\.(.+)$")
 
@@ -280,6 +282,7 @@ class _Runner:
             self.close()
             raise
         self.p = np.exp(_log_softmax(self.ref))
+        self.workers = threads if threads > 0 else (os.cpu_count() or 1)
 
     def _load(self, use_mmap: bool) -> Any:
         import llama_cpp
@@ -301,7 +304,13 @@ class _Runner:
             llm.close()
 
     def _mean_kl(self, z: np.ndarray) -> float:
-        return float(np.mean(_kl_rows(self.p, self.ref, z)))
+        # KL_ROWS rows at a time (their temporaries stay in cache: 2-4x quicker than all 256 at once for
+        # a 49k vocabulary), over the threads (numpy drops the GIL in its loops); each row's KL is
+        # computed as it would be alone, so the mean is the same to the bit whatever the split
+        chunks = [slice(a, a + KL_ROWS) for a in range(0, len(z), KL_ROWS)]
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            parts = list(pool.map(lambda c: _kl_rows(self.p[c], self.ref[c], z[c]), chunks))
+        return float(np.mean(np.concatenate(parts)))
 
     def kl(self) -> float:
         if self.live is False:

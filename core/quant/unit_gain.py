@@ -53,16 +53,14 @@ SCALE_FIELDS: dict[str, ScaleField] = {
 def tensor_gain(blocks: np.ndarray, x: np.ndarray, qtype: str, importance: np.ndarray | None) -> float:
     """``<q, x>_w / <x, x>_w`` of float32 rows ``x`` stored as ``blocks`` (uint8 rows of ``qtype``),
     ``w`` the column importance (all ones when None)."""
-    from gguf import GGMLQuantizationType
-    from gguf.quants import dequantize
+    from quantpress.core.quant import decode  # native kernels where they exist (bit-identical to gguf-py)
 
-    t = GGMLQuantizationType[qtype.upper()]
     w = np.ones(x.shape[1]) if importance is None else np.asarray(importance, dtype=np.float64)
     num = den = 0.0
     for a in range(0, x.shape[0], _ROWS_PER_STEP):
         xs = np.asarray(x[a:a + _ROWS_PER_STEP], dtype=np.float64)
-        q = dequantize(np.ascontiguousarray(blocks[a:a + _ROWS_PER_STEP]).reshape(-1), t)
-        q = q.reshape(xs.shape).astype(np.float64)
+        q = decode(np.ascontiguousarray(blocks[a:a + _ROWS_PER_STEP]).reshape(-1), qtype.upper(), x.shape[1])
+        q = q.astype(np.float64)
         num += float(((q * xs) @ w).sum())
         den += float(((xs * xs) @ w).sum())
     return num / den if den > 0 else float("nan")

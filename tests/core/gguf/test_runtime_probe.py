@@ -133,6 +133,10 @@ def test_a_category_in_the_copy_costs_what_the_stored_file_costs(model: Path, tm
         runner._logits = lambda llm: runner.ref if llm is runner.llm else mapped(llm)  # type: ignore[method-assign]
         copied = runner.kl_with(base, tmp_path, where, [(t, "Q4_K") for t in tensors], stored)
         assert runner.live is False
+        # the KL taken KL_ROWS tokens at a time on the runner's threads: the same to the bit as in one piece
+        z = runner.ref + np.random.default_rng(1).normal(0, 0.01, runner.ref.shape).astype(np.float32)
+        assert len(z) > rp.KL_ROWS
+        assert runner._mean_kl(z) == float(np.mean(rp._kl_rows(runner.p, runner.ref, z)))
     finally:
         runner.close()
     assert expected > 1e-6
