@@ -47,14 +47,19 @@ SCRATCH_CONFIG = CONFIG | {"hidden_size": 256, "intermediate_size": 768, "num_hi
 # moves each weight by about lr per step: "finetuned" moves ~1e-3 in all (stays on the grid),
 # "finetuned_far" ~1e-2, a good part of a Q4_1 step (grid_residual measures it).
 RECIPES = {"finetuned": (40, 5e-5, 4, 128), "finetuned_far": (50, 1e-3, 2, 128), "scratch": (120, 3e-3, 8, 128),
-           "qwen3": (120, 3e-3, 8, 128), "scratch576": (120, 3e-3, 8, 128)}
+           "qwen3": (120, 3e-3, 8, 128), "scratch576": (120, 3e-3, 8, 128), "qwen3_896": (120, 3e-3, 8, 128)}
 # Models trained from random initialisation: recipe name -> (transformers config class, model class, model_type).
 FROM_SCRATCH = {"scratch": ("LlamaConfig", "LlamaForCausalLM", "llama"),
                 "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", "qwen3"),
-                "scratch576": ("LlamaConfig", "LlamaForCausalLM", "llama")}
-# Shapes of a from-scratch model where they differ from SCRATCH_CONFIG: scratch576 takes SmolLM2-135M's widths.
+                "scratch576": ("LlamaConfig", "LlamaForCausalLM", "llama"),
+                "qwen3_896": ("Qwen3Config", "Qwen3ForCausalLM", "qwen3")}
+# Shapes of a from-scratch model where they differ from SCRATCH_CONFIG: scratch576 takes SmolLM2-135M's widths;
+# qwen3_896 Qwen2.5-0.5B's hidden width and heads with an FFN that 256 does not divide either, so every
+# k-quant tensor of it falls back to a 32-block type.
 SCRATCH_SHAPES = {"scratch576": {"hidden_size": 576, "intermediate_size": 1536, "num_attention_heads": 9,
-                                 "num_key_value_heads": 3, "head_dim": 64}}
+                                 "num_key_value_heads": 3, "head_dim": 64},
+                  "qwen3_896": {"hidden_size": 896, "intermediate_size": 2432, "num_hidden_layers": 4,
+                                "num_attention_heads": 14, "num_key_value_heads": 2, "head_dim": 64}}
 # One line each, for benchmark reports.
 DESCRIPTIONS = {
     "demo": "SmolLM2-135M-Instruct rebuilt from its Q4_1 GGUF (F32 safetensors, 576-wide rows, weights on a Q4_1 grid)",
@@ -67,6 +72,8 @@ DESCRIPTIONS = {
              "(`benchmarks/trained_models.py`; every row a multiple of 256)",
     "scratch576": "a 6-layer Llama with the demo's widths (hidden 576, FFN 1536) trained from scratch on the CPU, "
                   "saved in bf16 (`benchmarks/trained_models.py`; 576-wide rows, never quantized)",
+    "qwen3_896": "a 4-layer Qwen3 (hidden 896, FFN 2432, 14/2 heads, q/k norms) trained from scratch on the CPU, "
+                 "saved in bf16 (`benchmarks/trained_models.py`; no row a multiple of 256, never quantized)",
 }
 
 
