@@ -65,6 +65,7 @@ VARIANTS: dict[str, tuple[list[str], dict[str, int]]] = {
     # rather than inferred from the variant the table names.
     "auto": ([], {}),
     "auto+imatrix": (["--imatrix", "{imatrix}"], {}),
+    "auto+none": (["--calibration", "none"], {}),  # what `--calibration none` writes, against llama.cpp without one
 }
 
 

@@ -67,15 +67,15 @@ IMPORTANCE_SOURCES = ("weights", "none", "measured")
 # finetuned_far, the fine-tune off the grid, the weights-estimated importance makes the Q5_1 path (the
 # Q5_1 mix, and the Q5_K mixes' fallback for 576-wide rows) 1.8-3.7x
 # worse than llama-quantize with either quantizer, as issue 21 found on its own fine-tune: those mixes
-# stay llama-quantize's by default. "none" (--calibration none) is from the earlier three-model study.
+# stay llama-quantize's by default. "none" (--calibration none): the earlier three-model study, then checked below.
 AUTO: dict[str, dict[str, QuantChoice]] = {
     # Q2_K, Q4_K_S, Q5_0: no departure with the weights estimate. The native kernels given it lost on qwen3
     # (Q2_K +25% ± 10%, the earlier qwen3 build), ggml's quantizer given it on the qwen3 build of 2026-12-05
     # 13:20 (8x256 tokens: Q2_K +58% ± 12%, Q4_K_S +16% ± 6%, Q5_0 +13% ± 3%; BENCHMARKS.md "Six models"),
     # where the earlier build had measured it better: the estimate is not reliable enough there.
-    "Q2_K": {"none": NATIVE_PLAIN, "measured": NATIVE},
+    "Q2_K": {"measured": NATIVE},
     "Q3_K_S": {"weights": NATIVE, "none": NATIVE_PLAIN},
-    "Q3_K_M": {"weights": GGML_WITH_IMPORTANCE, "none": NATIVE_PLAIN},
+    "Q3_K_M": {"weights": GGML_WITH_IMPORTANCE},
     # Q3_K_L, Q5_K_S, Q5_K_M: llama-quantize's way (given a measured imatrix, as llama.cpp uses it) but for
     # grid-safe Q5_1 fallbacks. Native kernels with the weights estimate won on demo, finetuned and scratch,
     # but lost on finetuned_far (Q3_K_L KLD 0.250 vs llama.cpp's 0.142) through their Q5_1 tensors, whose
@@ -85,15 +85,17 @@ AUTO: dict[str, dict[str, QuantChoice]] = {
     # finetuned_far given its imatrix, -23% on the never-quantized 576-wide model (scratch576); bytes
     # unchanged where 256 divides every row.
     "Q3_K_L": {"weights": LLAMA_CPP_GRID_SAFE, "none": LLAMA_CPP_GRID_SAFE, "measured": GGML_GRID_SAFE},
+    # `--calibration none` ("none"): the native kernels' plain search only where it held on the three
+    # never-quantized models built last (BENCHMARKS.md "Choosing auto", "`--calibration none`"); Q2_K,
+    # Q3_K_M, IQ4_NL, IQ4_XS and Q4_K_S lost there (qwen3 Q2_K +111%, Q3_K_M +23%; scratch576 IQ4_NL and
+    # IQ4_XS +28%; qwen3_896 Q4_K_S +16%) and write llama-quantize's bytes.
     # Q4_0 and IQ4_XS given a measured imatrix, IQ4_NL given the weights estimate: back to llama-quantize's
     # way, as the departures measured worse on scratch576, the 576-wide model trained from scratch
     # (BENCHMARKS.md "Choosing auto", "The legacy and IQ4 formats on six models": Q4_0 +7.9% ± 3.7%,
     # IQ4_XS +26.3% ± 8.2%, IQ4_NL +29.6% ± 13.0%), though they won on the demo family and scratch.
     "Q4_0": {"weights": GGML_WITH_IMPORTANCE, "none": NATIVE_PLAIN},
     "Q4_1": {"weights": NATIVE, "none": NATIVE_PLAIN, "measured": NATIVE},
-    "IQ4_NL": {"none": NATIVE_PLAIN},
-    "IQ4_XS": {"none": NATIVE_PLAIN},
-    "Q4_K_S": {"none": NATIVE_PLAIN, "measured": NATIVE},
+    "Q4_K_S": {"measured": NATIVE},
     # Q4_K_M: ggml with the weights estimate lost on finetuned_far (+14% ± 6%), through its Q5_0 tensors
     # alone (the Q4_K fallback on 576-wide rows), and on the qwen3 build of 2026-12-05 13:20 (+17% ± 7%,
     # BENCHMARKS.md "Six models"), so the default is llama-quantize's; the native kernels given a measured
