@@ -55,6 +55,7 @@ class _Cursor:
 
     def __init__(self, buf: memoryview, order: _ByteOrder) -> None:
         self.buf, self.order, self.pos = buf, order, 0
+        self._length = struct.Struct(order + "Q").unpack_from  # a string's uint64 byte count
 
     def _need(self, n: int) -> None:
         if n < 0 or self.pos + n > len(self.buf):
@@ -68,17 +69,12 @@ class _Cursor:
         return value
 
     def string(self) -> str:
-        n = int(self.take("Q"))
-        self._need(n)
-        raw = bytes(self.buf[self.pos : self.pos + n])
-        self.pos += n
-        return raw.decode("utf-8", errors="replace")
+        return self.strings(1)[0]
 
     def strings(self, n: int) -> list[str]:
-        """``n`` strings in a row: string() in one tight loop (a 150k-entry vocabulary and its merges are
-        most of a large model's header)."""
-        buf, pos, size = self.buf, self.pos, len(self.buf)
-        length = struct.Struct(self.order + "Q").unpack_from
+        """``n`` strings in a row (length, UTF-8 bytes), in one tight loop: a 150k-entry vocabulary and its
+        merges are most of a large model's header."""
+        buf, pos, size, length = self.buf, self.pos, len(self.buf), self._length
         out: list[str] = []
         append = out.append
         for _ in range(n):

@@ -167,16 +167,13 @@ def quantize_tensor(
 
 
 def decode(data: np.ndarray, ggml_type: str, n_per_row: int) -> np.ndarray:
-    """GGUF block bytes -> float32 (rows, n_per_row): native kernels, gguf-py for other types."""
-    if ggml_type in ("F32", "F16", "BF16"):
-        from gguf import GGMLQuantizationType
-        from gguf.quants import dequantize
+    """GGUF block bytes -> float32 (rows, n_per_row): native kernels, gguf-py for other types (and for
+    the float ones, without importing the native extension)."""
+    if ggml_type not in ("F32", "F16", "BF16"):
+        from quantpress import native
 
-        return np.asarray(dequantize(data, GGMLQuantizationType[ggml_type]), np.float32).reshape(-1, n_per_row)
-    from quantpress import native
-
-    if ggml_type in native.formats():
-        return np.asarray(native.dequantize(np.ascontiguousarray(data).reshape(-1), ggml_type, n_per_row))
+        if ggml_type in native.formats():
+            return np.asarray(native.dequantize(np.ascontiguousarray(data).reshape(-1), ggml_type, n_per_row))
     from gguf import GGMLQuantizationType
     from gguf.quants import dequantize
 
