@@ -323,9 +323,9 @@ class _Stored:
         return self._encode(x, ggml_type, imp, self.threads)
 
     def _encode(self, x: np.ndarray, ggml_type: str, imp: np.ndarray | None, threads: int) -> np.ndarray:
-        from quantpress.core.gguf.convert import encode
+        from quantpress.core.gguf.convert import encode_as
 
-        return np.asarray(encode(x, ggml_type, imp, threads, self.how.engine, self.how.unit_gain))
+        return np.asarray(encode_as(x, ggml_type, imp, threads, self.how))
 
     def importance(self, name: str, n: int) -> np.ndarray | None:
         from quantpress.core.gguf.convert import _importance

@@ -38,7 +38,7 @@ from quantpress.core.gguf.source import HFReader, TensorPlan
 from quantpress.core.jobs import NEVER, CancelToken, Progress, Report, Throttle, ignore
 from quantpress.core.model import SourceKind
 from quantpress.core.quant import grid_safe
-from quantpress.core.quant.auto import QuantChoice, choose
+from quantpress.core.quant.auto import QuantChoice, choose, for_output
 from quantpress.core.signals import CONVERT_PARTIAL, remove_stale
 from quantpress.core.validate import non_finite_weights
 
@@ -158,6 +158,12 @@ def encode(x: np.ndarray, ggml_type: str, importance: np.ndarray | None, threads
                                       grid_safe))
 
 
+def encode_as(x: np.ndarray, ggml_type: str, importance: np.ndarray | None, threads: int,
+              how: QuantChoice) -> np.ndarray:
+    """``encode`` the way ``how`` (an output's QuantChoice, after core.quant.auto.for_output) quantizes."""
+    return encode(x, ggml_type, importance, threads, how.engine, how.rescales(ggml_type), how.grid_safe)
+
+
 class _Output:
     """One file being written: temp name, handle, the plan entry and how its tensors are quantized."""
 
@@ -241,7 +247,7 @@ def _load_imatrix(plan: ConversionPlan, reader: Any, source_kv: list[Any], repor
 
 def _quant_choice(plan: ConversionPlan, out: OutputPlan) -> QuantChoice:
     experts = any(t.name.endswith("_exps.weight") for t in plan.tensors)  # routed experts: core/quant/auto.AUTO_MOE
-    return choose(plan.engine, out.format, plan.calibration.kind, experts=experts)
+    return for_output(choose(plan.engine, out.format, plan.calibration.kind, experts=experts), out.tensor_types.values())
 
 
 def _uses_weight_importance(plan: ConversionPlan) -> bool:
@@ -419,10 +425,9 @@ def _write_tensors(plan: ConversionPlan, outputs: list[_Output], reader: Any, im
                         _check_no_importance_needed(plan, t, ty)
                     elif used.ndim == 2:  # per-expert rows
                         for e, piece in _expert_pieces(x, row, t.shape[-2]):
-                            out.write(_buffer(encode(piece, ty, used[e], plan.threads, how.engine, how.unit_gain,
-                                                                how.grid_safe)))
+                            out.write(_buffer(encode_as(piece, ty, used[e], plan.threads, how)))
                         continue
-                    out.write(_buffer(encode(x, ty, used, plan.threads, how.engine, how.unit_gain, how.grid_safe)))
+                    out.write(_buffer(encode_as(x, ty, used, plan.threads, how)))
                 row += x.shape[0]
                 now = done + cost * row / n_rows
                 report(Progress("convert", min(now / total, 0.999), t.name, int(now), int(total)))

@@ -24,7 +24,8 @@ engine and uses whatever importance the plan has, as before.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 from quantpress.core.gguf.mixes_iq import IQ_MIXES
 from quantpress.core.quant import ENGINE_CHOICES
@@ -35,12 +36,17 @@ class QuantChoice:
     """How one output's tensors are quantized: ``engine`` for core.quant.quantize_tensor, whether
     the plan's importance (if any) is passed to it, and whether each tensor is rescaled to unit gain
     (``unit_gain``, core/quant/unit_gain.py); ``grid_safe``: Q5_1 tensors never snapped onto an older grid
-    (core/quant/grid_safe.py)."""
+    (core/quant/grid_safe.py); ``unit_gain_scope``: which tensors unit gain rescales (UNIT_GAIN_SCOPES)."""
 
     engine: str
     importance: bool
     unit_gain: bool = False
     grid_safe: bool = False
+    unit_gain_scope: str = "all"
+
+    def rescales(self, ggml_type: str) -> bool:
+        """Whether a tensor stored as ``ggml_type`` is rescaled to unit gain (after ``for_output``)."""
+        return self.unit_gain and (self.unit_gain_scope != "off-gain" or ggml_type in OFF_UNIT_GAIN)
 
 
 LLAMA_CPP = QuantChoice("ggml", False)  # llama-quantize without an imatrix
@@ -50,6 +56,19 @@ NATIVE_PLAIN = QuantChoice("native", False)
 # ggml's quantizer given the importance, each tensor then rescaled to unit gain (core/quant/unit_gain.py;
 # BENCHMARKS.md "The i-quant scale factors").
 GGML_UNIT_GAIN = QuantChoice("ggml", True, unit_gain=True)
+# The types ggml stores more than 1% off unit gain on the test models (BENCHMARKS.md "The i-quant scale
+# factors": IQ1_S/IQ1_M 0.91-0.93, Q2_K 0.94-0.95, IQ2_XXS 0.94-0.96, IQ2_XS 0.97-0.98, Q3_K and IQ2_S 0.98,
+# IQ3_XXS 0.985-0.99, IQ3_S 1.016); IQ4_NL, Q4_0 and the 4-bit-and-up k-quants are within 0.8% of it.
+OFF_UNIT_GAIN = frozenset({"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "Q2_K", "Q3_K"})
+# Which tensors unit gain rescales: "all" of them; "mixed": all of them in an output that holds an
+# OFF_UNIT_GAIN type, none in one that does not (unit gain reconciles the gains of the types that meet in
+# a mix: an i-quant file whose rows 256 never divides holds IQ4_NL fallbacks beside 4-bit-and-up types only,
+# where rescaling them cost 1.9% (2.2 SE) against ggml's bytes on qwen3_896); "off-gain": only tensors of an
+# OFF_UNIT_GAIN type (BENCHMARKS.md "GGUF i-quants": rescaling IQ4_NL cost 1-2% on the demo and qwen3_896,
+# rescaling the 4-bit-and-up k-quants beside the i-quants saved 0.5-2% on scratch and qwen3).
+UNIT_GAIN_SCOPES = ("all", "mixed", "off-gain")
+GGML_UNIT_GAIN_MIXED = QuantChoice("ggml", True, unit_gain=True, unit_gain_scope="mixed")
+GGML_UNIT_GAIN_OFF = QuantChoice("ggml", True, unit_gain=True, unit_gain_scope="off-gain")
 GGML_PLAIN_UNIT_GAIN = QuantChoice("ggml", False, unit_gain=True)
 # Choices with grid-safe Q5_1 tensors (core/quant/grid_safe.py): searched where the weights are a grid or
 # were never quantized, at Q5_0's max-abs levels where they sit in clusters around an older grid. Q5_1
@@ -115,10 +134,17 @@ AUTO: dict[str, dict[str, QuantChoice]] = {
     # leaves them at gains from 0.95 to 1.02 by type, and the mix pays for the mismatch (BENCHMARKS.md "The
     # i-quant scale factors"). With a measured imatrix: all but IQ2_S (demo +1.8%, 2.7 SE), IQ3_XXS and
     # IQ3_XS (qwen3 +2% and +7%). With the weights estimate, whose importance the gain is weighted by, only
-    # IQ2_XS held on all three (IQ1_S/IQ1_M lost on qwen3, the IQ3 mixes on demo).
-    **{mix: {"weights": GGML_WITH_IMPORTANCE, "measured": GGML_UNIT_GAIN}
+    # IQ2_XS held on all three (IQ1_S/IQ1_M lost on qwen3, the IQ3 mixes on demo). Given an imatrix the
+    # rescaling is "mixed" (UNIT_GAIN_SCOPES): a file with no type far from unit gain (qwen3_896's, all
+    # IQ4_NL fallbacks) keeps ggml's bytes, as llama.cpp's; on the other models that is every tensor, as
+    # measured. IQ2_S rescales its off-gain types only (its IQ2_XS and IQ3_S tensors, not IQ4_NL fallbacks
+    # or k-quants): against llama.cpp given the same imatrix demo +1.1% ± 0.6%, scratch -49%, qwen3 -4.2%,
+    # qwen3_896 +0.0%, where every tensor rescaled was demo +1.9% ± 0.6% and ggml's bytes rose above the
+    # smaller IQ2_XS file on scratch and qwen3 (BENCHMARKS.md "GGUF i-quants", 2026-12-06).
+    **{mix: {"weights": GGML_WITH_IMPORTANCE, "measured": GGML_UNIT_GAIN_MIXED}
        for mix in ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_M", "IQ3_S", "IQ3_M")},
-    "IQ2_XS": {"weights": GGML_UNIT_GAIN, "measured": GGML_UNIT_GAIN},
+    "IQ2_XS": {"weights": GGML_UNIT_GAIN, "measured": GGML_UNIT_GAIN_MIXED},
+    "IQ2_S": {"weights": GGML_WITH_IMPORTANCE, "measured": GGML_UNIT_GAIN_OFF},
     # Types chosen per tensor for a target (core/gguf/best_fit.py): ggml's quantizer for every type, given
     # the plan's importance, each tensor at unit gain. Measured on qwen3 (the planner's default runtime
     # sensitivity, at llama.cpp's Q3_K_M, Q4_K_S and Q4_K_M sizes): KLD 0.380, 0.641, 0.732 of the fixed
@@ -156,3 +182,12 @@ def choose(engine: str, mix: str, calibration_kind: str, *, experts: bool = Fals
     source = importance_source(calibration_kind)
     moe = AUTO_MOE.get(mix, {}).get(source) if experts else None
     return moe or AUTO.get(mix, {}).get(source, FALLBACK[source])
+
+
+def for_output(choice: QuantChoice, types: Iterable[str]) -> QuantChoice:
+    """``choice`` for one output whose tensors get ``types``: a "mixed" unit gain is dropped where the output
+    holds no OFF_UNIT_GAIN type, and otherwise applies to every tensor."""
+    if choice.unit_gain and choice.unit_gain_scope == "mixed":
+        mixed = not OFF_UNIT_GAIN.isdisjoint(types)
+        return replace(choice, unit_gain=mixed, unit_gain_scope="all")
+    return choice

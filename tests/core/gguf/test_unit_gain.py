@@ -12,7 +12,7 @@ import pytest
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 from quantpress.core.quant import quantize_tensor
-from quantpress.core.quant.auto import QuantChoice, choose
+from quantpress.core.quant.auto import GGML_UNIT_GAIN_MIXED, QuantChoice, choose, for_output
 from quantpress.core.quant.unit_gain import SCALE_FIELDS, tensor_gain, to_unit_gain
 
 
@@ -72,9 +72,12 @@ def test_wrong_block_layout_is_refused() -> None:
 def test_auto_uses_unit_gain_where_it_measured_no_worse() -> None:
     unit = QuantChoice("ggml", True, unit_gain=True)
     for mix in ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_M", "IQ3_S", "IQ3_M"):
-        assert choose("auto", mix, "imatrix") == choose("auto", mix, "default") == unit
-    for mix in ("IQ2_S", "IQ3_XXS", "IQ3_XS"):
+        assert choose("auto", mix, "imatrix") == choose("auto", mix, "default") == GGML_UNIT_GAIN_MIXED
+    for mix in ("IQ3_XXS", "IQ3_XS"):
         assert choose("auto", mix, "imatrix") == QuantChoice("ggml", True)
+    iq2_s = choose("auto", "IQ2_S", "imatrix")
+    assert iq2_s.rescales("IQ2_XS") and iq2_s.rescales("IQ3_S") and not iq2_s.rescales("IQ4_NL")
+    assert not iq2_s.rescales("Q5_K") and not choose("auto", "IQ2_S", "weights").unit_gain
     assert choose("auto", "IQ2_XS", "weights") == unit and choose("auto", "IQ3_M", "weights") == QuantChoice("ggml", True)
     # an explicit engine is that quantizer's own bytes (--engine ggml: llama-quantize's)
     assert not choose("ggml", "IQ3_M", "imatrix").unit_gain
@@ -109,3 +112,43 @@ def test_an_iquant_mix_converts_at_unit_gain(tiny: Callable[[str], Path], tmp_pa
             factors[t.name] = (t.ggml_type, float(ratio.mean()))
     assert "IQ2_XS" in {ty for ty, _ in factors.values()}
     assert max(abs(f - 1) for _, f in factors.values()) > 0.005
+
+
+def test_unit_gain_only_where_types_of_different_gains_meet() -> None:
+    """Given a measured imatrix, an i-quant file keeps ggml's bytes where it holds no type that ggml stores
+    far from unit gain (every block tensor fell back to IQ4_NL); the best fit's and the weights-estimate
+    IQ2_XS's unit gain hold whatever the types."""
+    mixed = choose("auto", "IQ2_XXS", "imatrix")
+    assert for_output(mixed, ["IQ2_XXS", "Q2_K", "Q5_K"]).unit_gain
+    assert for_output(mixed, ["IQ4_NL", "Q4_K", "Q8_0"]) == QuantChoice("ggml", True)
+    assert for_output(choose("auto", "MIXED", "imatrix"), ["IQ4_NL", "Q5_0"]).unit_gain
+    assert for_output(choose("auto", "IQ2_XS", "weights"), ["IQ4_NL"]).unit_gain
+    assert for_output(choose("auto", "Q4_K_M", "imatrix"), ["Q4_K"]) == choose("auto", "Q4_K_M", "imatrix")
+
+
+def test_an_iquant_file_of_fallbacks_only_is_ggml_bytes(tiny: Callable[[str], Path], tmp_path: Path) -> None:
+    """End to end with an imatrix: IQ2_XXS with every block tensor overridden to IQ4_NL (what a model whose
+    rows 256 never divides gets) is byte for byte ``--engine ggml``'s file, while the plain IQ2_XXS mix is
+    rescaled."""
+    from quantpress.core.calibration import from_means, save_imatrix
+    from quantpress.core.gguf.convert import convert
+    from quantpress.core.gguf.plan import Overrides, plan_conversion
+    from quantpress.core.gguf.reader import open_gguf
+    from quantpress.core.gguf.source import open_source
+
+    model = open_source(tiny("llama"))
+    (f16,) = convert(plan_conversion(model, ["F16"], tmp_path))
+    rng = np.random.default_rng(0)
+    with open_gguf(Path(f16.output)) as g:
+        means = {t.name: rng.uniform(0.5, 2.0, t.shape[-1]).astype(np.float32) for t in g.tensors if len(t.shape) >= 2}
+    imx = save_imatrix(from_means(means, n_tokens=4), tmp_path / "imatrix.gguf")
+    fallbacks = Overrides(output_type="Q8_0", token_embd_type="Q8_0",
+                          tensor_types=((r"blk\..*\.weight", "IQ4_NL"),))
+    files = {}
+    for label, engine, overrides in (("auto", "auto", fallbacks), ("ggml", "ggml", fallbacks),
+                                     ("auto-mix", "auto", Overrides()), ("ggml-mix", "ggml", Overrides())):
+        (tmp_path / label).mkdir()
+        plan = plan_conversion(model, ["IQ2_XXS"], tmp_path / label, imatrix=imx, engine=engine, overrides=overrides)
+        files[label] = Path(convert(plan)[0].output).read_bytes()
+    assert files["auto"] == files["ggml"]
+    assert files["auto-mix"] != files["ggml-mix"] and len(files["auto-mix"]) == len(files["ggml-mix"])
