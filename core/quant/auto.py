@@ -86,7 +86,10 @@ IMPORTANCE_SOURCES = ("weights", "none", "measured")
 # finetuned_far, the fine-tune off the grid, the weights-estimated importance makes the Q5_1 path (the
 # Q5_1 mix, and the Q5_K mixes' fallback for 576-wide rows) 1.8-3.7x
 # worse than llama-quantize with either quantizer, as issue 21 found on its own fine-tune: those mixes
-# stay llama-quantize's by default. "none" (--calibration none): the earlier three-model study, then checked below.
+# stay llama-quantize's by default. "none" (--calibration none): the native kernels' plain search only
+# where it held on the three never-quantized models built last (BENCHMARKS.md "Choosing auto",
+# "`--calibration none`"); Q2_K, Q3_K_M, IQ4_NL, IQ4_XS and Q4_K_S lost there (qwen3 Q2_K +111%, Q3_K_M
+# +23%; scratch576 IQ4_NL and IQ4_XS +28%; qwen3_896 Q4_K_S +16%) and write llama-quantize's bytes.
 AUTO: dict[str, dict[str, QuantChoice]] = {
     # Q2_K, Q4_K_S, Q5_0: no departure with the weights estimate. The native kernels given it lost on qwen3
     # (Q2_K +25% ± 10%, the earlier qwen3 build), ggml's quantizer given it on the qwen3 build of 2026-12-05
@@ -104,10 +107,6 @@ AUTO: dict[str, dict[str, QuantChoice]] = {
     # finetuned_far given its imatrix, -23% on the never-quantized 576-wide model (scratch576); bytes
     # unchanged where 256 divides every row.
     "Q3_K_L": {"weights": LLAMA_CPP_GRID_SAFE, "none": LLAMA_CPP_GRID_SAFE, "measured": GGML_GRID_SAFE},
-    # `--calibration none` ("none"): the native kernels' plain search only where it held on the three
-    # never-quantized models built last (BENCHMARKS.md "Choosing auto", "`--calibration none`"); Q2_K,
-    # Q3_K_M, IQ4_NL, IQ4_XS and Q4_K_S lost there (qwen3 Q2_K +111%, Q3_K_M +23%; scratch576 IQ4_NL and
-    # IQ4_XS +28%; qwen3_896 Q4_K_S +16%) and write llama-quantize's bytes.
     # Q4_0 and IQ4_XS given a measured imatrix, IQ4_NL given the weights estimate: back to llama-quantize's
     # way, as the departures measured worse on scratch576, the 576-wide model trained from scratch
     # (BENCHMARKS.md "Choosing auto", "The legacy and IQ4 formats on six models": Q4_0 +7.9% ± 3.7%,
