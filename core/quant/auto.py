@@ -64,7 +64,7 @@ OFF_UNIT_GAIN = frozenset({"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_
 # OFF_UNIT_GAIN type, none in one that does not (unit gain reconciles the gains of the types that meet in
 # a mix: an i-quant file whose rows 256 never divides holds IQ4_NL fallbacks beside 4-bit-and-up types only,
 # where rescaling them cost 1.9% (2.2 SE) against ggml's bytes on qwen3_896); "off-gain": only tensors of an
-# OFF_UNIT_GAIN type (BENCHMARKS.md "GGUF i-quants": rescaling IQ4_NL cost 1-2% on the demo and qwen3_896,
+# OFF_UNIT_GAIN type (BENCHMARKS.md "Which tensors to rescale": rescaling IQ4_NL cost 1-2% on the demo and qwen3_896,
 # rescaling the 4-bit-and-up k-quants beside the i-quants saved 0.5-2% on scratch and qwen3).
 UNIT_GAIN_SCOPES = ("all", "mixed", "off-gain")
 GGML_UNIT_GAIN_MIXED = QuantChoice("ggml", True, unit_gain=True, unit_gain_scope="mixed")
