@@ -26,17 +26,24 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from benchmarks.convert import heldout_chunks, kld_tokens, logprobs, paired, run_measured
 from benchmarks.iquants import MIXES, kld_text
 
+if TYPE_CHECKING:
+    from quantpress.core.quant.auto import QuantChoice
+
 SOURCES = ("imatrix", "weights")
 
 
-def _convert_in_process(model: Path, formats: list[str], out: Path, imatrix: Path | None, unit: bool) -> None:
-    """quantpress convert, with every i-quant mix forced to unit gain (``unit``) or ggml's bytes."""
+def convert_in_process(model: Path, formats: list[str], out: Path, imatrix: Path | None,
+                       choice: QuantChoice | None, engine: str = "auto") -> list[Path]:
+    """quantpress convert with ``engine``, every mix of ``formats`` quantized as ``choice`` (a
+    QuantChoice put in core/quant/auto.py's table for both importance sources, the table restored
+    after; None: auto.py's own choices). The written files."""
     from quantpress.core.gguf.convert import convert
     from quantpress.core.gguf.plan import plan_conversion
     from quantpress.core.inspect import open_model
@@ -44,14 +51,14 @@ def _convert_in_process(model: Path, formats: list[str], out: Path, imatrix: Pat
 
     saved = dict(auto.AUTO)
     try:
-        if unit:
-            auto.AUTO.update({m: {"weights": auto.GGML_UNIT_GAIN, "measured": auto.GGML_UNIT_GAIN} for m in formats})
+        if choice is not None:
+            auto.AUTO.update({m: {"weights": choice, "measured": choice} for m in formats})
         out.mkdir(parents=True, exist_ok=True)
-        convert(plan_conversion(open_model(model), formats, out, imatrix=imatrix,
-                                engine="auto" if unit else "ggml"))
+        results = convert(plan_conversion(open_model(model), formats, out, imatrix=imatrix, engine=engine))
     finally:
         auto.AUTO.clear()
         auto.AUTO.update(saved)
+    return [Path(r.output) for r in results]
 
 
 def type_gains(f32: Path, files: list[Path]) -> dict[str, float]:
@@ -77,6 +84,7 @@ def type_gains(f32: Path, files: list[Path]) -> dict[str, float]:
 
 def measure(name: str, formats: list[str], chunks_n: int, n_ctx: int) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     from quantpress.core.demo import ensure_demo_model
+    from quantpress.core.quant import auto
 
     from benchmarks.kquants import model_imatrix
     from benchmarks.trained_models import build
@@ -92,7 +100,8 @@ def measure(name: str, formats: list[str], chunks_n: int, n_ctx: int) -> tuple[d
     for source in SOURCES:
         imatrix = imx_path if source == "imatrix" else None
         for unit in (False, True):
-            _convert_in_process(model, formats, work / f"{source}-{'unit' if unit else 'ggml'}", imatrix, unit)
+            convert_in_process(model, formats, work / f"{source}-{'unit' if unit else 'ggml'}", imatrix,
+                               auto.GGML_UNIT_GAIN if unit else None, "auto" if unit else "ggml")
         for fmt in formats:
             k = {v: kld_tokens(ref, logprobs(work / f"{source}-{v}" / f"{model.name}-{fmt}.gguf", chunks))
                  for v in ("ggml", "unit")}

@@ -36,29 +36,18 @@ from benchmarks.convert import (
     vendor_dir,
 )
 from benchmarks.iquants import MIXES
+from benchmarks.unit_gain import convert_in_process
 
 VARIANTS = ("ggml", "all", "off-gain", "auto")
 
 
 def _quantpress(model: Path, mix: str, out: Path, imatrix: Path, variant: str) -> Path:
     """``mix`` given ``imatrix``, written the way ``variant`` says (auto.py's choice replaced for the others)."""
-    from quantpress.core.gguf.convert import convert
-    from quantpress.core.gguf.plan import plan_conversion
-    from quantpress.core.inspect import open_model
     from quantpress.core.quant import auto
 
     forced = {"all": auto.GGML_UNIT_GAIN, "off-gain": auto.GGML_UNIT_GAIN_OFF}.get(variant)
-    saved = auto.AUTO.get(mix)
-    try:
-        if forced is not None:
-            auto.AUTO[mix] = {**(saved or {}), "measured": forced}
-        out.mkdir(parents=True, exist_ok=True)
-        (result,) = convert(plan_conversion(open_model(model), [mix], out, imatrix=imatrix,
-                                            engine="ggml" if variant == "ggml" else "auto"))
-    finally:
-        if saved is not None:
-            auto.AUTO[mix] = saved
-    return Path(result.output)
+    (path,) = convert_in_process(model, [mix], out, imatrix, forced, "ggml" if variant == "ggml" else "auto")
+    return path
 
 
 def measure(name: str, chunks_n: int, n_ctx: int, root: Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, int]]:

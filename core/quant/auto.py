@@ -139,7 +139,7 @@ AUTO: dict[str, dict[str, QuantChoice]] = {
     # measured. IQ2_S rescales its off-gain types only (its IQ2_XS and IQ3_S tensors, not IQ4_NL fallbacks
     # or k-quants): against llama.cpp given the same imatrix demo +1.1% ± 0.6%, scratch -49%, qwen3 -4.2%,
     # qwen3_896 +0.0%, where every tensor rescaled was demo +1.9% ± 0.6% and ggml's bytes rose above the
-    # smaller IQ2_XS file on scratch and qwen3 (BENCHMARKS.md "GGUF i-quants", 2026-12-06).
+    # smaller IQ2_XS file on scratch and qwen3 (BENCHMARKS.md "Which tensors to rescale").
     **{mix: {"weights": GGML_WITH_IMPORTANCE, "measured": GGML_UNIT_GAIN_MIXED}
        for mix in ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_M", "IQ3_S", "IQ3_M")},
     "IQ2_XS": {"weights": GGML_UNIT_GAIN, "measured": GGML_UNIT_GAIN_MIXED},
